@@ -1,0 +1,16 @@
+//! The SMTP engine: a sans-IO state machine of [RFC 5321] and its extensions.
+//!
+//! It performs no I/O and reads no clock: the caller feeds it bytes and the time, and polls it
+//! for replies, events and the next deadline.
+//!
+//! [RFC 5321]: https://www.rfc-editor.org/rfc/rfc5321
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod address;
+mod policy;
+mod transaction;
+
+pub use address::{Domain, Mailbox};
+pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};
+pub use transaction::{BodyType, Envelope, Greeting, TxnId};

@@ -1,0 +1,90 @@
+//! What an engine is configured with: its role, our domains, the limits and the timeouts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The MX (port 25): anyone may connect, nobody authenticates, mail only for our domains.
+    Delivery,
+    /// Submission (587/465): our users authenticate, then may send anywhere.
+    Submission,
+}
+
+/// Longest command line, CRLF included ([RFC 5321 §4.5.3.1.4]).
+///
+/// [RFC 5321 §4.5.3.1.4]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.4
+pub const MAX_COMMAND_LINE: usize = 512;
+/// Longest text line of a message, CRLF included ([RFC 5321 §4.5.3.1.6]).
+///
+/// [RFC 5321 §4.5.3.1.6]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.6
+pub const MAX_TEXT_LINE: usize = 1000;
+/// The least number of recipients a server must accept ([RFC 5321 §4.5.3.1.8]).
+///
+/// [RFC 5321 §4.5.3.1.8]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.8
+pub const MIN_RECIPIENTS: usize = 100;
+
+/// Server-side timeouts. Defaults are those of [RFC 5321 §4.5.3.2].
+///
+/// [RFC 5321 §4.5.3.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for the next command (§4.5.3.2.7: 5 minutes).
+    pub command: Duration,
+    /// Waiting for the next block of message data (§4.5.3.2.5: 3 minutes).
+    pub data_block: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(5 * 60),
+            data_block: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+/// Everything one engine needs to decide replies. Shared read-only by every connection of a
+/// listener.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Our name, in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Delivery or submission.
+    pub role: Role,
+    /// Domains we accept mail for, lower-cased.
+    pub local_domains: HashSet<String>,
+    /// If set, the only local recipients that exist (lower-cased `local@domain`); others get
+    /// 550 5.1.1 at RCPT.
+    pub recipients: Option<Arc<HashSet<String>>>,
+    /// Largest message accepted, in octets (RFC 1870).
+    pub max_message_size: u64,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Bad commands tolerated before 421 and close.
+    pub max_bad_commands: u32,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl EngineConfig {
+    /// A configuration for `role` with the defaults of the embedded config; for tests and tools.
+    pub fn new(hostname: &str, role: Role, local_domains: &[&str]) -> Self {
+        EngineConfig {
+            hostname: hostname.to_owned(),
+            role,
+            local_domains: local_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            recipients: None,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: MIN_RECIPIENTS,
+            max_bad_commands: 20,
+            timeouts: Timeouts::default(),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The seam between smtp-edge and the ring: accept, recv, send, file write, fsync, rename.
+//!
+//! Everything above this module (driver, spool) speaks these few types; only this module names
+//! tokio-uring. Buffers are owned and travel into the kernel and back, as io_uring requires: every
+//! call returns its buffer whether it succeeded or not.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokio_uring::buf::fixed::{FixedBuf, FixedBufPool};
+use tokio_uring::buf::BoundedBuf;
+
+/// Backlog of each listening socket; high because an MX sees connection bursts.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a TCP listener with `SO_REUSEPORT`, so that each worker can own one socket for the same
+/// address and the kernel spreads connections across them.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A listening socket on this worker's ring.
+pub struct Listener(tokio_uring::net::TcpListener);
+
+impl Listener {
+    /// Moves a bound std listener onto the current worker's ring.
+    pub fn from_std(listener: std::net::TcpListener) -> Self {
+        Listener(tokio_uring::net::TcpListener::from_std(listener))
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        // Replies are small and the client waits for them: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        Ok((Stream(stream), peer))
+    }
+}
+
+/// A connected TCP stream on this worker's ring.
+pub struct Stream(tokio_uring::net::TcpStream);
+
+/// A receive buffer: a registered (fixed) buffer from the worker's pool when one is free, else a
+/// heap buffer, so a burst of connections never waits for the pool.
+pub struct RecvBuf {
+    mem: RecvMem,
+    /// Bytes received by the last read, from the start of the buffer.
+    len: usize,
+}
+
+enum RecvMem {
+    /// Registered with the ring: the kernel skips the per-call page pinning.
+    Fixed(FixedBuf),
+    /// Ordinary heap memory.
+    Heap(Vec<u8>),
+}
+
+impl RecvBuf {
+    /// The bytes received by the last [`Stream::recv`].
+    pub fn filled(&self) -> &[u8] {
+        let all: &[u8] = match &self.mem {
+            RecvMem::Fixed(b) => b,
+            RecvMem::Heap(v) => v,
+        };
+        &all[..self.len.min(all.len())]
+    }
+
+    /// Whether this buffer is registered with the ring.
+    pub fn is_fixed(&self) -> bool {
+        matches!(self.mem, RecvMem::Fixed(_))
+    }
+}
+
+/// A worker's pool of registered receive buffers.
+pub struct BufferPool {
+    pool: FixedBufPool<Vec<u8>>,
+    size: usize,
+}
+
+impl BufferPool {
+    /// Allocates `count` buffers of `size` bytes and registers them with the current ring.
+    pub fn register(count: usize, size: usize) -> io::Result<Self> {
+        let pool = FixedBufPool::new((0..count).map(|_| Vec::with_capacity(size)));
+        pool.register()?;
+        Ok(BufferPool { pool, size })
+    }
+
+    /// A buffer for one connection: registered if one is free, heap otherwise.
+    pub fn take(&self) -> RecvBuf {
+        let mem = match self.pool.try_next(self.size) {
+            Some(buf) => RecvMem::Fixed(buf),
+            None => RecvMem::Heap(Vec::with_capacity(self.size)),
+        };
+        RecvBuf { mem, len: 0 }
+    }
+}
+
+impl Stream {
+    /// Receives into `buf`, replacing what it held; `Ok(0)` is the peer's end of stream.
+    pub async fn recv(&self, buf: RecvBuf) -> (io::Result<usize>, RecvBuf) {
+        // Reads land at the start of the buffer; `len` says how much of it is this read's.
+        let (res, mem) = match buf.mem {
+            RecvMem::Fixed(b) => {
+                let (res, b) = self.0.read_fixed(b).await;
+                (res, RecvMem::Fixed(b))
+            }
+            RecvMem::Heap(mut v) => {
+                v.clear();
+                let (res, v) = self.0.read(v).await;
+                (res, RecvMem::Heap(v))
+            }
+        };
+        let len = *res.as_ref().unwrap_or(&0);
+        (res, RecvBuf { mem, len })
+    }
+
+    /// Sends all of `buf` and hands it back emptied.
+    pub async fn send_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, mut buf) = self.0.write_all(buf).await;
+        buf.clear();
+        (res, buf)
+    }
+
+    /// Shuts down the write side, so the peer sees end of stream after the last reply.
+    pub fn shutdown(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// A file on the ring, written at explicit offsets.
+pub struct File(tokio_uring::fs::File);
+
+impl File {
+    /// Creates `path`, failing if it exists.
+    pub async fn create_new(path: &Path) -> io::Result<File> {
+        tokio_uring::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map(File)
+    }
+
+    /// Opens a directory so that it can be synced.
+    pub async fn open_dir(path: &Path) -> io::Result<File> {
+        tokio_uring::fs::File::open(path).await.map(File)
+    }
+
+    /// Writes all of `buf` at `offset` and hands it back emptied.
+    pub async fn write_all_at(&self, buf: Vec<u8>, offset: u64) -> (io::Result<()>, Vec<u8>) {
+        let (res, slice) = self.0.write_all_at(buf.slice(..), offset).await;
+        let mut buf = slice.into_inner();
+        buf.clear();
+        (res, buf)
+    }
+
+    /// `fdatasync`: the data and the metadata needed to read it back are on stable storage.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data().await
+    }
+
+    /// `fsync`: data and all metadata; for a directory, its entries.
+    pub async fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all().await
+    }
+
+    /// Closes the file, reporting the close error that a drop would hide.
+    pub async fn close(self) -> io::Result<()> {
+        self.0.close().await
+    }
+}
+
+/// Renames `from` to `to` (atomically replacing `to`).
+pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    tokio_uring::fs::rename(from, to).await
+}
+
+/// Removes a file.
+pub async fn remove_file(path: &Path) -> io::Result<()> {
+    tokio_uring::fs::remove_file(path).await
+}
