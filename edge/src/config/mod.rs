@@ -1,1 +1,263 @@
-//! config (in progress)
+//! The configuration file: TOML in, a typed [`Config`] out, or every problem named by its key.
+//!
+//! Loading has two steps, and only the second gives values a meaning:
+//!
+//! ```text
+//!  text ──► toml::Table ──► raw structs ──► validate ──► Config
+//!           (syntax:         (serde, per     (one pass: ranges, RFC floors,
+//!            "(file)")        section, deny    addresses, paths, recipients file)
+//!                             unknown keys)
+//! ```
+//!
+//! Every failure becomes a [`ConfigError`] `key: problem`, where `key` is the TOML path
+//! (`listener[1].addr`, `limits.max_recipients`) and the problem cites the RFC floor if there is
+//! one. Validation does not stop at the first problem: [`ConfigErrors`] holds them all, so an
+//! operator fixes a file in one round trip.
+//!
+//! # Schema
+//!
+//! The embedded default ([`Config::embedded_default`], `config/default.toml`) is the reference:
+//!
+//! ```toml
+#![doc = include_str!("default.toml")]
+//! ```
+//!
+//! Required: `hostname`, `local_domains`, at least one `[[listener]]`, `spool.dir` and
+//! `delivery.maildir`. `[limits]`, `[shutdown]` and `workers` default to the values shown;
+//! without `[metrics]` there is no metrics endpoint; `listener.tls` defaults to `none`.
+//!
+//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`) are resolved against
+//! the current working directory at load time, so a later `chdir` cannot change their meaning.
+
+mod raw;
+mod recipients;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::{EngineConfig, Role, Timeouts};
+
+pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
+pub use validate::{
+    MAX_BAD_COMMANDS_CEILING, MAX_MESSAGE_SIZE_CEILING, MAX_RECIPIENTS_CEILING, MAX_TIMEOUT_SECS,
+    MAX_WORKERS, MIN_MESSAGE_SIZE,
+};
+
+/// The key under which problems with the file as a whole are reported: it could not be read,
+/// or it is not TOML.
+pub const FILE_KEY: &str = "(file)";
+
+/// The embedded default configuration, `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// One problem with the configuration, displayed as `key: problem`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    /// The TOML path of the value at fault (`listener[1].addr`), or [`FILE_KEY`].
+    pub key: String,
+    /// What is wrong and, where there is one, the bound it breaks and its source.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Every problem found in one configuration: type and unknown-key errors (at most one per
+/// section or listener, as serde stops at the first), then the validation problems. Never empty
+/// when returned as an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    /// One `key: problem` per line, with no trailing newline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// How a listener speaks TLS. Only [`TlsMode::None`] is supported by this release; the others
+/// are parsed so that the error can say so, instead of calling them unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plaintext only; STARTTLS is not advertised.
+    #[default]
+    None,
+    /// Plaintext, upgraded by STARTTLS ([RFC 3207]).
+    ///
+    /// [RFC 3207]: https://www.rfc-editor.org/rfc/rfc3207
+    StartTls,
+    /// TLS from the first byte ([RFC 8314 §3.3], port 465).
+    ///
+    /// [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
+    Implicit,
+}
+
+/// One `[[listener]]`: a socket to accept on, and what it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Where to listen. Port 0 asks the kernel for a free port (tests).
+    pub addr: SocketAddr,
+    /// Delivery (MX) or submission.
+    pub role: Role,
+    /// TLS mode; always [`TlsMode::None`] in a validated config of this release.
+    pub tls: TlsMode,
+}
+
+/// `[limits]`: what one connection or transaction may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted, in octets, advertised as `SIZE` ([RFC 1870]); within
+    /// [`MIN_MESSAGE_SIZE`]`..=`[`MAX_MESSAGE_SIZE_CEILING`].
+    ///
+    /// [RFC 1870]: https://www.rfc-editor.org/rfc/rfc1870
+    pub max_message_size: u64,
+    /// Most recipients per transaction; within
+    /// [`MIN_RECIPIENTS`](crate::protocol::MIN_RECIPIENTS)`..=`[`MAX_RECIPIENTS_CEILING`].
+    pub max_recipients: usize,
+    /// Bad commands tolerated before 421 and close; at least 1.
+    pub max_bad_commands: u32,
+    /// Waiting for the next command ([RFC 5321 §4.5.3.2.7]: 5 minutes).
+    ///
+    /// [RFC 5321 §4.5.3.2.7]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2.7
+    pub command_timeout: Duration,
+    /// Waiting for the next block of message data ([RFC 5321 §4.5.3.2.5]: 3 minutes).
+    ///
+    /// [RFC 5321 §4.5.3.2.5]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2.5
+    pub data_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// The values of `default.toml`: 25 MiB, 100 recipients, 20 bad commands, and the timeouts of
+    /// [RFC 5321 §4.5.3.2](https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2).
+    fn default() -> Self {
+        let timeouts = Timeouts::default();
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: crate::protocol::MIN_RECIPIENTS,
+            max_bad_commands: 20,
+            command_timeout: timeouts.command,
+            data_timeout: timeouts.data_block,
+        }
+    }
+}
+
+/// A validated configuration: every value is in range and every path is absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Our name, in the greeting and the EHLO reply; a syntactically valid domain name.
+    pub hostname: String,
+    /// Domains we accept mail for: lower-cased, valid domain names, without duplicates, never
+    /// empty.
+    pub local_domains: Vec<String>,
+    /// Worker threads as written; 0 means one per core. Use [`Config::worker_count`].
+    pub workers: usize,
+    /// At least one, with no two on the same address (port 0 excepted).
+    pub listeners: Vec<ListenerConfig>,
+    /// The spool directory (absolute).
+    pub spool_dir: PathBuf,
+    /// The Maildir root for local delivery (absolute).
+    pub maildir: PathBuf,
+    /// If `delivery.recipients` is set, the only local recipients that exist, as lower-cased
+    /// `local@domain`, each in one of `local_domains`. Loaded once, at config time.
+    pub recipients: Option<Arc<HashSet<String>>>,
+    /// Per-connection and per-transaction limits.
+    pub limits: Limits,
+    /// Where to serve Prometheus metrics; `None` when `[metrics]` is absent.
+    pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM, how long sessions in DATA may run on before they are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Parses and validates a configuration, reporting every problem found.
+    ///
+    /// A `delivery.recipients` file is read here, so this does file I/O if the text names one.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let config =
+            raw::parse(text, &mut errors).and_then(|raw| validate::validate(raw, &mut errors));
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ => {
+                debug_assert!(!errors.is_empty(), "validation failed without an error");
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Reads `path` and parses it as [`Config::from_toml_str`] does. A file that cannot be read
+    /// (or is not UTF-8) is reported under [`FILE_KEY`] with its path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                FILE_KEY,
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// The embedded default ([`DEFAULT_TOML`]): delivery on 127.0.0.1:2525, submission on
+    /// 127.0.0.1:2587, metrics on 127.0.0.1:9125, spool and Maildir under `./var`.
+    ///
+    /// # Panics
+    ///
+    /// If the embedded file does not validate, which the unit tests rule out, or if the current
+    /// directory cannot be read to resolve its relative paths.
+    pub fn embedded_default() -> Config {
+        match Config::from_toml_str(DEFAULT_TOML) {
+            Ok(config) => config,
+            Err(errors) => panic!("the embedded default.toml does not validate:\n{errors}"),
+        }
+    }
+
+    /// How many io_uring worker threads to run: `workers`, or one per core when it is 0 (one if
+    /// the core count is unknown).
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// The engine configuration for listeners of `role`. The recipients set is shared, not
+    /// copied.
+    pub fn engine_config(&self, role: Role) -> EngineConfig {
+        EngineConfig {
+            hostname: self.hostname.clone(),
+            role,
+            local_domains: self.local_domains.iter().cloned().collect(),
+            recipients: self.recipients.clone(),
+            max_message_size: self.limits.max_message_size,
+            max_recipients: self.limits.max_recipients,
+            max_bad_commands: self.limits.max_bad_commands,
+            timeouts: Timeouts {
+                command: self.limits.command_timeout,
+                data_block: self.limits.data_timeout,
+            },
+        }
+    }
+}

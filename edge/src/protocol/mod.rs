@@ -8,9 +8,23 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod address;
+mod command;
+mod connection;
+mod data;
+mod envelope;
+mod event;
 mod policy;
+mod reply;
 mod transaction;
 
 pub use address::{Domain, Mailbox};
+pub use command::{Command, CommandError};
+pub use connection::Connection;
+pub use data::{DataFault, DataReceiver};
+pub use event::{CloseReason, Event, Rejection, SpoolFault};
+pub use reply::{Code, Reply, Status};
 pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};
 pub use transaction::{BodyType, Envelope, Greeting, TxnId};
+
+#[cfg(test)]
+mod tests;

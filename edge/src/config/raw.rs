@@ -1,0 +1,267 @@
+//! The file as written: serde structs that mirror the TOML schema one to one, with no meaning
+//! attached yet. [`super::validate`] turns them into the typed [`super::Config`].
+//!
+//! The document is parsed into a [`toml::Table`] first and each section is then deserialized on
+//! its own, so that a mistake in `[limits]` does not hide one in `[[listener]]`: serde stops at
+//! the first error of a struct, and per-section deserialization gives one error per section
+//! instead of one per file, each named by its key.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{ConfigError, TlsMode};
+use crate::protocol::Role;
+
+/// The whole file. Absent sections are `None` (or empty); [`super::validate`] decides which are
+/// required.
+#[derive(Debug, Default)]
+pub(super) struct RawConfig {
+    pub hostname: Option<String>,
+    pub local_domains: Option<Vec<String>>,
+    pub workers: Option<i64>,
+    /// Indexed as in the file, so errors can name `listener[i]`; `None` where the entry failed
+    /// to deserialize (already reported).
+    pub listeners: Vec<Option<RawListener>>,
+    pub spool: Option<RawSpool>,
+    pub delivery: Option<RawDelivery>,
+    pub limits: Option<RawLimits>,
+    pub metrics: Option<RawMetrics>,
+    pub shutdown: Option<RawShutdown>,
+}
+
+/// One `[[listener]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub addr: String,
+    pub role: Role,
+    #[serde(default)]
+    pub tls: TlsMode,
+}
+
+/// `[spool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpool {
+    pub dir: String,
+}
+
+/// `[delivery]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub maildir: String,
+    pub recipients: Option<String>,
+}
+
+/// `[limits]`; every key is optional and defaults to [`super::Limits::default`].
+///
+/// Integers are read as `i64` (TOML's integer type) so that a negative or oversized value gets
+/// our range message, naming the bounds, instead of serde's "expected u32".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_message_size: Option<i64>,
+    pub max_recipients: Option<i64>,
+    pub max_bad_commands: Option<i64>,
+    pub command_timeout_secs: Option<i64>,
+    pub data_timeout_secs: Option<i64>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub addr: String,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShutdown {
+    pub grace_secs: Option<i64>,
+}
+
+/// The top-level keys, in schema order; anything else is reported as unknown.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "hostname",
+    "local_domains",
+    "workers",
+    "listener",
+    "spool",
+    "delivery",
+    "limits",
+    "metrics",
+    "shutdown",
+];
+
+/// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
+/// `errors`. Returns `None` only if the text is not TOML at all (nothing could be read).
+pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConfig> {
+    let mut table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            errors.push(syntax_error(text, &e));
+            return None;
+        }
+    };
+    let mut raw = RawConfig {
+        hostname: take(&mut table, "", "hostname", errors),
+        local_domains: take(&mut table, "", "local_domains", errors),
+        workers: take(&mut table, "", "workers", errors),
+        spool: take(&mut table, "", "spool", errors),
+        delivery: take(&mut table, "", "delivery", errors),
+        limits: take(&mut table, "", "limits", errors),
+        metrics: take(&mut table, "", "metrics", errors),
+        shutdown: take(&mut table, "", "shutdown", errors),
+        listeners: Vec::new(),
+    };
+    match table.remove("listener") {
+        None => {}
+        Some(toml::Value::Array(entries)) => {
+            for (i, entry) in entries.into_iter().enumerate() {
+                let key = format!("listener[{i}]");
+                raw.listeners.push(
+                    RawListener::deserialize(entry)
+                        .map_err(|e| errors.push(serde_error(&key, &e)))
+                        .ok(),
+                );
+            }
+        }
+        Some(other) => errors.push(ConfigError::new(
+            "listener",
+            format!(
+                "expected an array of tables ([[listener]]), found {}",
+                other.type_str()
+            ),
+        )),
+    }
+    // Whatever is left was not taken above: misspelt or from a newer release. Refusing it
+    // (rather than ignoring it) is the point of deny_unknown_fields: a typo in a limit must not
+    // silently leave the default in force.
+    for key in table.keys() {
+        errors.push(ConfigError::new(
+            key.clone(),
+            format!("unknown key; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+        ));
+    }
+    Some(raw)
+}
+
+/// Removes `name` from `table` and deserializes it, reporting a failure under `prefix.name`.
+fn take<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    prefix: &str,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let value = table.remove(name)?;
+    let key = join(prefix, name);
+    T::deserialize(value)
+        .map_err(|e| errors.push(serde_error(&key, &e)))
+        .ok()
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A TOML syntax error. The document could not be parsed, so there is no key to name: it is
+/// reported under `(file)` with the line and column of the span toml gives.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let problem = match e.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            // Quote the line itself: it usually shows the key (`workers = = 2`), which a
+            // document that does not parse cannot otherwise give.
+            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            format!(
+                "line {line}, column {column}: {} (in `{source}`)",
+                one_line(e.message())
+            )
+        }
+        None => one_line(e.message()),
+    };
+    ConfigError::new(super::FILE_KEY, problem)
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// Maps a serde error raised while deserializing the section at `section` to the key it blames.
+///
+/// toml's value deserializer records the path below the section (the `in `a.b`` line of its
+/// Display); serde's own messages name unknown and missing fields. Either gives a full key, so
+/// the user reads `listener[1].adr: unknown key` and not "unknown field somewhere".
+fn serde_error(section: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim_end();
+    let rendered = e.to_string();
+    let inner_path = rendered
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')));
+    let mut key = match inner_path {
+        Some(path) => join(section, path),
+        None => section.to_owned(),
+    };
+    if let Some((field, rest)) = backticked_after(message, "unknown field `") {
+        key = join(&key, field);
+        let expected = rest.trim_start_matches(", ");
+        let problem = if expected.is_empty() {
+            "unknown key".to_owned()
+        } else {
+            format!("unknown key; {expected}")
+        };
+        return ConfigError::new(key, problem);
+    }
+    if let Some((field, _)) = backticked_after(message, "missing field `") {
+        return ConfigError::new(join(&key, field), "required key is missing".to_owned());
+    }
+    // Raw integers are i64 only to give range errors our wording; say what the user must write.
+    // Likewise, serde names our private structs ("expected struct RawLimits"); the user wrote
+    // a section, so call it what it is in TOML.
+    let mut problem = one_line(message).replace("expected i64", "expected an integer");
+    if let Some(at) = problem.find("expected struct Raw") {
+        problem.truncate(at);
+        problem.push_str("expected a table");
+    }
+    ConfigError::new(key, problem)
+}
+
+/// toml's parser messages can span lines ("invalid table header\nexpected `.`, `]`"); a
+/// [`ConfigError`] is one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// For `message = "<prefix>name` rest"`, returns `(name, rest)`.
+fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    message.strip_prefix(prefix)?.split_once('`')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("a\nbc\nd", 0), (1, 1));
+        assert_eq!(line_column("a\nbc\nd", 3), (2, 2));
+        assert_eq!(line_column("a\nbc\nd", 5), (3, 1));
+    }
+}

@@ -1,0 +1,414 @@
+//! Config tests: each bad value must be blamed on its exact key.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+/// A minimal valid file; tests append to it or replace a line of it.
+const BASE: &str = r#"
+hostname = "mx.example.test"
+local_domains = ["Example.TEST"]
+
+[[listener]]
+addr = "127.0.0.1:2525"
+role = "delivery"
+
+[spool]
+dir = "/var/spool/smtp-edge"
+
+[delivery]
+maildir = "/var/mail/smtp-edge"
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match Config::from_toml_str(text) {
+        Ok(c) => panic!("expected errors, got {c:?}\n--- input ---\n{text}"),
+        Err(ConfigErrors(errors)) => errors,
+    }
+}
+
+fn keys(text: &str) -> Vec<String> {
+    errors(text).into_iter().map(|e| e.key).collect()
+}
+
+/// BASE with `from` replaced by `to` (which must occur).
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_is_valid_and_typed() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert_eq!(c.hostname, "mx.example.test");
+    assert_eq!(c.local_domains, ["example.test"]);
+    assert_eq!(c.workers, 0);
+    assert!(c.worker_count() >= 1);
+    assert_eq!(
+        c.listeners,
+        [ListenerConfig {
+            addr: "127.0.0.1:2525".parse().unwrap(),
+            role: Role::Delivery,
+            tls: TlsMode::None,
+        }]
+    );
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.metrics_addr, None);
+    assert_eq!(c.recipients, None);
+    assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+}
+
+/// One row per mistake: (what to append or edit, the one key that must be blamed).
+#[test]
+fn each_bad_value_names_its_key() {
+    let appended: &[(&str, &str)] = &[
+        ("workers = -1", "workers"),
+        ("workers = 5000", "workers"),
+        ("workers = \"four\"", "workers"),
+        ("wrokers = 4", "wrokers"),
+        (
+            "[[listener]]\naddr = \"x\"\nrole = \"delivery\"",
+            "listener[1].addr",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:2525\"\nrole = \"submission\"",
+            "listener[1].addr",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"relay\"",
+            "listener[1].role",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"starttls\"",
+            "listener[1].tls",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"implicit\"",
+            "listener[1].tls",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"ssl\"",
+            "listener[1].tls",
+        ),
+        (
+            "[[listener]]\nadr = \"127.0.0.1:1\"\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"",
+            "listener[1].adr",
+        ),
+        ("[[listener]]\nrole = \"delivery\"", "listener[1].addr"),
+        ("[limits]\nmax_recipients = 20", "limits.max_recipients"),
+        ("[limits]\nmax_recipients = 10001", "limits.max_recipients"),
+        (
+            "[limits]\nmax_message_size = 1000",
+            "limits.max_message_size",
+        ),
+        ("[limits]\nmax_message_size = -5", "limits.max_message_size"),
+        ("[limits]\nmax_bad_commands = 0", "limits.max_bad_commands"),
+        (
+            "[limits]\ncommand_timeout_secs = 0",
+            "limits.command_timeout_secs",
+        ),
+        (
+            "[limits]\ndata_timeout_secs = 0",
+            "limits.data_timeout_secs",
+        ),
+        (
+            "[limits]\ndata_timeout_secs = \"3m\"",
+            "limits.data_timeout_secs",
+        ),
+        ("[limits]\nmax_recipient = 200", "limits.max_recipient"),
+        ("[metrics]\naddr = \"localhost:9125\"", "metrics.addr"),
+        ("[metrics]\nport = 9125", "metrics.port"),
+        ("[shutdown]\ngrace_secs = -1", "shutdown.grace_secs"),
+        ("limits = 3", "limits"),
+    ];
+    // Appended tables must come after BASE's; top-level keys must come before them.
+    for (extra, key) in appended {
+        let text = if extra.starts_with('[') {
+            format!("{BASE}\n{extra}\n")
+        } else {
+            format!("{extra}\n{BASE}")
+        };
+        assert_eq!(keys(&text), [*key], "input:\n{text}");
+    }
+    let edited: &[(&str, &str, &str)] = &[
+        ("hostname = \"mx.example.test\"", "", "hostname"),
+        (
+            "hostname = \"mx.example.test\"",
+            "hostname = \"mx example\"",
+            "hostname",
+        ),
+        (
+            "hostname = \"mx.example.test\"",
+            "hostname = \"[192.0.2.1]\"",
+            "hostname",
+        ),
+        (
+            "hostname = \"mx.example.test\"",
+            "hostname = \"-mx.example.test\"",
+            "hostname",
+        ),
+        ("local_domains = [\"Example.TEST\"]", "", "local_domains"),
+        (
+            "local_domains = [\"Example.TEST\"]",
+            "local_domains = []",
+            "local_domains",
+        ),
+        (
+            "local_domains = [\"Example.TEST\"]",
+            "local_domains = [\"a.test\", \"b..test\"]",
+            "local_domains[1]",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:2525\"\nrole = \"delivery\"\n",
+            "",
+            "listener",
+        ),
+        ("dir = \"/var/spool/smtp-edge\"", "dir = \"\"", "spool.dir"),
+        ("[spool]\ndir = \"/var/spool/smtp-edge\"\n", "", "spool.dir"),
+        (
+            "[spool]\ndir = \"/var/spool/smtp-edge\"\n",
+            "[spool]\n",
+            "spool.dir",
+        ),
+        (
+            "[delivery]\nmaildir = \"/var/mail/smtp-edge\"\n",
+            "",
+            "delivery.maildir",
+        ),
+    ];
+    for (from, to, key) in edited {
+        let text = edit(from, to);
+        assert_eq!(keys(&text), [*key], "input:\n{text}");
+    }
+    let listener_not_array = format!(
+        "listener = 3\n{}",
+        edit(
+            "[[listener]]\naddr = \"127.0.0.1:2525\"\nrole = \"delivery\"\n",
+            ""
+        )
+    );
+    assert_eq!(keys(&listener_not_array), ["listener"]);
+}
+
+#[test]
+fn messages_read_as_key_colon_problem() {
+    let text = format!("{BASE}\n[[listener]]\naddr = \"x\"\nrole = \"delivery\"\n");
+    let e = errors(&text);
+    assert!(
+        e[0].to_string()
+            .starts_with("listener[1].addr: invalid socket address \"x\""),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{BASE}\n[limits]\nmax_recipients = 20\n"));
+    assert_eq!(
+        e[0].to_string(),
+        "limits.max_recipients: must be 100..=10000 (RFC 5321 §4.5.3.1.8 requires at least 100), got 20"
+    );
+    let e = errors(&format!(
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"starttls\"\n"
+    ));
+    assert!(e[0].problem.contains("not supported"), "{}", e[0]);
+    let e = errors(&format!("limits = 3\n{BASE}"));
+    assert_eq!(
+        e[0].to_string(),
+        "limits: invalid type: integer `3`, expected a table"
+    );
+    let e = errors(&format!("{BASE}\n[limits]\nmax_recipent = 200\n"));
+    assert!(e[0].problem.starts_with("unknown key"), "{}", e[0]);
+    assert!(
+        e[0].problem.contains("max_recipients"),
+        "the valid keys are listed: {}",
+        e[0]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let text = format!(
+        "{}\n[limits]\nmax_recipients = 20\n\n[[listener]]\naddr = \"nowhere\"\nrole = \"delivery\"\n",
+        edit("hostname = \"mx.example.test\"", "hostname = \"bad host\"")
+    );
+    let e = errors(&text);
+    let mut got: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["hostname", "limits.max_recipients", "listener[1].addr"]
+    );
+    // Display: one problem per line.
+    assert_eq!(ConfigErrors(e).to_string().lines().count(), 3);
+}
+
+#[test]
+fn serde_errors_in_different_sections_are_all_reported() {
+    let text = format!(
+        "{BASE}\n[limits]\nmax_recipients = \"many\"\n[metrics]\naddr = 9125\n[[listener]]\nrole = \"delivery\"\n"
+    );
+    let mut got = keys(&text);
+    got.sort();
+    assert_eq!(
+        got,
+        ["limits.max_recipients", "listener[1].addr", "metrics.addr"]
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_file_and_line() {
+    let text = format!("{BASE}\n[limits\nmax_recipients = 100\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].key, FILE_KEY);
+    let line = text.lines().position(|l| l == "[limits").unwrap() + 1;
+    assert!(
+        e[0].problem.starts_with(&format!("line {line}, column ")),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].problem.ends_with("(in `[limits`)"), "{}", e[0]);
+    // The key of a malformed line shows up in the quoted source.
+    let e = errors(&format!("workers = = 2\n{BASE}"));
+    assert!(e[0].problem.starts_with("line 1, column "), "{}", e[0]);
+    assert!(e[0].problem.contains("workers = = 2"), "{}", e[0]);
+    assert!(!e[0].to_string().contains('\n'), "one line: {}", e[0]);
+}
+
+#[test]
+fn duplicate_listener_addresses_but_port_zero_may_repeat() {
+    let twice = "[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"delivery\"\n";
+    let c = Config::from_toml_str(&format!("{BASE}\n{twice}\n{twice}")).unwrap();
+    assert_eq!(c.listeners.len(), 3);
+}
+
+#[test]
+fn embedded_default_parses() {
+    let c = Config::embedded_default();
+    assert_eq!(c.hostname, "localhost");
+    assert_eq!(c.local_domains, ["localhost", "example.test"]);
+    let addrs: Vec<(SocketAddr, Role, TlsMode)> = c
+        .listeners
+        .iter()
+        .map(|l| (l.addr, l.role, l.tls))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            (
+                "127.0.0.1:2525".parse().unwrap(),
+                Role::Delivery,
+                TlsMode::None
+            ),
+            (
+                "127.0.0.1:2587".parse().unwrap(),
+                Role::Submission,
+                TlsMode::None
+            ),
+        ]
+    );
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        c.spool_dir,
+        std::path::absolute(cwd.join("var/spool")).unwrap()
+    );
+    assert!(c.spool_dir.is_absolute() && c.maildir.is_absolute());
+    assert!(c.maildir.ends_with("var/mail"));
+    assert_eq!(c.metrics_addr, Some("127.0.0.1:9125".parse().unwrap()));
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.recipients, None);
+}
+
+#[test]
+fn engine_config_carries_the_limits() {
+    let text = format!(
+        "{BASE}\n[limits]\nmax_message_size = 100000\nmax_recipients = 150\nmax_bad_commands = 3\ncommand_timeout_secs = 2\ndata_timeout_secs = 1\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    let e = c.engine_config(Role::Submission);
+    assert_eq!(e.role, Role::Submission);
+    assert_eq!(e.hostname, "mx.example.test");
+    assert!(e.local_domains.contains("example.test"));
+    assert_eq!(e.max_message_size, 100_000);
+    assert_eq!(e.max_recipients, 150);
+    assert_eq!(e.max_bad_commands, 3);
+    assert_eq!(e.timeouts.command, Duration::from_secs(2));
+    assert_eq!(e.timeouts.data_block, Duration::from_secs(1));
+}
+
+#[test]
+fn load_reports_an_unreadable_file_under_file_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let ConfigErrors(e) = Config::load(&path).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].key, FILE_KEY);
+    assert!(e[0].problem.contains("absent.toml"), "{}", e[0]);
+
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, BASE).unwrap();
+    assert_eq!(Config::load(&path).unwrap().hostname, "mx.example.test");
+}
+
+fn with_recipients(contents: &[u8]) -> (tempfile::NamedTempFile, String) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(contents).unwrap();
+    let text = edit(
+        "maildir = \"/var/mail/smtp-edge\"",
+        &format!(
+            "maildir = \"/var/mail/smtp-edge\"\nrecipients = {:?}",
+            file.path().to_str().unwrap()
+        ),
+    );
+    (file, text)
+}
+
+#[test]
+fn recipients_file_is_loaded_and_normalised() {
+    let (_file, text) = with_recipients(b"# users\nAlice@Example.test\n\nbob@example.test\r\n");
+    let c = Config::from_toml_str(&text).unwrap();
+    let set = c.recipients.as_ref().unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(set.contains("alice@example.test") && set.contains("bob@example.test"));
+    // The engine gets the same set, shared.
+    let e = c.engine_config(Role::Delivery);
+    assert!(Arc::ptr_eq(e.recipients.as_ref().unwrap(), set));
+}
+
+#[test]
+fn recipients_file_bad_lines_are_numbered() {
+    let (_file, text) = with_recipients(b"ok@example.test\nnot an address\nx@elsewhere.test\n");
+    let e = errors(&text);
+    let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert_eq!(e.len(), 2, "{shown:?}");
+    assert!(
+        shown[0].starts_with("delivery.recipients: line 2: "),
+        "{shown:?}"
+    );
+    assert!(
+        shown[1].starts_with("delivery.recipients: line 3: "),
+        "{shown:?}"
+    );
+}
+
+#[test]
+fn recipients_file_bad_lines_are_capped() {
+    let body = "bad\n".repeat(MAX_REPORTED_LINE_ERRORS + 5);
+    let (_file, text) = with_recipients(body.as_bytes());
+    let e = errors(&text);
+    assert_eq!(e.len(), MAX_REPORTED_LINE_ERRORS + 1);
+    assert!(
+        e.last().unwrap().problem.starts_with("5 more bad lines"),
+        "{:?}",
+        e.last()
+    );
+}
+
+#[test]
+fn recipients_file_missing_names_the_key() {
+    let text = edit(
+        "maildir = \"/var/mail/smtp-edge\"",
+        "maildir = \"/var/mail/smtp-edge\"\nrecipients = \"/nonexistent/smtp-edge/recipients\"",
+    );
+    assert_eq!(keys(&text), ["delivery.recipients"]);
+}

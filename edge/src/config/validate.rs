@@ -1,0 +1,361 @@
+//! The one validation pass: raw structs in, typed [`Config`] out, every problem pushed as it is
+//! found so that none hides another.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawLimits};
+use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
+use crate::protocol::address::{parse_domain, Domain};
+use crate::protocol::MIN_RECIPIENTS;
+
+/// Most worker threads accepted; far above any core count, it catches a typo such as `workers =
+/// 80000` before the server tries to start that many rings.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Smallest `limits.max_message_size`: [RFC 5321 §4.5.3.1.7] requires that a server accept
+/// message content of at least 64K octets.
+///
+/// [RFC 5321 §4.5.3.1.7]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.7
+pub const MIN_MESSAGE_SIZE: u64 = 64 * 1024;
+
+/// Largest `limits.max_message_size`, 1 GiB: each message is spooled whole before the 250, so a
+/// larger limit is more likely a typo (an extra zero) than a policy.
+pub const MAX_MESSAGE_SIZE_CEILING: u64 = 1024 * 1024 * 1024;
+
+/// Largest `limits.max_recipients`. [RFC 5321 §4.5.3.1.8] sets only the floor; the envelope of
+/// one transaction is held in memory, so it needs a ceiling too.
+///
+/// [RFC 5321 §4.5.3.1.8]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.8
+pub const MAX_RECIPIENTS_CEILING: usize = 10_000;
+
+/// Largest `limits.max_bad_commands`.
+pub const MAX_BAD_COMMANDS_CEILING: u32 = 1000;
+
+/// Largest timeout or grace period, in seconds (one day). It keeps `now + timeout` far from
+/// `Instant` overflow, and a longer idle timeout only lets idle clients hold connections.
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// Default `shutdown.grace_secs`.
+const DEFAULT_GRACE_SECS: u64 = 30;
+
+/// Validates `raw`, pushing every problem to `errors`. Returns `None` when a required value is
+/// missing or invalid; the caller treats any pushed error as failure even if a `Config` comes
+/// back.
+pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Config> {
+    let mut v = Validator { errors };
+    let hostname = v.hostname(raw.hostname);
+    let local_domains = v.local_domains(raw.local_domains);
+    let workers = raw
+        .workers
+        .map_or(Some(0), |w| {
+            v.int_in("workers", w, 0, MAX_WORKERS as u64, "")
+        })
+        .map(|w| w as usize);
+    let listeners = v.listeners(raw.listeners);
+    let spool_dir = match raw.spool {
+        Some(spool) => v.path("spool.dir", &spool.dir),
+        None => v.missing("spool.dir"),
+    };
+    let (maildir, recipients) = match raw.delivery {
+        Some(delivery) => {
+            let maildir = v.path("delivery.maildir", &delivery.maildir);
+            let recipients = match delivery.recipients {
+                None => Some(None),
+                Some(path) => v.path("delivery.recipients", &path).and_then(|path| {
+                    // Without valid local domains every line would be reported as foreign;
+                    // the domain errors already explain the failure.
+                    let domains = local_domains.as_ref()?;
+                    recipients::load(&path, domains, v.errors).map(|set| Some(set.into()))
+                }),
+            };
+            (maildir, recipients)
+        }
+        None => (v.missing("delivery.maildir"), Some(None)),
+    };
+    let limits = v.limits(raw.limits.unwrap_or_default());
+    let metrics_addr = match raw.metrics {
+        Some(m) => v.socket_addr("metrics.addr", &m.addr).map(Some),
+        None => Some(None),
+    };
+    let shutdown_grace = raw
+        .shutdown
+        .and_then(|s| s.grace_secs)
+        .map_or(Some(DEFAULT_GRACE_SECS), |g| {
+            v.int_in("shutdown.grace_secs", g, 0, MAX_TIMEOUT_SECS, "")
+        })
+        .map(Duration::from_secs);
+    Some(Config {
+        hostname: hostname?,
+        local_domains: local_domains?,
+        workers: workers?,
+        listeners: listeners?,
+        spool_dir: spool_dir?,
+        maildir: maildir?,
+        recipients: recipients?,
+        limits: limits?,
+        metrics_addr: metrics_addr?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+/// Holds the error list; each check returns `Some(value)` or pushes an error and returns `None`.
+struct Validator<'e> {
+    errors: &'e mut Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn push(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+        self.errors.push(ConfigError::new(key, problem));
+    }
+
+    /// Reports `key` as missing, unless its section already has an error: a section that
+    /// failed to deserialize reaches here as absent, and one error for it is enough.
+    fn missing<T>(&mut self, key: &str) -> Option<T> {
+        if !self.reported(key) {
+            self.push(key, "required key is missing");
+        }
+        None
+    }
+
+    /// Whether an error was already pushed for the top-level section of `key`.
+    fn reported(&self, key: &str) -> bool {
+        let section = key.split(['.', '[']).next().unwrap_or(key);
+        self.errors.iter().any(|e| {
+            e.key
+                .strip_prefix(section)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
+    fn hostname(&mut self, hostname: Option<String>) -> Option<String> {
+        let Some(hostname) = hostname else {
+            return self.missing("hostname");
+        };
+        // The greeting and EHLO reply carry a Domain (RFC 5321 §4.1.1.1, §4.2); a literal or a
+        // stray space there would make every reply we send malformed.
+        match domain_name(&hostname) {
+            Ok(name) => Some(name),
+            Err(problem) => {
+                self.push("hostname", problem);
+                None
+            }
+        }
+    }
+
+    fn local_domains(&mut self, domains: Option<Vec<String>>) -> Option<Vec<String>> {
+        let Some(domains) = domains else {
+            return self.missing("local_domains");
+        };
+        if domains.is_empty() {
+            self.push(
+                "local_domains",
+                "must name at least one domain: with none, every RCPT TO would be refused",
+            );
+            return None;
+        }
+        let mut out: Vec<String> = Vec::with_capacity(domains.len());
+        let mut ok = true;
+        for (i, domain) in domains.iter().enumerate() {
+            match domain_name(domain) {
+                // Duplicates (often the same name in two cases) are harmless: keep the first.
+                Ok(name) if out.contains(&name) => {}
+                Ok(name) => out.push(name),
+                Err(problem) => {
+                    self.push(format!("local_domains[{i}]"), problem);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn listeners(
+        &mut self,
+        raw: Vec<Option<super::raw::RawListener>>,
+    ) -> Option<Vec<ListenerConfig>> {
+        if raw.is_empty() {
+            if self.reported("listener") {
+                return None;
+            }
+            self.push(
+                "listener",
+                "at least one [[listener]] is required: there is nothing to accept on",
+            );
+            return None;
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        for (i, entry) in raw.into_iter().enumerate() {
+            // A `None` entry failed to deserialize and is already reported.
+            let Some(entry) = entry else {
+                ok = false;
+                continue;
+            };
+            let key = format!("listener[{i}]");
+            let addr = self.socket_addr(&format!("{key}.addr"), &entry.addr);
+            if let Some(addr) = addr {
+                // Port 0 binds a fresh port each time, so two of them never collide.
+                if addr.port() != 0 {
+                    if let Some(first) = seen.insert(addr, i) {
+                        self.push(
+                            format!("{key}.addr"),
+                            format!("{addr} is already used by listener[{first}]"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            let tls = match entry.tls {
+                TlsMode::None => Some(TlsMode::None),
+                mode => {
+                    let name = match mode {
+                        TlsMode::StartTls => "starttls",
+                        _ => "implicit",
+                    };
+                    self.push(
+                        format!("{key}.tls"),
+                        format!(
+                            "{name} is not supported by this release, which has no TLS \
+                             support yet; use \"none\""
+                        ),
+                    );
+                    None
+                }
+            };
+            match (addr, tls) {
+                (Some(addr), Some(tls)) => out.push(ListenerConfig {
+                    addr,
+                    role: entry.role,
+                    tls,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> Option<Limits> {
+        let d = Limits::default();
+        let max_message_size = raw.max_message_size.map_or(Some(d.max_message_size), |n| {
+            self.int_in(
+                "limits.max_message_size",
+                n,
+                MIN_MESSAGE_SIZE,
+                MAX_MESSAGE_SIZE_CEILING,
+                " (RFC 5321 §4.5.3.1.7 requires at least 64K octets)",
+            )
+        });
+        let max_recipients = raw.max_recipients.map_or(Some(d.max_recipients), |n| {
+            self.int_in(
+                "limits.max_recipients",
+                n,
+                MIN_RECIPIENTS as u64,
+                MAX_RECIPIENTS_CEILING as u64,
+                " (RFC 5321 §4.5.3.1.8 requires at least 100)",
+            )
+            .map(|n| n as usize)
+        });
+        let max_bad_commands = raw.max_bad_commands.map_or(Some(d.max_bad_commands), |n| {
+            self.int_in(
+                "limits.max_bad_commands",
+                n,
+                1,
+                u64::from(MAX_BAD_COMMANDS_CEILING),
+                "",
+            )
+            .map(|n| n as u32)
+        });
+        let command_timeout = raw
+            .command_timeout_secs
+            .map_or(Some(d.command_timeout), |n| {
+                self.int_in(
+                    "limits.command_timeout_secs",
+                    n,
+                    1,
+                    MAX_TIMEOUT_SECS,
+                    " (RFC 5321 §4.5.3.2.7 recommends 300)",
+                )
+                .map(Duration::from_secs)
+            });
+        let data_timeout = raw.data_timeout_secs.map_or(Some(d.data_timeout), |n| {
+            self.int_in(
+                "limits.data_timeout_secs",
+                n,
+                1,
+                MAX_TIMEOUT_SECS,
+                " (RFC 5321 §4.5.3.2.5 recommends 180)",
+            )
+            .map(Duration::from_secs)
+        });
+        Some(Limits {
+            max_message_size: max_message_size?,
+            max_recipients: max_recipients?,
+            max_bad_commands: max_bad_commands?,
+            command_timeout: command_timeout?,
+            data_timeout: data_timeout?,
+        })
+    }
+
+    /// `n` within `min..=max`, or an error naming the range, the `why` and the value.
+    fn int_in(&mut self, key: &str, n: i64, min: u64, max: u64, why: &str) -> Option<u64> {
+        match u64::try_from(n) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.push(key, format!("must be {min}..={max}{why}, got {n}"));
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.push(
+                    key,
+                    format!(
+                        "invalid socket address {text:?} (expected ip:port, such as \
+                         \"0.0.0.0:25\" or \"[::]:25\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-empty path, made absolute against the current directory.
+    fn path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        if text.is_empty() {
+            self.push(key, "must not be empty");
+            return None;
+        }
+        match std::path::absolute(text) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                self.push(
+                    key,
+                    format!("cannot resolve {text:?} against the current directory: {e}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A domain name (not an address literal), lower-cased, or why it is not one.
+pub(super) fn domain_name(text: &str) -> Result<String, String> {
+    match parse_domain(text) {
+        Ok(Domain::Name(name)) => Ok(name),
+        Ok(_) => Err(format!(
+            "{text:?} is an address literal; a domain name is needed"
+        )),
+        Err(_) => Err(format!(
+            "{text:?} is not a valid domain name (RFC 5321 §4.1.2: labels of letters, digits \
+             and inner hyphens, at most 63 octets each, separated by dots)"
+        )),
+    }
+}

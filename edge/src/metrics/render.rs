@@ -1,0 +1,129 @@
+//! The Prometheus text exposition format, version 0.0.4.
+//!
+//! <https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::worker::{RejectReason, WorkerMetrics, FSYNC_BUCKETS};
+use super::Metrics;
+
+/// Sums the counters of every worker and writes every series.
+pub(super) fn render(m: &Metrics) -> String {
+    let sum = |f: fn(&WorkerMetrics) -> u64| m.workers.iter().map(f).fold(0u64, u64::wrapping_add);
+    let accepted = sum(|w| w.connections_accepted.load(Relaxed));
+    let closed = sum(|w| w.connections_closed.load(Relaxed));
+
+    let mut out = String::with_capacity(4096);
+    counter(
+        &mut out,
+        "smtp_edge_connections_accepted_total",
+        "Connections accepted, on every listener.",
+        accepted,
+    );
+    // `closed` is loaded after `accepted`, so it can include a close whose accept was not yet
+    // counted; saturate rather than wrap to 2^64.
+    gauge(
+        &mut out,
+        "smtp_edge_connections_active",
+        "Connections open now (accepted minus closed).",
+        accepted.saturating_sub(closed),
+    );
+    counter(
+        &mut out,
+        "smtp_edge_messages_accepted_total",
+        "Messages spooled and answered 250.",
+        sum(|w| w.messages_accepted.load(Relaxed)),
+    );
+
+    header(
+        &mut out,
+        "smtp_edge_messages_rejected_total",
+        "Messages or recipients refused, by reason.",
+        "counter",
+    );
+    // Every reason, zeros included, so that rate() sees a series from the start.
+    for (i, reason) in RejectReason::ALL.iter().enumerate() {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| w.messages_rejected.get(i))
+            .map(|c| c.load(Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        let _ = writeln!(
+            out,
+            "smtp_edge_messages_rejected_total{{reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
+
+    counter(
+        &mut out,
+        "smtp_edge_bytes_received_total",
+        "Bytes read from clients.",
+        sum(|w| w.bytes_received.load(Relaxed)),
+    );
+
+    header(
+        &mut out,
+        "smtp_edge_spool_fsync_seconds",
+        "Time to fsync a spooled message, the wait before each 250.",
+        "histogram",
+    );
+    let mut cumulative = 0u64;
+    for (i, le) in FSYNC_BUCKETS
+        .iter()
+        .map(|le| le.to_string())
+        .chain(std::iter::once("+Inf".to_owned()))
+        .enumerate()
+    {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| w.fsync_buckets.get(i))
+            .map(|c| c.load(Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        cumulative = cumulative.wrapping_add(n);
+        let _ = writeln!(
+            out,
+            "smtp_edge_spool_fsync_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let nanos = sum(|w| w.fsync_nanos.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "smtp_edge_spool_fsync_seconds_sum {}",
+        nanos as f64 / 1e9
+    );
+    // _count is the +Inf bucket by definition; deriving it from the buckets keeps the two equal
+    // even when a scrape races an observation.
+    let _ = writeln!(out, "smtp_edge_spool_fsync_seconds_count {cumulative}");
+
+    counter(
+        &mut out,
+        "smtp_edge_messages_delivered_total",
+        "Messages delivered to a local Maildir.",
+        m.delivery.delivered.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "smtp_edge_delivery_failures_total",
+        "Delivery attempts that failed; the message stays spooled.",
+        m.delivery.failed.load(Relaxed),
+    );
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}

@@ -1,0 +1,287 @@
+//! Metrics tests: the exposition is parsed back, never compared as a blob.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::*;
+
+/// A parsed exposition: sample (name with labels, as written) → value, plus the TYPE of each
+/// family.
+struct Exposition {
+    samples: HashMap<String, f64>,
+    types: HashMap<String, String>,
+    helps: HashMap<String, String>,
+}
+
+fn parse(text: &str) -> Exposition {
+    let mut e = Exposition {
+        samples: HashMap::new(),
+        types: HashMap::new(),
+        helps: HashMap::new(),
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                e.types.insert(name.into(), kind.into()).is_none(),
+                "TYPE twice: {name}"
+            );
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            e.helps.insert(name.into(), help.into());
+        } else {
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "stray line {line:?}"
+            );
+            let (sample, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("value in {line:?}"));
+            assert!(
+                e.samples.insert(sample.into(), value).is_none(),
+                "sample twice: {sample}"
+            );
+        }
+    }
+    e
+}
+
+impl Exposition {
+    fn get(&self, sample: &str) -> f64 {
+        *self
+            .samples
+            .get(sample)
+            .unwrap_or_else(|| panic!("no sample {sample}"))
+    }
+}
+
+#[test]
+fn render_sums_workers() {
+    let m = Metrics::new(3);
+    m.worker(0).connection_accepted();
+    m.worker(1).connection_accepted();
+    m.worker(2).connection_accepted();
+    m.worker(1).connection_closed();
+    m.worker(0).message_accepted();
+    m.worker(2).message_accepted();
+    m.worker(1).message_rejected(RejectReason::RelayDenied);
+    m.worker(2).message_rejected(RejectReason::RelayDenied);
+    m.worker(2).message_rejected(RejectReason::BareNewline);
+    m.worker(0).bytes_received(1000);
+    m.worker(2).bytes_received(24);
+    m.message_delivered();
+    m.message_delivered();
+    m.delivery_failed();
+
+    let e = parse(&m.render());
+    assert_eq!(e.get("smtp_edge_connections_accepted_total"), 3.0);
+    assert_eq!(e.get("smtp_edge_connections_active"), 2.0);
+    assert_eq!(e.get("smtp_edge_messages_accepted_total"), 2.0);
+    assert_eq!(
+        e.get("smtp_edge_messages_rejected_total{reason=\"relay_denied\"}"),
+        2.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_messages_rejected_total{reason=\"bare_newline\"}"),
+        1.0
+    );
+    assert_eq!(e.get("smtp_edge_bytes_received_total"), 1024.0);
+    assert_eq!(e.get("smtp_edge_messages_delivered_total"), 2.0);
+    assert_eq!(e.get("smtp_edge_delivery_failures_total"), 1.0);
+}
+
+#[test]
+fn every_reason_is_exported_even_at_zero() {
+    let e = parse(&Metrics::new(1).render());
+    for reason in RejectReason::ALL {
+        let sample = format!(
+            "smtp_edge_messages_rejected_total{{reason=\"{}\"}}",
+            reason.label()
+        );
+        assert_eq!(e.get(&sample), 0.0);
+    }
+    let rejected = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("smtp_edge_messages_rejected_total"))
+        .count();
+    assert_eq!(rejected, RejectReason::ALL.len());
+}
+
+#[test]
+fn every_family_has_help_and_type() {
+    let e = parse(&Metrics::new(1).render());
+    let expected = [
+        ("smtp_edge_connections_accepted_total", "counter"),
+        ("smtp_edge_connections_active", "gauge"),
+        ("smtp_edge_messages_accepted_total", "counter"),
+        ("smtp_edge_messages_rejected_total", "counter"),
+        ("smtp_edge_bytes_received_total", "counter"),
+        ("smtp_edge_spool_fsync_seconds", "histogram"),
+        ("smtp_edge_messages_delivered_total", "counter"),
+        ("smtp_edge_delivery_failures_total", "counter"),
+    ];
+    assert_eq!(e.types.len(), expected.len());
+    for (name, kind) in expected {
+        assert_eq!(e.types.get(name).map(String::as_str), Some(kind), "{name}");
+        assert!(e.helps.contains_key(name), "{name} has no HELP");
+    }
+    // Every sample belongs to a declared family.
+    for sample in e.samples.keys() {
+        let name = sample.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| e.types.contains_key(*f)))
+            .unwrap_or(name);
+        assert!(e.types.contains_key(family), "{sample} has no TYPE");
+    }
+}
+
+#[test]
+fn connections_active_never_goes_negative() {
+    let m = Metrics::new(1);
+    // A caller bug (close without accept) must not render as 2^64 - 1.
+    m.worker(0).connection_closed();
+    assert_eq!(parse(&m.render()).get("smtp_edge_connections_active"), 0.0);
+}
+
+#[test]
+fn fsync_histogram_buckets_are_cumulative() {
+    let m = Metrics::new(2);
+    let observed = [
+        Duration::from_micros(10),  // ≤ 50µs
+        Duration::from_micros(50),  // ≤ 50µs: bounds are inclusive
+        Duration::from_micros(51),  // ≤ 100µs
+        Duration::from_millis(3),   // ≤ 5ms
+        Duration::from_millis(700), // ≤ 1s
+        Duration::from_secs(2),     // +Inf only
+    ];
+    for (i, d) in observed.iter().enumerate() {
+        m.worker(i % 2).observe_fsync(*d);
+    }
+    let e = parse(&m.render());
+    let bucket = |le: &str| {
+        e.get(&format!(
+            "smtp_edge_spool_fsync_seconds_bucket{{le=\"{le}\"}}"
+        ))
+    };
+    assert_eq!(bucket("0.00005"), 2.0);
+    assert_eq!(bucket("0.0001"), 3.0);
+    assert_eq!(bucket("0.0025"), 3.0);
+    assert_eq!(bucket("0.005"), 4.0);
+    assert_eq!(bucket("0.5"), 4.0);
+    assert_eq!(bucket("1"), 5.0);
+    assert_eq!(bucket("+Inf"), 6.0);
+    assert_eq!(e.get("smtp_edge_spool_fsync_seconds_count"), 6.0);
+    let sum: f64 = observed.iter().map(Duration::as_secs_f64).sum();
+    assert!((e.get("smtp_edge_spool_fsync_seconds_sum") - sum).abs() < 1e-9);
+
+    // Every bound is present, in order, and the counts never decrease.
+    let mut counts = Vec::new();
+    for le in FSYNC_BUCKETS
+        .iter()
+        .map(f64::to_string)
+        .chain(["+Inf".into()])
+    {
+        counts.push(bucket(&le));
+    }
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+}
+
+/// Sends `request` and reads the whole response (the server always closes).
+fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A hung server fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (code, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn http_serves_metrics_and_refuses_the_rest() {
+    let m = Metrics::new(1);
+    m.worker(0).connection_accepted();
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
+    assert_ne!(addr.port(), 0);
+
+    let (code, head, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200);
+    assert!(
+        head.lines()
+            .any(|l| l
+                .eq_ignore_ascii_case("content-type: text/plain; version=0.0.4; charset=utf-8")),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, body.len());
+    assert_eq!(
+        parse(&body).get("smtp_edge_connections_accepted_total"),
+        1.0
+    );
+
+    // The server reads the counters at each scrape.
+    m.worker(0).connection_accepted();
+    let (_, _, body) = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        parse(&body).get("smtp_edge_connections_accepted_total"),
+        2.0
+    );
+
+    let (code, _, body) = exchange(addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((code, body.as_str()), (200, ""));
+
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"GET /metricsx HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"GET /metrics HTTP/1.1\r\n\r\n", 400), // no Host (RFC 9112 §3.2)
+        (b"GET /metrics\r\n\r\n", 400),
+        (b"GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /metrics SMTP/1.0\r\n\r\n", 400),
+        (b"\xff\xfe /metrics HTTP/1.1\r\n\r\n", 400),
+    ];
+    for (request, expected) in cases {
+        let (code, _, _) = exchange(addr, request);
+        assert_eq!(code, *expected, "{:?}", String::from_utf8_lossy(request));
+    }
+}
+
+#[test]
+fn http_caps_the_request_head() {
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let mut request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    request.resize(MAX_REQUEST_HEAD + 100, b'a');
+    let (code, _, _) = exchange(addr, &request);
+    assert_eq!(code, 431);
+    // The server is still serving.
+    let (code, _, _) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn http_client_that_closes_early_gets_400_and_does_not_wedge() {
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    // Half a request, then the client stops sending.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /metr").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    let (code, _, _) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200);
+}

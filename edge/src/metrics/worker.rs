@@ -1,0 +1,198 @@
+//! The counters one worker thread owns.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why a message (or a recipient of it) was refused; the `reason` label of
+/// `smtp_edge_messages_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// RCPT TO a foreign domain on the delivery port (550 5.7.1).
+    RelayDenied,
+    /// RCPT TO a local address not in the recipients list (550 5.1.1).
+    UnknownRecipient,
+    /// More recipients than `limits.max_recipients` (452 4.5.3, [RFC 5321 §4.5.3.1.10]).
+    ///
+    /// [RFC 5321 §4.5.3.1.10]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10
+    TooManyRecipients,
+    /// Over `limits.max_message_size` (552 5.3.4, [RFC 1870]).
+    ///
+    /// [RFC 1870]: https://www.rfc-editor.org/rfc/rfc1870
+    MessageTooLarge,
+    /// A bare LF or CR in the body: the SMTP smuggling shape, refused whole.
+    BareNewline,
+    /// A text line over 1000 octets ([RFC 5321 §4.5.3.1.6]).
+    ///
+    /// [RFC 5321 §4.5.3.1.6]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.6
+    LineTooLong,
+    /// The spool could not make the message durable (451 4.3.0).
+    SpoolFailure,
+    /// MAIL on the submission port before AUTH (530 5.7.0, [RFC 4954 §6]).
+    ///
+    /// [RFC 4954 §6]: https://www.rfc-editor.org/rfc/rfc4954#section-6
+    NotAuthenticated,
+    /// Anything else.
+    Other,
+}
+
+impl RejectReason {
+    /// Every reason, in the order they are rendered.
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::RelayDenied,
+        RejectReason::UnknownRecipient,
+        RejectReason::TooManyRecipients,
+        RejectReason::MessageTooLarge,
+        RejectReason::BareNewline,
+        RejectReason::LineTooLong,
+        RejectReason::SpoolFailure,
+        RejectReason::NotAuthenticated,
+        RejectReason::Other,
+    ];
+
+    /// The Prometheus label value, snake_case (`relay_denied`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::RelayDenied => "relay_denied",
+            RejectReason::UnknownRecipient => "unknown_recipient",
+            RejectReason::TooManyRecipients => "too_many_recipients",
+            RejectReason::MessageTooLarge => "message_too_large",
+            RejectReason::BareNewline => "bare_newline",
+            RejectReason::LineTooLong => "line_too_long",
+            RejectReason::SpoolFailure => "spool_failure",
+            RejectReason::NotAuthenticated => "not_authenticated",
+            RejectReason::Other => "other",
+        }
+    }
+
+    /// Index into [`RejectReason::ALL`] and the per-reason counters.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds (inclusive, in seconds) of the `smtp_edge_spool_fsync_seconds` buckets, from
+/// 50 µs (a write-back cache) to 1 s (a disk in trouble); slower fsyncs land in `+Inf`.
+pub const FSYNC_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// [`FSYNC_BUCKETS`] in nanoseconds, so that `observe_fsync` compares integers.
+const FSYNC_BUCKETS_NANOS: [u64; 14] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// The counters of one worker thread. Only its owner writes them; a scrape reads them all.
+///
+/// Every write is one `Relaxed` `fetch_add` on memory no other thread writes, so the data path
+/// never waits on another core: there is no lock and no shared cache line. The struct is
+/// aligned to 128 bytes, so in `Vec<WorkerMetrics>` each worker's counters start on their own
+/// pair of cache lines (128 rather than 64 because x86 and Apple cores prefetch lines in
+/// adjacent pairs; crossbeam's `CachePadded` makes the same choice).
+///
+/// A scrape may see one counter updated and a related one not yet (for example a connection
+/// accepted but `bytes_received` from it not yet counted); every counter is still monotonic.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    pub(super) connections_accepted: AtomicU64,
+    pub(super) connections_closed: AtomicU64,
+    pub(super) messages_accepted: AtomicU64,
+    pub(super) messages_rejected: [AtomicU64; RejectReason::ALL.len()],
+    pub(super) bytes_received: AtomicU64,
+    /// Per-bucket (not cumulative) fsync counts; the last is `+Inf`. Cumulated at render time
+    /// so that `observe_fsync` touches one bucket.
+    pub(super) fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+    /// Total fsync time in nanoseconds; wraps after 584 years of fsync.
+    pub(super) fsync_nanos: AtomicU64,
+}
+
+impl WorkerMetrics {
+    /// A connection was accepted.
+    #[inline]
+    pub fn connection_accepted(&self) {
+        self.connections_accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A connection accepted by this worker was closed, for whatever reason. Must be paired with
+    /// one [`WorkerMetrics::connection_accepted`] on the same worker, or the active gauge drifts.
+    #[inline]
+    pub fn connection_closed(&self) {
+        self.connections_closed.fetch_add(1, Relaxed);
+    }
+
+    /// A message was spooled and answered 250.
+    #[inline]
+    pub fn message_accepted(&self) {
+        self.messages_accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A message or recipient was refused for `reason`.
+    #[inline]
+    pub fn message_rejected(&self, reason: RejectReason) {
+        // `index` is below `ALL.len()` by construction (one arm per variant); `get` keeps a
+        // future variant missing from `ALL` from panicking the data path.
+        if let Some(counter) = self.messages_rejected.get(reason.index()) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `n` bytes were read from a client (before TLS, if any).
+    #[inline]
+    pub fn bytes_received(&self, n: u64) {
+        self.bytes_received.fetch_add(n, Relaxed);
+    }
+
+    /// One spool fsync took `d`.
+    #[inline]
+    pub fn observe_fsync(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // 14 bounds: a linear scan is as fast as a binary search and easier to trust.
+        let bucket = FSYNC_BUCKETS_NANOS
+            .iter()
+            .position(|&le| nanos <= le)
+            .unwrap_or(FSYNC_BUCKETS_NANOS.len());
+        if let Some(counter) = self.fsync_buckets.get(bucket) {
+            counter.fetch_add(1, Relaxed);
+        }
+        self.fsync_nanos.fetch_add(nanos, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_place_in_all() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn bucket_tables_agree() {
+        for (s, n) in FSYNC_BUCKETS.iter().zip(FSYNC_BUCKETS_NANOS) {
+            assert_eq!((s * 1e9).round() as u64, n);
+        }
+    }
+
+    #[test]
+    fn workers_do_not_share_cache_lines() {
+        assert_eq!(std::mem::align_of::<WorkerMetrics>(), 128);
+        assert_eq!(std::mem::size_of::<WorkerMetrics>() % 128, 0);
+    }
+}

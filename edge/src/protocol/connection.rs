@@ -1,0 +1,653 @@
+//! One SMTP session as a state machine: bytes in, replies and events out.
+//!
+//! Method kinds, in the order a driver uses them:
+//! - input: [`Connection::handle_input`], [`Connection::handle_spooled`],
+//!   [`Connection::handle_timeout`], [`Connection::handle_shutdown`];
+//! - output, polled after every input: [`Connection::poll_event`] until `None` (events come in
+//!   the order the driver must act on them), [`Connection::poll_transmit`] (replies, in order),
+//!   then [`Connection::poll_timeout`] for the next deadline.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::command::{self, Command, CommandError};
+use super::data::{DataFault, DataReceiver};
+use super::envelope::{self, MailFrom};
+use super::event::{CloseReason, Event, Rejection, SpoolFault};
+use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
+use super::reply::{Reply, Status};
+use super::transaction::{Envelope, Greeting, TxnId};
+use super::Mailbox;
+
+/// Content is handed to the driver at least this often, so one session never buffers more.
+const MAX_BODY_CHUNK: usize = 256 * 1024;
+
+/// Where the session is.
+#[derive(Debug)]
+enum Phase {
+    /// Reading command lines.
+    Command,
+    /// Reading a `DATA` body.
+    Data(DataReceiver),
+    /// Reading the octets of a `BDAT` chunk.
+    Bdat(BdatChunk),
+    /// Content complete; waiting for [`Connection::handle_spooled`].
+    Spooling(TxnId),
+    /// Done; nothing more is read.
+    Closed,
+}
+
+/// A `BDAT` chunk being read ([RFC 3030 §2]).
+///
+/// [RFC 3030 §2]: https://www.rfc-editor.org/rfc/rfc3030#section-2
+#[derive(Debug)]
+struct BdatChunk {
+    remaining: u64,
+    size: u64,
+    last: bool,
+    /// The chunk is read and thrown away, then this reply is sent (RFC 3030 §2: a refused BDAT
+    /// still carries its octets).
+    refused: Option<Reply>,
+}
+
+/// The open transaction: after `MAIL`, until the end of data or `RSET`.
+#[derive(Debug)]
+struct Transaction {
+    id: TxnId,
+    mail: MailFrom,
+    rcpts: Vec<Mailbox>,
+    /// Content already announced to the driver (`MessageStart` sent), by `BDAT`.
+    started: bool,
+    /// Content octets so far across `BDAT` chunks.
+    size: u64,
+}
+
+/// One SMTP session, server side.
+pub struct Connection {
+    cfg: Arc<EngineConfig>,
+    phase: Phase,
+    greeting: Option<(Greeting, String)>,
+    txn: Option<Transaction>,
+    next_txn: u64,
+    bad_commands: u32,
+    /// A command line split across inputs; never longer than [`MAX_COMMAND_LINE`].
+    line: Vec<u8>,
+    /// The current line passed [`MAX_COMMAND_LINE`]; it is skipped up to its LF.
+    line_too_long: bool,
+    /// Content not yet handed out as [`Event::MessageData`].
+    body: Vec<u8>,
+    replies: Vec<u8>,
+    events: VecDeque<Event>,
+    deadline: Instant,
+    /// Shutdown asked for while a message was in flight: close after its reply.
+    closing: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the body or pending input: they are the user's mail.
+        f.debug_struct("Connection")
+            .field("phase", &self.phase)
+            .field("greeting", &self.greeting)
+            .field("bad_commands", &self.bad_commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A new session; the 220 greeting is queued.
+    pub fn new(cfg: Arc<EngineConfig>, now: Instant) -> Self {
+        let mut conn = Connection {
+            deadline: now + cfg.timeouts.command,
+            cfg,
+            phase: Phase::Command,
+            greeting: None,
+            txn: None,
+            next_txn: 0,
+            bad_commands: 0,
+            line: Vec::new(),
+            line_too_long: false,
+            body: Vec::new(),
+            replies: Vec::with_capacity(256),
+            events: VecDeque::new(),
+            closing: false,
+        };
+        let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
+        conn.reply(Reply::bare(220, vec![banner.into()]));
+        conn
+    }
+
+    /// Consumes a prefix of `input` and returns its length; the caller keeps the rest and
+    /// offers it again once the engine can go on (after [`Connection::handle_spooled`]).
+    /// Commands may be pipelined ([RFC 2920]): replies queue up in order.
+    ///
+    /// [RFC 2920]: https://www.rfc-editor.org/rfc/rfc2920
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() {
+            let rest = input.get(used..).unwrap_or_default();
+            used += match &mut self.phase {
+                Phase::Command => self.read_command(rest),
+                Phase::Data(rx) => {
+                    let (n, done) = rx.feed(rest, &mut self.body);
+                    if done {
+                        self.end_of_data();
+                    } else if self.body.len() >= MAX_BODY_CHUNK {
+                        self.flush_body();
+                    }
+                    n
+                }
+                Phase::Bdat(_) => self.read_bdat(rest),
+                Phase::Spooling(_) | Phase::Closed => break,
+            };
+        }
+        self.flush_body();
+        self.deadline = now
+            + match self.phase {
+                Phase::Data(_) | Phase::Bdat(_) => self.cfg.timeouts.data_block,
+                _ => self.cfg.timeouts.command,
+            };
+        used
+    }
+
+    /// Reports the spool's verdict on the message of `txn`; a result for any other
+    /// transaction is ignored.
+    pub fn handle_spooled(&mut self, now: Instant, txn: TxnId, result: Result<&str, SpoolFault>) {
+        if !matches!(self.phase, Phase::Spooling(t) if t == txn) {
+            return;
+        }
+        self.txn = None;
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        match result {
+            Ok(queue_id) => {
+                let text = format!("Ok: queued as {queue_id}");
+                self.reply(Reply::new(250, Status(2, 0, 0), text));
+            }
+            // RFC 3463 §3.4: 4.3.0, "other or undefined mail system status".
+            Err(SpoolFault) => self.reply(Reply::new(
+                451,
+                Status(4, 3, 0),
+                "Temporary failure storing the message; try again later",
+            )),
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// Ends the session with 421 if its deadline has passed; earlier calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            let text = format!("{} Timeout waiting for client input", self.cfg.hostname);
+            self.reply(Reply::new(421, Status(4, 4, 2), text));
+            self.close(CloseReason::Timeout);
+        }
+    }
+
+    /// The server is stopping: an idle session gets 421 now; one with a message in flight
+    /// finishes it first.
+    pub fn handle_shutdown(&mut self) {
+        match self.phase {
+            Phase::Command => self.close_shutdown(),
+            Phase::Closed => {}
+            _ => self.closing = true,
+        }
+    }
+
+    /// Appends queued replies to `out`; returns whether there were any.
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.replies.is_empty() {
+            return false;
+        }
+        out.append(&mut self.replies);
+        true
+    }
+
+    /// The next event to act on.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called ([RFC 5321 §4.5.3.2]);
+    /// `None` while the server itself is busy (spooling) or the session is over.
+    ///
+    /// [RFC 5321 §4.5.3.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Spooling(_) | Phase::Closed => None,
+            _ => Some(self.deadline),
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The client's HELO/EHLO argument, once given.
+    pub fn helo(&self) -> Option<&str> {
+        self.greeting.as_ref().map(|(_, helo)| helo.as_str())
+    }
+
+    /// Whether a message is being received or spooled.
+    pub fn in_message(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Data(_) | Phase::Bdat(_) | Phase::Spooling(_)
+        ) || self.txn.as_ref().is_some_and(|t| t.started)
+    }
+
+    /// Returns an emptied content buffer for reuse.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.body.capacity() == 0 {
+            buf.clear();
+            self.body = buf;
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write(&mut self.replies);
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.abort_content();
+        self.phase = Phase::Closed;
+        self.events.push_back(Event::Close(reason));
+    }
+
+    fn close_shutdown(&mut self) {
+        let text = format!("{} Service shutting down", self.cfg.hostname);
+        // RFC 3463 §3.4: 4.3.2, "system not accepting network messages".
+        self.reply(Reply::new(421, Status(4, 3, 2), text));
+        self.close(CloseReason::Shutdown);
+    }
+
+    /// Reads one command line (or part of one) from `input`; returns octets consumed.
+    fn read_command(&mut self, input: &[u8]) -> usize {
+        let Some(lf) = memchr::memchr(b'\n', input) else {
+            if self.line.len() + input.len() > MAX_COMMAND_LINE {
+                self.line_too_long = true;
+                self.line.clear();
+            } else if !self.line_too_long {
+                self.line.extend_from_slice(input);
+            }
+            return input.len();
+        };
+        let used = lf + 1;
+        let head = input.get(..lf).unwrap_or_default();
+        if self.line_too_long || self.line.len() + used > MAX_COMMAND_LINE {
+            self.line_too_long = false;
+            self.line.clear();
+            self.bad_command(CommandError::LineTooLong);
+            return used;
+        }
+        // The common case, a whole line in this input, is parsed in place; only a line split
+        // across inputs was copied into `self.line`.
+        let mut joined = std::mem::take(&mut self.line);
+        let whole: &[u8] = if joined.is_empty() {
+            head
+        } else {
+            joined.extend_from_slice(head);
+            &joined
+        };
+        // A line ends in CRLF; a bare LF, or a CR anywhere else, is refused (RFC 5321 §2.3.8).
+        match whole.split_last() {
+            Some((b'\r', text)) if memchr::memchr(b'\r', text).is_none() => self.execute(text),
+            _ => self.bad_command(CommandError::BareNewline),
+        }
+        joined.clear();
+        self.line = joined;
+        used
+    }
+
+    fn bad_command(&mut self, err: CommandError) {
+        self.bad_command_reply(err.reply());
+    }
+
+    /// Counts a refused command; past the limit the session ends with 421 instead.
+    fn bad_command_reply(&mut self, reply: Reply) {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.cfg.max_bad_commands {
+            let text = format!("{} Too many errors; closing", self.cfg.hostname);
+            self.reply(Reply::new(421, Status(4, 7, 0), text));
+            self.close(CloseReason::TooManyErrors);
+        } else {
+            self.reply(reply);
+        }
+    }
+
+    fn execute(&mut self, line: &[u8]) {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(err) => return self.bad_command(err),
+        };
+        match cmd {
+            Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),
+            Command::Helo(domain) => self.ehlo(Greeting::Helo, domain),
+            Command::Mail(arg) => self.mail(arg),
+            Command::Rcpt(arg) => self.rcpt(arg),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.abort_content();
+                self.txn = None;
+                self.reply(Reply::ok());
+            }
+            Command::Noop => self.reply(Reply::ok()),
+            Command::Quit => {
+                let text = format!("{} Bye", self.cfg.hostname);
+                self.reply(Reply::new(221, Status(2, 0, 0), text));
+                self.close(CloseReason::Quit);
+            }
+            // RFC 5321 §3.5.3: 252 when we will not confirm, but would accept.
+            Command::Vrfy => self.reply(Reply::new(
+                252,
+                Status(2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Expn => {
+                self.reply(Reply::new(502, Status(5, 5, 1), "EXPN not available"))
+            }
+            Command::Help => self.reply(Reply::new(
+                214,
+                Status(2, 0, 0),
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+            )),
+            Command::StartTls { .. } => {
+                self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "STARTTLS not available"))
+            }
+            Command::Auth(_) => {
+                self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "AUTH not available"))
+            }
+        }
+    }
+
+    /// `EHLO`/`HELO` ([RFC 5321 §4.1.1.1]); also resets any transaction.
+    ///
+    /// [RFC 5321 §4.1.1.1]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.1
+    fn ehlo(&mut self, greeting: Greeting, domain: &str) {
+        self.abort_content();
+        self.txn = None;
+        self.greeting = Some((greeting, domain.to_owned()));
+        let first = format!("{} Hello {}", self.cfg.hostname, domain);
+        let lines = match greeting {
+            Greeting::Helo => vec![first.into()],
+            Greeting::Ehlo => vec![
+                first.into(),
+                "PIPELINING".into(),
+                format!("SIZE {}", self.cfg.max_message_size).into(),
+                "8BITMIME".into(),
+                "SMTPUTF8".into(),
+                "ENHANCEDSTATUSCODES".into(),
+                "CHUNKING".into(),
+            ],
+        };
+        self.reply(Reply::bare(250, lines));
+    }
+
+    fn mail(&mut self, arg: &str) {
+        let Some((greeting, _)) = &self.greeting else {
+            return self.bad_command_reply(Reply::bad_sequence("Send HELO/EHLO first"));
+        };
+        let esmtp = *greeting == Greeting::Ehlo;
+        if self.txn.is_some() {
+            return self.bad_command_reply(Reply::bad_sequence("Nested MAIL command"));
+        }
+        if self.cfg.role == Role::Submission {
+            self.events
+                .push_back(Event::Rejected(Rejection::NotAuthenticated));
+            return self.reply(Reply::new(530, Status(5, 7, 0), "Authentication required"));
+        }
+        match envelope::mail(arg, esmtp, &self.cfg) {
+            Ok(mail) => {
+                self.txn = Some(Transaction {
+                    id: TxnId(self.next_txn),
+                    mail,
+                    rcpts: Vec::new(),
+                    started: false,
+                    size: 0,
+                });
+                self.next_txn += 1;
+                self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));
+            }
+            Err((reply, rejection)) => self.refuse(reply, rejection),
+        }
+    }
+
+    fn rcpt(&mut self, arg: &str) {
+        let Some(txn) = &self.txn else {
+            return self.bad_command_reply(Reply::bad_sequence("Need MAIL command first"));
+        };
+        if txn.started {
+            return self.bad_command_reply(Reply::bad_sequence("RCPT not allowed during BDAT"));
+        }
+        match envelope::rcpt(arg, &txn.mail, &self.cfg) {
+            Ok(_) if txn.rcpts.len() >= self.cfg.max_recipients => self.refuse(
+                // RFC 5321 §4.5.3.1.10: 452 for too many recipients.
+                Reply::new(452, Status(4, 5, 3), "Too many recipients"),
+                Some(Rejection::TooManyRecipients),
+            ),
+            Ok(path) => {
+                if let Some(txn) = &mut self.txn {
+                    txn.rcpts.push(path);
+                }
+                self.reply(Reply::new(250, Status(2, 1, 5), "Recipient ok"));
+            }
+            Err((reply, rejection)) => self.refuse(reply, rejection),
+        }
+    }
+
+    fn refuse(&mut self, reply: Reply, rejection: Option<Rejection>) {
+        if let Some(r) = rejection {
+            self.events.push_back(Event::Rejected(r));
+            self.reply(reply);
+        } else {
+            self.bad_command_reply(reply);
+        }
+    }
+
+    /// Whether a transaction may take content now; else the reply refusing it.
+    fn content_ready(&self) -> Result<(), Reply> {
+        match &self.txn {
+            None => Err(Reply::bad_sequence("Need MAIL command first")),
+            // RFC 2920 §3.1: DATA with no valid recipients gets 554.
+            Some(t) if t.rcpts.is_empty() => {
+                Err(Reply::new(554, Status(5, 5, 1), "No valid recipients"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn data(&mut self) {
+        if let Err(reply) = self.content_ready() {
+            return self.bad_command_reply(reply);
+        }
+        if self.txn.as_ref().is_some_and(|t| t.started) {
+            return self.bad_command_reply(Reply::bad_sequence("DATA not allowed after BDAT"));
+        }
+        self.start_content();
+        self.phase = Phase::Data(DataReceiver::new(self.cfg.max_message_size));
+        self.reply(Reply::bare(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        let refused = match self.content_ready() {
+            Err(reply) => Some(reply),
+            Ok(()) => {
+                if !self.txn.as_ref().is_some_and(|t| t.started) {
+                    self.start_content();
+                }
+                None
+            }
+        };
+        self.phase = Phase::Bdat(BdatChunk {
+            remaining: size,
+            size,
+            last,
+            refused,
+        });
+        if size == 0 {
+            self.end_of_chunk();
+        }
+    }
+
+    fn start_content(&mut self) {
+        let Some(txn) = &mut self.txn else { return };
+        txn.started = true;
+        let (greeting, helo) = self
+            .greeting
+            .clone()
+            .unwrap_or((Greeting::Helo, String::new()));
+        let envelope = Envelope {
+            helo,
+            greeting,
+            mail_from: txn.mail.path.clone(),
+            rcpt_to: txn.rcpts.clone(),
+            body: txn.mail.body,
+            smtputf8: txn.mail.smtputf8,
+        };
+        self.events.push_back(Event::MessageStart {
+            txn: txn.id,
+            envelope,
+        });
+    }
+
+    fn read_bdat(&mut self, input: &[u8]) -> usize {
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return 0;
+        };
+        let take = usize::try_from(chunk.remaining)
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        chunk.remaining -= take as u64;
+        let keep = chunk.refused.is_none();
+        let done = chunk.remaining == 0;
+        if keep {
+            if let Some(txn) = &mut self.txn {
+                txn.size = txn.size.saturating_add(take as u64);
+                if txn.size <= self.cfg.max_message_size {
+                    self.body
+                        .extend_from_slice(input.get(..take).unwrap_or_default());
+                    if self.body.len() >= MAX_BODY_CHUNK {
+                        self.flush_body();
+                    }
+                }
+            }
+        }
+        if done {
+            self.end_of_chunk();
+        }
+        take
+    }
+
+    /// All octets of the current `BDAT` chunk are in.
+    fn end_of_chunk(&mut self) {
+        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        if let Some(reply) = chunk.refused {
+            return self.bad_command_reply(reply);
+        }
+        let too_large = self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.size > self.cfg.max_message_size);
+        if too_large {
+            self.reply(envelope::too_large());
+            self.abort_message(Rejection::MessageTooLarge);
+        } else if chunk.last {
+            self.flush_body();
+            self.await_spool();
+        } else {
+            let text = format!("{} octets received", chunk.size);
+            self.reply(Reply::new(250, Status(2, 0, 0), text));
+        }
+    }
+
+    /// The `DATA` terminator arrived.
+    fn end_of_data(&mut self) {
+        let Phase::Data(rx) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        match rx.fault() {
+            None => {
+                self.flush_body();
+                self.await_spool();
+            }
+            Some(fault) => {
+                let (reply, reason) = match fault {
+                    DataFault::TooLarge => (envelope::too_large(), Rejection::MessageTooLarge),
+                    DataFault::BareNewline => (
+                        Reply::new(
+                            550,
+                            Status(5, 6, 0),
+                            "Message refused: bare CR or LF; lines end in CRLF (RFC 5321 2.3.8)",
+                        ),
+                        Rejection::BareNewline,
+                    ),
+                    DataFault::LineTooLong => (
+                        Reply::new(
+                            550,
+                            Status(5, 6, 0),
+                            "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
+                        ),
+                        Rejection::LineTooLong,
+                    ),
+                };
+                self.reply(reply);
+                self.abort_message(reason);
+            }
+        }
+    }
+
+    fn await_spool(&mut self) {
+        if let Some(txn) = &self.txn {
+            self.events.push_back(Event::MessageEnd { txn: txn.id });
+            self.phase = Phase::Spooling(txn.id);
+        }
+    }
+
+    /// Drops the message in progress after its refusal reply; the transaction ends.
+    fn abort_message(&mut self, reason: Rejection) {
+        self.body.clear();
+        if let Some(txn) = self.txn.take() {
+            self.events.push_back(Event::MessageAbort {
+                txn: txn.id,
+                reason: Some(reason),
+            });
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// Tells the driver to drop content it was given for a transaction now abandoned.
+    fn abort_content(&mut self) {
+        if let Some(txn) = &self.txn {
+            if txn.started && !matches!(self.phase, Phase::Spooling(_)) {
+                self.body.clear();
+                self.events.push_back(Event::MessageAbort {
+                    txn: txn.id,
+                    reason: None,
+                });
+            }
+        }
+    }
+
+    fn flush_body(&mut self) {
+        if self.body.is_empty() {
+            return;
+        }
+        if let Some(txn) = &self.txn {
+            let data = std::mem::take(&mut self.body);
+            self.events.push_back(Event::MessageData { txn: txn.id, data });
+        } else {
+            self.body.clear();
+        }
+    }
+}

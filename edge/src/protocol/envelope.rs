@@ -1,0 +1,181 @@
+//! `MAIL` and `RCPT` ([RFC 5321 §4.1.1.2, §4.1.1.3]): paths, ESMTP parameters, and the relay
+//! decision of the delivery role.
+//!
+//! [RFC 5321 §4.1.1.2, §4.1.1.3]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.2
+
+use super::address::{self, AddressError, Domain, Mailbox};
+use super::event::Rejection;
+use super::policy::EngineConfig;
+use super::reply::{Reply, Status};
+use super::transaction::BodyType;
+
+/// What `MAIL` established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFrom {
+    /// The reverse-path; `None` is `<>`.
+    pub path: Option<Mailbox>,
+    /// `BODY=`.
+    pub body: BodyType,
+    /// `SMTPUTF8` was given.
+    pub smtputf8: bool,
+}
+
+/// A refusal: the reply, and the reason counted for it, if any.
+pub type Refusal = (Reply, Option<Rejection>);
+
+/// Parses `MAIL FROM:` arguments. `esmtp` is false after `HELO`, where no parameters exist.
+pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refusal> {
+    let (path, params) = address::parse_path(arg, true).map_err(|e| (sender_error(e), None))?;
+    let mut mail = MailFrom {
+        path,
+        body: BodyType::SevenBit,
+        smtputf8: false,
+    };
+    for param in params.split(' ').filter(|p| !p.is_empty()) {
+        if !esmtp {
+            return Err((unsupported_parameter(), None));
+        }
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        if key.eq_ignore_ascii_case("SIZE") {
+            // RFC 1870 §6: a declared size over our limit is refused here, before any data.
+            let declared = parse_size(value).ok_or_else(|| {
+                (Reply::syntax("MAIL FROM:<address> SIZE=octets"), None)
+            })?;
+            if declared > cfg.max_message_size {
+                return Err((too_large(), Some(Rejection::MessageTooLarge)));
+            }
+        } else if key.eq_ignore_ascii_case("BODY") {
+            mail.body = if value.eq_ignore_ascii_case("7BIT") {
+                BodyType::SevenBit
+            } else if value.eq_ignore_ascii_case("8BITMIME") {
+                BodyType::EightBitMime
+            } else {
+                return Err((
+                    Reply::new(501, Status(5, 5, 4), "BODY must be 7BIT or 8BITMIME"),
+                    None,
+                ));
+            };
+        } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_empty() {
+            mail.smtputf8 = true;
+        } else {
+            return Err((unsupported_parameter(), None));
+        }
+    }
+    if !mail.smtputf8 && mail.path.as_ref().is_some_and(Mailbox::is_utf8) {
+        return Err((needs_smtputf8(), None));
+    }
+    Ok(mail)
+}
+
+/// Parses `RCPT TO:` arguments and applies the relay policy of the delivery role.
+pub fn rcpt(arg: &str, mail: &MailFrom, cfg: &EngineConfig) -> Result<Mailbox, Refusal> {
+    if arg.eq_ignore_ascii_case("<postmaster>") {
+        // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
+        return Ok(Mailbox {
+            local: "postmaster".into(),
+            domain: Domain::Name(cfg.hostname.to_ascii_lowercase()),
+            quoted: false,
+            source_route: false,
+        });
+    }
+    let (path, params) =
+        address::parse_path(arg, false).map_err(|e| (recipient_error(e), None))?;
+    let Some(path) = path else {
+        return Err((recipient_error(AddressError::Syntax), None));
+    };
+    if !params.is_empty() {
+        return Err((unsupported_parameter(), None));
+    }
+    if !mail.smtputf8 && path.is_utf8() {
+        return Err((needs_smtputf8(), None));
+    }
+    check_local(&path, cfg)?;
+    Ok(path)
+}
+
+/// The delivery role's rule: mail only for our own domains, and nothing that a downstream
+/// system could read as another hop.
+fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
+    let relay_denied = || {
+        Err((
+            Reply::new(550, Status(5, 7, 1), "Relay access denied"),
+            Some(Rejection::RelayDenied),
+        ))
+    };
+    if path.source_route {
+        // RFC 5321 §3.6.1 lets a server ignore source routes; a server that never relays refuses
+        // them instead, so that no downstream hop ever acts on one.
+        return relay_denied();
+    }
+    let domain = match &path.domain {
+        Domain::Name(name) if cfg.local_domains.contains(name) => name,
+        _ => return relay_denied(),
+    };
+    // The percent hack (`user%other@us`), bang paths (`other!user@us`) and a quoted `@` each
+    // name another destination inside a local part, which some delivery agents honour.
+    let local = path.local_unquoted();
+    if local.contains(['%', '!', '@']) {
+        return relay_denied();
+    }
+    if let Some(known) = &cfg.recipients {
+        let key = format!("{}@{}", local.to_lowercase(), domain);
+        if !known.contains(&key) {
+            return Err((
+                Reply::new(550, Status(5, 1, 1), "Mailbox unavailable: no such user here"),
+                Some(Rejection::UnknownRecipient),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `SIZE` values are `1*20DIGIT` (RFC 1870 §3); an overflowing one is refused, not wrapped.
+fn parse_size(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `552 5.3.4` ([RFC 1870 §6], [RFC 3463 §3.4]).
+///
+/// [RFC 1870 §6]: https://www.rfc-editor.org/rfc/rfc1870#section-6
+/// [RFC 3463 §3.4]: https://www.rfc-editor.org/rfc/rfc3463#section-3.4
+pub fn too_large() -> Reply {
+    Reply::new(
+        552,
+        Status(5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    )
+}
+
+fn unsupported_parameter() -> Reply {
+    Reply::new(555, Status(5, 5, 4), "Unsupported parameter")
+}
+
+/// `553 5.6.7` ([RFC 6531 §3.5]).
+///
+/// [RFC 6531 §3.5]: https://www.rfc-editor.org/rfc/rfc6531#section-3.5
+fn needs_smtputf8() -> Reply {
+    Reply::new(
+        553,
+        Status(5, 6, 7),
+        "Non-ASCII address needs the SMTPUTF8 parameter",
+    )
+}
+
+fn sender_error(e: AddressError) -> Reply {
+    match e {
+        AddressError::Syntax => Reply::new(501, Status(5, 1, 7), "Bad sender address syntax"),
+        AddressError::TooLong => Reply::new(501, Status(5, 1, 7), "Sender address too long"),
+    }
+}
+
+fn recipient_error(e: AddressError) -> Reply {
+    match e {
+        AddressError::Syntax => {
+            Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax")
+        }
+        AddressError::TooLong => Reply::new(501, Status(5, 1, 3), "Recipient address too long"),
+    }
+}

@@ -1,0 +1,78 @@
+//! What the engine asks of its driver.
+
+use super::transaction::{Envelope, TxnId};
+
+/// Something the driver must act on, polled in order with `Connection::poll_event`.
+#[derive(Debug)]
+pub enum Event {
+    /// `DATA` or the first `BDAT` of a transaction was accepted: open a spool entry.
+    MessageStart {
+        /// The transaction.
+        txn: TxnId,
+        /// Its envelope.
+        envelope: Envelope,
+    },
+    /// Message content, already dot-unstuffed, to append to the spool entry. Hand the emptied
+    /// buffer back with `Connection::recycle` to avoid an allocation per chunk.
+    MessageData {
+        /// The transaction.
+        txn: TxnId,
+        /// The content.
+        data: Vec<u8>,
+    },
+    /// The content is complete: make it durable, then call `Connection::handle_spooled`. The
+    /// engine consumes no input until then, so the reply order of RFC 2920 holds.
+    MessageEnd {
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// The content will not be kept: refused (its reply is already queued), or abandoned by
+    /// `RSET`, `EHLO` or the end of the session. Discard the spool entry.
+    MessageAbort {
+        /// The transaction.
+        txn: TxnId,
+        /// The refusal, or `None` if the client abandoned the message.
+        reason: Option<Rejection>,
+    },
+    /// A sender or recipient was refused; for counting.
+    Rejected(Rejection),
+    /// The session is over: flush the replies, then close.
+    Close(CloseReason),
+}
+
+/// Why mail or a recipient was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A recipient outside our domains, or a relay trick, on the delivery role.
+    RelayDenied,
+    /// A local recipient that does not exist.
+    UnknownRecipient,
+    /// More recipients than `max_recipients`.
+    TooManyRecipients,
+    /// Declared or actual size over the limit.
+    MessageTooLarge,
+    /// Bare CR or LF in the content.
+    BareNewline,
+    /// A content line over 1000 octets.
+    LineTooLong,
+    /// MAIL on submission without authentication.
+    NotAuthenticated,
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent QUIT.
+    Quit,
+    /// The client was idle past the timeout (421 sent).
+    Timeout,
+    /// Too many bad commands (421 sent).
+    TooManyErrors,
+    /// The server is shutting down (421 sent).
+    Shutdown,
+}
+
+/// A failure of the spool, reported to the engine after `Event::MessageEnd`; the client gets
+/// 451 4.3.0 and may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolFault;

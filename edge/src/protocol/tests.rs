@@ -1,0 +1,587 @@
+//! Session-level tests of the engine: whole dialogues, each run whole, split at every byte
+//! boundary, and byte by byte, which must all give the same replies and events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn cfg(role: Role) -> EngineConfig {
+    EngineConfig::new("mx.example.test", role, &["example.test", "localhost"])
+}
+
+/// What a run of the engine produced, in a comparable form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    /// Reply lines as sent.
+    replies: Vec<String>,
+    /// Events, summarised; message content is joined per transaction.
+    events: Vec<String>,
+    /// The content of each message that reached the spool.
+    messages: Vec<Vec<u8>>,
+    closed: bool,
+}
+
+/// Feeds `chunks` into a fresh engine, answering every `MessageEnd` with a successful spool.
+fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg.clone()), now);
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut messages = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for chunk in chunks {
+        let mut rest: &[u8] = chunk;
+        loop {
+            let used = conn.handle_input(now, rest);
+            rest = &rest[used..];
+            let mut progressed = false;
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    Event::MessageStart { txn, envelope } => {
+                        current = Some(Vec::new());
+                        let rcpts: Vec<String> =
+                            envelope.rcpt_to.iter().map(|m| m.to_string()).collect();
+                        events.push(format!("start {} {}", txn.0, rcpts.join(",")));
+                    }
+                    Event::MessageData { data, .. } => {
+                        current.as_mut().unwrap().extend_from_slice(&data);
+                        conn.recycle(data);
+                    }
+                    Event::MessageEnd { txn } => {
+                        events.push(format!("end {}", txn.0));
+                        messages.push(current.take().unwrap());
+                        conn.handle_spooled(now, txn, Ok("QUEUEID"));
+                        progressed = true;
+                    }
+                    Event::MessageAbort { txn, reason } => {
+                        current = None;
+                        events.push(format!("abort {} {reason:?}", txn.0));
+                    }
+                    Event::Rejected(r) => events.push(format!("rejected {r:?}")),
+                    Event::Close(reason) => events.push(format!("close {reason:?}")),
+                }
+            }
+            if rest.is_empty() || !progressed {
+                break;
+            }
+        }
+        let _ = conn.poll_transmit(&mut out);
+    }
+    let _ = conn.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    Outcome {
+        replies: text.split_terminator("\r\n").map(str::to_owned).collect(),
+        events,
+        messages,
+        closed: conn.is_closed(),
+    }
+}
+
+/// Runs `input` whole, split at every index, and byte by byte; all must agree.
+fn run_split(cfg: &EngineConfig, input: &[u8]) -> Outcome {
+    let whole = run_with(cfg, &[input]);
+    for i in 0..=input.len() {
+        assert_eq!(
+            run_with(cfg, &[&input[..i], &input[i..]]),
+            whole,
+            "split at {i}"
+        );
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(run_with(cfg, &bytes), whole, "byte by byte");
+    whole
+}
+
+fn delivery(input: &str) -> Outcome {
+    run_split(&cfg(Role::Delivery), input.as_bytes())
+}
+
+/// Reply codes (with the enhanced status, when present) of the final line of each reply.
+fn codes(o: &Outcome) -> Vec<&str> {
+    o.replies
+        .iter()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| {
+            let rest = &l[4..];
+            let status_len = rest
+                .split(' ')
+                .next()
+                .filter(|s| s.split('.').count() == 3 && s.starts_with(['2', '4', '5']))
+                .map_or(0, |s| s.len() + 1);
+            l[..4 + status_len].trim_end()
+        })
+        .collect()
+}
+
+#[test]
+fn greeting_and_ehlo_advertise_extensions() {
+    let o = delivery("EHLO client.test\r\n");
+    assert_eq!(o.replies[0], "220 mx.example.test ESMTP smtp-edge");
+    assert_eq!(
+        &o.replies[1..],
+        [
+            "250-mx.example.test Hello client.test",
+            "250-PIPELINING",
+            "250-SIZE 26214400",
+            "250-8BITMIME",
+            "250-SMTPUTF8",
+            "250-ENHANCEDSTATUSCODES",
+            "250 CHUNKING",
+        ]
+    );
+}
+
+#[test]
+fn a_whole_transaction() {
+    let o = delivery(concat!(
+        "EHLO c.test\r\n",
+        "MAIL FROM:<a@remote.test>\r\n",
+        "RCPT TO:<b@example.test>\r\n",
+        "DATA\r\n",
+        "Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n",
+        "QUIT\r\n"
+    ));
+    assert_eq!(
+        codes(&o),
+        [
+            "220",
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
+    );
+    assert!(o.replies.contains(&"250 2.0.0 Ok: queued as QUEUEID".to_owned()));
+    assert_eq!(o.messages, [b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]);
+    assert_eq!(o.events, ["start 0 b@example.test", "end 0", "close Quit"]);
+    assert!(o.closed);
+}
+
+#[test]
+fn every_command_has_its_reply() {
+    // (command, expected final reply code and status); RFC 5321 §4.3.2 and RFC 3463.
+    let rows = [
+        ("NOOP\r\n", "250 2.0.0"),
+        ("RSET\r\n", "250 2.0.0"),
+        ("VRFY someone\r\n", "252 2.5.0"),
+        ("EXPN list\r\n", "502 5.5.1"),
+        ("HELP\r\n", "214 2.0.0"),
+        ("FOO\r\n", "500 5.5.2"),
+        ("MAIL FROM:<a@b.test>\r\n", "503 5.5.1"),
+        ("STARTTLS\r\n", "502 5.5.1"),
+        ("AUTH PLAIN\r\n", "502 5.5.1"),
+        ("EHLO\r\n", "501 5.5.4"),
+        ("HELO x\r\n", "250"),
+        ("QUIT\r\n", "221 2.0.0"),
+    ];
+    for (cmd, want) in rows {
+        let o = delivery(cmd);
+        assert_eq!(codes(&o)[1..], [want], "{cmd:?}");
+    }
+}
+
+#[test]
+fn sequence_errors() {
+    let o = delivery(concat!(
+        "EHLO c\r\n",
+        "RCPT TO:<b@example.test>\r\n",
+        "DATA\r\n",
+        "MAIL FROM:<>\r\n",
+        "MAIL FROM:<>\r\n",
+        "DATA\r\n",
+    ));
+    assert_eq!(
+        codes(&o)[2..],
+        ["503 5.5.1", "503 5.5.1", "250 2.1.0", "503 5.5.1", "554 5.5.1"]
+    );
+}
+
+#[test]
+fn relay_is_denied_on_delivery() {
+    for rcpt in [
+        "<b@remote.test>",
+        "<b%remote.test@example.test>",
+        "<remote.test!b@example.test>",
+        "<\"b@remote.test\"@example.test>",
+        "<@example.test:b@remote.test>",
+        "<@remote.test:b@example.test>",
+        "<b@[192.0.2.1]>",
+    ] {
+        let o = delivery(&format!("EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:{rcpt}\r\n"));
+        assert_eq!(codes(&o)[3], "550 5.7.1", "{rcpt}");
+        assert_eq!(o.events, ["rejected RelayDenied"], "{rcpt}");
+    }
+}
+
+#[test]
+fn local_domains_match_case_insensitively_and_postmaster_is_accepted() {
+    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<B@Example.TEST>\r\nRCPT TO:<Postmaster>\r\n");
+    assert_eq!(codes(&o)[3..], ["250 2.1.5", "250 2.1.5"]);
+}
+
+#[test]
+fn unknown_recipients_with_a_recipient_list() {
+    let mut c = cfg(Role::Delivery);
+    c.recipients = Some(Arc::new(HashSet::from(["known@example.test".to_owned()])));
+    let o = run_split(
+        &c,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<Known@example.test>\r\nRCPT TO:<other@example.test>\r\n",
+    );
+    assert_eq!(codes(&o)[3..], ["250 2.1.5", "550 5.1.1"]);
+    assert_eq!(o.events, ["rejected UnknownRecipient"]);
+}
+
+#[test]
+fn submission_refuses_mail_until_authentication() {
+    let o = run_split(
+        &cfg(Role::Submission),
+        b"EHLO c\r\nMAIL FROM:<a@example.test>\r\n",
+    );
+    assert_eq!(codes(&o)[2], "530 5.7.0");
+}
+
+#[test]
+fn size_declared_over_the_limit_is_refused_at_mail() {
+    let mut c = cfg(Role::Delivery);
+    c.max_message_size = 1000;
+    let o = run_split(
+        &c,
+        b"EHLO c\r\nMAIL FROM:<a@r.test> SIZE=1001\r\nMAIL FROM:<a@r.test> SIZE=1000\r\n",
+    );
+    assert_eq!(codes(&o)[2..], ["552 5.3.4", "250 2.1.0"]);
+}
+
+#[test]
+fn actual_size_over_the_limit_is_refused_at_end_of_data() {
+    let mut c = cfg(Role::Delivery);
+    c.max_message_size = 10;
+    let o = run_split(
+        &c,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n0123456789\r\n.\r\nNOOP\r\n",
+    );
+    assert_eq!(codes(&o)[4..], ["354", "552 5.3.4", "250 2.0.0"]);
+    assert_eq!(
+        o.events,
+        ["start 0 b@example.test", "abort 0 Some(MessageTooLarge)"]
+    );
+}
+
+#[test]
+fn mail_parameters() {
+    let o = delivery(concat!(
+        "EHLO c\r\n",
+        "MAIL FROM:<a@r.test> BODY=8BITMIME SMTPUTF8\r\nRSET\r\n",
+        "MAIL FROM:<a@r.test> BODY=BINARYMIME\r\n",
+        "MAIL FROM:<a@r.test> RET=HDRS\r\n",
+        "MAIL FROM:<a@r.test> SIZE=x\r\n",
+        "MAIL FROM:<ü@r.test>\r\n",
+        "MAIL FROM:<ü@r.test> SMTPUTF8\r\n",
+    ));
+    assert_eq!(
+        codes(&o)[2..],
+        [
+            "250 2.1.0",
+            "250 2.0.0",
+            "501 5.5.4",
+            "555 5.5.4",
+            "501 5.5.4",
+            "553 5.6.7",
+            "250 2.1.0"
+        ]
+    );
+}
+
+#[test]
+fn helo_sessions_take_no_parameters() {
+    let o = delivery("HELO c\r\nMAIL FROM:<a@r.test> SIZE=10\r\n");
+    assert_eq!(codes(&o)[2], "555 5.5.4");
+}
+
+#[test]
+fn too_many_recipients() {
+    let mut c = cfg(Role::Delivery);
+    c.max_recipients = 2;
+    let o = run_split(
+        &c,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n",
+    );
+    assert_eq!(codes(&o)[5], "452 4.5.3");
+}
+
+#[test]
+fn pipelined_replies_keep_their_order() {
+    // RFC 2920 §3.1: a whole transaction in one write; replies in command order.
+    let o = delivery(concat!(
+        "EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n",
+        "hi\r\n.\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n"
+    ));
+    assert_eq!(
+        codes(&o)[2..],
+        [
+            "250 2.1.0",
+            "550 5.7.1",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
+    );
+    assert_eq!(o.messages, [b"hi\r\n".to_vec(), b"second\r\n".to_vec()]);
+}
+
+#[test]
+fn smuggling_bare_lf_dot_yields_no_second_message() {
+    // CVE-2023-51764: `\n.\n` followed by a smuggled transaction inside one DATA.
+    let o = delivery(concat!(
+        "EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n",
+        "legit\r\n\n.\nMAIL FROM:<evil@r.test>\nRCPT TO:<b@example.test>\nDATA\nsmuggled\n.\n",
+        "\r\n.\r\nQUIT\r\n"
+    ));
+    assert_eq!(codes(&o)[4..], ["354", "550 5.6.0", "221 2.0.0"]);
+    assert!(o.messages.is_empty());
+    assert_eq!(
+        o.events,
+        [
+            "start 0 b@example.test",
+            "abort 0 Some(BareNewline)",
+            "close Quit"
+        ]
+    );
+}
+
+#[test]
+fn smuggling_variants_each_refused_whole() {
+    for fake in ["\n.\n", "\r.\r", "\r\n.\n", "\n.\r\n", "a\rb", "a\nb"] {
+        let o = delivery(&format!(
+            "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx{fake}MAIL FROM:<e@r.test>\r\n.\r\nNOOP\r\n"
+        ));
+        assert_eq!(codes(&o)[4..], ["354", "550 5.6.0", "250 2.0.0"], "{fake:?}");
+        assert!(o.messages.is_empty(), "{fake:?}");
+    }
+}
+
+#[test]
+fn bare_newlines_in_commands_are_refused() {
+    let o = delivery("EHLO c\nNOOP\rX\r\nNOOP\r\n");
+    assert_eq!(codes(&o)[1..], ["500 5.5.2", "500 5.5.2", "250 2.0.0"]);
+}
+
+#[test]
+fn long_command_lines_are_refused_and_skipped() {
+    let long = format!("NOOP {}\r\nNOOP\r\n", "x".repeat(MAX_COMMAND_LINE));
+    let o = delivery(&long);
+    assert_eq!(codes(&o)[1..], ["500 5.5.2", "250 2.0.0"]);
+    // Exactly 512 octets with CRLF is allowed.
+    let fits = format!("NOOP {}\r\n", "x".repeat(MAX_COMMAND_LINE - 7));
+    assert_eq!(codes(&delivery(&fits))[1..], ["250 2.0.0"]);
+}
+
+#[test]
+fn too_many_bad_commands_close_with_421() {
+    let mut c = cfg(Role::Delivery);
+    c.max_bad_commands = 3;
+    let o = run_split(&c, b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
+    assert_eq!(codes(&o)[1..], ["500 5.5.2", "500 5.5.2", "421 4.7.0"]);
+    assert!(o.closed);
+    assert_eq!(o.events, ["close TooManyErrors"]);
+}
+
+#[test]
+fn bdat_chunks() {
+    let o = delivery(concat!(
+        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n",
+        "BDAT 5\r\nhello",
+        "BDAT 7 LAST\r\n world\n",
+        "NOOP\r\n"
+    ));
+    assert_eq!(
+        codes(&o)[4..],
+        ["250 2.0.0", "250 2.0.0", "250 2.0.0"]
+    );
+    assert!(o.replies.contains(&"250 2.0.0 5 octets received".to_owned()));
+    assert_eq!(o.messages, [b"hello world\n".to_vec()]);
+}
+
+#[test]
+fn bdat_without_transaction_drains_its_octets() {
+    // RFC 3030 §2: a refused BDAT's octets are still read, never run as commands.
+    let o = delivery("EHLO c\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n");
+    assert_eq!(codes(&o)[2..], ["503 5.5.1", "250 2.0.0"]);
+    assert!(!o.closed);
+}
+
+#[test]
+fn bdat_zero_last_and_size_limit() {
+    let mut c = cfg(Role::Delivery);
+    c.max_message_size = 4;
+    let o = run_split(
+        &c,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 5\r\n12345BDAT 0 LAST\r\n",
+    );
+    assert_eq!(codes(&o)[4..], ["552 5.3.4", "503 5.5.1"]);
+    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 0 LAST\r\n");
+    assert_eq!(codes(&o)[4..], ["250 2.0.0"]);
+    assert_eq!(o.messages, [Vec::<u8>::new()]);
+}
+
+#[test]
+fn rset_abandons_a_bdat_message() {
+    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 2\r\nhiRSET\r\n");
+    assert_eq!(
+        o.events,
+        ["start 0 b@example.test", "abort 0 None"]
+    );
+}
+
+#[test]
+fn spool_failure_gives_451_and_the_session_goes_on() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n";
+    let used = conn.handle_input(now, input);
+    let mut txn = None;
+    while let Some(ev) = conn.poll_event() {
+        if let Event::MessageEnd { txn: t } = ev {
+            txn = Some(t);
+        }
+    }
+    // Nothing after the end of data is read before the spool answers.
+    assert_eq!(&input[used..], b"NOOP\r\n");
+    let txn = txn.unwrap();
+    conn.handle_spooled(now, TxnId(txn.0 + 1), Ok("ignored"));
+    conn.handle_spooled(now, txn, Err(SpoolFault));
+    assert_eq!(conn.handle_input(now, &input[used..]), 6);
+    let mut out = Vec::new();
+    assert!(conn.poll_transmit(&mut out));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n451 4.3.0 Temporary failure storing the message; try again later\r\n250 2.0.0 Ok\r\n"), "{text}");
+}
+
+#[test]
+fn timeouts_follow_rfc5321_and_spurious_calls_do_nothing() {
+    let t0 = Instant::now();
+    let c = Arc::new(cfg(Role::Delivery));
+    let mut conn = Connection::new(c.clone(), t0);
+    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(300)));
+    conn.handle_timeout(t0 + Duration::from_secs(299));
+    assert!(!conn.is_closed());
+    let _ = conn.handle_input(t0, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(180)));
+    conn.handle_timeout(t0 + Duration::from_secs(180));
+    assert!(conn.is_closed());
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    assert!(String::from_utf8(out).unwrap().ends_with("421 4.4.2 mx.example.test Timeout waiting for client input\r\n"));
+    let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
+    assert!(matches!(events.last(), Some(Event::Close(CloseReason::Timeout))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::MessageAbort { reason: None, .. })));
+}
+
+#[test]
+fn shutdown_lets_a_message_in_flight_finish() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    let _ = conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart");
+    conn.handle_shutdown();
+    assert!(!conn.is_closed());
+    let _ = conn.handle_input(now, b"\r\n.\r\n");
+    let txn = std::iter::from_fn(|| conn.poll_event())
+        .find_map(|e| match e {
+            Event::MessageEnd { txn } => Some(txn),
+            _ => None,
+        })
+        .unwrap();
+    conn.handle_spooled(now, txn, Ok("Q"));
+    assert!(conn.is_closed());
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("250 2.0.0 Ok: queued as Q\r\n421 4.3.2 mx.example.test Service shutting down\r\n"), "{text}");
+
+    let mut idle = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    idle.handle_shutdown();
+    assert!(idle.is_closed());
+}
+
+#[test]
+fn nothing_is_read_after_quit() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    let input = b"QUIT\r\nNOOP\r\n";
+    assert_eq!(conn.handle_input(now, input), 6);
+}
+
+mod fuzz {
+    //! No input panics, and one DATA body never yields two messages.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn alphabet() -> impl Strategy<Value = Vec<u8>> {
+        let tokens: Vec<&'static [u8]> = vec![
+            b"EHLO c\r\n",
+            b"HELO c\r\n",
+            b"MAIL FROM:<a@r.test>\r\n",
+            b"MAIL FROM:<>",
+            b"RCPT TO:<b@example.test>\r\n",
+            b"RCPT TO:<b@remote.test>",
+            b"DATA\r\n",
+            b"BDAT 3",
+            b" LAST",
+            b"RSET\r\n",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b".",
+            b"x",
+            b"\xff",
+            b" SIZE=99999999999999999999",
+            b"QUIT\r\n",
+        ];
+        prop::collection::vec(prop::sample::select(tokens), 0..60).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn no_panic_and_split_invariant(input in alphabet(), at in any::<prop::sample::Index>()) {
+            let c = cfg(Role::Delivery);
+            let whole = run_with(&c, &[&input]);
+            let i = at.index(input.len() + 1);
+            prop_assert_eq!(run_with(&c, &[&input[..i], &input[i..]]), whole);
+        }
+
+        #[test]
+        fn one_data_body_is_at_most_one_message(body in alphabet()) {
+            // Whatever the body holds, only its first CRLF.CRLF ends it (the naive oracle says
+            // where), and nothing before that is ever executed as a command.
+            let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n".to_vec();
+            input.extend_from_slice(&body);
+            let o = run_with(&cfg(Role::Delivery), &[&input]);
+            match super::super::data::naive::unstuff(&body, u64::MAX) {
+                None => {
+                    prop_assert!(o.messages.is_empty());
+                    prop_assert_eq!(o.events.len(), 1, "{:?}", o.events);
+                }
+                Some((content, _, None)) => {
+                    prop_assert_eq!(o.messages.first(), Some(&content));
+                    prop_assert_eq!(&o.events[1], "end 0");
+                }
+                Some((_, _, Some(_))) => {
+                    prop_assert!(o.events[1].starts_with("abort 0 Some"), "{:?}", o.events);
+                }
+            }
+        }
+    }
+}
