@@ -1,1 +1,160 @@
-fn main() {}
+//! The `smtp-edge` command: `serve` and `check-config`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use smtp_edge::config::Config;
+use smtp_edge::driver;
+use smtp_edge::protocol::Role;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "\
+usage: smtp-edge serve [--config FILE]
+       smtp-edge check-config --config FILE
+
+serve          run the server; without --config, on the embedded default
+               (delivery 127.0.0.1:2525, submission 127.0.0.1:2587, ./var)
+check-config   report every problem in FILE as `key: problem`";
+
+/// Exit status for bad usage, a bad config, or a start failure.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, config) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("smtp-edge: {msg}\n{USAGE}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match command.as_str() {
+        "serve" => serve(config),
+        "check-config" => {
+            let Some(path) = config else {
+                eprintln!("smtp-edge: check-config needs --config FILE\n{USAGE}");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match Config::load(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    print!("{errors}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("smtp-edge: unknown command {other:?}\n{USAGE}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<(String, Option<PathBuf>), String> {
+    let mut command = None;
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" | "-c" => {
+                let file = it.next().ok_or("--config needs a FILE")?;
+                config = Some(PathBuf::from(file));
+            }
+            s if s.starts_with("--config=") => {
+                config = Some(PathBuf::from(&s["--config=".len()..]));
+            }
+            s if command.is_none() && !s.starts_with('-') || s == "--help" || s == "-h" => {
+                command = Some(s.to_owned());
+            }
+            s => return Err(format!("unexpected argument {s:?}")),
+        }
+    }
+    Ok((command.ok_or("no command given")?, config))
+}
+
+fn serve(config: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = match &config {
+        Some(path) => match Config::load(path) {
+            Ok(cfg) => cfg,
+            Err(errors) => {
+                eprint!("smtp-edge: {}: invalid configuration:\n{errors}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => Config::embedded_default(),
+    };
+    let running = match driver::start(&cfg) {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("smtp-edge: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Machine-readable readiness on stdout: tests and supervisors read the real ports here.
+    let mut stdout = std::io::stdout().lock();
+    for (role, addr) in &running.listeners {
+        let role = match role {
+            Role::Delivery => "delivery",
+            Role::Submission => "submission",
+        };
+        let _ = writeln!(stdout, "listening {role} {addr}");
+    }
+    if let Some(addr) = running.metrics {
+        let _ = writeln!(stdout, "metrics {addr}");
+    }
+    let _ = writeln!(stdout, "ready");
+    let _ = stdout.flush();
+    drop(stdout);
+    tracing::info!(
+        workers = cfg.worker_count(),
+        listeners = running.listeners.len(),
+        "smtp-edge ready"
+    );
+
+    let stop = running.stop_handle();
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "stopping");
+                    stop.stop();
+                }
+            });
+        }
+        Err(e) => {
+            eprintln!("smtp-edge: cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    match running.wait() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtp-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,455 @@
-//! delivery (in progress)
+//! Local delivery: moves committed messages from the spool's `queue/` into Maildirs, on a thread
+//! of its own with blocking `std::fs`, off the io_uring data path.
+//!
+//! A worker calls [`DeliveryHandle::enqueue`] after its commit succeeded. The thread takes every
+//! id waiting (up to [`MAX_BATCH`]) and delivers the batch in four steps:
+//!
+//! 1. for each message and distinct mailbox, write `tmp/<name>` (headers, then the spooled bytes);
+//! 2. `syncfs`: all those entries' data is on disk;
+//! 3. rename each `tmp/<name>` to `new/<name>`;
+//! 4. `syncfs` again: the renames (and any new directories) are on disk; only then unlink the
+//!    spool files.
+//!
+//! **Why `syncfs`, twice.** An entry is renamed only after its data is durable (step 2), so an
+//! entry that exists under `new/` or `cur/` is always complete; that is what lets a restart
+//! treat "the entry exists" as "delivered" and skip it, never delivering twice and never leaving
+//! a truncated copy that would hide a lost one. Per-file `fsync` would give the same guarantee
+//! at one journal commit per entry; `syncfs` gives it at one per batch. It reports writeback
+//! errors since Linux 5.8 (older kernels than the ring needs anyway) through an `errseq`
+//! sampled when the descriptor was opened, so each filesystem's descriptor is opened **before**
+//! the entries on it are written. A mailbox on another filesystem than the Maildir root gets its
+//! own descriptor and `syncfs`. An error from `syncfs` may belong to another file on the same
+//! filesystem; the batch then fails as a whole (conservative, retried at the next start).
+//!
+//! A message that cannot be delivered stays in `queue/`, is logged and reported as
+//! [`DeliveryOutcome::Failed`], and is retried at the next start only (no busy loop).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
+
+mod maildir;
+
+pub use maildir::{path_component, target, Target, TargetError};
+
+/// Most messages delivered in one batch (one pair of `syncfs` calls).
+pub const MAX_BATCH: usize = 256;
+
+/// Where delivery reads from and writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// The spool directory (`spool.dir`), holding `queue/`.
+    pub spool_dir: PathBuf,
+    /// The root of the Maildirs: `<maildir>/<domain>/<local part>/`.
+    pub maildir: PathBuf,
+    /// Our host name, for log lines. Deliberately not part of entry names: a renamed host must
+    /// still recognise the entries it wrote before a crash.
+    pub hostname: String,
+}
+
+/// What became of one queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Every distinct recipient mailbox holds the message (some perhaps from an earlier,
+    /// interrupted attempt) and the spool file is gone.
+    Delivered {
+        /// The message.
+        id: QueueId,
+        /// Distinct mailboxes delivered to.
+        recipients: usize,
+    },
+    /// The message stays in `queue/` until the next start.
+    Failed {
+        /// The message.
+        id: QueueId,
+        /// What went wrong, naming the operation and path.
+        error: String,
+    },
+}
+
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// Preparing or recovering the spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The Maildir root could not be created or opened.
+    #[error("maildir {op} {}: {source}", path.display())]
+    Maildir {
+        /// What was being done.
+        op: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The thread could not be spawned.
+    #[error("spawning the delivery thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+enum Command {
+    Deliver(QueueId),
+    Shutdown,
+}
+
+/// Hands committed messages to the delivery thread. Cheap to clone (one per worker); `Send`.
+///
+/// Dropping the last handle lets the thread finish what is queued and then joins it; so does
+/// [`DeliveryHandle::shutdown`].
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    // Field order matters: `tx` drops before `thread`, so when the last handle goes the thread
+    // sees the channel close before `Joiner::drop` waits for it.
+    tx: mpsc::Sender<Command>,
+    thread: Arc<Joiner>,
+}
+
+impl std::fmt::Debug for DeliveryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryHandle").finish_non_exhaustive()
+    }
+}
+
+struct Joiner(Mutex<Option<JoinHandle<()>>>);
+
+impl Joiner {
+    fn join(&self) {
+        let handle = self.0.lock().map(|mut h| h.take()).unwrap_or(None);
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("delivery thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+impl DeliveryHandle {
+    /// Queues a committed message for delivery. Never blocks. If the thread is gone the id is
+    /// logged; the message stays in `queue/` and is delivered at the next start.
+    pub fn enqueue(&self, id: QueueId) {
+        if self.tx.send(Command::Deliver(id)).is_err() {
+            tracing::error!(%id, "delivery thread gone; message stays queued until restart");
+        }
+    }
+
+    /// Delivers everything enqueued so far (by any handle), then stops the thread and joins it.
+    pub fn shutdown(self) {
+        let _ = self.tx.send(Command::Shutdown);
+        self.thread.join();
+    }
+}
+
+/// Starts the delivery thread. It first recovers the spool ([`spool::recover`]: empties `tmp/`)
+/// and delivers what `queue/` holds (the resume after a crash), then waits for
+/// [`DeliveryHandle::enqueue`]. Call it **before** any worker opens a `SpoolWriter`.
+///
+/// `on_delivered` is called on the delivery thread once per message attempt.
+pub fn start(
+    cfg: DeliveryConfig,
+    on_delivered: Box<dyn Fn(DeliveryOutcome) + Send>,
+) -> Result<DeliveryHandle, DeliveryError> {
+    let backlog = spool::recover(&cfg.spool_dir)?;
+    fs::create_dir_all(&cfg.maildir).map_err(|source| DeliveryError::Maildir {
+        op: "create dir",
+        path: cfg.maildir.clone(),
+        source,
+    })?;
+    let fs = Filesystems::open(&cfg.maildir).map_err(|source| DeliveryError::Maildir {
+        op: "open",
+        path: cfg.maildir.clone(),
+        source,
+    })?;
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("smtp-edge-delivery".into())
+        .spawn(move || run(&cfg, fs, &rx, backlog, &*on_delivered))
+        .map_err(DeliveryError::Spawn)?;
+    Ok(DeliveryHandle {
+        tx,
+        thread: Arc::new(Joiner(Mutex::new(Some(handle)))),
+    })
+}
+
+/// The thread: the backlog first, then batches from the channel until shutdown or until every
+/// handle is gone.
+fn run(
+    cfg: &DeliveryConfig,
+    mut fs: Filesystems,
+    rx: &mpsc::Receiver<Command>,
+    backlog: Vec<QueueId>,
+    report: &dyn Fn(DeliveryOutcome),
+) {
+    if !backlog.is_empty() {
+        tracing::info!(messages = backlog.len(), host = %cfg.hostname, "delivery: resuming queue");
+    }
+    for chunk in backlog.chunks(MAX_BATCH) {
+        deliver_batch(cfg, &mut fs, chunk, true)
+            .into_iter()
+            .for_each(report);
+    }
+    loop {
+        let mut batch = Vec::new();
+        let mut stop = match rx.recv() {
+            Ok(Command::Deliver(id)) => {
+                batch.push(id);
+                false
+            }
+            Ok(Command::Shutdown) | Err(_) => true,
+        };
+        while !stop && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Command::Deliver(id)) => batch.push(id),
+                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => stop = true,
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        if !batch.is_empty() {
+            deliver_batch(cfg, &mut fs, &batch, false)
+                .into_iter()
+                .for_each(report);
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// The `syncfs` descriptors: the Maildir root's, opened at start, plus one per other
+/// filesystem a mailbox turned out to live on, each opened before anything is written there.
+struct Filesystems {
+    by_dev: HashMap<u64, File>,
+}
+
+impl Filesystems {
+    fn open(root: &Path) -> io::Result<Self> {
+        let file = File::open(root)?;
+        let dev = file.metadata()?.dev();
+        Ok(Filesystems {
+            by_dev: HashMap::from([(dev, file)]),
+        })
+    }
+
+    /// Makes sure the filesystem of `dir` has a descriptor; call before writing under `dir`.
+    fn track(&mut self, dir: &Path) -> io::Result<()> {
+        let dev = fs::metadata(dir)?.dev();
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.by_dev.entry(dev) {
+            slot.insert(File::open(dir)?);
+        }
+        Ok(())
+    }
+
+    /// `syncfs` on every tracked filesystem.
+    fn sync(&self) -> io::Result<()> {
+        for file in self.by_dev.values() {
+            // SAFETY: `file` owns an open descriptor for the whole call; syncfs only reads it.
+            if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One message's progress through a batch.
+struct Job {
+    id: QueueId,
+    /// Entries written to `tmp/` this time, waiting for their rename.
+    pending: Vec<Target>,
+    /// Distinct mailboxes, including those already delivered earlier.
+    recipients: usize,
+    error: Option<String>,
+}
+
+impl Job {
+    fn fail(&mut self, error: String) {
+        if self.error.is_none() {
+            tracing::warn!(id = %self.id, %error, "delivery failed; message stays queued");
+            self.error = Some(error);
+        }
+    }
+}
+
+fn deliver_batch(
+    cfg: &DeliveryConfig,
+    fs: &mut Filesystems,
+    ids: &[QueueId],
+    resumed: bool,
+) -> Vec<DeliveryOutcome> {
+    // Step 1: entries into tmp/.
+    let mut jobs: Vec<Job> = ids
+        .iter()
+        .map(|&id| write_entries(cfg, fs, id, resumed))
+        .collect();
+    // Step 2: their data is durable before any of them becomes visible.
+    if let Err(e) = fs.sync() {
+        let error = format!("syncfs {}: {e}", cfg.maildir.display());
+        for job in jobs.iter_mut().filter(|j| j.error.is_none()) {
+            job.fail(error.clone());
+        }
+    }
+    // Step 3: publish. A failed job's entries stay in tmp/ (removed below).
+    for job in &mut jobs {
+        if job.error.is_some() {
+            continue;
+        }
+        for t in std::mem::take(&mut job.pending) {
+            let (from, to) = (
+                t.dir.join("tmp").join(&t.name),
+                t.dir.join("new").join(&t.name),
+            );
+            if let Err(e) = fs::rename(&from, &to) {
+                job.fail(format!("rename {}: {e}", from.display()));
+                job.pending.push(t);
+            }
+        }
+    }
+    // Step 4: the renames are durable, then the spool copies can go.
+    if let Err(e) = fs.sync() {
+        let error = format!("syncfs {}: {e}", cfg.maildir.display());
+        for job in jobs.iter_mut().filter(|j| j.error.is_none()) {
+            job.fail(error.clone());
+        }
+    }
+    jobs.into_iter()
+        .map(|job| match job.error {
+            Some(error) => {
+                for t in &job.pending {
+                    let _ = fs::remove_file(t.dir.join("tmp").join(&t.name));
+                }
+                DeliveryOutcome::Failed { id: job.id, error }
+            }
+            None => {
+                let path = queue_path(&cfg.spool_dir, &job.id);
+                // Not synced: if this unlink is lost in a crash, the restart finds every entry
+                // present and only unlinks again.
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(id = %job.id, error = %e, "delivered, but could not remove spool file");
+                }
+                tracing::debug!(id = %job.id, recipients = job.recipients, "delivered");
+                DeliveryOutcome::Delivered {
+                    id: job.id,
+                    recipients: job.recipients,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Step 1 for one message: reads it, maps its recipients, writes each missing entry to `tmp/`.
+fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resumed: bool) -> Job {
+    let mut job = Job {
+        id,
+        pending: Vec::new(),
+        recipients: 0,
+        error: None,
+    };
+    let queued = match spool::read_queued(&queue_path(&cfg.spool_dir, &id)) {
+        Ok(q) => q,
+        Err(e) => {
+            job.fail(e.to_string());
+            return job;
+        }
+    };
+    // Map every recipient before writing anything: one refused address fails the message
+    // without a partial delivery.
+    let mut targets = Vec::new();
+    let mut seen = HashSet::new();
+    for rcpt in &queued.envelope.rcpt_to {
+        match maildir::target(&cfg.maildir, &id, rcpt) {
+            Ok(t) if seen.insert(t.dir.clone()) => targets.push(t),
+            Ok(_) => {} // another spelling of a mailbox already in the list
+            Err(e) => {
+                job.fail(e.to_string());
+                return job;
+            }
+        }
+    }
+    job.recipients = targets.len();
+    for t in targets {
+        match write_entry(fs, &queued, &t, resumed) {
+            Ok(true) => job.pending.push(t),
+            Ok(false) => {
+                tracing::info!(%id, mailbox = %t.dir.display(), "already delivered; skipped")
+            }
+            Err(e) => {
+                job.fail(e);
+                break;
+            }
+        }
+    }
+    job
+}
+
+/// Writes one entry to `<mailbox>/tmp/`; `Ok(false)` if the mailbox already has it.
+fn write_entry(
+    fs: &mut Filesystems,
+    queued: &Queued,
+    t: &Target,
+    resumed: bool,
+) -> Result<bool, String> {
+    let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
+    for sub in ["tmp", "new", "cur"] {
+        let dir = t.dir.join(sub);
+        fs::create_dir_all(&dir).map_err(|e| err("create dir", &dir, e))?;
+    }
+    fs.track(&t.dir).map_err(|e| err("open", &t.dir, e))?;
+    if already_delivered(t, resumed).map_err(|e| err("check", &t.dir, e))? {
+        return Ok(false);
+    }
+    let path = t.dir.join("tmp").join(&t.name);
+    let from = match &queued.envelope.mail_from {
+        Some(m) => m.to_string(),
+        None => String::new(),
+    };
+    let head = format!("Return-Path: <{from}>\r\nDelivered-To: {}\r\n", t.rcpt);
+    // Truncate: a leftover from an interrupted attempt is rewritten from the start.
+    let mut file = File::create(&path).map_err(|e| err("create", &path, e))?;
+    file.write_all(head.as_bytes())
+        .and_then(|()| file.write_all(queued.message()))
+        .map_err(|e| err("write", &path, e))?;
+    Ok(true)
+}
+
+/// Whether `new/<name>`, `cur/<name>` or `cur/<name>:2,<flags>` exists. The directory scan of
+/// `cur/` (a reader may have moved and flagged the entry) is done only for messages resumed
+/// after a restart; a message committed in this run cannot have been delivered before.
+fn already_delivered(t: &Target, resumed: bool) -> io::Result<bool> {
+    for sub in ["new", "cur"] {
+        if fs::symlink_metadata(t.dir.join(sub).join(&t.name)).is_ok() {
+            return Ok(true);
+        }
+    }
+    if resumed {
+        let prefix = format!("{}:", t.name);
+        for entry in fs::read_dir(t.dir.join("cur"))? {
+            if entry?
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,193 @@
-//! driver (in progress)
+//! The io_uring server: binds the listeners, starts one worker per core, and runs each
+//! connection's thin I/O loop around a [`crate::protocol::Connection`].
+//!
+//! Startup order matters for "never lose mail": the spool is prepared and the delivery stage
+//! has taken over whatever a crash left in it before any worker accepts a connection.
+
+mod clock;
+mod session;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::UNIX_EPOCH;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
+use crate::metrics::{self, Metrics};
+use crate::protocol::Role;
+use crate::spool::{self, SpoolError};
+use crate::transport;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("listener[{index}].addr: cannot bind {addr}: {source}")]
+    Bind {
+        /// Position of the listener in the config.
+        index: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics address could not be bound.
+    #[error("metrics.addr: cannot bind {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The spool directory is unusable.
+    #[error("spool.dir: {0}")]
+    Spool(#[from] SpoolError),
+    /// The delivery stage could not start.
+    #[error("delivery: {0}")]
+    Delivery(String),
+    /// A worker thread could not be spawned.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+pub struct Running {
+    /// Each listener's role and bound address (port 0 resolved), in config order.
+    pub listeners: Vec<(Role, SocketAddr)>,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<std::io::Result<()>>>,
+    delivery: DeliveryHandle,
+}
+
+/// Asks a running server to stop; cheap to clone and to send to a signal thread.
+#[derive(Clone)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl StopHandle {
+    /// Stops accepting, lets messages in flight finish within the grace period, answers 421
+    /// to idle sessions.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Binds everything, recovers the spool and starts the workers.
+pub fn start(cfg: &Config) -> Result<Running, StartError> {
+    let workers = cfg.worker_count().max(1);
+    // Bind first: a port in use is the most common start failure, and should be reported
+    // before anything else happens.
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut listeners = Vec::new();
+    for (index, l) in cfg.listeners.iter().enumerate() {
+        let bind_err = |source| StartError::Bind {
+            index,
+            addr: l.addr,
+            source,
+        };
+        let first = transport::bind_reuseport(l.addr).map_err(bind_err)?;
+        // Port 0: every worker's socket must share the port the first one got.
+        let addr = first.local_addr().map_err(bind_err)?;
+        listeners.push((l.role, addr));
+        let mut per_worker = vec![first];
+        for _ in 1..workers {
+            per_worker.push(transport::bind_reuseport(addr).map_err(bind_err)?);
+        }
+        for (w, socket) in per_worker.into_iter().enumerate() {
+            if let Some(list) = sockets.get_mut(w) {
+                list.push(socket);
+            }
+        }
+    }
+
+    let metrics = Metrics::new(workers);
+    let metrics_addr = match cfg.metrics_addr {
+        Some(addr) => Some(
+            metrics::serve(addr, metrics.clone())
+                .map_err(|source| StartError::Metrics { addr, source })?
+                .0,
+        ),
+        None => None,
+    };
+
+    spool::prepare(&cfg.spool_dir)?;
+    let delivery_metrics = metrics.clone();
+    let delivery = delivery::start(
+        DeliveryConfig {
+            spool_dir: cfg.spool_dir.clone(),
+            maildir: cfg.maildir.clone(),
+            hostname: cfg.hostname.clone(),
+        },
+        Box::new(move |outcome| match outcome {
+            DeliveryOutcome::Delivered { .. } => delivery_metrics.message_delivered(),
+            DeliveryOutcome::Failed { id, error } => {
+                delivery_metrics.delivery_failed();
+                tracing::error!(queue_id = %id, %error, "delivery failed; the message stays queued");
+            }
+        }),
+    )
+    .map_err(|e| StartError::Delivery(e.to_string()))?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let startup_micros = clock::wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let engines: Vec<_> = cfg
+        .listeners
+        .iter()
+        .map(|l| Arc::new(cfg.engine_config(l.role)))
+        .collect();
+    let mut handles = Vec::new();
+    for (id, worker_sockets) in sockets.into_iter().enumerate() {
+        let setup = worker::WorkerSetup {
+            id,
+            listeners: worker_sockets.into_iter().zip(engines.iter().cloned()).collect(),
+            spool_dir: cfg.spool_dir.clone(),
+            hostname: cfg.hostname.clone(),
+            startup_micros,
+            delivery: delivery.clone(),
+            metrics: metrics.clone(),
+            shutdown: stop_rx.clone(),
+            grace: cfg.shutdown_grace,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("smtp-edge-w{id}"))
+            .spawn(move || worker::run(setup))
+            .map_err(StartError::Thread)?;
+        handles.push(handle);
+    }
+    Ok(Running {
+        listeners,
+        metrics: metrics_addr,
+        stop,
+        workers: handles,
+        delivery,
+    })
+}
+
+impl Running {
+    /// A handle that stops this server.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// Waits for every worker to finish, then for the delivery stage to drain its queue.
+    pub fn wait(self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for handle in self.workers {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("worker thread panicked")),
+            }
+        }
+        drop(self.stop);
+        self.delivery.shutdown();
+        result
+    }
+}

@@ -118,7 +118,7 @@ fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
         return relay_denied();
     }
     if let Some(known) = &cfg.recipients {
-        let key = format!("{}@{}", local.to_lowercase(), domain);
+        let key = format!("{}@{}", local.to_ascii_lowercase(), domain);
         if !known.contains(&key) {
             return Err((
                 Reply::new(550, Status(5, 1, 1), "Mailbox unavailable: no such user here"),

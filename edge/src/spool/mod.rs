@@ -1,1 +1,232 @@
-//! spool (in progress)
+//! The spool: where an accepted message becomes durable before the 250 that takes responsibility
+//! for it ([RFC 5321 §6.1]).
+//!
+//! ```text
+//!  <spool.dir>/tmp/<qid>     being written by a worker; never delivered; deleted by recover()
+//!  <spool.dir>/queue/<qid>   complete and fsynced (file and directory): the 250 may go out
+//! ```
+//!
+//! A worker's [`SpoolWriter`] creates `tmp/<qid>`, writes the envelope header ([`format`](mod@format)), the
+//! [`received_header`] and the body through the ring, then [`Incoming::commit`] syncs the file,
+//! renames it into `queue/` and syncs `queue/` (shared between concurrent commits: group commit).
+//! Only a rename publishes a file in `queue/`, and only after its data is on disk, so nothing
+//! half-written is ever delivered. Every failure is a [`SpoolError`], which the driver answers
+//! with `451 4.3.0`.
+//!
+//! Startup calls [`prepare`] and then [`recover`] (through `delivery::start`) **before** any
+//! worker opens a writer, since recover() empties `tmp/`.
+//!
+//! [RFC 5321 §6.1]: https://www.rfc-editor.org/rfc/rfc5321#section-6.1
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub mod format;
+mod group;
+mod id;
+mod trace;
+mod writer;
+
+pub use format::{encode_header, FormatError};
+pub use id::{ParseQueueIdError, QueueId, QueueIdGen, QUEUE_ID_LEN};
+pub use trace::{push_date_time, received_header, TraceInfo, WithProtocol, MAX_TRACE_HELO};
+pub use writer::{Incoming, SpoolWriter};
+
+use crate::protocol::Envelope;
+
+/// Subdirectory of files being written.
+pub const TMP_DIR: &str = "tmp";
+/// Subdirectory of committed files waiting for delivery.
+pub const QUEUE_DIR: &str = "queue";
+
+/// A spool operation failed; the message was not accepted (`451 4.3.0`, [RFC 3463]) and nothing
+/// of it will be delivered.
+///
+/// [RFC 3463]: https://www.rfc-editor.org/rfc/rfc3463
+#[derive(Debug, thiserror::Error)]
+#[error("spool {op} {}: {source}", path.display())]
+pub struct SpoolError {
+    /// What was being done: `create`, `write`, `fsync`, `rename`, `fsync dir`, `read`, ...
+    pub op: &'static str,
+    /// The file or directory it was done to.
+    pub path: PathBuf,
+    /// The OS error (or `InvalidData` wrapping a [`FormatError`]).
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpoolError {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        SpoolError {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// `<dir>/tmp/<id>`.
+pub fn tmp_path(dir: &Path, id: &QueueId) -> PathBuf {
+    dir.join(TMP_DIR).join(id.as_str())
+}
+
+/// `<dir>/queue/<id>`.
+pub fn queue_path(dir: &Path, id: &QueueId) -> PathBuf {
+    dir.join(QUEUE_DIR).join(id.as_str())
+}
+
+/// Creates `tmp/` and `queue/` under `dir` if missing (blocking; startup only).
+pub fn prepare(dir: &Path) -> Result<(), SpoolError> {
+    for sub in [TMP_DIR, QUEUE_DIR] {
+        let path = dir.join(sub);
+        fs::create_dir_all(&path).map_err(|e| SpoolError::new("create dir", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Startup recovery (blocking; call before any [`SpoolWriter`] exists): deletes every file in
+/// `tmp/` (a crash mid-write, whose client never got a 250) and returns the ids in `queue/`,
+/// oldest first (by modification time, then id). Names in `queue/` that are not queue ids are
+/// left alone and logged, never deleted.
+pub fn recover(dir: &Path) -> Result<Vec<QueueId>, SpoolError> {
+    prepare(dir)?;
+    let tmp = dir.join(TMP_DIR);
+    for entry in fs::read_dir(&tmp).map_err(|e| SpoolError::new("read dir", &tmp, e))? {
+        let entry = entry.map_err(|e| SpoolError::new("read dir", &tmp, e))?;
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "spool: removed unfinished message"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::new("remove", &path, e)),
+        }
+    }
+    let queue = dir.join(QUEUE_DIR);
+    let mut found: Vec<(SystemTime, QueueId)> = Vec::new();
+    for entry in fs::read_dir(&queue).map_err(|e| SpoolError::new("read dir", &queue, e))? {
+        let entry = entry.map_err(|e| SpoolError::new("read dir", &queue, e))?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<QueueId>().ok())
+        else {
+            tracing::warn!(path = %entry.path().display(), "spool: ignoring foreign file in queue");
+            continue;
+        };
+        let mtime = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        found.push((mtime, id));
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
+}
+
+/// A committed message read back from `queue/` for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Its id.
+    pub id: QueueId,
+    /// Its envelope.
+    pub envelope: Envelope,
+    data: Vec<u8>,
+    message_offset: usize,
+}
+
+impl Queued {
+    /// The message exactly as it is to be delivered, starting with our `Received:` header.
+    pub fn message(&self) -> &[u8] {
+        self.data.get(self.message_offset..).unwrap_or_default()
+    }
+}
+
+/// Reads and checks a queue file (blocking; the delivery thread's side). A file that is not a
+/// complete, committed queue file, or whose header names another id than its file name, is an
+/// error (`op` = `decode`), never a panic and never a partial message.
+pub fn read_queued(path: &Path) -> Result<Queued, SpoolError> {
+    let data = fs::read(path).map_err(|e| SpoolError::new("read", path, e))?;
+    let bad = |e: FormatError| {
+        SpoolError::new(
+            "decode",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    };
+    let decoded = format::decode(&data).map_err(bad)?;
+    let named = path.file_name().and_then(|n| n.to_str());
+    if named != Some(decoded.id.as_str()) {
+        return Err(bad(FormatError::IdMismatch(decoded.id.to_string())));
+    }
+    Ok(Queued {
+        id: decoded.id,
+        envelope: decoded.envelope,
+        data,
+        message_offset: decoded.message_offset,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::protocol::{address::parse_mailbox, BodyType, Greeting};
+
+    pub(crate) fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            helo: "client.test".into(),
+            greeting: Greeting::Ehlo,
+            mail_from: Some(parse_mailbox("sender@example.test").unwrap()),
+            rcpt_to: rcpts.iter().map(|r| parse_mailbox(r).unwrap()).collect(),
+            body: BodyType::SevenBit,
+            smtputf8: false,
+        }
+    }
+
+    #[test]
+    fn recover_empties_tmp_and_lists_queue_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path()).unwrap();
+        let mut gen = QueueIdGen::new(7, 0);
+        let ids: Vec<_> = (0..3).map(|_| gen.next()).collect();
+        // Written newest id first, so mtime order differs from id order.
+        for (i, id) in ids.iter().rev().enumerate() {
+            let p = queue_path(dir.path(), id);
+            fs::write(&p, b"x").unwrap();
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        fs::write(tmp_path(dir.path(), &gen.next()), b"half").unwrap();
+        fs::write(dir.path().join(QUEUE_DIR).join("README"), b"not ours").unwrap();
+        let found = recover(dir.path()).unwrap();
+        assert_eq!(found, ids.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        assert!(dir.path().join(QUEUE_DIR).join("README").exists());
+    }
+
+    #[test]
+    fn read_queued_checks_name_and_content() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path()).unwrap();
+        let mut gen = QueueIdGen::new(7, 0);
+        let (a, b) = (gen.next(), gen.next());
+        let env = envelope(&["rcpt@example.test"]);
+        let file = format::committed_file(&env, &a, b"Received: x\r\n\r\nhi\r\n");
+        fs::write(queue_path(dir.path(), &a), &file).unwrap();
+        let q = read_queued(&queue_path(dir.path(), &a)).unwrap();
+        assert_eq!(
+            (q.id, &q.envelope, q.message()),
+            (a, &env, &b"Received: x\r\n\r\nhi\r\n"[..])
+        );
+        // The same bytes under another name are refused: the header's id is authoritative.
+        fs::write(queue_path(dir.path(), &b), &file).unwrap();
+        let err = read_queued(&queue_path(dir.path(), &b)).unwrap_err();
+        assert_eq!(err.op, "decode");
+        assert!(err.to_string().contains(b.as_str()), "{err}");
+    }
+}

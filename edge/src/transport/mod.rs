@@ -84,7 +84,7 @@ impl RecvBuf {
 
 /// A worker's pool of registered receive buffers.
 pub struct BufferPool {
-    pool: FixedBufPool<Vec<u8>>,
+    pool: Option<FixedBufPool<Vec<u8>>>,
     size: usize,
 }
 
@@ -93,12 +93,20 @@ impl BufferPool {
     pub fn register(count: usize, size: usize) -> io::Result<Self> {
         let pool = FixedBufPool::new((0..count).map(|_| Vec::with_capacity(size)));
         pool.register()?;
-        Ok(BufferPool { pool, size })
+        Ok(BufferPool {
+            pool: Some(pool),
+            size,
+        })
+    }
+
+    /// A pool that hands out heap buffers only, for when registration is refused.
+    pub fn unregistered(size: usize) -> Self {
+        BufferPool { pool: None, size }
     }
 
     /// A buffer for one connection: registered if one is free, heap otherwise.
     pub fn take(&self) -> RecvBuf {
-        let mem = match self.pool.try_next(self.size) {
+        let mem = match self.pool.as_ref().and_then(|p| p.try_next(self.size)) {
             Some(buf) => RecvMem::Fixed(buf),
             None => RecvMem::Heap(Vec::with_capacity(self.size)),
         };

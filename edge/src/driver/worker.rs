@@ -1,0 +1,162 @@
+//! One worker: a thread with its own io_uring runtime, its own `SO_REUSEPORT` sockets, its own
+//! registered buffers and spool writer. Nothing here is shared with other workers except the
+//! read-only engine configs, the metrics slot this worker alone writes, and the delivery queue
+//! (touched once per accepted message, after its 250).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::session;
+use crate::delivery::DeliveryHandle;
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::protocol::EngineConfig;
+use crate::spool::{QueueIdGen, SpoolWriter};
+use crate::transport::{BufferPool, Listener};
+
+/// Registered receive buffers per worker; connections beyond these get heap buffers.
+const FIXED_BUFFERS: usize = 512;
+/// Size of one receive buffer: a few TCP segments, so a typical 10 KB message arrives in one or
+/// two reads, while 10,000 idle connections still fit in little memory.
+const RECV_BUFFER: usize = 16 * 1024;
+/// Submission queue entries of each ring.
+const RING_ENTRIES: u32 = 4096;
+
+/// What a worker thread is started with.
+pub struct WorkerSetup {
+    /// Index of this worker, also part of its queue ids.
+    pub id: usize,
+    /// This worker's sockets, each with the engine config of its listener.
+    pub listeners: Vec<(std::net::TcpListener, Arc<EngineConfig>)>,
+    /// The spool directory.
+    pub spool_dir: std::path::PathBuf,
+    /// Our hostname, for trace headers.
+    pub hostname: String,
+    /// Start time in µs since the epoch, to keep queue ids unique across restarts.
+    pub startup_micros: u64,
+    /// Where accepted messages go next.
+    pub delivery: DeliveryHandle,
+    /// Shared metrics; this worker writes only its own slot.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when the server stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// How long sessions with a message in flight may go on after shutdown.
+    pub grace: Duration,
+}
+
+/// Per-worker state shared by this worker's sessions (single-threaded, hence `Rc`).
+pub(super) struct WorkerCtx {
+    pub(super) buffers: BufferPool,
+    pub(super) spool: Rc<SpoolWriter>,
+    pub(super) delivery: DeliveryHandle,
+    pub(super) hostname: String,
+    metrics: Arc<Metrics>,
+    id: usize,
+    active: Cell<usize>,
+    idle: Notify,
+}
+
+impl WorkerCtx {
+    pub(super) fn metrics(&self) -> &WorkerMetrics {
+        self.metrics.worker(self.id)
+    }
+}
+
+/// Runs a worker until shutdown and its grace period are over.
+pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
+    tokio_uring::builder()
+        .entries(RING_ENTRIES)
+        .start(async move {
+            let buffers = match BufferPool::register(FIXED_BUFFERS, RECV_BUFFER) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    // Registration can fail under a tight RLIMIT_MEMLOCK; heap buffers still work.
+                    tracing::warn!(worker = setup.id, error = %e, "cannot register buffers; using heap buffers");
+                    BufferPool::unregistered(RECV_BUFFER)
+                }
+            };
+            let ids = QueueIdGen::new(setup.startup_micros, setup.id as u16);
+            let spool = SpoolWriter::open(&setup.spool_dir, ids)
+                .await
+                .map_err(std::io::Error::other)?;
+            let ctx = Rc::new(WorkerCtx {
+                buffers,
+                spool,
+                delivery: setup.delivery,
+                hostname: setup.hostname,
+                metrics: setup.metrics,
+                id: setup.id,
+                active: Cell::new(0),
+                idle: Notify::new(),
+            });
+            let mut accept_loops = Vec::new();
+            for (listener, engine) in setup.listeners {
+                let listener = Listener::from_std(listener);
+                let ctx = ctx.clone();
+                let shutdown = setup.shutdown.clone();
+                accept_loops.push(tokio_uring::spawn(accept_loop(ctx, listener, engine, shutdown)));
+            }
+            let mut shutdown = setup.shutdown;
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+            for task in accept_loops {
+                let _ = task.await;
+            }
+            // Sessions heard the shutdown too; wait for them, up to the grace period.
+            let drained = async {
+                while ctx.active.get() > 0 {
+                    ctx.idle.notified().await;
+                }
+            };
+            if tokio::time::timeout(setup.grace, drained).await.is_err() {
+                tracing::warn!(
+                    worker = setup.id,
+                    sessions = ctx.active.get(),
+                    "grace period over; dropping the remaining sessions"
+                );
+            }
+            Ok(())
+        })
+}
+
+async fn accept_loop(
+    ctx: Rc<WorkerCtx>,
+    listener: Listener,
+    engine: Arc<EngineConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: log, and keep the listener alive.
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        ctx.metrics().connection_accepted();
+        ctx.active.set(ctx.active.get() + 1);
+        let session_ctx = ctx.clone();
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio_uring::spawn(async move {
+            session::serve(session_ctx.clone(), stream, peer, engine, shutdown).await;
+            session_ctx.metrics().connection_closed();
+            session_ctx.active.set(session_ctx.active.get() - 1);
+            session_ctx.idle.notify_waiters();
+        });
+    }
+}
