@@ -49,7 +49,8 @@ pub(super) async fn serve(
     let mut in_flight: Option<InFlight> = None;
     let mut out = Vec::with_capacity(512);
     let mut buf = ctx.buffers.take();
-    if *shutdown.borrow_and_update() {
+    let mut stopping = *shutdown.borrow_and_update();
+    if stopping {
         conn.handle_shutdown();
     }
     'session: loop {
@@ -74,10 +75,10 @@ pub(super) async fn serve(
                 _ = sleep_until(deadline) => {
                     conn.handle_timeout(clock::now());
                 }
-                changed = shutdown.changed(), if !*shutdown.borrow() => {
-                    if changed.is_ok() {
-                        conn.handle_shutdown();
-                    }
+                // A dropped sender also means the server is going away.
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    conn.handle_shutdown();
                 }
             }
             drain_events(&ctx, peer, &mut conn, &mut in_flight, &mut summary).await;
