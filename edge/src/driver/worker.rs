@@ -19,9 +19,11 @@ use crate::transport::{BufferPool, Listener};
 
 /// Registered receive buffers per worker; connections beyond these get heap buffers.
 const FIXED_BUFFERS: usize = 512;
-/// Size of one receive buffer: a few TCP segments, so a typical 10 KB message arrives in one or
-/// two reads, while 10,000 idle connections still fit in little memory.
+/// Size of one registered receive buffer: a typical 10 KB message arrives in one read.
 const RECV_BUFFER: usize = 16 * 1024;
+/// Size of a heap receive buffer, for connections beyond the registered pool: small, so that
+/// 10,000 idle connections cost little memory (a pending read holds its buffer).
+const HEAP_RECV_BUFFER: usize = 4 * 1024;
 /// Submission queue entries of each ring.
 const RING_ENTRIES: u32 = 4096;
 
@@ -70,12 +72,12 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
     tokio_uring::builder()
         .entries(RING_ENTRIES)
         .start(async move {
-            let buffers = match BufferPool::register(FIXED_BUFFERS, RECV_BUFFER) {
+            let buffers = match BufferPool::register(FIXED_BUFFERS, RECV_BUFFER, HEAP_RECV_BUFFER) {
                 Ok(pool) => pool,
                 Err(e) => {
                     // Registration can fail under a tight RLIMIT_MEMLOCK; heap buffers still work.
                     tracing::warn!(worker = setup.id, error = %e, "cannot register buffers; using heap buffers");
-                    BufferPool::unregistered(RECV_BUFFER)
+                    BufferPool::unregistered(HEAP_RECV_BUFFER)
                 }
             };
             let ids = QueueIdGen::new(setup.startup_micros, setup.id as u16);

@@ -291,6 +291,7 @@ pub fn parse_domain(s: &str) -> Result<Domain, AddressError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -220,6 +220,7 @@ fn parse_bdat(arg: &str) -> Result<Command<'static>, CommandError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

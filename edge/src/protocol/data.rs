@@ -172,6 +172,7 @@ impl DataReceiver {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 pub(crate) mod naive {
     //! A byte-at-a-time oracle for [`super::DataReceiver`]: obviously right, slow.
 
@@ -218,6 +219,7 @@ pub(crate) mod naive {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -161,6 +161,7 @@ fn push_num(out: &mut Vec<u8>, n: u16) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -86,29 +86,36 @@ impl RecvBuf {
 pub struct BufferPool {
     pool: Option<FixedBufPool<Vec<u8>>>,
     size: usize,
+    heap_size: usize,
 }
 
 impl BufferPool {
-    /// Allocates `count` buffers of `size` bytes and registers them with the current ring.
-    pub fn register(count: usize, size: usize) -> io::Result<Self> {
+    /// Allocates `count` buffers of `size` bytes and registers them with the current ring; when
+    /// they are all taken, [`BufferPool::take`] hands out heap buffers of `heap_size` bytes.
+    pub fn register(count: usize, size: usize, heap_size: usize) -> io::Result<Self> {
         let pool = FixedBufPool::new((0..count).map(|_| Vec::with_capacity(size)));
         pool.register()?;
         Ok(BufferPool {
             pool: Some(pool),
             size,
+            heap_size,
         })
     }
 
     /// A pool that hands out heap buffers only, for when registration is refused.
     pub fn unregistered(size: usize) -> Self {
-        BufferPool { pool: None, size }
+        BufferPool {
+            pool: None,
+            size,
+            heap_size: size,
+        }
     }
 
     /// A buffer for one connection: registered if one is free, heap otherwise.
     pub fn take(&self) -> RecvBuf {
         let mem = match self.pool.as_ref().and_then(|p| p.try_next(self.size)) {
             Some(buf) => RecvMem::Fixed(buf),
-            None => RecvMem::Heap(Vec::with_capacity(self.size)),
+            None => RecvMem::Heap(Vec::with_capacity(self.heap_size)),
         };
         RecvBuf { mem, len: 0 }
     }
