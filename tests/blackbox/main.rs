@@ -1,1 +1,24 @@
 //! Black-box tests of the smtp-edge binary.
+//!
+//! Each test starts the real `smtp-edge serve` on `127.0.0.1:0` ports (see [`harness`]), talks
+//! to it the way a user or a real client would, and asserts what that user would notice: the
+//! replies on the wire, the files in Maildir, the exit status, the metrics.
+//!
+//! Run: `cargo test -p smtp-edge --test blackbox` (needs `python3`, `swaks` and `curl`; the
+//! disk-full test needs root to mount a tmpfs, see `.ci/run`).
+
+mod harness;
+mod maildir;
+mod session;
+
+mod clients;
+mod config;
+mod crash;
+mod disk_full;
+mod greeting;
+mod lifecycle;
+mod limits;
+mod metrics;
+mod recipients;
+mod relay;
+mod smuggling;

@@ -95,7 +95,10 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         Some(path) => match Config::load(path) {
             Ok(cfg) => cfg,
             Err(errors) => {
-                eprint!("smtp-edge: {}: invalid configuration:\n{errors}", path.display());
+                eprint!(
+                    "smtp-edge: {}: invalid configuration:\n{errors}",
+                    path.display()
+                );
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
@@ -169,7 +172,8 @@ fn raise_fd_limit() {
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= lim.rlim_max
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
     {
         return;
     }

@@ -146,7 +146,10 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     for (id, worker_sockets) in sockets.into_iter().enumerate() {
         let setup = worker::WorkerSetup {
             id,
-            listeners: worker_sockets.into_iter().zip(engines.iter().cloned()).collect(),
+            listeners: worker_sockets
+                .into_iter()
+                .zip(engines.iter().cloned())
+                .collect(),
             spool_dir: cfg.spool_dir.clone(),
             hostname: cfg.hostname.clone(),
             startup_micros,

@@ -108,7 +108,10 @@ pub(super) async fn serve(
             }
         }
     }
-    if let Some(InFlight { entry: Ok(entry), .. }) = in_flight.take() {
+    if let Some(InFlight {
+        entry: Ok(entry), ..
+    }) = in_flight.take()
+    {
         entry.abort().await;
     }
     summary.helo = conn.helo().unwrap_or_default().to_owned();
@@ -179,9 +182,10 @@ async fn drain_events(
             }
             Event::MessageEnd { txn } => {
                 let verdict = match in_flight.take() {
-                    Some(InFlight { txn: t, entry: Ok(incoming) }) if t == txn => {
-                        incoming.commit().await
-                    }
+                    Some(InFlight {
+                        txn: t,
+                        entry: Ok(incoming),
+                    }) if t == txn => incoming.commit().await,
                     Some(InFlight { entry: Err(e), .. }) => Err(e),
                     _ => {
                         tracing::error!("spool: message end without a spool entry");

@@ -327,7 +327,10 @@ mod tests {
             mbox("<a@[IPv6:2001:db8::1]>").domain,
             Domain::Ipv6("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(parse_path("<a@[300.0.0.1]>", false), Err(AddressError::Syntax));
+        assert_eq!(
+            parse_path("<a@[300.0.0.1]>", false),
+            Err(AddressError::Syntax)
+        );
     }
 
     #[test]

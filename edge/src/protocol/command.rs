@@ -74,9 +74,7 @@ impl CommandError {
     /// The reply this error earns.
     pub fn reply(&self) -> Reply {
         match self {
-            CommandError::Unrecognized => {
-                Reply::new(500, Status(5, 5, 2), "Command unrecognized")
-            }
+            CommandError::Unrecognized => Reply::new(500, Status(5, 5, 2), "Command unrecognized"),
             CommandError::Syntax { usage } => Reply::syntax(usage),
             CommandError::LineTooLong => Reply::new(
                 500,
@@ -240,11 +238,26 @@ mod tests {
             ("HELO a.test", Ok(Helo("a.test"))),
             ("EHLO [192.0.2.1]", Ok(Ehlo("[192.0.2.1]"))),
             ("MAIL FROM:<a@b.test>", Ok(Mail("<a@b.test>"))),
-            ("mail from: <a@b.test> SIZE=5", Ok(Mail("<a@b.test> SIZE=5"))),
+            (
+                "mail from: <a@b.test> SIZE=5",
+                Ok(Mail("<a@b.test> SIZE=5")),
+            ),
             ("RCPT TO:<a@b.test>", Ok(Rcpt("<a@b.test>"))),
             ("DATA", Ok(Data)),
-            ("BDAT 100", Ok(Bdat { size: 100, last: false })),
-            ("BDAT 0 LAST", Ok(Bdat { size: 0, last: true })),
+            (
+                "BDAT 100",
+                Ok(Bdat {
+                    size: 100,
+                    last: false,
+                }),
+            ),
+            (
+                "BDAT 0 LAST",
+                Ok(Bdat {
+                    size: 0,
+                    last: true,
+                }),
+            ),
             ("RSET", Ok(Rset)),
             ("NOOP anything", Ok(Noop)),
             ("VRFY user", Ok(Vrfy)),
@@ -254,8 +267,18 @@ mod tests {
             ("AUTH PLAIN", Ok(Auth("PLAIN"))),
             ("FOO", Err(CommandError::Unrecognized)),
             ("", Err(CommandError::Unrecognized)),
-            ("EHLO", Err(CommandError::Syntax { usage: "EHLO domain" })),
-            ("HELO", Err(CommandError::Syntax { usage: "HELO domain" })),
+            (
+                "EHLO",
+                Err(CommandError::Syntax {
+                    usage: "EHLO domain",
+                }),
+            ),
+            (
+                "HELO",
+                Err(CommandError::Syntax {
+                    usage: "HELO domain",
+                }),
+            ),
             ("DATA x", Err(CommandError::Syntax { usage: "DATA" })),
             ("QUIT now", Err(CommandError::Syntax { usage: "QUIT" })),
         ];
@@ -266,8 +289,14 @@ mod tests {
 
     #[test]
     fn mail_and_rcpt_need_their_keyword() {
-        assert!(matches!(parse(b"MAIL <a@b>"), Err(CommandError::Syntax { .. })));
-        assert!(matches!(parse(b"RCPT FROM:<a@b>"), Err(CommandError::Syntax { .. })));
+        assert!(matches!(
+            parse(b"MAIL <a@b>"),
+            Err(CommandError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse(b"RCPT FROM:<a@b>"),
+            Err(CommandError::Syntax { .. })
+        ));
     }
 
     #[test]

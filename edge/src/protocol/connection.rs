@@ -350,9 +350,7 @@ impl Connection {
                 Status(2, 5, 0),
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
-            Command::Expn => {
-                self.reply(Reply::new(502, Status(5, 5, 1), "EXPN not available"))
-            }
+            Command::Expn => self.reply(Reply::new(502, Status(5, 5, 1), "EXPN not available")),
             Command::Help => self.reply(Reply::new(
                 214,
                 Status(2, 0, 0),
@@ -472,7 +470,10 @@ impl Connection {
         }
         self.start_content();
         self.phase = Phase::Data(DataReceiver::new(self.cfg.max_message_size));
-        self.reply(Reply::bare(354, vec!["End data with <CR><LF>.<CR><LF>".into()]));
+        self.reply(Reply::bare(
+            354,
+            vec!["End data with <CR><LF>.<CR><LF>".into()],
+        ));
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
@@ -645,7 +646,8 @@ impl Connection {
         }
         if let Some(txn) = &self.txn {
             let data = std::mem::take(&mut self.body);
-            self.events.push_back(Event::MessageData { txn: txn.id, data });
+            self.events
+                .push_back(Event::MessageData { txn: txn.id, data });
         } else {
             self.body.clear();
         }

@@ -297,7 +297,10 @@ mod tests {
             let mut full = fake.to_vec();
             full.extend_from_slice(b".\r\n");
             let (_, n, done, fault) = assert_split_invariant(&full);
-            assert!(done && n == full.len(), "{fake:?}: one message, ending at the real CRLF.CRLF");
+            assert!(
+                done && n == full.len(),
+                "{fake:?}: one message, ending at the real CRLF.CRLF"
+            );
             assert_eq!(fault, Some(DataFault::BareNewline));
         }
     }
@@ -342,13 +345,7 @@ mod tests {
     /// Bodies over an alphabet that makes terminators and stuffing likely.
     fn body() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(
-            prop_oneof![
-                Just(b'\r'),
-                Just(b'\n'),
-                Just(b'.'),
-                Just(b'a'),
-                Just(b' ')
-            ],
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(b' ')],
             0..200,
         )
     }

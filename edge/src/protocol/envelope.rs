@@ -38,9 +38,8 @@ pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refu
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
         if key.eq_ignore_ascii_case("SIZE") {
             // RFC 1870 §6: a declared size over our limit is refused here, before any data.
-            let declared = parse_size(value).ok_or_else(|| {
-                (Reply::syntax("MAIL FROM:<address> SIZE=octets"), None)
-            })?;
+            let declared = parse_size(value)
+                .ok_or_else(|| (Reply::syntax("MAIL FROM:<address> SIZE=octets"), None))?;
             if declared > cfg.max_message_size {
                 return Err((too_large(), Some(Rejection::MessageTooLarge)));
             }
@@ -78,8 +77,7 @@ pub fn rcpt(arg: &str, mail: &MailFrom, cfg: &EngineConfig) -> Result<Mailbox, R
             source_route: false,
         });
     }
-    let (path, params) =
-        address::parse_path(arg, false).map_err(|e| (recipient_error(e), None))?;
+    let (path, params) = address::parse_path(arg, false).map_err(|e| (recipient_error(e), None))?;
     let Some(path) = path else {
         return Err((recipient_error(AddressError::Syntax), None));
     };
@@ -121,7 +119,11 @@ fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
         let key = format!("{}@{}", local.to_ascii_lowercase(), domain);
         if !known.contains(&key) {
             return Err((
-                Reply::new(550, Status(5, 1, 1), "Mailbox unavailable: no such user here"),
+                Reply::new(
+                    550,
+                    Status(5, 1, 1),
+                    "Mailbox unavailable: no such user here",
+                ),
                 Some(Rejection::UnknownRecipient),
             ));
         }
@@ -173,9 +175,7 @@ fn sender_error(e: AddressError) -> Reply {
 
 fn recipient_error(e: AddressError) -> Reply {
     match e {
-        AddressError::Syntax => {
-            Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax")
-        }
+        AddressError::Syntax => Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"),
         AddressError::TooLong => Reply::new(501, Status(5, 1, 3), "Recipient address too long"),
     }
 }

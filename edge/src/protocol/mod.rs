@@ -22,8 +22,8 @@ pub use command::{Command, CommandError};
 pub use connection::Connection;
 pub use data::{DataFault, DataReceiver};
 pub use event::{CloseReason, Event, Rejection, SpoolFault};
-pub use reply::{Code, Reply, Status};
 pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};
+pub use reply::{Code, Reply, Status};
 pub use transaction::{BodyType, Envelope, Greeting, TxnId};
 
 #[cfg(test)]

@@ -163,8 +163,13 @@ fn a_whole_transaction() {
             "221 2.0.0"
         ]
     );
-    assert!(o.replies.contains(&"250 2.0.0 Ok: queued as QUEUEID".to_owned()));
-    assert_eq!(o.messages, [b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]);
+    assert!(o
+        .replies
+        .contains(&"250 2.0.0 Ok: queued as QUEUEID".to_owned()));
+    assert_eq!(
+        o.messages,
+        [b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]
+    );
     assert_eq!(o.events, ["start 0 b@example.test", "end 0", "close Quit"]);
     assert!(o.closed);
 }
@@ -204,7 +209,13 @@ fn sequence_errors() {
     ));
     assert_eq!(
         codes(&o)[2..],
-        ["503 5.5.1", "503 5.5.1", "250 2.1.0", "503 5.5.1", "554 5.5.1"]
+        [
+            "503 5.5.1",
+            "503 5.5.1",
+            "250 2.1.0",
+            "503 5.5.1",
+            "554 5.5.1"
+        ]
     );
 }
 
@@ -219,7 +230,9 @@ fn relay_is_denied_on_delivery() {
         "<@remote.test:b@example.test>",
         "<b@[192.0.2.1]>",
     ] {
-        let o = delivery(&format!("EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:{rcpt}\r\n"));
+        let o = delivery(&format!(
+            "EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:{rcpt}\r\n"
+        ));
         assert_eq!(codes(&o)[3], "550 5.7.1", "{rcpt}");
         assert_eq!(o.events, ["rejected RelayDenied"], "{rcpt}");
     }
@@ -227,7 +240,8 @@ fn relay_is_denied_on_delivery() {
 
 #[test]
 fn local_domains_match_case_insensitively_and_postmaster_is_accepted() {
-    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<B@Example.TEST>\r\nRCPT TO:<Postmaster>\r\n");
+    let o =
+        delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<B@Example.TEST>\r\nRCPT TO:<Postmaster>\r\n");
     assert_eq!(codes(&o)[3..], ["250 2.1.5", "250 2.1.5"]);
 }
 
@@ -371,7 +385,11 @@ fn smuggling_variants_each_refused_whole() {
         let o = delivery(&format!(
             "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx{fake}MAIL FROM:<e@r.test>\r\n.\r\nNOOP\r\n"
         ));
-        assert_eq!(codes(&o)[4..], ["354", "550 5.6.0", "250 2.0.0"], "{fake:?}");
+        assert_eq!(
+            codes(&o)[4..],
+            ["354", "550 5.6.0", "250 2.0.0"],
+            "{fake:?}"
+        );
         assert!(o.messages.is_empty(), "{fake:?}");
     }
 }
@@ -410,11 +428,10 @@ fn bdat_chunks() {
         "BDAT 7 LAST\r\n world\n",
         "NOOP\r\n"
     ));
-    assert_eq!(
-        codes(&o)[4..],
-        ["250 2.0.0", "250 2.0.0", "250 2.0.0"]
-    );
-    assert!(o.replies.contains(&"250 2.0.0 5 octets received".to_owned()));
+    assert_eq!(codes(&o)[4..], ["250 2.0.0", "250 2.0.0", "250 2.0.0"]);
+    assert!(o
+        .replies
+        .contains(&"250 2.0.0 5 octets received".to_owned()));
     assert_eq!(o.messages, [b"hello world\n".to_vec()]);
 }
 
@@ -443,10 +460,7 @@ fn bdat_zero_last_and_size_limit() {
 #[test]
 fn rset_abandons_a_bdat_message() {
     let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 2\r\nhiRSET\r\n");
-    assert_eq!(
-        o.events,
-        ["start 0 b@example.test", "abort 0 None"]
-    );
+    assert_eq!(o.events, ["start 0 b@example.test", "abort 0 None"]);
 }
 
 #[test]
@@ -481,15 +495,23 @@ fn timeouts_follow_rfc5321_and_spurious_calls_do_nothing() {
     assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(300)));
     conn.handle_timeout(t0 + Duration::from_secs(299));
     assert!(!conn.is_closed());
-    let _ = conn.handle_input(t0, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n");
+    let _ = conn.handle_input(
+        t0,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n",
+    );
     assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(180)));
     conn.handle_timeout(t0 + Duration::from_secs(180));
     assert!(conn.is_closed());
     let mut out = Vec::new();
     let _ = conn.poll_transmit(&mut out);
-    assert!(String::from_utf8(out).unwrap().ends_with("421 4.4.2 mx.example.test Timeout waiting for client input\r\n"));
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("421 4.4.2 mx.example.test Timeout waiting for client input\r\n"));
     let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
-    assert!(matches!(events.last(), Some(Event::Close(CloseReason::Timeout))));
+    assert!(matches!(
+        events.last(),
+        Some(Event::Close(CloseReason::Timeout))
+    ));
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::MessageAbort { reason: None, .. })));
@@ -499,7 +521,10 @@ fn timeouts_follow_rfc5321_and_spurious_calls_do_nothing() {
 fn shutdown_lets_a_message_in_flight_finish() {
     let now = Instant::now();
     let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
-    let _ = conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart");
+    let _ = conn.handle_input(
+        now,
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart",
+    );
     conn.handle_shutdown();
     assert!(!conn.is_closed());
     let _ = conn.handle_input(now, b"\r\n.\r\n");
@@ -514,7 +539,12 @@ fn shutdown_lets_a_message_in_flight_finish() {
     let mut out = Vec::new();
     let _ = conn.poll_transmit(&mut out);
     let text = String::from_utf8(out).unwrap();
-    assert!(text.ends_with("250 2.0.0 Ok: queued as Q\r\n421 4.3.2 mx.example.test Service shutting down\r\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "250 2.0.0 Ok: queued as Q\r\n421 4.3.2 mx.example.test Service shutting down\r\n"
+        ),
+        "{text}"
+    );
 
     let mut idle = Connection::new(Arc::new(cfg(Role::Delivery)), now);
     idle.handle_shutdown();
