@@ -219,6 +219,10 @@ async fn drain_events(
                     metrics.message_rejected(reject_reason(r));
                 }
             }
+            Event::StartTls => {
+                // The engine offers STARTTLS only where the listener has TLS configured.
+                tracing::error!("STARTTLS accepted on a listener without TLS");
+            }
             Event::Rejected(r) => {
                 summary.rejected += 1;
                 metrics.message_rejected(reject_reason(r));

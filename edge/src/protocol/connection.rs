@@ -34,6 +34,8 @@ enum Phase {
     Bdat(BdatChunk),
     /// Content complete; waiting for [`Connection::handle_spooled`].
     Spooling(TxnId),
+    /// STARTTLS accepted; waiting for [`Connection::handle_tls_established`].
+    TlsPending,
     /// Done; nothing more is read.
     Closed,
 }
@@ -82,6 +84,8 @@ pub struct Connection {
     deadline: Instant,
     /// Shutdown asked for while a message was in flight: close after its reply.
     closing: bool,
+    /// The session runs over TLS (after STARTTLS, or from the start on an implicit listener).
+    secure: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -112,10 +116,46 @@ impl Connection {
             replies: Vec::with_capacity(256),
             events: VecDeque::new(),
             closing: false,
+            secure: false,
         };
         let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
         conn.reply(Reply::bare(220, vec![banner.into()]));
         conn
+    }
+
+    /// A new session on a connection that is already encrypted (implicit TLS, [RFC 8314 §3.3]);
+    /// the 220 greeting is queued.
+    ///
+    /// [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
+    pub fn new_secure(cfg: Arc<EngineConfig>, now: Instant) -> Self {
+        let mut conn = Connection::new(cfg, now);
+        conn.secure = true;
+        conn
+    }
+
+    /// The TLS layer is in place after STARTTLS: the session starts over as after the greeting,
+    /// forgetting the EHLO and any transaction ([RFC 3207 §4.2]). Ignored in any other state.
+    ///
+    /// [RFC 3207 §4.2]: https://www.rfc-editor.org/rfc/rfc3207#section-4.2
+    pub fn handle_tls_established(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::TlsPending) {
+            return;
+        }
+        self.secure = true;
+        self.greeting = None;
+        self.txn = None;
+        self.line.clear();
+        self.line_too_long = false;
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_secure(&self) -> bool {
+        self.secure
     }
 
     /// Consumes a prefix of `input` and returns its length; the caller keeps the rest and
@@ -139,7 +179,8 @@ impl Connection {
                     n
                 }
                 Phase::Bdat(_) => self.read_bdat(rest),
-                Phase::Spooling(_) | Phase::Closed => break,
+                // After STARTTLS nothing more is read in the clear: the caller drops the rest.
+                Phase::Spooling(_) | Phase::TlsPending | Phase::Closed => break,
             };
         }
         self.flush_body();
@@ -219,7 +260,7 @@ impl Connection {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Spooling(_) | Phase::Closed => None,
+            Phase::Spooling(_) | Phase::TlsPending | Phase::Closed => None,
             _ => Some(self.deadline),
         }
     }
@@ -326,6 +367,13 @@ impl Connection {
             Ok(cmd) => cmd,
             Err(err) => return self.bad_command(err),
         };
+        if self.cfg.tls_required && !self.secure && !allowed_before_tls(&cmd) {
+            return self.reply(Reply::new(
+                530,
+                Status(5, 7, 0),
+                "Must issue a STARTTLS command first",
+            ));
+        }
         match cmd {
             Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),
             Command::Helo(domain) => self.ehlo(Greeting::Helo, domain),
@@ -356,13 +404,35 @@ impl Connection {
                 Status(2, 0, 0),
                 "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
             )),
-            Command::StartTls { .. } => {
-                self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "STARTTLS not available"))
-            }
+            Command::StartTls { has_args } => self.starttls(has_args),
             Command::Auth(_) => {
                 self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "AUTH not available"))
             }
         }
+    }
+
+    /// `STARTTLS` ([RFC 3207 §4]).
+    ///
+    /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
+    fn starttls(&mut self, has_args: bool) {
+        if has_args {
+            return self.bad_command_reply(Reply::syntax("STARTTLS"));
+        }
+        if self.secure {
+            return self.bad_command_reply(Reply::bad_sequence("TLS already active"));
+        }
+        if !self.cfg.tls_offered {
+            return self.bad_command_reply(Reply::new(
+                502,
+                Status(5, 5, 1),
+                "STARTTLS not available",
+            ));
+        }
+        self.abort_content();
+        self.txn = None;
+        self.reply(Reply::new(220, Status(2, 0, 0), "Ready to start TLS"));
+        self.phase = Phase::TlsPending;
+        self.events.push_back(Event::StartTls);
     }
 
     /// `EHLO`/`HELO` ([RFC 5321 §4.1.1.1]); also resets any transaction.
@@ -375,15 +445,22 @@ impl Connection {
         let first = format!("{} Hello {}", self.cfg.hostname, domain);
         let lines = match greeting {
             Greeting::Helo => vec![first.into()],
-            Greeting::Ehlo => vec![
-                first.into(),
-                "PIPELINING".into(),
-                format!("SIZE {}", self.cfg.max_message_size).into(),
-                "8BITMIME".into(),
-                "SMTPUTF8".into(),
-                "ENHANCEDSTATUSCODES".into(),
-                "CHUNKING".into(),
-            ],
+            Greeting::Ehlo => {
+                let mut lines = vec![
+                    first.into(),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", self.cfg.max_message_size).into(),
+                    "8BITMIME".into(),
+                    "SMTPUTF8".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                    "CHUNKING".into(),
+                ];
+                // RFC 3207 §4.2: not offered again once TLS is up.
+                if self.cfg.tls_offered && !self.secure {
+                    lines.push("STARTTLS".into());
+                }
+                lines
+            }
         };
         self.reply(Reply::bare(250, lines));
     }
@@ -652,4 +729,19 @@ impl Connection {
             self.body.clear();
         }
     }
+}
+
+/// Commands allowed in the clear where TLS is required ([RFC 3207 §4]).
+///
+/// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
+fn allowed_before_tls(cmd: &Command<'_>) -> bool {
+    matches!(
+        cmd,
+        Command::Ehlo(_)
+            | Command::Helo(_)
+            | Command::StartTls { .. }
+            | Command::Noop
+            | Command::Rset
+            | Command::Quit
+    )
 }

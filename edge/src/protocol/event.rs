@@ -34,6 +34,10 @@ pub enum Event {
         /// The refusal, or `None` if the client abandoned the message.
         reason: Option<Rejection>,
     },
+    /// The 220 reply to STARTTLS is queued: send it in the clear, drop every byte the client sent
+    /// after the command (RFC 3207 §4.2; CVE-2011-0411), start the TLS handshake, then call
+    /// `Connection::handle_tls_established`.
+    StartTls,
     /// A sender or recipient was refused; for counting.
     Rejected(Rejection),
     /// The session is over: flush the replies, then close.

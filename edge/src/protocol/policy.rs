@@ -68,6 +68,15 @@ pub struct EngineConfig {
     pub max_bad_commands: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+    /// STARTTLS is offered ([RFC 3207]) on this listener.
+    ///
+    /// [RFC 3207]: https://www.rfc-editor.org/rfc/rfc3207
+    pub tls_offered: bool,
+    /// Until TLS is up, only EHLO, HELO, STARTTLS, NOOP, RSET and QUIT are allowed
+    /// ([RFC 3207 §4]); the rest get 530 5.7.0.
+    ///
+    /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
+    pub tls_required: bool,
 }
 
 impl EngineConfig {
@@ -85,6 +94,8 @@ impl EngineConfig {
             max_recipients: MIN_RECIPIENTS,
             max_bad_commands: 20,
             timeouts: Timeouts::default(),
+            tls_offered: false,
+            tls_required: false,
         }
     }
 }

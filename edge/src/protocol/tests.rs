@@ -67,6 +67,7 @@ fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
                         current = None;
                         events.push(format!("abort {} {reason:?}", txn.0));
                     }
+                    Event::StartTls => events.push("starttls".to_owned()),
                     Event::Rejected(r) => events.push(format!("rejected {r:?}")),
                     Event::Close(reason) => events.push(format!("close {reason:?}")),
                 }
@@ -185,7 +186,6 @@ fn every_command_has_its_reply() {
         ("HELP\r\n", "214 2.0.0"),
         ("FOO\r\n", "500 5.5.2"),
         ("MAIL FROM:<a@b.test>\r\n", "503 5.5.1"),
-        ("STARTTLS\r\n", "502 5.5.1"),
         ("AUTH PLAIN\r\n", "502 5.5.1"),
         ("EHLO\r\n", "501 5.5.4"),
         ("HELO x\r\n", "250"),
@@ -557,6 +557,98 @@ fn nothing_is_read_after_quit() {
     let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
     let input = b"QUIT\r\nNOOP\r\n";
     assert_eq!(conn.handle_input(now, input), 6);
+}
+
+fn tls_cfg(role: Role, required: bool) -> EngineConfig {
+    let mut c = cfg(role);
+    c.tls_offered = true;
+    c.tls_required = required;
+    c
+}
+
+#[test]
+fn starttls_is_advertised_and_answered() {
+    let o = run_split(&tls_cfg(Role::Delivery, false), b"EHLO c\r\nSTARTTLS\r\n");
+    assert_eq!(o.replies[8], "250 STARTTLS");
+    assert_eq!(o.replies.last().unwrap(), "220 2.0.0 Ready to start TLS");
+    assert_eq!(o.events, ["starttls"]);
+}
+
+#[test]
+fn starttls_pipelined_plaintext_dropped() {
+    // CVE-2011-0411: commands sent in the clear behind STARTTLS must never run inside TLS.
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(tls_cfg(Role::Delivery, false)), now);
+    let input = b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<a@r.test>\r\n";
+    let used = conn.handle_input(now, input);
+    assert_eq!(&input[used..], b"RSET\r\nMAIL FROM:<a@r.test>\r\n");
+    assert!(matches!(conn.poll_event(), Some(Event::StartTls)));
+    // Still nothing is read before the handshake.
+    assert_eq!(conn.handle_input(now, &input[used..]), 0);
+    conn.handle_tls_established(now);
+    assert!(conn.is_secure());
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("220 2.0.0 Ready to start TLS\r\n"), "{text}");
+    assert_eq!(
+        text.matches("\r\n250 2.0.0").count(),
+        0,
+        "RSET answered: {text}"
+    );
+}
+
+#[test]
+fn after_starttls_the_session_starts_over() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(tls_cfg(Role::Delivery, false)), now);
+    let _ = conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nSTARTTLS\r\n");
+    conn.handle_tls_established(now);
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    out.clear();
+    // The transaction and the EHLO are forgotten: MAIL needs a new EHLO.
+    let _ = conn.handle_input(
+        now,
+        b"MAIL FROM:<a@r.test>\r\nEHLO c\r\nSTARTTLS\r\nSTARTTLS x\r\n",
+    );
+    let _ = conn.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("503 5.5.1 Send HELO/EHLO first\r\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("250 STARTTLS"),
+        "STARTTLS offered again: {text}"
+    );
+    assert!(text.contains("503 5.5.1 TLS already active\r\n"), "{text}");
+    assert!(text.ends_with("501 5.5.4 Syntax: STARTTLS\r\n"), "{text}");
+}
+
+#[test]
+fn required_tls_refuses_mail_in_the_clear() {
+    let o = run_split(
+        &tls_cfg(Role::Delivery, true),
+        b"EHLO c\r\nNOOP\r\nMAIL FROM:<a@r.test>\r\nVRFY x\r\nRSET\r\n",
+    );
+    assert_eq!(
+        codes(&o)[2..],
+        ["250 2.0.0", "530 5.7.0", "530 5.7.0", "250 2.0.0"]
+    );
+    let now = Instant::now();
+    let mut secure = Connection::new_secure(Arc::new(tls_cfg(Role::Delivery, true)), now);
+    let _ = secure.handle_input(now, b"EHLO c\r\nMAIL FROM:<a@r.test>\r\n");
+    let mut out = Vec::new();
+    let _ = secure.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("STARTTLS"), "{text}");
+    assert!(text.ends_with("250 2.1.0 Sender ok\r\n"), "{text}");
+}
+
+#[test]
+fn starttls_where_not_offered() {
+    assert_eq!(codes(&delivery("STARTTLS\r\n"))[1..], ["502 5.5.1"]);
 }
 
 mod fuzz {
