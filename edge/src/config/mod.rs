@@ -258,6 +258,8 @@ impl Config {
                 command: self.limits.command_timeout,
                 data_block: self.limits.data_timeout,
             },
+            tls_offered: false,
+            tls_required: false,
         }
     }
 }
