@@ -151,6 +151,7 @@ async fn drain_events(
                     smtputf8: envelope.smtputf8,
                     hostname: ctx.hostname.clone(),
                     received_at: clock::wall(),
+                    tls: None,
                 };
                 let entry = ctx.spool.begin(&envelope, &trace).await;
                 if let Err(e) = &entry {

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::worker::{RejectReason, WorkerMetrics, FSYNC_BUCKETS};
+use super::worker::{RejectReason, WorkerMetrics, FSYNC_BUCKETS, TLS_VERSIONS};
 use super::Metrics;
 
 /// Sums the counters of every worker and writes every series.
@@ -56,6 +56,31 @@ pub(super) fn render(m: &Metrics) -> String {
             reason.label()
         );
     }
+
+    header(
+        &mut out,
+        "smtp_edge_tls_handshakes_total",
+        "TLS handshakes completed, by protocol version.",
+        "counter",
+    );
+    for (i, version) in TLS_VERSIONS.iter().enumerate() {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| w.tls_handshakes.get(i))
+            .map(|c| c.load(Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        let _ = writeln!(
+            out,
+            "smtp_edge_tls_handshakes_total{{version=\"{version}\"}} {n}"
+        );
+    }
+    counter(
+        &mut out,
+        "smtp_edge_tls_handshake_failures_total",
+        "TLS handshakes that failed: bad input, timeout, or the peer went away.",
+        sum(|w| w.tls_failures.load(Relaxed)),
+    );
 
     counter(
         &mut out,

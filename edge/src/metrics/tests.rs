@@ -94,6 +94,27 @@ fn render_sums_workers() {
 }
 
 #[test]
+fn tls_handshakes_by_version() {
+    let m = Metrics::new(2);
+    m.worker(0).tls_handshake("TLSv1.3");
+    m.worker(1).tls_handshake("TLSv1.3");
+    m.worker(1).tls_handshake("TLSv1.2");
+    m.worker(1).tls_handshake("SSLv3");
+    m.worker(0).tls_handshake_failed();
+    let e = parse(&m.render());
+    assert_eq!(
+        e.get("smtp_edge_tls_handshakes_total{version=\"TLSv1.3\"}"),
+        2.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_tls_handshakes_total{version=\"TLSv1.2\"}"),
+        1.0
+    );
+    assert_eq!(e.get("smtp_edge_tls_handshake_failures_total"), 1.0);
+    assert_eq!(e.types["smtp_edge_tls_handshakes_total"], "counter");
+}
+
+#[test]
 fn every_reason_is_exported_even_at_zero() {
     let e = parse(&Metrics::new(1).render());
     for reason in RejectReason::ALL {
@@ -119,6 +140,8 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_connections_active", "gauge"),
         ("smtp_edge_messages_accepted_total", "counter"),
         ("smtp_edge_messages_rejected_total", "counter"),
+        ("smtp_edge_tls_handshakes_total", "counter"),
+        ("smtp_edge_tls_handshake_failures_total", "counter"),
         ("smtp_edge_bytes_received_total", "counter"),
         ("smtp_edge_spool_fsync_seconds", "histogram"),
         ("smtp_edge_messages_delivered_total", "counter"),

@@ -118,7 +118,14 @@ pub struct WorkerMetrics {
     pub(super) fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
     /// Total fsync time in nanoseconds; wraps after 584 years of fsync.
     pub(super) fsync_nanos: AtomicU64,
+    /// Completed TLS handshakes, indexed like [`TLS_VERSIONS`].
+    pub(super) tls_handshakes: [AtomicU64; TLS_VERSIONS.len()],
+    /// TLS handshakes that failed (bad input, timeout, peer gone).
+    pub(super) tls_failures: AtomicU64,
 }
+
+/// The `version` label values of `smtp_edge_tls_handshakes_total`: rustls speaks these two.
+pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
 impl WorkerMetrics {
     /// A connection was accepted.
@@ -154,6 +161,23 @@ impl WorkerMetrics {
     #[inline]
     pub fn bytes_received(&self, n: u64) {
         self.bytes_received.fetch_add(n, Relaxed);
+    }
+
+    /// A TLS handshake completed with `version` (one of [`TLS_VERSIONS`]; others are not
+    /// counted).
+    #[inline]
+    pub fn tls_handshake(&self, version: &str) {
+        if let Some(i) = TLS_VERSIONS.iter().position(|v| *v == version) {
+            if let Some(counter) = self.tls_handshakes.get(i) {
+                counter.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A TLS handshake failed.
+    #[inline]
+    pub fn tls_handshake_failed(&self) {
+        self.tls_failures.fetch_add(1, Relaxed);
     }
 
     /// One spool fsync took `d`.

@@ -31,7 +31,9 @@ mod writer;
 
 pub use format::{encode_header, FormatError};
 pub use id::{ParseQueueIdError, QueueId, QueueIdGen, QUEUE_ID_LEN};
-pub use trace::{push_date_time, received_header, TraceInfo, WithProtocol, MAX_TRACE_HELO};
+pub use trace::{
+    push_date_time, received_header, TlsTrace, TraceInfo, WithProtocol, MAX_TRACE_HELO,
+};
 pub use writer::{Incoming, SpoolWriter};
 
 use crate::protocol::Envelope;

@@ -32,6 +32,19 @@ pub struct TraceInfo {
     pub hostname: String,
     /// When the message was received (the end of `DATA`, or its start: the caller decides).
     pub received_at: SystemTime,
+    /// The TLS session the message came over, if any.
+    pub tls: Option<TlsTrace>,
+}
+
+/// What the trace header says of the TLS session ([RFC 3848]: the `S` in `ESMTPS`).
+///
+/// [RFC 3848]: https://www.rfc-editor.org/rfc/rfc3848
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsTrace {
+    /// Protocol version, e.g. `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
 }
 
 impl TraceInfo {
@@ -50,23 +63,26 @@ impl TraceInfo {
             smtputf8: envelope.smtputf8,
             hostname: hostname.to_owned(),
             received_at,
+            tls: None,
         }
     }
 
     /// The `with` protocol of the session.
     pub fn protocol(&self) -> WithProtocol {
-        match (self.greeting, self.smtputf8) {
+        match (self.greeting, self.smtputf8, self.tls.is_some()) {
             // SMTPUTF8 needs EHLO (RFC 6531 §3.1); a HELO session cannot have used it.
-            (Greeting::Helo, _) => WithProtocol::Smtp,
-            (Greeting::Ehlo, false) => WithProtocol::Esmtp,
-            (Greeting::Ehlo, true) => WithProtocol::Utf8Smtp,
+            // RFC 3848 registers no TLS variant of plain SMTP.
+            (Greeting::Helo, _, _) => WithProtocol::Smtp,
+            (Greeting::Ehlo, false, false) => WithProtocol::Esmtp,
+            (Greeting::Ehlo, false, true) => WithProtocol::Esmtps,
+            (Greeting::Ehlo, true, false) => WithProtocol::Utf8Smtp,
+            (Greeting::Ehlo, true, true) => WithProtocol::Utf8Smtps,
         }
     }
 }
 
 /// The `with` clause of a trace header: the registered "Mail Transmission Types" of [RFC 3848]
-/// and [RFC 6531 §3.7.3]. TLS (`ESMTPS`, `UTF8SMTPS`) adds variants here and a field to
-/// [`TraceInfo`]; nothing else changes.
+/// and [RFC 6531 §3.7.3].
 ///
 /// [RFC 3848]: https://www.rfc-editor.org/rfc/rfc3848
 /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
@@ -83,6 +99,14 @@ pub enum WithProtocol {
     ///
     /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
     Utf8Smtp,
+    /// `ESMTPS`: ESMTP over TLS ([RFC 3848 §3]).
+    ///
+    /// [RFC 3848 §3]: https://www.rfc-editor.org/rfc/rfc3848#section-3
+    Esmtps,
+    /// `UTF8SMTPS`: UTF8SMTP over TLS ([RFC 6531 §3.7.3]).
+    ///
+    /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
+    Utf8Smtps,
 }
 
 impl WithProtocol {
@@ -92,6 +116,8 @@ impl WithProtocol {
             WithProtocol::Smtp => "SMTP",
             WithProtocol::Esmtp => "ESMTP",
             WithProtocol::Utf8Smtp => "UTF8SMTP",
+            WithProtocol::Esmtps => "ESMTPS",
+            WithProtocol::Utf8Smtps => "UTF8SMTPS",
         }
     }
 }
@@ -126,11 +152,17 @@ pub fn received_header(info: &TraceInfo, id: &QueueId, rcpt_to: &[Mailbox]) -> S
     }
     out.push_str("\tby ");
     push_sanitized(&mut out, &info.hostname, MAX_TRACE_HELO);
-    let _ = write!(
-        out,
-        " (smtp-edge) with {} id {id}",
-        info.protocol().as_str()
-    );
+    let _ = write!(out, " (smtp-edge) with {}", info.protocol().as_str());
+    if let Some(tls) = &info.tls {
+        // A comment, as Postfix and others write it (RFC 5322 §3.2.2); the values are ours, not
+        // the client's, but are sanitized all the same.
+        out.push_str(" (");
+        push_sanitized(&mut out, &tls.version, 32);
+        out.push_str(" cipher ");
+        push_sanitized(&mut out, &tls.cipher, 64);
+        out.push(')');
+    }
+    let _ = write!(out, " id {id}");
     if let [rcpt] = rcpt_to {
         out.push_str("\r\n\tfor <");
         push_sanitized_utf8(&mut out, &rcpt.to_string());
@@ -261,6 +293,7 @@ mod tests {
             smtputf8,
             hostname: "mx.example.test".into(),
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
+            tls: None,
         }
     }
 
@@ -279,6 +312,25 @@ mod tests {
                  with ESMTP id {id}\r\n\tfor <a@b.test>; Sat, 28 Nov 2026 03:53:05 +0000\r\n"
             )
         );
+    }
+
+    #[test]
+    fn header_over_tls_names_esmtps_version_and_cipher() {
+        let id = QueueId::from_parts(1, 2, 3);
+        let mut t = info(Greeting::Ehlo, false, "192.0.2.7:4000");
+        t.tls = Some(TlsTrace {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        });
+        let h = received_header(&t, &id, &[]);
+        assert!(
+            h.contains(&format!(
+                "\tby mx.example.test (smtp-edge) with ESMTPS (TLSv1.3 cipher TLS13_AES_256_GCM_SHA384) id {id};"
+            )),
+            "{h}"
+        );
+        t.smtputf8 = true;
+        assert!(received_header(&t, &id, &[]).contains(" with UTF8SMTPS ("));
     }
 
     #[test]

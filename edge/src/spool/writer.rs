@@ -286,6 +286,7 @@ mod tests {
             smtputf8: false,
             hostname: "mx.test".into(),
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
+            tls: None,
         }
     }
 
