@@ -44,7 +44,9 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {
-                    print!("{errors}");
+                    for e in &errors.0 {
+                        println!("{e}");
+                    }
                     ExitCode::from(EXIT_CONFIG)
                 }
             }
@@ -95,10 +97,9 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         Some(path) => match Config::load(path) {
             Ok(cfg) => cfg,
             Err(errors) => {
-                eprint!(
-                    "smtp-edge: {}: invalid configuration:\n{errors}",
-                    path.display()
-                );
+                // One line, however many problems: `check-config` lists them one per line.
+                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                eprintln!("smtp-edge: {}: {}", path.display(), all.join("; "));
                 return ExitCode::from(EXIT_CONFIG);
             }
         },

@@ -1,0 +1,167 @@
+//! A full spool disk: clients get a temporary failure (never a 250 the spool cannot honour), the
+//! server keeps answering, and once space is freed it accepts mail again.
+//!
+//! The spool lives on a 512 KiB tmpfs, so this needs root (CAP_SYS_ADMIN). Without it the test
+//! fails when `CI=true` and otherwise says why and returns.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{wait_for_maildir, Opts, Server, DELIVERY_DEADLINE};
+use crate::maildir::{assert_delivered, new_dir, sample_message};
+use crate::session::{dot_stuff, Reply, SmtpConn};
+
+/// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root, cannot mount a tmpfs".into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("smtp-edge-tmpfs-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let src = CString::new("tmpfs").unwrap();
+        let data = CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "mount -t tmpfs on {} failed: {}",
+                dir.path().display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated path. A lazy detach if something still holds the mount.
+        unsafe {
+            if libc::umount(target.as_ptr()) != 0 {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full; returns the path.
+fn fill(path: PathBuf) -> PathBuf {
+    let mut f = fs::File::create(&path).expect("create filler");
+    let chunk = vec![0u8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = f.sync_all();
+    path
+}
+
+/// Runs one transaction; returns the first reply that is not the expected positive one.
+fn attempt(c: &mut SmtpConn, rcpt: &str, wire: &[u8]) -> Reply {
+    for (line, want) in [
+        ("MAIL FROM:<sender@remote.test>".to_string(), 250),
+        (format!("RCPT TO:<{rcpt}>"), 250),
+        ("DATA".to_string(), 354),
+    ] {
+        let r = c.cmd(&line);
+        if r.code != want {
+            return r;
+        }
+    }
+    c.send(wire);
+    c.send(b".\r\n");
+    c.reply()
+}
+
+#[test]
+fn full_spool_gives_451_and_the_server_recovers_when_space_is_freed() {
+    let tmpfs = match Tmpfs::mount("512k") {
+        Ok(t) => t,
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("disk-full test cannot run: {why} (CI runs as root and must be able to mount a tmpfs)");
+            }
+            eprintln!("skipping full_spool test: {why}");
+            return;
+        }
+    };
+    // Declared after `tmpfs`, so it is dropped (killed) before the unmount.
+    let server = Server::start(Opts {
+        spool_dir: Some(tmpfs.path().join("spool")),
+        ..Opts::default()
+    });
+    let addr = server.delivery();
+    let rcpt = "user@example.test";
+
+    // The spool works before the disk fills.
+    let first = sample_message("before-full", "sender@remote.test", rcpt);
+    let (mut c, _) = SmtpConn::connect_ehlo(addr);
+    let r = c.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&first));
+    assert_eq!(r.code, 250, "spool on tmpfs, not yet full: {r:?}");
+    wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
+
+    let filler = fill(tmpfs.path().join("filler"));
+    let mut big = sample_message("while-full", "sender@remote.test", rcpt);
+    for i in 0..1000 {
+        big.extend_from_slice(format!("filler line {i:04} {}\r\n", "f".repeat(60)).as_bytes());
+    }
+    let r = attempt(&mut c, rcpt, &dot_stuff(&big));
+    assert!(
+        matches!(r.code, 451 | 452) && r.enhanced().is_some_and(|e| e.starts_with("4.3.")),
+        "message while the spool disk is full: want 451 4.3.0 (or 452 4.3.1), got {r:?}\n{}",
+        server.stderr_tail()
+    );
+
+    eprintln!("disk full: transaction refused with {r:?}");
+
+    // The server still answers a fresh connection.
+    let (mut fresh, _) = SmtpConn::connect_ehlo(addr);
+    assert_eq!(
+        fresh.cmd("NOOP").code,
+        250,
+        "NOOP on a fresh connection while full"
+    );
+
+    // Free the space: mail is accepted and delivered again.
+    fs::remove_file(&filler).unwrap();
+    let after = sample_message("after-free", "sender@remote.test", rcpt);
+    let (mut c2, _) = SmtpConn::connect_ehlo(addr);
+    let r = c2.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&after));
+    assert_eq!(r.code, 250, "after freeing space: {r:?}");
+    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 2, DELIVERY_DEADLINE);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let delivered_after = files
+        .iter()
+        .find(|f| fs::read(f).unwrap().windows(10).any(|w| w == b"after-free"))
+        .expect("message sent after freeing space not found");
+    assert_delivered(delivered_after, "sender@remote.test", rcpt, &after);
+    drop(server);
+}

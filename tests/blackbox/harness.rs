@@ -1,0 +1,525 @@
+//! Runs the real `smtp-edge` binary for a test: writes its config into a temporary directory,
+//! starts it, and waits for it to say `ready` on stdout.
+//!
+//! Every wait here is on an event (a line, an exit, a file) with a hard deadline; nothing sleeps
+//! to let the server "catch up". Listeners, metrics and clients use `127.0.0.1` only, and ports
+//! are always 0 in the config: the server prints the port it really bound.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_smtp-edge");
+
+/// How long the server may take from spawn to `ready`.
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a message may take to appear in Maildir after its 250.
+pub const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long any single reply may take.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The only local domain of the test config.
+pub const LOCAL_DOMAIN: &str = "example.test";
+
+/// What a test changes in the config; `Opts::default()` is a plain delivery server.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Roles of the listeners, each bound to `127.0.0.1:0`.
+    pub listeners: Vec<&'static str>,
+    /// Written to a recipients file and configured, if set.
+    pub recipients: Option<Vec<String>>,
+    /// `[spool] dir`; default `<tempdir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    pub workers: u32,
+    pub max_message_size: u64,
+    pub max_recipients: u32,
+    pub max_bad_commands: u32,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    /// Whether to configure `[metrics]`.
+    pub metrics: bool,
+    pub grace_secs: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            listeners: vec!["delivery"],
+            recipients: None,
+            spool_dir: None,
+            workers: 2,
+            max_message_size: 26_214_400,
+            max_recipients: 100,
+            max_bad_commands: 20,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            metrics: true,
+            grace_secs: 30,
+        }
+    }
+}
+
+impl Opts {
+    /// Both listeners, delivery first.
+    pub fn with_submission() -> Self {
+        Opts {
+            listeners: vec!["delivery", "submission"],
+            ..Opts::default()
+        }
+    }
+}
+
+/// Renders the TOML config for `opts` rooted at `root`.
+pub fn render_config(opts: &Opts, root: &Path) -> String {
+    let spool = opts.spool_dir.clone().unwrap_or_else(|| root.join("spool"));
+    let mut t = String::new();
+    writeln!(t, "hostname = \"mx.example.test\"").unwrap();
+    writeln!(t, "local_domains = [\"{LOCAL_DOMAIN}\"]").unwrap();
+    writeln!(t, "workers = {}", opts.workers).unwrap();
+    for role in &opts.listeners {
+        writeln!(
+            t,
+            "\n[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"{role}\"\ntls = \"none\""
+        )
+        .unwrap();
+    }
+    writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
+    writeln!(
+        t,
+        "\n[delivery]\nmaildir = {:?}",
+        root.join("mail").display().to_string()
+    )
+    .unwrap();
+    if opts.recipients.is_some() {
+        writeln!(
+            t,
+            "recipients = {:?}",
+            root.join("recipients").display().to_string()
+        )
+        .unwrap();
+    }
+    writeln!(
+        t,
+        "\n[limits]\nmax_message_size = {}\nmax_recipients = {}\nmax_bad_commands = {}\n\
+         command_timeout_secs = {}\ndata_timeout_secs = {}",
+        opts.max_message_size,
+        opts.max_recipients,
+        opts.max_bad_commands,
+        opts.command_timeout_secs,
+        opts.data_timeout_secs
+    )
+    .unwrap();
+    if opts.metrics {
+        writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
+    }
+    writeln!(t, "\n[shutdown]\ngrace_secs = {}", opts.grace_secs).unwrap();
+    t
+}
+
+/// A running `smtp-edge serve`, killed (SIGKILL) on drop.
+pub struct Server {
+    /// Holds the config, the spool (unless overridden), the Maildir root and the stderr log.
+    pub dir: tempfile::TempDir,
+    /// `None` runs the embedded default config (`smtp-edge serve` alone).
+    pub config: Option<PathBuf>,
+    pub maildir: PathBuf,
+    /// Set after `ready`: the addresses printed by the server, in config order.
+    pub delivery: Option<SocketAddr>,
+    pub submission: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    child: Option<Child>,
+    stderr_log: PathBuf,
+    starts: u32,
+}
+
+impl Server {
+    /// Writes the config for `opts`, starts the server and waits for `ready`.
+    pub fn start(opts: Opts) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("smtp-edge-bb-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().to_path_buf();
+        if let Some(rcpts) = &opts.recipients {
+            let mut body = rcpts.join("\n");
+            body.push('\n');
+            fs::write(root.join("recipients"), body).expect("write recipients");
+        }
+        let config = root.join("smtp-edge.toml");
+        fs::write(&config, render_config(&opts, &root)).expect("write config");
+        let mut server = Server {
+            maildir: root.join("mail"),
+            stderr_log: root.join("stderr.log"),
+            config: Some(config),
+            dir,
+            delivery: None,
+            submission: None,
+            metrics_addr: None,
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts `smtp-edge serve` with no `--config`: the embedded default, with its fixed ports
+    /// and `./var/` paths, run from a fresh temporary directory.
+    pub fn start_embedded() -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("smtp-edge-bb-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let mut server = Server {
+            maildir: root.join("var/mail"),
+            stderr_log: root.join("stderr.log"),
+            config: None,
+            dir,
+            delivery: None,
+            submission: None,
+            metrics_addr: None,
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the binary again on the same config, spool and Maildir (after [`Server::sigkill`]
+    /// or a signal and [`Server::wait`]). Ports are new.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart while the server still runs");
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("open stderr log");
+        writeln!(&stderr, "===== start #{} =====", self.starts).ok();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve");
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        let mut child = cmd
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn smtp-edge");
+        let stdout = child.stdout.take().expect("stdout");
+        self.child = Some(child);
+        self.delivery = None;
+        self.submission = None;
+        self.metrics_addr = None;
+
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            // Keeps draining stdout after `ready` so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + READY_DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    match words.as_slice() {
+                        ["ready"] => break,
+                        ["listening", role, addr] => {
+                            let addr: SocketAddr = addr
+                                .parse()
+                                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                            assert!(addr.ip().is_loopback(), "listener not on loopback: {line}");
+                            assert_ne!(addr.port(), 0, "port 0 not resolved: {line}");
+                            match *role {
+                                "delivery" if self.delivery.is_none() => self.delivery = Some(addr),
+                                "submission" if self.submission.is_none() => {
+                                    self.submission = Some(addr)
+                                }
+                                _ => {}
+                            }
+                        }
+                        ["metrics", addr] => {
+                            let addr: SocketAddr = addr
+                                .parse()
+                                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                            assert_ne!(addr.port(), 0, "port 0 not resolved: {line}");
+                            self.metrics_addr = Some(addr);
+                        }
+                        _ => {}
+                    }
+                    seen.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.sigkill();
+                    panic!(
+                        "smtp-edge did not print `ready` within {READY_DEADLINE:?}; stdout so far: \
+                         {seen:?}\n{}",
+                        self.stderr_tail()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.wait_exit(Duration::from_secs(5));
+                    panic!(
+                        "smtp-edge exited ({status:?}) before `ready`; stdout: {seen:?}\n{}",
+                        self.stderr_tail()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The delivery listener's address.
+    pub fn delivery(&self) -> SocketAddr {
+        self.delivery
+            .expect("server printed no `listening delivery` line")
+    }
+
+    /// The submission listener's address.
+    pub fn submission(&self) -> SocketAddr {
+        self.submission
+            .expect("server printed no `listening submission` line")
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.as_ref().expect("server not running").id() as libc::pid_t
+    }
+
+    /// SIGKILLs the server and reaps it.
+    pub fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits up to `deadline` for the server to exit by itself (after [`Server::signal`]).
+    pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
+        match self.wait_exit(deadline) {
+            Some(status) => status,
+            None => panic!(
+                "smtp-edge still running after {deadline:?}\n{}",
+                self.stderr_tail()
+            ),
+        }
+    }
+
+    /// Sends `sig` to the server without waiting.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet (`child` is still Some).
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({sig}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits for the child to exit, up to `deadline`; on timeout SIGKILLs it and returns None.
+    fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id() as libc::pid_t;
+        let (tx, rx) = mpsc::channel();
+        let waiter = thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            status
+        });
+        match rx.recv_timeout(deadline) {
+            Ok(()) => waiter.join().ok().and_then(|s| s.ok()),
+            Err(_) => {
+                // SAFETY: the waiter thread has not reaped the pid (it has not returned).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = waiter.join();
+                None
+            }
+        }
+    }
+
+    /// Everything the server wrote to stderr so far (all starts), for failure messages.
+    pub fn stderr_tail(&self) -> String {
+        let log = fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        let start = log.len().saturating_sub(6000);
+        let start = (start..log.len())
+            .find(|&i| log.is_char_boundary(i))
+            .unwrap_or(0);
+        format!(
+            "--- smtp-edge stderr (tail) ---\n{}\n--- end ---",
+            &log[start..]
+        )
+    }
+
+    /// `GET /metrics`, returning the body. Panics on anything but 200.
+    pub fn metrics(&self) -> String {
+        let addr = self.metrics_addr.expect("server printed no `metrics` line");
+        http_get(addr, "/metrics")
+    }
+
+    /// The value of one metric sample (`name` or `name{labels}` exactly as exposed), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series).unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.sigkill();
+        if thread::panicking() {
+            eprintln!("{}", self.stderr_tail());
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET over a `TcpStream`; returns the body, panics unless the status is 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, REPLY_DEADLINE).expect("connect metrics");
+    s.set_read_timeout(Some(REPLY_DEADLINE)).unwrap();
+    s.set_write_timeout(Some(REPLY_DEADLINE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read metrics response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed HTTP response: {text:?}"));
+    let status = head.lines().next().unwrap_or("");
+    assert!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "GET {path}: {status}"
+    );
+    body.to_string()
+}
+
+/// Finds `series` in Prometheus text. Labels must match as written (e.g. `{reason="relay_denied"}`).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name.trim() == series).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// All Maildir messages under `root` (files in any `new/` or `cur/` directory).
+pub fn maildir_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                walk(&p, out);
+            } else if ft.is_file() {
+                let parent = p
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|n| n.to_str());
+                if matches!(parent, Some("new") | Some("cur")) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
+/// Polls `root` every 20 ms until it holds at least `count` messages; panics at `deadline`.
+/// Polling a directory is the wait-on-condition here: delivery gives no other signal.
+pub fn wait_for_maildir(root: &Path, count: usize, deadline: Duration) -> Vec<PathBuf> {
+    wait_until(deadline, || {
+        let files = maildir_files(root);
+        (files.len() >= count).then_some(files)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Maildir {} holds {} message(s) after {deadline:?}, wanted {count}: {:?}",
+            root.display(),
+            maildir_files(root).len(),
+            maildir_files(root)
+        )
+    })
+}
+
+/// Evaluates `cond` every 20 ms until it yields `Some` or `deadline` passes.
+pub fn wait_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = cond() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        // A poll interval, not a synchronization: the loop exits on the condition.
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs an external client with `stdin`, killing it if it runs past `deadline`.
+pub fn run_client(cmd: &str, args: &[&str], stdin: &[u8], deadline: Duration) -> Output {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed? see .ci/run)"));
+    let pid = child.id() as libc::pid_t;
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out.expect("wait for client"),
+        Err(_) => {
+            // SAFETY: the waiter thread has not reaped the child (it has not sent yet).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd} {args:?} still running after {deadline:?}");
+        }
+    }
+}
+
+/// Path of a helper script in `tests/clients/`.
+pub fn client_script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/clients")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs the binary with `args` (not `serve`-and-wait), returning its output; bounded by `deadline`.
+pub fn run_bin(args: &[&str], deadline: Duration) -> Output {
+    run_client(BIN, args, b"", deadline)
+}
