@@ -21,4 +21,5 @@ pub mod driver;
 pub mod metrics;
 pub mod protocol;
 pub mod spool;
+pub mod tls;
 pub mod transport;

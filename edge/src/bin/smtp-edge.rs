@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use smtp_edge::config::Config;
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
+use smtp_edge::tls::TlsContext;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -135,15 +136,19 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     );
 
     let stop = running.stop_handle();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
+    let tls = running.tls_context();
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        reload(config.as_deref(), &cfg, tls.as_deref());
+                        continue;
+                    }
                     tracing::info!(signal = sig, "stopping");
                     stop.stop();
+                    break;
                 }
             });
         }
@@ -160,6 +165,39 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("smtp-edge: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGHUP: reads the configuration file again and loads its TLS certificates for new
+/// handshakes. Anything that fails leaves the running certificates in place, and says why.
+fn reload(path: Option<&std::path::Path>, running: &Config, tls: Option<&TlsContext>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS listener; nothing to reload");
+        return;
+    };
+    let fresh;
+    let cfg = match path {
+        Some(path) => match Config::load(path) {
+            Ok(cfg) => {
+                fresh = cfg;
+                &fresh
+            }
+            Err(errors) => {
+                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    problems = %all.join("; "),
+                    "SIGHUP: configuration invalid; keeping the current certificates"
+                );
+                return;
+            }
+        },
+        None => running,
+    };
+    match tls.reload(&cfg.tls) {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificates")
         }
     }
 }

@@ -26,8 +26,35 @@
 //! `delivery.maildir`. `[limits]`, `[shutdown]` and `workers` default to the values shown;
 //! without `[metrics]` there is no metrics endpoint; `listener.tls` defaults to `none`.
 //!
-//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`) are resolved against
-//! the current working directory at load time, so a later `chdir` cannot change their meaning.
+//! `listener.require_tls` defaults to true on submission listeners with `tls = "starttls"`,
+//! false on delivery listeners ([RFC 3207 §4]: a publicly referenced MX must not require it),
+//! and is implied by `tls = "implicit"`; it cannot be true with `tls = "none"`.
+//!
+//! `[tls]` is used only if some listener has `tls != "none"`. Its keys, all optional:
+//!
+//! ```toml
+//! [tls]
+//! cert = "/etc/smtp-edge/mx.pem"      # the default certificate chain (PEM)...
+//! key = "/etc/smtp-edge/mx.key"       # ...and its key: both or neither
+//! self_signed_dir = "./var/tls"       # without cert/key: a self-signed cert for `hostname`,
+//!                                     # generated here on first use (cert.pem, key.pem 0600)
+//! session_cache = 16384               # stateful session cache entries; 0 disables it
+//! handshake_timeout_secs = 10         # 1..=300
+//!
+//! [[tls.certificate]]                 # any number, chosen by SNI (wildcards work)
+//! cert = "/etc/smtp-edge/other.pem"
+//! key = "/etc/smtp-edge/other.key"
+//! ```
+//!
+//! Certificate and key files must be readable when the configuration is loaded; their contents
+//! are parsed by [`TlsContext::new`](crate::tls::TlsContext::new), whose errors name the same
+//! keys.
+//!
+//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, the `[tls]` paths)
+//! are resolved against the current working directory at load time, so a later `chdir` cannot
+//! change their meaning.
+//!
+//! [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
 
 mod raw;
 mod recipients;
@@ -43,11 +70,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{EngineConfig, Role, Timeouts};
+use crate::tls::TlsConfig;
 
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
 pub use validate::{
-    MAX_BAD_COMMANDS_CEILING, MAX_MESSAGE_SIZE_CEILING, MAX_RECIPIENTS_CEILING, MAX_TIMEOUT_SECS,
-    MAX_WORKERS, MIN_MESSAGE_SIZE,
+    MAX_BAD_COMMANDS_CEILING, MAX_HANDSHAKE_TIMEOUT_SECS, MAX_MESSAGE_SIZE_CEILING,
+    MAX_RECIPIENTS_CEILING, MAX_SESSION_CACHE, MAX_TIMEOUT_SECS, MAX_WORKERS, MIN_MESSAGE_SIZE,
 };
 
 /// The key under which problems with the file as a whole are reported: it could not be read,
@@ -97,8 +125,7 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// How a listener speaks TLS. Only [`TlsMode::None`] is supported by this release; the others
-/// are parsed so that the error can say so, instead of calling them unknown.
+/// How a listener speaks TLS (`listener.tls`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
@@ -122,8 +149,14 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Delivery (MX) or submission.
     pub role: Role,
-    /// TLS mode; always [`TlsMode::None`] in a validated config of this release.
+    /// TLS mode.
     pub tls: TlsMode,
+    /// Whether mail may only be sent over TLS: until STARTTLS, commands other than EHLO, HELO,
+    /// STARTTLS, NOOP, RSET and QUIT get 530 5.7.0 ([RFC 3207 §4]). Always true for
+    /// [`TlsMode::Implicit`], never for [`TlsMode::None`].
+    ///
+    /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
+    pub require_tls: bool,
 }
 
 /// `[limits]`: what one connection or transaction may use.
@@ -189,6 +222,10 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// On SIGTERM, how long sessions in DATA may run on before they are cut.
     pub shutdown_grace: Duration,
+    /// `[tls]`, with its defaults when absent (a self-signed certificate for `hostname` under
+    /// `./var/tls`). Only used if a listener has `tls` other than [`TlsMode::None`]: then the
+    /// driver builds one [`TlsContext`](crate::tls::TlsContext) from it.
+    pub tls: TlsConfig,
 }
 
 impl Config {
@@ -220,8 +257,9 @@ impl Config {
         Config::from_toml_str(&text)
     }
 
-    /// The embedded default ([`DEFAULT_TOML`]): delivery on 127.0.0.1:2525, submission on
-    /// 127.0.0.1:2587, metrics on 127.0.0.1:9125, spool and Maildir under `./var`.
+    /// The embedded default ([`DEFAULT_TOML`]): delivery on 127.0.0.1:2525 and submission on
+    /// 127.0.0.1:2587, both with STARTTLS, submission with implicit TLS on 127.0.0.1:2465,
+    /// metrics on 127.0.0.1:9125, spool, Maildir and a self-signed certificate under `./var`.
     ///
     /// # Panics
     ///
@@ -243,12 +281,16 @@ impl Config {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
-    /// The engine configuration for listeners of `role`. The recipients set is shared, not
-    /// copied.
-    pub fn engine_config(&self, role: Role) -> EngineConfig {
+    /// The engine configuration for `listener`: its role, whether it offers STARTTLS and
+    /// whether it requires TLS. The recipients set is shared, not copied.
+    ///
+    /// On an implicit-TLS listener `tls_offered` is false (the session is already encrypted)
+    /// and `tls_required` true: the driver must start those sessions with
+    /// `Connection::new_secure`.
+    pub fn engine_config(&self, listener: &ListenerConfig) -> EngineConfig {
         EngineConfig {
             hostname: self.hostname.clone(),
-            role,
+            role: listener.role,
             local_domains: self.local_domains.iter().cloned().collect(),
             recipients: self.recipients.clone(),
             max_message_size: self.limits.max_message_size,
@@ -258,8 +300,8 @@ impl Config {
                 command: self.limits.command_timeout,
                 data_block: self.limits.data_timeout,
             },
-            tls_offered: false,
-            tls_required: false,
+            tls_offered: listener.tls == TlsMode::StartTls,
+            tls_required: listener.require_tls,
         }
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     pub limits: Option<RawLimits>,
     pub metrics: Option<RawMetrics>,
     pub shutdown: Option<RawShutdown>,
+    /// `[tls]`; `None` when absent or when it failed to deserialize (already reported).
+    pub tls: Option<RawTls>,
 }
 
 /// One `[[listener]]` entry.
@@ -37,6 +39,30 @@ pub(super) struct RawListener {
     pub role: Role,
     #[serde(default)]
     pub tls: TlsMode,
+    pub require_tls: Option<bool>,
+}
+
+/// `[tls]`; every key is optional. `certificate` is taken out of the table first and
+/// deserialized entry by entry, as `[[listener]]` is, so errors name `tls.certificate[i]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed_dir: Option<String>,
+    pub session_cache: Option<i64>,
+    pub handshake_timeout_secs: Option<i64>,
+    /// Indexed as in the file; `None` where the entry failed to deserialize (already reported).
+    #[serde(skip)]
+    pub certificates: Vec<Option<RawCertificate>>,
+}
+
+/// One `[[tls.certificate]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: String,
+    pub key: String,
 }
 
 /// `[spool]`
@@ -93,6 +119,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "metrics",
     "shutdown",
+    "tls",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -114,8 +141,12 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         limits: take(&mut table, "", "limits", errors),
         metrics: take(&mut table, "", "metrics", errors),
         shutdown: take(&mut table, "", "shutdown", errors),
+        tls: None,
         listeners: Vec::new(),
     };
+    raw.tls = table
+        .remove("tls")
+        .and_then(|value| parse_tls(value, errors));
     match table.remove("listener") {
         None => {}
         Some(toml::Value::Array(entries)) => {
@@ -146,6 +177,43 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         ));
     }
     Some(raw)
+}
+
+/// `[tls]`, with its `[[tls.certificate]]` entries deserialized one by one.
+fn parse_tls(value: toml::Value, errors: &mut Vec<ConfigError>) -> Option<RawTls> {
+    let toml::Value::Table(mut table) = value else {
+        errors.push(ConfigError::new(
+            "tls",
+            format!("expected a table ([tls]), found {}", value.type_str()),
+        ));
+        return None;
+    };
+    let mut certificates = Vec::new();
+    match table.remove("certificate") {
+        None => {}
+        Some(toml::Value::Array(entries)) => {
+            for (i, entry) in entries.into_iter().enumerate() {
+                let key = format!("tls.certificate[{i}]");
+                certificates.push(
+                    RawCertificate::deserialize(entry)
+                        .map_err(|e| errors.push(serde_error(&key, &e)))
+                        .ok(),
+                );
+            }
+        }
+        Some(other) => errors.push(ConfigError::new(
+            "tls.certificate",
+            format!(
+                "expected an array of tables ([[tls.certificate]]), found {}",
+                other.type_str()
+            ),
+        )),
+    }
+    let mut tls = RawTls::deserialize(toml::Value::Table(table))
+        .map_err(|e| errors.push(serde_error("tls", &e)))
+        .ok()?;
+    tls.certificates = certificates;
+    Some(tls)
 }
 
 /// Removes `name` from `table` and deserializes it, reporting a failure under `prefix.name`.

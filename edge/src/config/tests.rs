@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::tls::{CertEntry, CertSource, TlsConfig};
 
 /// A minimal valid file; tests append to it or replace a line of it.
 const BASE: &str = r#"
@@ -52,12 +53,18 @@ fn base_is_valid_and_typed() {
             addr: "127.0.0.1:2525".parse().unwrap(),
             role: Role::Delivery,
             tls: TlsMode::None,
+            require_tls: false,
         }]
     );
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.metrics_addr, None);
     assert_eq!(c.recipients, None);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        c.tls,
+        TlsConfig::self_signed(cwd.join("var/tls"), "mx.example.test")
+    );
 }
 
 /// One row per mistake: (what to append or edit, the one key that must be blamed).
@@ -81,13 +88,32 @@ fn each_bad_value_names_its_key() {
             "listener[1].role",
         ),
         (
-            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"starttls\"",
-            "listener[1].tls",
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nrequire_tls = true",
+            "listener[1].require_tls",
         ),
         (
-            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"implicit\"",
-            "listener[1].tls",
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"submission\"\ntls = \"implicit\"\nrequire_tls = false",
+            "listener[1].require_tls",
         ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nrequire_tls = \"yes\"",
+            "listener[1].require_tls",
+        ),
+        ("[tls]\ncert = \"/nonexistent/cert.pem\"", "tls.key"),
+        ("[tls]\nkey = \"/nonexistent/key.pem\"", "tls.cert"),
+        ("[tls]\ncrt = \"/x\"", "tls.crt"),
+        ("[tls]\nsession_cache = -1", "tls.session_cache"),
+        ("[tls]\nsession_cache = 2000000", "tls.session_cache"),
+        ("[tls]\nhandshake_timeout_secs = 0", "tls.handshake_timeout_secs"),
+        ("[tls]\nhandshake_timeout_secs = 301", "tls.handshake_timeout_secs"),
+        ("[tls]\nself_signed_dir = \"\"", "tls.self_signed_dir"),
+        (
+            "[[tls.certificate]]\ncert = \"/x\"\nkey = \"/y\"\nextra = 1",
+            "tls.certificate[0].extra",
+        ),
+        ("[tls]\ncertificate = 3", "tls.certificate"),
+        ("[[tls.certificate]]\ncert = \"/x\"", "tls.certificate[0].key"),
+        ("tls = 3", "tls"),
         (
             "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"ssl\"",
             "listener[1].tls",
@@ -208,9 +234,21 @@ fn messages_read_as_key_colon_problem() {
         "limits.max_recipients: must be 100..=10000 (RFC 5321 §4.5.3.1.8 requires at least 100), got 20"
     );
     let e = errors(&format!(
-        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"starttls\"\n"
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nrequire_tls = true\n"
     ));
-    assert!(e[0].problem.contains("not supported"), "{}", e[0]);
+    assert!(
+        e[0].to_string()
+            .starts_with("listener[1].require_tls: cannot be true with tls = \"none\""),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{BASE}\n[tls]\ncert = \"/nonexistent/c.pem\"\n"));
+    assert!(
+        e[0].to_string()
+            .starts_with("tls.key: required when tls.cert is set"),
+        "{}",
+        e[0]
+    );
     let e = errors(&format!("limits = 3\n{BASE}"));
     assert_eq!(
         e[0].to_string(),
@@ -287,10 +325,10 @@ fn embedded_default_parses() {
     let c = Config::embedded_default();
     assert_eq!(c.hostname, "localhost");
     assert_eq!(c.local_domains, ["localhost", "example.test"]);
-    let addrs: Vec<(SocketAddr, Role, TlsMode)> = c
+    let addrs: Vec<(SocketAddr, Role, TlsMode, bool)> = c
         .listeners
         .iter()
-        .map(|l| (l.addr, l.role, l.tls))
+        .map(|l| (l.addr, l.role, l.tls, l.require_tls))
         .collect();
     assert_eq!(
         addrs,
@@ -298,12 +336,20 @@ fn embedded_default_parses() {
             (
                 "127.0.0.1:2525".parse().unwrap(),
                 Role::Delivery,
-                TlsMode::None
+                TlsMode::StartTls,
+                false
             ),
             (
                 "127.0.0.1:2587".parse().unwrap(),
                 Role::Submission,
-                TlsMode::None
+                TlsMode::StartTls,
+                true
+            ),
+            (
+                "127.0.0.1:2465".parse().unwrap(),
+                Role::Submission,
+                TlsMode::Implicit,
+                true
             ),
         ]
     );
@@ -317,6 +363,10 @@ fn embedded_default_parses() {
     assert_eq!(c.metrics_addr, Some("127.0.0.1:9125".parse().unwrap()));
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.recipients, None);
+    assert_eq!(
+        c.tls,
+        TlsConfig::self_signed(cwd.join("var/tls"), "localhost")
+    );
 }
 
 #[test]
@@ -325,7 +375,11 @@ fn engine_config_carries_the_limits() {
         "{BASE}\n[limits]\nmax_message_size = 100000\nmax_recipients = 150\nmax_bad_commands = 3\ncommand_timeout_secs = 2\ndata_timeout_secs = 1\n"
     );
     let c = Config::from_toml_str(&text).unwrap();
-    let e = c.engine_config(Role::Submission);
+    let submission = ListenerConfig {
+        role: Role::Submission,
+        ..c.listeners[0]
+    };
+    let e = c.engine_config(&submission);
     assert_eq!(e.role, Role::Submission);
     assert_eq!(e.hostname, "mx.example.test");
     assert!(e.local_domains.contains("example.test"));
@@ -371,7 +425,7 @@ fn recipients_file_is_loaded_and_normalised() {
     assert_eq!(set.len(), 2);
     assert!(set.contains("alice@example.test") && set.contains("bob@example.test"));
     // The engine gets the same set, shared.
-    let e = c.engine_config(Role::Delivery);
+    let e = c.engine_config(&c.listeners[0]);
     assert!(Arc::ptr_eq(e.recipients.as_ref().unwrap(), set));
 }
 
@@ -411,4 +465,95 @@ fn recipients_file_missing_names_the_key() {
         "maildir = \"/var/mail/smtp-edge\"\nrecipients = \"/nonexistent/smtp-edge/recipients\"",
     );
     assert_eq!(keys(&text), ["delivery.recipients"]);
+}
+
+/// `require_tls` defaults by role and mode, and reaches the engine with `tls_offered`.
+#[test]
+fn require_tls_defaults_and_engine_flags() {
+    let rows: &[(&str, &str, Option<bool>, bool, bool)] = &[
+        // (role, tls, require_tls written, require_tls typed, tls_offered)
+        ("delivery", "none", None, false, false),
+        ("delivery", "none", Some(false), false, false),
+        ("delivery", "starttls", None, false, true), // RFC 3207 §4
+        ("delivery", "starttls", Some(true), true, true),
+        ("submission", "none", None, false, false),
+        ("submission", "starttls", None, true, true),
+        ("submission", "starttls", Some(false), false, true),
+        ("submission", "implicit", None, true, false), // RFC 8314 §3.3
+        ("submission", "implicit", Some(true), true, false),
+        ("delivery", "implicit", None, true, false),
+    ];
+    for &(role, tls, written, typed, offered) in rows {
+        let mut listener =
+            format!("[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"{role}\"\ntls = \"{tls}\"\n");
+        if let Some(w) = written {
+            listener.push_str(&format!("require_tls = {w}\n"));
+        }
+        let text = format!("{BASE}\n{listener}");
+        let c = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let l = &c.listeners[1];
+        assert_eq!(l.require_tls, typed, "{role} {tls} {written:?}");
+        let e = c.engine_config(l);
+        assert_eq!(
+            (e.tls_offered, e.tls_required),
+            (offered, typed),
+            "{role} {tls} {written:?}"
+        );
+    }
+}
+
+#[test]
+fn tls_section_is_typed_and_paths_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "placeholder").unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (cert, key, a_cert, a_key) = (path("c.pem"), path("k.pem"), path("a.pem"), path("a.key"));
+    let text = format!(
+        "{BASE}\n[tls]\ncert = {cert:?}\nkey = {key:?}\nsession_cache = 0\nhandshake_timeout_secs = 3\n\
+         [[tls.certificate]]\ncert = {a_cert:?}\nkey = {a_key:?}\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    assert_eq!(
+        c.tls,
+        TlsConfig {
+            default_cert: CertSource::Files(CertEntry::new("tls", &cert, &key)),
+            certificates: vec![CertEntry::new("tls.certificate[0]", &a_cert, &a_key)],
+            session_cache: 0,
+            handshake_timeout: Duration::from_secs(3),
+        }
+    );
+
+    // Unreadable files, a directory, and a bad entry: each named, all reported.
+    let missing = dir.path().join("missing.pem");
+    let text = format!(
+        "{BASE}\n[tls]\ncert = {missing:?}\nkey = {:?}\n\
+         [[tls.certificate]]\ncert = {a_cert:?}\nkey = {a_key:?}\n\
+         [[tls.certificate]]\ncert = {a_cert:?}\nkey = {a_key:?}\nextra = 1\n",
+        dir.path()
+    );
+    let e = errors(&text);
+    let got: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        got,
+        ["tls.certificate[1].extra", "tls.cert", "tls.key"],
+        "{e:?}"
+    );
+    assert!(e[1].problem.starts_with("cannot read "), "{}", e[1]);
+    assert!(e[2].problem.ends_with("is not a regular file"), "{}", e[2]);
+}
+
+/// The validated `[tls]` of the embedded default gives a working TLS context.
+#[test]
+fn self_signed_tls_config_builds_a_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BASE}\n[tls]\nself_signed_dir = {:?}\n",
+        dir.path().join("tls")
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    crate::tls::TlsContext::new(&c.tls).unwrap();
+    assert!(dir.path().join("tls/key.pem").exists());
 }

@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLimits};
+use super::raw::{RawConfig, RawLimits, RawTls};
 use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
 use crate::protocol::address::{parse_domain, Domain};
-use crate::protocol::MIN_RECIPIENTS;
+use crate::protocol::{Role, MIN_RECIPIENTS};
+use crate::tls::{
+    CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SELF_SIGNED_DIR,
+    DEFAULT_SESSION_CACHE,
+};
 
 /// Most worker threads accepted; far above any core count, it catches a typo such as `workers =
 /// 80000` before the server tries to start that many rings.
@@ -37,6 +41,14 @@ pub const MAX_BAD_COMMANDS_CEILING: u32 = 1000;
 /// Largest timeout or grace period, in seconds (one day). It keeps `now + timeout` far from
 /// `Instant` overflow, and a longer idle timeout only lets idle clients hold connections.
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// Largest `tls.session_cache`, in entries. Each holds one session's secrets (a few hundred
+/// octets), so this caps the cache near a few hundred MiB.
+pub const MAX_SESSION_CACHE: usize = 1 << 20;
+
+/// Largest `tls.handshake_timeout_secs`: five minutes, the RFC 5321 §4.5.3.2.7 command timeout.
+/// A handshake slower than that is a dead or hostile peer holding a connection.
+pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 300;
 
 /// Default `shutdown.grace_secs`.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -87,6 +99,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
             v.int_in("shutdown.grace_secs", g, 0, MAX_TIMEOUT_SECS, "")
         })
         .map(Duration::from_secs);
+    let tls = v.tls(raw.tls.unwrap_or_default(), hostname.as_deref());
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -98,6 +111,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         limits: limits?,
         metrics_addr: metrics_addr?,
         shutdown_grace: shutdown_grace?,
+        tls: tls?,
     })
 }
 
@@ -209,33 +223,149 @@ impl Validator<'_> {
                     }
                 }
             }
-            let tls = match entry.tls {
-                TlsMode::None => Some(TlsMode::None),
-                mode => {
-                    let name = match mode {
-                        TlsMode::StartTls => "starttls",
-                        _ => "implicit",
-                    };
-                    self.push(
-                        format!("{key}.tls"),
-                        format!(
-                            "{name} is not supported by this release, which has no TLS \
-                             support yet; use \"none\""
-                        ),
-                    );
-                    None
-                }
-            };
-            match (addr, tls) {
-                (Some(addr), Some(tls)) => out.push(ListenerConfig {
+            let require_tls = self.require_tls(&key, entry.role, entry.tls, entry.require_tls);
+            match (addr, require_tls) {
+                (Some(addr), Some(require_tls)) => out.push(ListenerConfig {
                     addr,
                     role: entry.role,
-                    tls,
+                    tls: entry.tls,
+                    require_tls,
                 }),
                 _ => ok = false,
             }
         }
         ok.then_some(out)
+    }
+
+    /// `listener[i].require_tls`: defaults to true for submission with STARTTLS (RFC 8314
+    /// §3.3 wants submission encrypted) and false for delivery (RFC 3207 §4: a publicly
+    /// referenced server must not require TLS); implied by implicit TLS; impossible without TLS.
+    fn require_tls(
+        &mut self,
+        key: &str,
+        role: Role,
+        tls: TlsMode,
+        require: Option<bool>,
+    ) -> Option<bool> {
+        match (tls, require) {
+            (TlsMode::None, Some(true)) => {
+                self.push(
+                    format!("{key}.require_tls"),
+                    "cannot be true with tls = \"none\": the listener never offers TLS; set \
+                     tls = \"starttls\" or \"implicit\"",
+                );
+                None
+            }
+            (TlsMode::Implicit, Some(false)) => {
+                self.push(
+                    format!("{key}.require_tls"),
+                    "cannot be false with tls = \"implicit\": every session is TLS from the \
+                     first byte; remove the key",
+                );
+                None
+            }
+            (_, Some(require)) => Some(require),
+            (TlsMode::None, None) => Some(false),
+            (TlsMode::Implicit, None) => Some(true),
+            (TlsMode::StartTls, None) => Some(role == Role::Submission),
+        }
+    }
+
+    /// `[tls]`: the default certificate (files, or self-signed for `hostname`), the SNI
+    /// entries, the session cache and the handshake timeout. Certificate files are checked
+    /// for readability here; their contents are parsed by `TlsContext::new`.
+    fn tls(&mut self, raw: RawTls, hostname: Option<&str>) -> Option<TlsConfig> {
+        let mut ok = true;
+        let default_cert = match (raw.cert, raw.key) {
+            (Some(cert), Some(key)) => {
+                let cert = self.readable_file("tls.cert", &cert);
+                let key = self.readable_file("tls.key", &key);
+                cert.zip(key)
+                    .map(|(cert, key)| CertSource::Files(CertEntry::new("tls", cert, key)))
+            }
+            (Some(_), None) => self.unpaired("tls.key", "tls.cert"),
+            (None, Some(_)) => self.unpaired("tls.cert", "tls.key"),
+            (None, None) => {
+                let dir = raw
+                    .self_signed_dir
+                    .as_deref()
+                    .unwrap_or(DEFAULT_SELF_SIGNED_DIR);
+                // Without a valid hostname there is no name to certify; that is reported.
+                let dir = self.path("tls.self_signed_dir", dir);
+                dir.zip(hostname)
+                    .map(|(dir, hostname)| CertSource::SelfSigned {
+                        dir,
+                        hostname: hostname.to_owned(),
+                    })
+            }
+        };
+        let mut certificates = Vec::with_capacity(raw.certificates.len());
+        for (i, entry) in raw.certificates.into_iter().enumerate() {
+            let Some(entry) = entry else {
+                ok = false;
+                continue;
+            };
+            let key = format!("tls.certificate[{i}]");
+            let cert = self.readable_file(&format!("{key}.cert"), &entry.cert);
+            let private = self.readable_file(&format!("{key}.key"), &entry.key);
+            match cert.zip(private) {
+                Some((cert, private)) => certificates.push(CertEntry::new(&key, cert, private)),
+                None => ok = false,
+            }
+        }
+        let session_cache = raw.session_cache.map_or(Some(DEFAULT_SESSION_CACHE), |n| {
+            self.int_in(
+                "tls.session_cache",
+                n,
+                0,
+                MAX_SESSION_CACHE as u64,
+                " (0 disables the cache; tickets still resume sessions)",
+            )
+            .map(|n| n as usize)
+        });
+        let handshake_timeout =
+            raw.handshake_timeout_secs
+                .map_or(Some(DEFAULT_HANDSHAKE_TIMEOUT), |n| {
+                    self.int_in(
+                        "tls.handshake_timeout_secs",
+                        n,
+                        1,
+                        MAX_HANDSHAKE_TIMEOUT_SECS,
+                        "",
+                    )
+                    .map(Duration::from_secs)
+                });
+        let tls = TlsConfig {
+            default_cert: default_cert?,
+            certificates,
+            session_cache: session_cache?,
+            handshake_timeout: handshake_timeout?,
+        };
+        ok.then_some(tls)
+    }
+
+    /// `missing` must be set because `present` is.
+    fn unpaired<T>(&mut self, missing: &str, present: &str) -> Option<T> {
+        self.push(
+            missing,
+            format!(
+                "required when {present} is set (set both, or neither for a self-signed \
+                 certificate under tls.self_signed_dir)"
+            ),
+        );
+        None
+    }
+
+    /// A path (as [`Self::path`]) naming a regular file that can be opened for reading now.
+    fn readable_file(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        let path = self.path(key, text)?;
+        let problem = match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+            Ok(meta) if meta.is_file() => return Some(path),
+            Ok(_) => format!("{} is not a regular file", path.display()),
+            Err(e) => format!("cannot read {}: {e}", path.display()),
+        };
+        self.push(key, problem);
+        None
     }
 
     fn limits(&mut self, raw: RawLimits) -> Option<Limits> {

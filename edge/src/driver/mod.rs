@@ -15,12 +15,14 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, TlsMode};
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
 use crate::spool::{self, SpoolError};
+use crate::tls::{TlsContext, TlsError};
 use crate::transport;
+use session::ListenerSpec;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum StartError {
     /// The delivery stage could not start.
     #[error("delivery: {0}")]
     Delivery(String),
+    /// The TLS certificates could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// A worker thread could not be spawned.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
@@ -63,6 +68,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<std::io::Result<()>>>,
     delivery: DeliveryHandle,
+    tls: Option<Arc<TlsContext>>,
 }
 
 /// Asks a running server to stop; cheap to clone and to send to a signal thread.
@@ -80,6 +86,13 @@ impl StopHandle {
 /// Binds everything, recovers the spool and starts the workers.
 pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let workers = cfg.worker_count().max(1);
+    // One TLS context for every worker and listener, loaded before anything is bound so that a
+    // bad certificate fails the start, not the first handshake.
+    let tls = if cfg.listeners.iter().any(|l| l.tls != TlsMode::None) {
+        Some(Arc::new(TlsContext::new(&cfg.tls)?))
+    } else {
+        None
+    };
     // Bind first: a port in use is the most common start failure, and should be reported
     // before anything else happens.
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
@@ -137,10 +150,15 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let startup_micros = clock::wall()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let engines: Vec<_> = cfg
+    let specs: Vec<_> = cfg
         .listeners
         .iter()
-        .map(|l| Arc::new(cfg.engine_config(l.role)))
+        .map(|l| ListenerSpec {
+            engine: Arc::new(cfg.engine_config(l)),
+            tls: (l.tls != TlsMode::None).then(|| tls.clone()).flatten(),
+            implicit: l.tls == TlsMode::Implicit,
+            handshake_timeout: cfg.tls.handshake_timeout,
+        })
         .collect();
     let mut handles = Vec::new();
     for (id, worker_sockets) in sockets.into_iter().enumerate() {
@@ -148,7 +166,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             id,
             listeners: worker_sockets
                 .into_iter()
-                .zip(engines.iter().cloned())
+                .zip(specs.iter().cloned())
                 .collect(),
             spool_dir: cfg.spool_dir.clone(),
             hostname: cfg.hostname.clone(),
@@ -170,6 +188,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         stop,
         workers: handles,
         delivery,
+        tls,
     })
 }
 
@@ -177,6 +196,13 @@ impl Running {
     /// A handle that stops this server.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.stop.clone())
+    }
+
+    /// The TLS context shared by the workers, if any listener uses TLS: its
+    /// [`TlsContext::reload`] swaps certificates for new handshakes while sessions already up
+    /// keep theirs.
+    pub fn tls_context(&self) -> Option<Arc<TlsContext>> {
+        self.tls.clone()
     }
 
     /// Waits for every worker to finish, then for the delivery stage to drain its queue.

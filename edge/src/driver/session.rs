@@ -1,20 +1,39 @@
 //! One connection on a worker: the thin loop between the ring and the engine.
 //!
-//! Receive into an owned buffer, feed the engine with the current time, act on its events
-//! (spool writes), send its replies. The engine decides everything else.
+//! Receive into an owned buffer, pass it through TLS when the session has it, feed the engine
+//! with the current time, act on its events (spool writes, STARTTLS), send its replies. The
+//! engine decides everything else.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::clock;
 use super::worker::WorkerCtx;
-use crate::metrics::RejectReason;
+use crate::metrics::{RejectReason, WorkerMetrics};
 use crate::protocol::{CloseReason, Connection, EngineConfig, Event, Rejection, SpoolFault, TxnId};
-use crate::spool::{Incoming, SpoolError, TraceInfo};
+use crate::spool::{Incoming, SpoolError, TlsTrace, TraceInfo};
+use crate::tls::{TlsContext, TlsPump};
+
 use crate::transport::Stream;
+
+/// How a listener's connections begin.
+#[derive(Clone)]
+pub(super) struct ListenerSpec {
+    /// The engine configuration of the listener.
+    pub(super) engine: Arc<EngineConfig>,
+    /// The TLS context, if the listener offers STARTTLS or is implicit TLS.
+    pub(super) tls: Option<Arc<TlsContext>>,
+    /// The handshake starts at connect ([RFC 8314 §3.3]).
+    ///
+    /// [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
+    pub(super) implicit: bool,
+    /// How long a client may take over the TLS handshake.
+    pub(super) handshake_timeout: Duration,
+}
 
 /// The message being received, and whether its spool entry is still healthy.
 struct InFlight {
@@ -24,10 +43,40 @@ struct InFlight {
 
 /// What the per-session log line reports.
 struct Summary {
-    helo: String,
     outcome: &'static str,
     queue_ids: Vec<String>,
     rejected: u32,
+}
+
+/// The session's TLS state, when it has one.
+struct Tls {
+    pump: TlsPump,
+    /// When the handshake must be over; `None` once it is.
+    handshake_deadline: Option<Instant>,
+    /// What the handshake settled, for the trace header.
+    trace: Option<TlsTrace>,
+}
+
+/// Everything a session owns besides the socket.
+struct Session {
+    ctx: Rc<WorkerCtx>,
+    peer: SocketAddr,
+    conn: Connection,
+    tls: Option<Tls>,
+    in_flight: Option<InFlight>,
+    summary: Summary,
+    /// Plaintext replies waiting to be sent (or sealed).
+    out: Vec<u8>,
+    /// Ciphertext waiting to be sent.
+    wire: Vec<u8>,
+    /// Decrypted input waiting for the engine.
+    plain: Vec<u8>,
+}
+
+/// Why the session loop stops.
+enum Stop {
+    /// The socket failed, the peer went away, or TLS failed.
+    Gone,
 }
 
 /// Serves one connection until it closes.
@@ -35,58 +84,71 @@ pub(super) async fn serve(
     ctx: Rc<WorkerCtx>,
     stream: Stream,
     peer: SocketAddr,
-    engine: Arc<EngineConfig>,
+    spec: ListenerSpec,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let metrics = ctx.metrics();
-    let mut conn = Connection::new(engine, clock::now());
-    let mut summary = Summary {
-        helo: String::new(),
-        outcome: "disconnected",
-        queue_ids: Vec::new(),
-        rejected: 0,
+    let now = clock::now();
+    let mut s = Session {
+        conn: if spec.implicit {
+            Connection::new_secure(spec.engine.clone(), now)
+        } else {
+            Connection::new(spec.engine.clone(), now)
+        },
+        ctx,
+        peer,
+        tls: None,
+        in_flight: None,
+        summary: Summary {
+            outcome: "disconnected",
+            queue_ids: Vec::new(),
+            rejected: 0,
+        },
+        out: Vec::with_capacity(512),
+        wire: Vec::new(),
+        plain: Vec::new(),
     };
-    let mut in_flight: Option<InFlight> = None;
-    let mut out = Vec::with_capacity(512);
-    let mut buf = ctx.buffers.take();
+    if spec.implicit && !s.start_tls(&spec, now) {
+        return s.finish().await;
+    }
+    let mut buf = s.ctx.buffers.take();
     let mut stopping = *shutdown.borrow_and_update();
     if stopping {
-        conn.handle_shutdown();
+        s.conn.handle_shutdown();
     }
     'session: loop {
         // Replies first: the client waits for them before it sends more (RFC 2920 §3.1).
-        if conn.poll_transmit(&mut out) {
-            let (res, emptied) = stream.send_all(out).await;
-            out = emptied;
-            if res.is_err() {
-                break;
-            }
+        if s.flush(&stream).await.is_err() {
+            break;
         }
-        if conn.is_closed() {
+        if s.conn.is_closed() {
             stream.shutdown();
             break;
         }
         let read = stream.recv(buf);
         tokio::pin!(read);
         let (res, filled) = loop {
-            let deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 r = &mut read => break r,
-                _ = sleep_until(deadline) => {
-                    conn.handle_timeout(clock::now());
+                _ = sleep_until(s.deadline()) => {
+                    let now = clock::now();
+                    if s.tls.as_ref().and_then(|t| t.handshake_deadline).is_some_and(|d| now >= d) {
+                        // No SMTP reply can be sent mid-handshake: just go.
+                        s.metrics().tls_handshake_failed();
+                        s.summary.outcome = "tls handshake timeout";
+                        break 'session;
+                    }
+                    s.conn.handle_timeout(now);
                 }
                 // A dropped sender also means the server is going away.
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
-                    conn.handle_shutdown();
+                    s.conn.handle_shutdown();
                 }
             }
-            drain_events(&ctx, peer, &mut conn, &mut in_flight, &mut summary).await;
-            if conn.is_closed() {
+            s.drain_events().await;
+            if s.conn.is_closed() {
                 // Timeout or shutdown: say why, then go. The read in flight is cancelled.
-                if conn.poll_transmit(&mut out) {
-                    let _ = stream.send_all(std::mem::take(&mut out)).await;
-                }
+                let _ = s.flush(&stream).await;
                 stream.shutdown();
                 break 'session;
             }
@@ -96,147 +158,308 @@ pub(super) async fn serve(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        metrics.bytes_received(n as u64);
-        let mut input = buf.filled();
+        s.metrics().bytes_received(n as u64);
+        let input = buf.filled();
+        let result = if s.tls.is_some() {
+            s.input_tls(input).await
+        } else {
+            s.input_plain(input, &spec).await
+        };
+        if result.is_err() {
+            // Send what TLS has to say (an alert), then go.
+            let _ = s.flush(&stream).await;
+            break;
+        }
+    }
+    s.finish().await;
+}
+
+impl Session {
+    fn metrics(&self) -> &WorkerMetrics {
+        self.ctx.metrics()
+    }
+
+    /// The next moment something must happen without input: the engine's timeout, or the end
+    /// of the TLS handshake's allowance.
+    fn deadline(&self) -> Option<Instant> {
+        let handshake = self.tls.as_ref().and_then(|t| t.handshake_deadline);
+        match (self.conn.poll_timeout(), handshake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Puts a TLS layer under the engine; false (and the session ends) if there is no context
+    /// or it fails to start a session.
+    fn start_tls(&mut self, spec: &ListenerSpec, now: Instant) -> bool {
+        let Some(ctx) = &spec.tls else {
+            tracing::error!("TLS requested on a listener without a TLS context");
+            return false;
+        };
+        match ctx.pump() {
+            Ok(pump) => {
+                self.tls = Some(Tls {
+                    pump,
+                    handshake_deadline: Some(now + spec.handshake_timeout),
+                    trace: None,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a TLS session");
+                self.metrics().tls_handshake_failed();
+                false
+            }
+        }
+    }
+
+    /// Sends queued replies (sealed, under TLS) and any TLS records.
+    async fn flush(&mut self, stream: &Stream) -> Result<(), Stop> {
+        if self.conn.poll_transmit(&mut self.out) {
+            if let Some(tls) = &mut self.tls {
+                let sealed = tls.pump.seal(&self.out, &mut self.wire);
+                self.out.clear();
+                if let Err(e) = sealed {
+                    tracing::debug!(peer = %self.peer, error = %e, "tls: cannot seal");
+                    return Err(Stop::Gone);
+                }
+            } else {
+                let (res, emptied) = stream.send_all(std::mem::take(&mut self.out)).await;
+                self.out = emptied;
+                res.map_err(|_| Stop::Gone)?;
+            }
+        }
+        if self.conn.is_closed() {
+            if let Some(tls) = &mut self.tls {
+                tls.pump.close(&mut self.wire);
+            }
+        }
+        if !self.wire.is_empty() {
+            let (res, emptied) = stream.send_all(std::mem::take(&mut self.wire)).await;
+            self.wire = emptied;
+            res.map_err(|_| Stop::Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds cleartext input to the engine. After STARTTLS, whatever the client sent behind
+    /// the command is dropped unread (RFC 3207 §4.2; CVE-2011-0411).
+    async fn input_plain(&mut self, mut input: &[u8], spec: &ListenerSpec) -> Result<(), Stop> {
         while !input.is_empty() {
-            let used = conn.handle_input(clock::now(), input);
+            let used = self.conn.handle_input(clock::now(), input);
             input = input.get(used..).unwrap_or_default();
-            drain_events(&ctx, peer, &mut conn, &mut in_flight, &mut summary).await;
-            if conn.is_closed() {
+            if self.drain_events().await {
+                // The 220 goes out in the clear; everything after it is TLS.
+                let _ = self.conn.poll_transmit(&mut self.out);
+                return self.begin_starttls(spec, clock::now());
+            }
+            if self.conn.is_closed() {
                 // Input after QUIT, or after a 421, is never read.
                 break;
             }
         }
+        Ok(())
     }
-    if let Some(InFlight {
-        entry: Ok(entry), ..
-    }) = in_flight.take()
-    {
-        entry.abort().await;
-    }
-    summary.helo = conn.helo().unwrap_or_default().to_owned();
-    tracing::info!(
-        %peer,
-        helo = %summary.helo,
-        outcome = summary.outcome,
-        queued = %summary.queue_ids.join(","),
-        rejected = summary.rejected,
-        "session"
-    );
-}
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    /// The engine accepted STARTTLS: its 220 is in `out` (still cleartext), the rest of the
+    /// input is gone; put TLS in place for everything that follows.
+    fn begin_starttls(&mut self, spec: &ListenerSpec, now: Instant) -> Result<(), Stop> {
+        let cleartext = std::mem::take(&mut self.out);
+        if !self.start_tls(spec, now) {
+            return Err(Stop::Gone);
+        }
+        // The 220 must not be sealed: it travels ahead of the handshake, in the clear.
+        self.wire.extend_from_slice(&cleartext);
+        self.conn.handle_tls_established(now);
+        Ok(())
     }
-}
 
-/// Acts on every event the engine has queued, in order.
-async fn drain_events(
-    ctx: &Rc<WorkerCtx>,
-    peer: SocketAddr,
-    conn: &mut Connection,
-    in_flight: &mut Option<InFlight>,
-    summary: &mut Summary,
-) {
-    let metrics = ctx.metrics();
-    while let Some(event) = conn.poll_event() {
-        match event {
-            Event::MessageStart { txn, envelope } => {
-                let trace = TraceInfo {
-                    peer,
-                    helo: envelope.helo.clone(),
-                    greeting: envelope.greeting,
-                    smtputf8: envelope.smtputf8,
-                    hostname: ctx.hostname.clone(),
-                    received_at: clock::wall(),
-                    tls: None,
-                };
-                let entry = ctx.spool.begin(&envelope, &trace).await;
-                if let Err(e) = &entry {
-                    tracing::error!(error = %e, "spool: cannot start a message");
+    /// Decrypts input and feeds the plaintext to the engine.
+    async fn input_tls(&mut self, input: &[u8]) -> Result<(), Stop> {
+        let mut off = 0;
+        while off < input.len() {
+            let Some(tls) = &mut self.tls else {
+                return Err(Stop::Gone);
+            };
+            let was_handshaking = tls.pump.is_handshaking();
+            let used = match tls.pump.feed(
+                input.get(off..).unwrap_or_default(),
+                &mut self.plain,
+                &mut self.wire,
+            ) {
+                Ok(used) => used,
+                Err(e) => {
+                    if was_handshaking {
+                        self.metrics().tls_handshake_failed();
+                        self.summary.outcome = "tls handshake failed";
+                    } else {
+                        self.summary.outcome = "tls error";
+                    }
+                    tracing::debug!(peer = %self.peer, error = %e, "tls");
+                    return Err(Stop::Gone);
                 }
-                *in_flight = Some(InFlight { txn, entry });
-            }
-            Event::MessageData { txn, data } => {
-                let entry = match in_flight {
-                    Some(f) if f.txn == txn => &mut f.entry,
-                    _ => {
-                        conn.recycle(data);
-                        continue;
-                    }
-                };
-                let Ok(incoming) = entry else {
-                    // The entry already failed: the content is dropped, the end gets 451.
-                    conn.recycle(data);
-                    continue;
-                };
-                let (res, emptied) = incoming.append(data).await;
-                conn.recycle(emptied);
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "spool: write failed");
-                    if let Ok(failed) = std::mem::replace(entry, Err(e)) {
-                        failed.abort().await;
-                    }
+            };
+            off += used;
+            if was_handshaking && !tls.pump.is_handshaking() {
+                tls.handshake_deadline = None;
+                if let Some(info) = tls.pump.info() {
+                    self.ctx.metrics().tls_handshake(info.version);
+                    tls.trace = Some(TlsTrace {
+                        version: info.version.to_owned(),
+                        cipher: info.cipher.to_owned(),
+                    });
                 }
             }
-            Event::MessageEnd { txn } => {
-                let verdict = match in_flight.take() {
-                    Some(InFlight {
-                        txn: t,
-                        entry: Ok(incoming),
-                    }) if t == txn => incoming.commit().await,
-                    Some(InFlight { entry: Err(e), .. }) => Err(e),
-                    _ => {
-                        tracing::error!("spool: message end without a spool entry");
-                        conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
-                        continue;
-                    }
-                };
-                match verdict {
-                    Ok((id, fsync)) => {
-                        metrics.observe_fsync(fsync);
-                        metrics.message_accepted();
-                        conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
-                        summary.queue_ids.push(id.to_string());
-                        ctx.delivery.enqueue(id);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "spool: commit failed; replying 451");
-                        metrics.message_rejected(RejectReason::SpoolFailure);
-                        conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
-                    }
-                }
+            let peer_closed = tls.pump.peer_closed();
+            let mut plain = std::mem::take(&mut self.plain);
+            let mut rest: &[u8] = &plain;
+            while !rest.is_empty() && !self.conn.is_closed() {
+                let used = self.conn.handle_input(clock::now(), rest);
+                rest = rest.get(used..).unwrap_or_default();
+                // STARTTLS inside TLS is refused by the engine (503), so no event asks for
+                // a second layer here.
+                let _ = self.drain_events().await;
             }
-            Event::MessageAbort { txn, reason } => {
-                if let Some(InFlight { txn: t, entry }) = in_flight.take() {
-                    if let (true, Ok(incoming)) = (t == txn, entry) {
-                        incoming.abort().await;
-                    }
-                }
-                if let Some(r) = reason {
-                    summary.rejected += 1;
-                    metrics.message_rejected(reject_reason(r));
-                }
-            }
-            Event::StartTls => {
-                // The engine offers STARTTLS only where the listener has TLS configured.
-                tracing::error!("STARTTLS accepted on a listener without TLS");
-            }
-            Event::Rejected(r) => {
-                summary.rejected += 1;
-                metrics.message_rejected(reject_reason(r));
-            }
-            Event::Close(reason) => {
-                summary.outcome = match reason {
-                    CloseReason::Quit => "quit",
-                    CloseReason::Timeout => "timeout",
-                    CloseReason::TooManyErrors => "too many errors",
-                    CloseReason::Shutdown => "shutdown",
-                };
+            plain.clear();
+            self.plain = plain;
+            if peer_closed || used == 0 {
+                break;
             }
         }
+        Ok(())
+    }
+
+    /// Acts on every event the engine has queued, in order; returns true on STARTTLS.
+    async fn drain_events(&mut self) -> bool {
+        let mut starttls = false;
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::MessageStart { txn, envelope } => {
+                    let trace = TraceInfo {
+                        peer: self.peer,
+                        helo: envelope.helo.clone(),
+                        greeting: envelope.greeting,
+                        smtputf8: envelope.smtputf8,
+                        hostname: self.ctx.hostname.clone(),
+                        received_at: clock::wall(),
+                        tls: self.tls.as_ref().and_then(|t| t.trace.clone()),
+                    };
+                    let entry = self.ctx.spool.begin(&envelope, &trace).await;
+                    if let Err(e) = &entry {
+                        tracing::error!(error = %e, "spool: cannot start a message");
+                    }
+                    self.in_flight = Some(InFlight { txn, entry });
+                }
+                Event::MessageData { txn, data } => self.append(txn, data).await,
+                Event::MessageEnd { txn } => self.commit(txn).await,
+                Event::MessageAbort { txn, reason } => {
+                    if let Some(InFlight { txn: t, entry }) = self.in_flight.take() {
+                        if let (true, Ok(incoming)) = (t == txn, entry) {
+                            incoming.abort().await;
+                        }
+                    }
+                    if let Some(r) = reason {
+                        self.reject(r);
+                    }
+                }
+                Event::StartTls => starttls = true,
+                Event::Rejected(r) => self.reject(r),
+                Event::Close(reason) => {
+                    self.summary.outcome = match reason {
+                        CloseReason::Quit => "quit",
+                        CloseReason::Timeout => "timeout",
+                        CloseReason::TooManyErrors => "too many errors",
+                        CloseReason::Shutdown => "shutdown",
+                    };
+                }
+            }
+        }
+        starttls
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        self.summary.rejected += 1;
+        self.metrics().message_rejected(reject_reason(r));
+    }
+
+    async fn append(&mut self, txn: TxnId, data: Vec<u8>) {
+        let entry = match &mut self.in_flight {
+            Some(f) if f.txn == txn => &mut f.entry,
+            _ => return self.conn.recycle(data),
+        };
+        let Ok(incoming) = entry else {
+            // The entry already failed: the content is dropped, the end gets 451.
+            return self.conn.recycle(data);
+        };
+        let (res, emptied) = incoming.append(data).await;
+        self.conn.recycle(emptied);
+        if let Err(e) = res {
+            tracing::error!(error = %e, "spool: write failed");
+            if let Ok(failed) = std::mem::replace(entry, Err(e)) {
+                failed.abort().await;
+            }
+        }
+    }
+
+    /// Makes the message durable, then lets the engine answer: 250 only after the fsyncs.
+    async fn commit(&mut self, txn: TxnId) {
+        let verdict = match self.in_flight.take() {
+            Some(InFlight {
+                txn: t,
+                entry: Ok(incoming),
+            }) if t == txn => incoming.commit().await,
+            Some(InFlight { entry: Err(e), .. }) => Err(e),
+            _ => {
+                tracing::error!("spool: message end without a spool entry");
+                return self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
+            }
+        };
+        match verdict {
+            Ok((id, fsync)) => {
+                self.metrics().observe_fsync(fsync);
+                self.metrics().message_accepted();
+                self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
+                self.summary.queue_ids.push(id.to_string());
+                self.ctx.delivery.enqueue(id);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool: commit failed; replying 451");
+                self.metrics().message_rejected(RejectReason::SpoolFailure);
+                self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
+            }
+        }
+    }
+
+    /// Cleans up and writes the session's log line.
+    async fn finish(mut self) {
+        if let Some(InFlight {
+            entry: Ok(entry), ..
+        }) = self.in_flight.take()
+        {
+            entry.abort().await;
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.trace.as_ref())
+            .map(|t| t.version.clone())
+            .unwrap_or_default();
+        tracing::info!(
+            peer = %self.peer,
+            helo = %self.conn.helo().unwrap_or_default(),
+            tls = %tls,
+            outcome = self.summary.outcome,
+            queued = %self.summary.queue_ids.join(","),
+            rejected = self.summary.rejected,
+            "session"
+        );
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::session;
+use super::session::{self, ListenerSpec};
 use crate::delivery::DeliveryHandle;
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::protocol::EngineConfig;
 use crate::spool::{QueueIdGen, SpoolWriter};
 use crate::transport::{BufferPool, Listener};
 
@@ -31,8 +30,8 @@ const RING_ENTRIES: u32 = 4096;
 pub struct WorkerSetup {
     /// Index of this worker, also part of its queue ids.
     pub id: usize,
-    /// This worker's sockets, each with the engine config of its listener.
-    pub listeners: Vec<(std::net::TcpListener, Arc<EngineConfig>)>,
+    /// This worker's sockets, each with what its listener's sessions start with.
+    pub(super) listeners: Vec<(std::net::TcpListener, ListenerSpec)>,
     /// The spool directory.
     pub spool_dir: std::path::PathBuf,
     /// Our hostname, for trace headers.
@@ -95,11 +94,11 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
                 idle: Notify::new(),
             });
             let mut accept_loops = Vec::new();
-            for (listener, engine) in setup.listeners {
+            for (listener, spec) in setup.listeners {
                 let listener = Listener::from_std(listener);
                 let ctx = ctx.clone();
                 let shutdown = setup.shutdown.clone();
-                accept_loops.push(tokio_uring::spawn(accept_loop(ctx, listener, engine, shutdown)));
+                accept_loops.push(tokio_uring::spawn(accept_loop(ctx, listener, spec, shutdown)));
             }
             let mut shutdown = setup.shutdown;
             while !*shutdown.borrow_and_update() {
@@ -130,7 +129,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
 async fn accept_loop(
     ctx: Rc<WorkerCtx>,
     listener: Listener,
-    engine: Arc<EngineConfig>,
+    spec: ListenerSpec,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -152,10 +151,10 @@ async fn accept_loop(
         ctx.metrics().connection_accepted();
         ctx.active.set(ctx.active.get() + 1);
         let session_ctx = ctx.clone();
-        let engine = engine.clone();
+        let spec = spec.clone();
         let shutdown = shutdown.clone();
         tokio_uring::spawn(async move {
-            session::serve(session_ctx.clone(), stream, peer, engine, shutdown).await;
+            session::serve(session_ctx.clone(), stream, peer, spec, shutdown).await;
             session_ctx.metrics().connection_closed();
             session_ctx.active.set(session_ctx.active.get() - 1);
             session_ctx.idle.notify_waiters();

@@ -1,0 +1,114 @@
+//! TLS for SMTP: STARTTLS ([RFC 3207]) and implicit TLS ([RFC 8314 §3.3]), with rustls.
+//!
+//! Two parts, neither of which does I/O or reads a clock:
+//!
+//! - [`TlsContext`] builds the one `Arc<rustls::ServerConfig>` every worker shares: TLS 1.2 and
+//!   1.3, the aws-lc-rs provider's default suites and groups (X25519MLKEM768 first), session
+//!   tickets plus a stateful cache, and certificates chosen by SNI from a set that
+//!   [`TlsContext::reload`] can replace while sessions run.
+//! - [`TlsPump`] runs one session over the caller's buffers: ciphertext in, plaintext and
+//!   records out.
+//!
+//! ```text
+//!  ring recv ──► TlsPump::feed ──plain──► protocol::Connection ──replies──► TlsPump::seal ──► ring send
+//!                    └────────────── wire (handshake, alerts, tickets) ──────────────────────► ring send
+//! ```
+//!
+//! [RFC 3207]: https://www.rfc-editor.org/rfc/rfc3207
+//! [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod certs;
+mod error;
+mod pump;
+mod resolver;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
+use rustls::ServerConfig;
+
+pub use certs::{
+    ensure_self_signed, CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_SELF_SIGNED_DIR, DEFAULT_SESSION_CACHE, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
+};
+pub use error::TlsError;
+pub use pump::{TlsInfo, TlsPump, MAX_BUFFERED};
+
+use resolver::{CertStore, SniResolver};
+
+/// The protocol versions offered: TLS 1.3 ([RFC 8446]) and TLS 1.2 ([RFC 5246]), as
+/// [RFC 8314 §4.1] and [RFC 8996] require; nothing older.
+///
+/// [RFC 8446]: https://www.rfc-editor.org/rfc/rfc8446
+/// [RFC 5246]: https://www.rfc-editor.org/rfc/rfc5246
+/// [RFC 8314 §4.1]: https://www.rfc-editor.org/rfc/rfc8314#section-4.1
+/// [RFC 8996]: https://www.rfc-editor.org/rfc/rfc8996
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The server's TLS state shared by every worker: one `ServerConfig`, built once, and the
+/// certificates it serves, which [`reload`](Self::reload) can replace.
+#[derive(Debug)]
+pub struct TlsContext {
+    config: Arc<ServerConfig>,
+    resolver: Arc<SniResolver>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl TlsContext {
+    /// Loads every certificate of `cfg` (generating the self-signed one if `cfg` asks for it
+    /// and it does not exist yet) and builds the `ServerConfig`. Errors name the config key of
+    /// the file at fault.
+    pub fn new(cfg: &TlsConfig) -> Result<TlsContext, TlsError> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let resolver = Arc::new(SniResolver::new(CertStore::load(cfg, &provider)?));
+        let mut config = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(PROTOCOL_VERSIONS)?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.session_storage = if cfg.session_cache == 0 {
+            Arc::new(NoServerSessionStorage {})
+        } else {
+            ServerSessionMemoryCache::new(cfg.session_cache)
+        };
+        // Stateless resumption; the ticket key rotates on its own (every 6 hours, the previous
+        // key still accepted).
+        config.ticketer = aws_lc_rs::Ticketer::new()?;
+        // No ALPN (SMTP negotiates none), no 0-RTT (a replayable MAIL is worse than a round
+        // trip): both are rustls' defaults, stated here so a change is deliberate.
+        config.alpn_protocols.clear();
+        config.max_early_data_size = 0;
+        Ok(TlsContext {
+            config: Arc::new(config),
+            resolver,
+            provider,
+        })
+    }
+
+    /// The shared configuration for [`TlsPump::new`]; cheap to clone.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
+    }
+
+    /// A new session with this context's configuration.
+    pub fn pump(&self) -> Result<TlsPump, TlsError> {
+        TlsPump::new(self.server_config())
+    }
+
+    /// Loads every certificate of `cfg` anew and, only if all of them load, makes them the
+    /// ones new handshakes see. Sessions already established or in progress are unaffected.
+    /// On error the previous certificates stay in use and the error names the key at fault.
+    ///
+    /// Only the certificates are reloaded: `session_cache` is fixed when the context is built.
+    pub fn reload(&self, cfg: &TlsConfig) -> Result<(), TlsError> {
+        let store = CertStore::load(cfg, &self.provider)?;
+        self.resolver.swap(store);
+        Ok(())
+    }
+}
