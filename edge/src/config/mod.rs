@@ -302,6 +302,7 @@ impl Config {
             },
             tls_offered: listener.tls == TlsMode::StartTls,
             tls_required: listener.require_tls,
+            auth_offered: false,
         }
     }
 }

@@ -343,6 +343,7 @@ impl Session {
                         hostname: self.ctx.hostname.clone(),
                         received_at: clock::wall(),
                         tls: self.tls.as_ref().and_then(|t| t.trace.clone()),
+                        authenticated: envelope.login.is_some(),
                     };
                     let entry = self.ctx.spool.begin(&envelope, &trace).await;
                     if let Err(e) = &entry {
@@ -363,6 +364,11 @@ impl Session {
                     }
                 }
                 Event::StartTls => starttls = true,
+                Event::Authenticate(_) => {
+                    // No credential store is wired to this listener.
+                    self.conn
+                        .handle_auth(clock::now(), crate::protocol::AuthOutcome::Unavailable);
+                }
                 Event::Rejected(r) => self.reject(r),
                 Event::Close(reason) => {
                     self.summary.outcome = match reason {
@@ -472,5 +478,6 @@ fn reject_reason(r: Rejection) -> RejectReason {
         Rejection::BareNewline => RejectReason::BareNewline,
         Rejection::LineTooLong => RejectReason::LineTooLong,
         Rejection::NotAuthenticated => RejectReason::NotAuthenticated,
+        Rejection::SenderNotOwned => RejectReason::SenderNotOwned,
     }
 }

@@ -31,13 +31,16 @@ pub enum RejectReason {
     ///
     /// [RFC 4954 §6]: https://www.rfc-editor.org/rfc/rfc4954#section-6
     NotAuthenticated,
+    /// MAIL FROM an address the authenticated user does not own, or `<>`, on submission
+    /// (553 5.7.1).
+    SenderNotOwned,
     /// Anything else.
     Other,
 }
 
 impl RejectReason {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::RelayDenied,
         RejectReason::UnknownRecipient,
         RejectReason::TooManyRecipients,
@@ -46,6 +49,7 @@ impl RejectReason {
         RejectReason::LineTooLong,
         RejectReason::SpoolFailure,
         RejectReason::NotAuthenticated,
+        RejectReason::SenderNotOwned,
         RejectReason::Other,
     ];
 
@@ -60,6 +64,7 @@ impl RejectReason {
             RejectReason::LineTooLong => "line_too_long",
             RejectReason::SpoolFailure => "spool_failure",
             RejectReason::NotAuthenticated => "not_authenticated",
+            RejectReason::SenderNotOwned => "sender_not_owned",
             RejectReason::Other => "other",
         }
     }

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::auth::{SaslExchange, SaslStep, MAX_AUTH_LINE, MECHANISMS};
 use super::command::{self, Command, CommandError};
 use super::data::{DataFault, DataReceiver};
 use super::envelope::{self, MailFrom};
@@ -36,6 +37,10 @@ enum Phase {
     Spooling(TxnId),
     /// STARTTLS accepted; waiting for [`Connection::handle_tls_established`].
     TlsPending,
+    /// AUTH sent a 334 challenge; the next line is the client's response.
+    AuthResponse(SaslExchange),
+    /// Credentials handed out; waiting for [`Connection::handle_auth`].
+    AuthPending,
     /// Done; nothing more is read.
     Closed,
 }
@@ -86,6 +91,36 @@ pub struct Connection {
     closing: bool,
     /// The session runs over TLS (after STARTTLS, or from the start on an implicit listener).
     secure: bool,
+    /// Who the client is, as far as MAIL on a submission listener is concerned.
+    identity: Identity,
+}
+
+/// Who may submit mail on this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Identity {
+    /// Nobody yet.
+    Anonymous,
+    /// A host in the operator's trusted networks: any sender.
+    Trusted,
+    /// An authenticated user, who may use the listed senders (lower-cased addresses).
+    User { login: String, senders: Vec<String> },
+}
+
+/// The verdict on credentials, for [`Connection::handle_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Good credentials: `login` may send as any of `senders` (lower-cased addresses, the
+    /// login's own among them).
+    Success {
+        /// The authenticated identity.
+        login: String,
+        /// MAIL FROM addresses this user may use.
+        senders: Vec<String>,
+    },
+    /// Wrong user or password (535 5.7.8).
+    Invalid,
+    /// The check could not be made now (454 4.7.0); the client may retry.
+    Unavailable,
 }
 
 impl std::fmt::Debug for Connection {
@@ -117,6 +152,7 @@ impl Connection {
             events: VecDeque::new(),
             closing: false,
             secure: false,
+            identity: Identity::Anonymous,
         };
         let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
         conn.reply(Reply::bare(220, vec![banner.into()]));
@@ -153,6 +189,55 @@ impl Connection {
         }
     }
 
+    /// The client's address is in the operator's trusted networks: it may submit without
+    /// authenticating. Call before the first input.
+    pub fn grant_trusted(&mut self) {
+        if self.identity == Identity::Anonymous {
+            self.identity = Identity::Trusted;
+        }
+    }
+
+    /// The verdict on the credentials of the last [`Event::Authenticate`]; ignored unless
+    /// one is pending.
+    pub fn handle_auth(&mut self, now: Instant, outcome: AuthOutcome) {
+        if !matches!(self.phase, Phase::AuthPending) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        match outcome {
+            AuthOutcome::Success { login, senders } => {
+                self.identity = Identity::User { login, senders };
+                self.reply(Reply::new(
+                    235,
+                    Status(2, 7, 0),
+                    "Authentication successful",
+                ));
+            }
+            AuthOutcome::Invalid => self.reply(Reply::new(
+                535,
+                Status(5, 7, 8),
+                "Authentication credentials invalid",
+            )),
+            AuthOutcome::Unavailable => self.reply(Reply::new(
+                454,
+                Status(4, 7, 0),
+                "Temporary authentication failure",
+            )),
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// The authenticated login, if any.
+    pub fn login(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::User { login, .. } => Some(login),
+            _ => None,
+        }
+    }
+
     /// Whether the session runs over TLS.
     pub fn is_secure(&self) -> bool {
         self.secure
@@ -179,8 +264,11 @@ impl Connection {
                     n
                 }
                 Phase::Bdat(_) => self.read_bdat(rest),
+                Phase::AuthResponse(_) => self.read_command(rest),
                 // After STARTTLS nothing more is read in the clear: the caller drops the rest.
-                Phase::Spooling(_) | Phase::TlsPending | Phase::Closed => break,
+                Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => {
+                    break
+                }
             };
         }
         self.flush_body();
@@ -260,7 +348,7 @@ impl Connection {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Spooling(_) | Phase::TlsPending | Phase::Closed => None,
+            Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => None,
             _ => Some(self.deadline),
         }
     }
@@ -309,9 +397,28 @@ impl Connection {
     }
 
     /// Reads one command line (or part of one) from `input`; returns octets consumed.
+    /// The longest line allowed now: [`MAX_AUTH_LINE`] for AUTH and its responses, else
+    /// [`MAX_COMMAND_LINE`]. `start` is the beginning of the line.
+    fn line_limit(&self, start: &[u8]) -> usize {
+        let is_auth = start
+            .get(..5)
+            .is_some_and(|verb| verb.eq_ignore_ascii_case(b"AUTH "));
+        if is_auth || matches!(self.phase, Phase::AuthResponse(_)) {
+            MAX_AUTH_LINE
+        } else {
+            MAX_COMMAND_LINE
+        }
+    }
+
     fn read_command(&mut self, input: &[u8]) -> usize {
+        let start = if self.line.is_empty() {
+            input
+        } else {
+            &self.line
+        };
+        let limit = self.line_limit(start);
         let Some(lf) = memchr::memchr(b'\n', input) else {
-            if self.line.len() + input.len() > MAX_COMMAND_LINE {
+            if self.line.len() + input.len() > limit {
                 self.line_too_long = true;
                 self.line.clear();
             } else if !self.line_too_long {
@@ -321,9 +428,12 @@ impl Connection {
         };
         let used = lf + 1;
         let head = input.get(..lf).unwrap_or_default();
-        if self.line_too_long || self.line.len() + used > MAX_COMMAND_LINE {
+        if self.line_too_long || self.line.len() + used > limit {
             self.line_too_long = false;
             self.line.clear();
+            if matches!(self.phase, Phase::AuthResponse(_)) {
+                self.phase = Phase::Command;
+            }
             self.bad_command(CommandError::LineTooLong);
             return used;
         }
@@ -338,8 +448,19 @@ impl Connection {
         };
         // A line ends in CRLF; a bare LF, or a CR anywhere else, is refused (RFC 5321 §2.3.8).
         match whole.split_last() {
-            Some((b'\r', text)) if memchr::memchr(b'\r', text).is_none() => self.execute(text),
-            _ => self.bad_command(CommandError::BareNewline),
+            Some((b'\r', text)) if memchr::memchr(b'\r', text).is_none() => {
+                if matches!(self.phase, Phase::AuthResponse(_)) {
+                    self.auth_response(text);
+                } else {
+                    self.execute(text);
+                }
+            }
+            _ => {
+                if matches!(self.phase, Phase::AuthResponse(_)) {
+                    self.phase = Phase::Command;
+                }
+                self.bad_command(CommandError::BareNewline);
+            }
         }
         joined.clear();
         self.line = joined;
@@ -405,8 +526,61 @@ impl Connection {
                 "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
             )),
             Command::StartTls { has_args } => self.starttls(has_args),
-            Command::Auth(_) => {
-                self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "AUTH not available"))
+            Command::Auth(arg) => self.auth(arg),
+        }
+    }
+
+    /// `AUTH` ([RFC 4954 §4]).
+    ///
+    /// [RFC 4954 §4]: https://www.rfc-editor.org/rfc/rfc4954#section-4
+    fn auth(&mut self, arg: &str) {
+        if !self.cfg.auth_offered {
+            return self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "AUTH not available"));
+        }
+        if !self.secure {
+            // RFC 4954 §6: 538 when the mechanism needs an encrypted session.
+            return self.reply(Reply::new(
+                538,
+                Status(5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        if self.greeting.is_none() {
+            return self.bad_command_reply(Reply::bad_sequence("Send EHLO first"));
+        }
+        if matches!(self.identity, Identity::User { .. }) {
+            return self.bad_command_reply(Reply::bad_sequence("Already authenticated"));
+        }
+        if self.txn.is_some() {
+            return self.bad_command_reply(Reply::bad_sequence(
+                "AUTH not allowed during a mail transaction",
+            ));
+        }
+        let (exchange, step) = SaslExchange::start(arg);
+        if let Some(exchange) = exchange {
+            self.phase = Phase::AuthResponse(exchange);
+        }
+        self.sasl_step(step);
+    }
+
+    fn auth_response(&mut self, line: &[u8]) {
+        let Phase::AuthResponse(exchange) = &mut self.phase else {
+            return;
+        };
+        let step = exchange.respond(line);
+        self.sasl_step(step);
+    }
+
+    fn sasl_step(&mut self, step: SaslStep) {
+        match step {
+            SaslStep::Challenge(reply) => self.reply(reply),
+            SaslStep::Done(credentials) => {
+                self.phase = Phase::AuthPending;
+                self.events.push_back(Event::Authenticate(credentials));
+            }
+            SaslStep::Fail(reply) => {
+                self.phase = Phase::Command;
+                self.reply(reply);
             }
         }
     }
@@ -459,6 +633,13 @@ impl Connection {
                 if self.cfg.tls_offered && !self.secure {
                     lines.push("STARTTLS".into());
                 }
+                // Passwords travel only inside TLS.
+                if self.cfg.auth_offered
+                    && self.secure
+                    && !matches!(self.identity, Identity::User { .. })
+                {
+                    lines.push(format!("AUTH {MECHANISMS}").into());
+                }
                 lines
             }
         };
@@ -473,25 +654,65 @@ impl Connection {
         if self.txn.is_some() {
             return self.bad_command_reply(Reply::bad_sequence("Nested MAIL command"));
         }
-        if self.cfg.role == Role::Submission {
+        if self.cfg.role == Role::Submission && self.identity == Identity::Anonymous {
             self.events
                 .push_back(Event::Rejected(Rejection::NotAuthenticated));
             return self.reply(Reply::new(530, Status(5, 7, 0), "Authentication required"));
         }
         match envelope::mail(arg, esmtp, &self.cfg) {
-            Ok(mail) => {
-                self.txn = Some(Transaction {
-                    id: TxnId(self.next_txn),
-                    mail,
-                    rcpts: Vec::new(),
-                    started: false,
-                    size: 0,
-                });
-                self.next_txn += 1;
-                self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));
+            Ok(mail) if self.cfg.role == Role::Submission => {
+                if let Err(reply) = self.check_sender(&mail) {
+                    self.events
+                        .push_back(Event::Rejected(Rejection::SenderNotOwned));
+                    return self.reply(reply);
+                }
+                self.open_transaction(mail);
             }
+            Ok(mail) => self.open_transaction(mail),
             Err((reply, rejection)) => self.refuse(reply, rejection),
         }
+    }
+
+    /// Submission's sender rule: no bounces, and only addresses the user owns.
+    fn check_sender(&self, mail: &MailFrom) -> Result<(), Reply> {
+        let Some(path) = &mail.path else {
+            return Err(Reply::new(
+                553,
+                Status(5, 7, 1),
+                "Null sender not allowed on submission",
+            ));
+        };
+        match &self.identity {
+            Identity::User { login, senders } => {
+                let address = format!(
+                    "{}@{}",
+                    path.local_unquoted().to_ascii_lowercase(),
+                    path.domain
+                );
+                if senders.iter().any(|s| *s == address) {
+                    Ok(())
+                } else {
+                    Err(Reply::new(
+                        553,
+                        Status(5, 7, 1),
+                        format!("Sender address not owned by user {login}"),
+                    ))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn open_transaction(&mut self, mail: MailFrom) {
+        self.txn = Some(Transaction {
+            id: TxnId(self.next_txn),
+            mail,
+            rcpts: Vec::new(),
+            started: false,
+            size: 0,
+        });
+        self.next_txn += 1;
+        self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));
     }
 
     fn rcpt(&mut self, arg: &str) {
@@ -501,7 +722,10 @@ impl Connection {
         if txn.started {
             return self.bad_command_reply(Reply::bad_sequence("RCPT not allowed during BDAT"));
         }
-        match envelope::rcpt(arg, &txn.mail, &self.cfg) {
+        // Only a submission session that passed the MAIL checks has an identity here: it may
+        // address any domain.
+        let may_relay = self.cfg.role == Role::Submission && self.identity != Identity::Anonymous;
+        match envelope::rcpt(arg, &txn.mail, &self.cfg, may_relay) {
             Ok(_) if txn.rcpts.len() >= self.cfg.max_recipients => self.refuse(
                 // RFC 5321 §4.5.3.1.10: 452 for too many recipients.
                 Reply::new(452, Status(4, 5, 3), "Too many recipients"),
@@ -588,6 +812,10 @@ impl Connection {
             rcpt_to: txn.rcpts.clone(),
             body: txn.mail.body,
             smtputf8: txn.mail.smtputf8,
+            login: match &self.identity {
+                Identity::User { login, .. } => Some(login.clone()),
+                _ => None,
+            },
         };
         self.events.push_back(Event::MessageStart {
             txn: txn.id,

@@ -66,8 +66,14 @@ pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refu
     Ok(mail)
 }
 
-/// Parses `RCPT TO:` arguments and applies the relay policy of the delivery role.
-pub fn rcpt(arg: &str, mail: &MailFrom, cfg: &EngineConfig) -> Result<Mailbox, Refusal> {
+/// Parses `RCPT TO:` arguments and applies the relay policy: unless `may_relay` (an
+/// authenticated submission), only our own domains.
+pub fn rcpt(
+    arg: &str,
+    mail: &MailFrom,
+    cfg: &EngineConfig,
+    may_relay: bool,
+) -> Result<Mailbox, Refusal> {
     if arg.eq_ignore_ascii_case("<postmaster>") {
         // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
         return Ok(Mailbox {
@@ -87,7 +93,10 @@ pub fn rcpt(arg: &str, mail: &MailFrom, cfg: &EngineConfig) -> Result<Mailbox, R
     if !mail.smtputf8 && path.is_utf8() {
         return Err((needs_smtputf8(), None));
     }
-    check_local(&path, cfg)?;
+    let local = matches!(&path.domain, Domain::Name(d) if cfg.local_domains.contains(d));
+    if !(may_relay && !local) {
+        check_local(&path, cfg)?;
+    }
     Ok(path)
 }
 

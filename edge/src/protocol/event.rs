@@ -1,5 +1,6 @@
 //! What the engine asks of its driver.
 
+use super::auth::Credentials;
 use super::transaction::{Envelope, TxnId};
 
 /// Something the driver must act on, polled in order with `Connection::poll_event`.
@@ -38,6 +39,9 @@ pub enum Event {
     /// after the command (RFC 3207 §4.2; CVE-2011-0411), start the TLS handshake, then call
     /// `Connection::handle_tls_established`.
     StartTls,
+    /// The client presented credentials: check them off the engine, then call
+    /// `Connection::handle_auth`. Nothing more is read until then.
+    Authenticate(Credentials),
     /// A sender or recipient was refused; for counting.
     Rejected(Rejection),
     /// The session is over: flush the replies, then close.
@@ -61,6 +65,9 @@ pub enum Rejection {
     LineTooLong,
     /// MAIL on submission without authentication.
     NotAuthenticated,
+    /// MAIL FROM an address the authenticated user does not own, or the null sender, on
+    /// submission.
+    SenderNotOwned,
 }
 
 /// Why the session ended.

@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod address;
+mod auth;
 mod command;
 mod connection;
 mod data;
@@ -18,8 +19,9 @@ mod reply;
 mod transaction;
 
 pub use address::{Domain, Mailbox};
+pub use auth::{decode_base64, Credentials, Secret, MAX_AUTH_LINE, MECHANISMS};
 pub use command::{Command, CommandError};
-pub use connection::Connection;
+pub use connection::{AuthOutcome, Connection};
 pub use data::{DataFault, DataReceiver};
 pub use event::{CloseReason, Event, Rejection, SpoolFault};
 pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};

@@ -77,6 +77,8 @@ pub struct EngineConfig {
     ///
     /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
     pub tls_required: bool,
+    /// SMTP AUTH is offered (submission with a credential store); only inside TLS.
+    pub auth_offered: bool,
 }
 
 impl EngineConfig {
@@ -96,6 +98,7 @@ impl EngineConfig {
             timeouts: Timeouts::default(),
             tls_offered: false,
             tls_required: false,
+            auth_offered: false,
         }
     }
 }

@@ -34,7 +34,11 @@ struct Outcome {
 /// Feeds `chunks` into a fresh engine, answering every `MessageEnd` with a successful spool.
 fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
     let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(cfg.clone()), now);
+    let mut conn = if SECURE.with(|s| s.get()) {
+        Connection::new_secure(Arc::new(cfg.clone()), now)
+    } else {
+        Connection::new(Arc::new(cfg.clone()), now)
+    };
     let mut out = Vec::new();
     let mut events = Vec::new();
     let mut messages = Vec::new();
@@ -68,6 +72,26 @@ fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
                         events.push(format!("abort {} {reason:?}", txn.0));
                     }
                     Event::StartTls => events.push("starttls".to_owned()),
+                    Event::Authenticate(c) => {
+                        events.push(format!("auth {} {}", c.mechanism, c.username));
+                        // The test store: alice/secret is good, anything else is not.
+                        let outcome = if c.username == "alice@example.test"
+                            && c.password.expose() == b"secret"
+                            && c.authorize_as.is_none()
+                        {
+                            AuthOutcome::Success {
+                                login: c.username.clone(),
+                                senders: vec![
+                                    "alice@example.test".into(),
+                                    "sales@example.test".into(),
+                                ],
+                            }
+                        } else {
+                            AuthOutcome::Invalid
+                        };
+                        conn.handle_auth(now, outcome);
+                        progressed = true;
+                    }
                     Event::Rejected(r) => events.push(format!("rejected {r:?}")),
                     Event::Close(reason) => events.push(format!("close {reason:?}")),
                 }
@@ -649,6 +673,168 @@ fn required_tls_refuses_mail_in_the_clear() {
 #[test]
 fn starttls_where_not_offered() {
     assert_eq!(codes(&delivery("STARTTLS\r\n"))[1..], ["502 5.5.1"]);
+}
+
+/// A submission session already inside TLS (as on port 465), with AUTH offered.
+fn submission_secure(input: &[u8]) -> Outcome {
+    let mut c = cfg(Role::Submission);
+    c.auth_offered = true;
+    c.tls_required = true;
+    let whole = run_secure(&c, &[input]);
+    for i in 0..=input.len() {
+        assert_eq!(
+            run_secure(&c, &[&input[..i], &input[i..]]),
+            whole,
+            "split at {i}"
+        );
+    }
+    whole
+}
+
+fn run_secure(c: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
+    // Same driver as `run_with`, on a connection that starts secure: STARTTLS into TLS is the
+    // same engine state as implicit TLS, see `after_starttls_the_session_starts_over`.
+    let mut c = c.clone();
+    c.tls_offered = false;
+    SECURE.with(|s| s.set(true));
+    let o = run_with(&c, chunks);
+    SECURE.with(|s| s.set(false));
+    o
+}
+
+thread_local! {
+    static SECURE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+// base64("\0alice@example.test\0secret") and with a wrong password.
+const PLAIN_GOOD: &str = "AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=";
+const PLAIN_BAD: &str = "AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==";
+
+#[test]
+fn auth_is_offered_only_inside_tls() {
+    let mut c = cfg(Role::Submission);
+    c.auth_offered = true;
+    c.tls_offered = true;
+    let o = run_split(
+        &c,
+        format!("EHLO c\r\nAUTH PLAIN {PLAIN_GOOD}\r\n").as_bytes(),
+    );
+    assert!(
+        !o.replies.iter().any(|l| l.contains("AUTH")),
+        "{:?}",
+        o.replies
+    );
+    assert_eq!(codes(&o).last().unwrap(), &"538 5.7.11");
+    let o = submission_secure(b"EHLO c\r\n");
+    assert!(
+        o.replies.contains(&"250 AUTH PLAIN LOGIN".to_owned()),
+        "{:?}",
+        o.replies
+    );
+}
+
+#[test]
+fn auth_plain_then_send_as_self_or_alias() {
+    let o = submission_secure(
+        format!(
+            "EHLO c\r\nAUTH PLAIN {PLAIN_GOOD}\r\nMAIL FROM:<Alice@Example.test>\r\nRSET\r\nMAIL FROM:<sales@example.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nhi\r\n.\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        codes(&o)[2..],
+        [
+            "235 2.7.0",
+            "250 2.1.0",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0"
+        ]
+    );
+    assert_eq!(
+        o.events,
+        [
+            "auth PLAIN alice@example.test",
+            "start 1 x@remote.test",
+            "end 1"
+        ]
+    );
+}
+
+#[test]
+fn auth_failures_and_sequence() {
+    let o = submission_secure(
+        format!(
+            "EHLO c\r\nMAIL FROM:<alice@example.test>\r\nAUTH PLAIN {PLAIN_BAD}\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN\r\n!!\r\nAUTH CRAM-MD5\r\nAUTH PLAIN {PLAIN_GOOD}\r\nAUTH PLAIN {PLAIN_GOOD}\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        codes(&o)[2..],
+        [
+            "530 5.7.0",
+            "535 5.7.8",
+            "334",
+            "501 5.7.0",
+            "334",
+            "501 5.5.2",
+            "504 5.5.4",
+            "235 2.7.0",
+            "503 5.5.1"
+        ]
+    );
+}
+
+#[test]
+fn auth_login_exchange() {
+    // "alice@example.test", "secret"
+    let o = submission_secure(
+        b"EHLO c\r\nAUTH LOGIN\r\nYWxpY2VAZXhhbXBsZS50ZXN0\r\nc2VjcmV0\r\nAUTH LOGIN YWxpY2VAZXhhbXBsZS50ZXN0\r\n",
+    );
+    assert_eq!(codes(&o)[2..], ["334", "334", "235 2.7.0", "503 5.5.1"]);
+    let challenges: Vec<_> = o.replies.iter().filter(|l| l.starts_with("334")).collect();
+    assert_eq!(challenges, ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"]);
+}
+
+#[test]
+fn submission_sender_policy() {
+    let o = submission_secure(
+        format!(
+            "EHLO c\r\nAUTH PLAIN {PLAIN_GOOD}\r\nMAIL FROM:<bob@example.test>\r\nMAIL FROM:<>\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(codes(&o)[3..], ["553 5.7.1", "553 5.7.1"]);
+    assert_eq!(
+        o.events[1..],
+        ["rejected SenderNotOwned", "rejected SenderNotOwned"]
+    );
+}
+
+#[test]
+fn auth_is_not_offered_on_delivery() {
+    let o = delivery("EHLO c\r\nAUTH PLAIN\r\n");
+    assert_eq!(codes(&o)[2..], ["502 5.5.1"]);
+}
+
+#[test]
+fn trusted_networks_submit_without_auth_but_not_bounces() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Submission)), now);
+    conn.grant_trusted();
+    let _ = conn.handle_input(
+        now,
+        b"EHLO c\r\nMAIL FROM:<>\r\nMAIL FROM:<anyone@example.test>\r\nRCPT TO:<x@remote.test>\r\n",
+    );
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.ends_with("553 5.7.1 Null sender not allowed on submission\r\n250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"),
+        "{text}"
+    );
 }
 
 mod fuzz {

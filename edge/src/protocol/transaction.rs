@@ -51,4 +51,6 @@ pub struct Envelope {
     ///
     /// [RFC 6531 §3.4]: https://www.rfc-editor.org/rfc/rfc6531#section-3.4
     pub smtputf8: bool,
+    /// The authenticated login that submitted the message, if any (RFC 4954).
+    pub login: Option<String>,
 }

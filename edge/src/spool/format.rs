@@ -189,6 +189,7 @@ pub fn decode(file: &[u8]) -> Result<Decoded, FormatError> {
         rcpt_to,
         body,
         smtputf8,
+        login: None,
     };
     Ok(Decoded {
         id,
@@ -301,6 +302,7 @@ mod tests {
             rcpt_to: vec![mbox("c@d.test"), routed, mbox("用户@例子.测试")],
             body: BodyType::EightBitMime,
             smtputf8: true,
+            login: None,
         }
     }
 
@@ -402,6 +404,7 @@ mod tests {
                         BodyType::SevenBit
                     },
                     smtputf8,
+                    login: None,
                 },
             )
     }

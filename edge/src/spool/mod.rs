@@ -182,6 +182,7 @@ pub(crate) mod tests {
             rcpt_to: rcpts.iter().map(|r| parse_mailbox(r).unwrap()).collect(),
             body: BodyType::SevenBit,
             smtputf8: false,
+            login: None,
         }
     }
 

@@ -34,6 +34,11 @@ pub struct TraceInfo {
     pub received_at: SystemTime,
     /// The TLS session the message came over, if any.
     pub tls: Option<TlsTrace>,
+    /// The client authenticated (SMTP AUTH): the `A` of `ESMTPSA` ([RFC 3848]). The login
+    /// itself is never written here.
+    ///
+    /// [RFC 3848]: https://www.rfc-editor.org/rfc/rfc3848
+    pub authenticated: bool,
 }
 
 /// What the trace header says of the TLS session ([RFC 3848]: the `S` in `ESMTPS`).
@@ -64,19 +69,30 @@ impl TraceInfo {
             hostname: hostname.to_owned(),
             received_at,
             tls: None,
+            authenticated: envelope.login.is_some(),
         }
     }
 
     /// The `with` protocol of the session.
     pub fn protocol(&self) -> WithProtocol {
-        match (self.greeting, self.smtputf8, self.tls.is_some()) {
+        use WithProtocol::*;
+        let (tls, auth) = (self.tls.is_some(), self.authenticated);
+        match (self.greeting, self.smtputf8) {
             // SMTPUTF8 needs EHLO (RFC 6531 §3.1); a HELO session cannot have used it.
-            // RFC 3848 registers no TLS variant of plain SMTP.
-            (Greeting::Helo, _, _) => WithProtocol::Smtp,
-            (Greeting::Ehlo, false, false) => WithProtocol::Esmtp,
-            (Greeting::Ehlo, false, true) => WithProtocol::Esmtps,
-            (Greeting::Ehlo, true, false) => WithProtocol::Utf8Smtp,
-            (Greeting::Ehlo, true, true) => WithProtocol::Utf8Smtps,
+            // RFC 3848 registers no TLS or AUTH variant of plain SMTP.
+            (Greeting::Helo, _) => Smtp,
+            (Greeting::Ehlo, false) => match (tls, auth) {
+                (false, false) => Esmtp,
+                (true, false) => Esmtps,
+                (false, true) => Esmtpa,
+                (true, true) => Esmtpsa,
+            },
+            (Greeting::Ehlo, true) => match (tls, auth) {
+                (false, false) => Utf8Smtp,
+                (true, false) => Utf8Smtps,
+                (false, true) => Utf8Smtpa,
+                (true, true) => Utf8Smtpsa,
+            },
         }
     }
 }
@@ -107,6 +123,22 @@ pub enum WithProtocol {
     ///
     /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
     Utf8Smtps,
+    /// `ESMTPA`: ESMTP with SMTP AUTH ([RFC 3848 §4]).
+    ///
+    /// [RFC 3848 §4]: https://www.rfc-editor.org/rfc/rfc3848#section-4
+    Esmtpa,
+    /// `ESMTPSA`: ESMTP with TLS and SMTP AUTH ([RFC 3848 §5]).
+    ///
+    /// [RFC 3848 §5]: https://www.rfc-editor.org/rfc/rfc3848#section-5
+    Esmtpsa,
+    /// `UTF8SMTPA` ([RFC 6531 §3.7.3]).
+    ///
+    /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
+    Utf8Smtpa,
+    /// `UTF8SMTPSA` ([RFC 6531 §3.7.3]).
+    ///
+    /// [RFC 6531 §3.7.3]: https://www.rfc-editor.org/rfc/rfc6531#section-3.7.3
+    Utf8Smtpsa,
 }
 
 impl WithProtocol {
@@ -118,6 +150,10 @@ impl WithProtocol {
             WithProtocol::Utf8Smtp => "UTF8SMTP",
             WithProtocol::Esmtps => "ESMTPS",
             WithProtocol::Utf8Smtps => "UTF8SMTPS",
+            WithProtocol::Esmtpa => "ESMTPA",
+            WithProtocol::Esmtpsa => "ESMTPSA",
+            WithProtocol::Utf8Smtpa => "UTF8SMTPA",
+            WithProtocol::Utf8Smtpsa => "UTF8SMTPSA",
         }
     }
 }
@@ -294,6 +330,7 @@ mod tests {
             hostname: "mx.example.test".into(),
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
             tls: None,
+            authenticated: false,
         }
     }
 
@@ -331,6 +368,11 @@ mod tests {
         );
         t.smtputf8 = true;
         assert!(received_header(&t, &id, &[]).contains(" with UTF8SMTPS ("));
+        t.smtputf8 = false;
+        t.authenticated = true;
+        assert!(received_header(&t, &id, &[]).contains(" with ESMTPSA ("));
+        t.tls = None;
+        assert!(received_header(&t, &id, &[]).contains(" with ESMTPA id"));
     }
 
     #[test]

@@ -287,6 +287,7 @@ mod tests {
             hostname: "mx.test".into(),
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
             tls: None,
+            authenticated: false,
         }
     }
 
