@@ -4,9 +4,12 @@
 //! A worker calls [`DeliveryHandle::enqueue`] after its commit succeeded. The thread takes every
 //! id waiting (up to [`MAX_BATCH`]) and delivers the batch in four steps:
 //!
-//! 1. for each message and distinct mailbox, write `tmp/<name>` (headers, then the spooled bytes);
+//! 1. for each message and distinct local mailbox, write `tmp/<name>` (headers, then the spooled
+//!    bytes); if it has recipients outside our domains (authenticated submission), write one
+//!    outbound copy with only those recipients to `<spool>/outbound/.<id>.tmp`;
 //! 2. `syncfs`: all those entries' data is on disk;
-//! 3. rename each `tmp/<name>` to `new/<name>`;
+//! 3. rename each `tmp/<name>` to `new/<name>`, and each outbound copy to `outbound/<id>`, where
+//!    the relay picks it up;
 //! 4. `syncfs` again: the renames (and any new directories) are on disk; only then unlink the
 //!    spool files.
 //!
@@ -34,6 +37,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::protocol::{Domain, Mailbox};
 use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
 
 mod maildir;
@@ -53,6 +57,9 @@ pub struct DeliveryConfig {
     /// Our host name, for log lines. Deliberately not part of entry names: a renamed host must
     /// still recognise the entries it wrote before a crash.
     pub hostname: String,
+    /// Our domains (lower-cased): their recipients get Maildir entries; every other recipient
+    /// (authenticated submission only) goes to the outbound queue, `<spool>/outbound/`.
+    pub local_domains: HashSet<String>,
 }
 
 /// What became of one queued message.
@@ -272,8 +279,10 @@ struct Job {
     id: QueueId,
     /// Entries written to `tmp/` this time, waiting for their rename.
     pending: Vec<Target>,
-    /// Distinct mailboxes, including those already delivered earlier.
+    /// Distinct mailboxes, including those already delivered earlier, plus remote recipients.
     recipients: usize,
+    /// The outbound copy written to `outbound/.<id>.tmp` this time, waiting for its rename.
+    outbound: Option<PathBuf>,
     error: Option<String>,
 }
 
@@ -319,6 +328,13 @@ fn deliver_batch(
                 job.pending.push(t);
             }
         }
+        if let Some(tmp) = job.outbound.take() {
+            let to = outbound_path(cfg, &job.id);
+            if let Err(e) = fs::rename(&tmp, &to) {
+                job.fail(format!("rename {}: {e}", tmp.display()));
+                job.outbound = Some(tmp);
+            }
+        }
     }
     // Step 4: the renames are durable, then the spool copies can go.
     if let Err(e) = fs.sync() {
@@ -332,6 +348,9 @@ fn deliver_batch(
             Some(error) => {
                 for t in &job.pending {
                     let _ = fs::remove_file(t.dir.join("tmp").join(&t.name));
+                }
+                if let Some(tmp) = &job.outbound {
+                    let _ = fs::remove_file(tmp);
                 }
                 DeliveryOutcome::Failed { id: job.id, error }
             }
@@ -358,6 +377,7 @@ fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resume
         id,
         pending: Vec::new(),
         recipients: 0,
+        outbound: None,
         error: None,
     };
     let queued = match spool::read_queued(&queue_path(&cfg.spool_dir, &id)) {
@@ -371,7 +391,12 @@ fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resume
     // without a partial delivery.
     let mut targets = Vec::new();
     let mut seen = HashSet::new();
-    for rcpt in &queued.envelope.rcpt_to {
+    let (local, remote): (Vec<&Mailbox>, Vec<&Mailbox>) = queued
+        .envelope
+        .rcpt_to
+        .iter()
+        .partition(|m| matches!(&m.domain, Domain::Name(d) if cfg.local_domains.contains(d)));
+    for rcpt in local {
         match maildir::target(&cfg.maildir, &id, rcpt) {
             Ok(t) if seen.insert(t.dir.clone()) => targets.push(t),
             Ok(_) => {} // another spelling of a mailbox already in the list
@@ -381,7 +406,16 @@ fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resume
             }
         }
     }
-    job.recipients = targets.len();
+    job.recipients = targets.len() + remote.len();
+    if !remote.is_empty() {
+        match write_outbound(cfg, fs, &queued, remote) {
+            Ok(tmp) => job.outbound = tmp,
+            Err(e) => {
+                job.fail(e);
+                return job;
+            }
+        }
+    }
     for t in targets {
         match write_entry(fs, &queued, &t, resumed) {
             Ok(true) => job.pending.push(t),
@@ -395,6 +429,35 @@ fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resume
         }
     }
     job
+}
+
+/// Where the outbound copy of `id` lives once published.
+fn outbound_path(cfg: &DeliveryConfig, id: &QueueId) -> PathBuf {
+    cfg.spool_dir.join(spool::OUTBOUND_DIR).join(id.as_str())
+}
+
+/// Writes the outbound copy of `queued` (its envelope cut down to the `remote` recipients) to
+/// `outbound/.<id>.tmp`, published by the rename of step 3. `Ok(None)` if it is already there
+/// (a resumed delivery).
+fn write_outbound(
+    cfg: &DeliveryConfig,
+    fs: &mut Filesystems,
+    queued: &Queued,
+    remote: Vec<&Mailbox>,
+) -> Result<Option<PathBuf>, String> {
+    let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
+    let dir = cfg.spool_dir.join(spool::OUTBOUND_DIR);
+    fs::create_dir_all(&dir).map_err(|e| err("create dir", &dir, e))?;
+    fs.track(&dir).map_err(|e| err("open", &dir, e))?;
+    if outbound_path(cfg, &queued.id).exists() {
+        return Ok(None);
+    }
+    let mut envelope = queued.envelope.clone();
+    envelope.rcpt_to = remote.into_iter().cloned().collect();
+    let bytes = spool::encode_file(&envelope, &queued.id, queued.message());
+    let tmp = dir.join(format!(".{}.tmp", queued.id));
+    fs::write(&tmp, bytes).map_err(|e| err("write", &tmp, e))?;
+    Ok(Some(tmp))
 }
 
 /// Writes one entry to `<mailbox>/tmp/`; `Ok(false)` if the mailbox already has it.

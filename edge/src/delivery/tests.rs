@@ -46,6 +46,10 @@ impl Fixture {
             spool_dir: self.spool.clone(),
             maildir: self.maildir.clone(),
             hostname: "mx.test".into(),
+            local_domains: ["example.test", "other.test", "blocked.test"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
         };
         let handle = start(
             cfg,
@@ -205,41 +209,68 @@ fn traversal_local_parts_stay_inside_the_maildir() {
 }
 
 #[test]
-fn corrupt_and_undeliverable_messages_fail_and_stay_queued() {
+fn corrupt_messages_fail_and_stay_queued() {
     let mut f = fixture();
     let (handle, rx) = f.start();
     let corrupt = f.ids.next();
     let mut bytes = committed_file(&envelope(&["a@example.test"]), &corrupt, MSG);
     bytes.truncate(bytes.len() - 3);
     fs::write(queue_path(&f.spool, &corrupt), bytes).unwrap();
-    let literal = f.queue(&["ok@example.test", "a@[192.0.2.1]"]);
     let good = f.queue(&["ok@example.test"]);
-    for id in [corrupt, literal, good] {
+    for id in [corrupt, good] {
         handle.enqueue(id);
     }
-    let mut outcomes: Vec<_> = (0..3).map(|_| next(&rx)).collect();
+    let mut outcomes: Vec<_> = (0..2).map(|_| next(&rx)).collect();
     outcomes.sort_by_key(|o| match o {
         DeliveryOutcome::Delivered { id, .. } | DeliveryOutcome::Failed { id, .. } => *id,
     });
     match &outcomes[..] {
-        [DeliveryOutcome::Failed { id: a, error: ea }, DeliveryOutcome::Failed { id: b, error: eb }, DeliveryOutcome::Delivered {
+        [DeliveryOutcome::Failed { id: a, error: ea }, DeliveryOutcome::Delivered {
             id: c,
             recipients: 1,
         }] => {
-            assert_eq!((*a, *b, *c), (corrupt, literal, good));
+            assert_eq!((*a, *c), (corrupt, good));
             assert!(
                 ea.contains("decode") && ea.contains(corrupt.as_str()),
                 "{ea}"
             );
-            assert!(eb.contains("address literal"), "{eb}");
         }
         other => panic!("{other:?}"),
     }
     handle.shutdown();
     assert!(queue_path(&f.spool, &corrupt).exists());
-    assert!(queue_path(&f.spool, &literal).exists());
-    // Nothing of the refused message was delivered, not even to its good recipient.
     assert_eq!(f.entries("example.test", "ok").len(), 1);
+}
+
+#[test]
+fn remote_recipients_go_to_the_outbound_queue_with_their_envelope() {
+    let mut f = fixture();
+    let (handle, rx) = f.start();
+    let id = f.queue(&["ok@example.test", "far@remote.test", "lit@[192.0.2.1]"]);
+    handle.enqueue(id);
+    match next(&rx) {
+        DeliveryOutcome::Delivered { id: d, recipients } => {
+            assert_eq!((d, recipients), (id, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    handle.shutdown();
+    // The local recipient has its Maildir entry; the spool copy is gone.
+    assert_eq!(f.entries("example.test", "ok").len(), 1);
+    assert!(!queue_path(&f.spool, &id).exists());
+    // The outbound copy holds the remote recipients only, and the message byte for byte.
+    let out = spool::read_queued(&f.spool.join(spool::OUTBOUND_DIR).join(id.as_str())).unwrap();
+    let rcpts: Vec<String> = out.envelope.rcpt_to.iter().map(|m| m.to_string()).collect();
+    assert_eq!(rcpts, ["far@remote.test", "lit@[192.0.2.1]"]);
+    assert_eq!(
+        out.envelope
+            .mail_from
+            .as_ref()
+            .map(|m| m.to_string())
+            .as_deref(),
+        Some("sender@example.test")
+    );
+    assert_eq!(out.message(), MSG);
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             spool_dir: cfg.spool_dir.clone(),
             maildir: cfg.maildir.clone(),
             hostname: cfg.hostname.clone(),
+            local_domains: cfg.local_domains.iter().cloned().collect(),
         },
         Box::new(move |outcome| match outcome {
             DeliveryOutcome::Delivered { .. } => delivery_metrics.message_delivered(),

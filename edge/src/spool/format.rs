@@ -95,6 +95,19 @@ pub fn encode_header(envelope: &Envelope, id: &QueueId) -> Vec<u8> {
     out
 }
 
+/// A whole queue file for `envelope` and `message`, size filled in: for copies made outside the
+/// io_uring writer (the outbound queue).
+pub fn encode_file(envelope: &Envelope, id: &QueueId, message: &[u8]) -> Vec<u8> {
+    let mut out = encode_header(envelope, id);
+    let size = size_field(message.len() as u64);
+    let at = SIZE_OFFSET as usize;
+    if let Some(slot) = out.get_mut(at..at + size.len()) {
+        slot.copy_from_slice(&size);
+    }
+    out.extend_from_slice(message);
+    out
+}
+
 /// The `size` digits for a message of `len` octets, to be written at [`SIZE_OFFSET`].
 pub fn size_field(len: u64) -> Vec<u8> {
     format!("{len:0SIZE_DIGITS$}").into_bytes()

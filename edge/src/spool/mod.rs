@@ -29,7 +29,7 @@ mod id;
 mod trace;
 mod writer;
 
-pub use format::{encode_header, FormatError};
+pub use format::{encode_file, encode_header, FormatError};
 pub use id::{ParseQueueIdError, QueueId, QueueIdGen, QUEUE_ID_LEN};
 pub use trace::{
     push_date_time, received_header, TlsTrace, TraceInfo, WithProtocol, MAX_TRACE_HELO,
@@ -42,6 +42,9 @@ use crate::protocol::Envelope;
 pub const TMP_DIR: &str = "tmp";
 /// Subdirectory of committed files waiting for delivery.
 pub const QUEUE_DIR: &str = "queue";
+/// Messages for other domains, from authenticated submission, waiting for the relay: same file
+/// format as `queue/`, with only the remote recipients in the envelope.
+pub const OUTBOUND_DIR: &str = "outbound";
 
 /// A spool operation failed; the message was not accepted (`451 4.3.0`, [RFC 3463]) and nothing
 /// of it will be delivered.
@@ -81,7 +84,7 @@ pub fn queue_path(dir: &Path, id: &QueueId) -> PathBuf {
 
 /// Creates `tmp/` and `queue/` under `dir` if missing (blocking; startup only).
 pub fn prepare(dir: &Path) -> Result<(), SpoolError> {
-    for sub in [TMP_DIR, QUEUE_DIR] {
+    for sub in [TMP_DIR, QUEUE_DIR, OUTBOUND_DIR] {
         let path = dir.join(sub);
         fs::create_dir_all(&path).map_err(|e| SpoolError::new("create dir", &path, e))?;
     }
