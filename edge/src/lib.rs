@@ -15,11 +15,13 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod driver;
 pub mod metrics;
 pub mod protocol;
+pub mod shield;
 pub mod spool;
 pub mod tls;
 pub mod transport;

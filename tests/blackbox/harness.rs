@@ -46,6 +46,32 @@ pub struct Opts {
     /// Whether to configure `[metrics]`.
     pub metrics: bool,
     pub grace_secs: u64,
+    /// `tls` and `require_tls` of each listener, by index into `listeners`; listeners past the
+    /// end of this list are `tls = "none"`.
+    pub listener_tls: Vec<ListenerTls>,
+    /// The `[tls]` section, written if set.
+    pub tls: Option<TlsOpts>,
+}
+
+/// A listener's `tls` mode (`"none"`, `"starttls"`, `"implicit"`) and `require_tls` (`None`
+/// leaves the key out, so the server's default applies).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub mode: &'static str,
+    pub require_tls: Option<bool>,
+}
+
+/// The `[tls]` section. Paths are written as given (absolute paths are the safe choice: the
+/// server runs in its own temporary directory).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOpts {
+    /// `cert` and `key`; `None` leaves both out (a self-signed certificate is generated).
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// `self_signed_dir`; default `<tempdir>/tls` when `cert_key` is `None`.
+    pub self_signed_dir: Option<PathBuf>,
+    /// `[[tls.certificate]]` entries, `(cert, key)`, chosen by SNI.
+    pub extra: Vec<(PathBuf, PathBuf)>,
+    pub handshake_timeout_secs: Option<u64>,
 }
 
 impl Default for Opts {
@@ -62,6 +88,8 @@ impl Default for Opts {
             data_timeout_secs: 180,
             metrics: true,
             grace_secs: 30,
+            listener_tls: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -83,12 +111,17 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     writeln!(t, "hostname = \"mx.example.test\"").unwrap();
     writeln!(t, "local_domains = [\"{LOCAL_DOMAIN}\"]").unwrap();
     writeln!(t, "workers = {}", opts.workers).unwrap();
-    for role in &opts.listeners {
+    for (i, role) in opts.listeners.iter().enumerate() {
+        let tls = opts.listener_tls.get(i);
+        let mode = tls.map_or("none", |l| l.mode);
         writeln!(
             t,
-            "\n[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"{role}\"\ntls = \"none\""
+            "\n[[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"{role}\"\ntls = \"{mode}\""
         )
         .unwrap();
+        if let Some(require) = tls.and_then(|l| l.require_tls) {
+            writeln!(t, "require_tls = {require}").unwrap();
+        }
     }
     writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
     writeln!(
@@ -120,6 +153,34 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
     }
     writeln!(t, "\n[shutdown]\ngrace_secs = {}", opts.grace_secs).unwrap();
+    if let Some(tls) = &opts.tls {
+        let quote = |p: &Path| format!("{:?}", p.display().to_string());
+        writeln!(t, "\n[tls]").unwrap();
+        match &tls.cert_key {
+            Some((cert, key)) => {
+                writeln!(t, "cert = {}\nkey = {}", quote(cert), quote(key)).unwrap();
+            }
+            None => {
+                let dir = tls
+                    .self_signed_dir
+                    .clone()
+                    .unwrap_or_else(|| root.join("tls"));
+                writeln!(t, "self_signed_dir = {}", quote(&dir)).unwrap();
+            }
+        }
+        if let Some(secs) = tls.handshake_timeout_secs {
+            writeln!(t, "handshake_timeout_secs = {secs}").unwrap();
+        }
+        for (cert, key) in &tls.extra {
+            writeln!(
+                t,
+                "\n[[tls.certificate]]\ncert = {}\nkey = {}",
+                quote(cert),
+                quote(key)
+            )
+            .unwrap();
+        }
+    }
     t
 }
 
@@ -133,6 +194,8 @@ pub struct Server {
     /// Set after `ready`: the addresses printed by the server, in config order.
     pub delivery: Option<SocketAddr>,
     pub submission: Option<SocketAddr>,
+    /// Set after `ready`: every listener's address, in config order.
+    pub listeners: Vec<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     child: Option<Child>,
     stderr_log: PathBuf,
@@ -161,6 +224,7 @@ impl Server {
             dir,
             delivery: None,
             submission: None,
+            listeners: Vec::new(),
             metrics_addr: None,
             child: None,
             starts: 0,
@@ -184,6 +248,7 @@ impl Server {
             dir,
             delivery: None,
             submission: None,
+            listeners: Vec::new(),
             metrics_addr: None,
             child: None,
             starts: 0,
@@ -223,6 +288,7 @@ impl Server {
         self.child = Some(child);
         self.delivery = None;
         self.submission = None;
+        self.listeners.clear();
         self.metrics_addr = None;
 
         let (tx, rx) = mpsc::channel::<String>();
@@ -248,6 +314,7 @@ impl Server {
                                 .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
                             assert!(addr.ip().is_loopback(), "listener not on loopback: {line}");
                             assert_ne!(addr.port(), 0, "port 0 not resolved: {line}");
+                            self.listeners.push(addr);
                             match *role {
                                 "delivery" if self.delivery.is_none() => self.delivery = Some(addr),
                                 "submission" if self.submission.is_none() => {
@@ -296,6 +363,14 @@ impl Server {
     pub fn submission(&self) -> SocketAddr {
         self.submission
             .expect("server printed no `listening submission` line")
+    }
+
+    /// The address of listener `i` (config order, as in [`Opts::listeners`]).
+    pub fn listener(&self, i: usize) -> SocketAddr {
+        *self
+            .listeners
+            .get(i)
+            .unwrap_or_else(|| panic!("server printed no `listening` line #{i}"))
     }
 
     /// The process id of the running server.
@@ -353,6 +428,11 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Everything the server wrote to stderr so far (all starts), whole.
+    pub fn stderr_all(&self) -> String {
+        fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
     /// Everything the server wrote to stderr so far (all starts), for failure messages.

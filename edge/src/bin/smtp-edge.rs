@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use smtp_edge::auth::CredentialStore;
 use smtp_edge::config::Config;
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
@@ -15,16 +16,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "\
 usage: smtp-edge serve [--config FILE]
        smtp-edge check-config --config FILE
+       smtp-edge user add|passwd|del --users FILE ADDRESS
 
 serve          run the server; without --config, on the embedded default
                (delivery 127.0.0.1:2525, submission 127.0.0.1:2587, ./var)
-check-config   report every problem in FILE as `key: problem`";
+check-config   report every problem in FILE as `key: problem`
+user           edit a users file; the password is read from stdin (or a prompt)";
 
 /// Exit status for bad usage, a bad config, or a start failure.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("user") {
+        return smtp_edge::auth::cli::run(&args[1..]);
+    }
     let (command, config) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(msg) => {
@@ -137,13 +143,14 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
 
     let stop = running.stop_handle();
     let tls = running.tls_context();
+    let credentials = running.credentials();
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        reload(config.as_deref(), &cfg, tls.as_deref());
+                        reload(config.as_deref(), &cfg, tls.as_deref(), &credentials);
                         continue;
                     }
                     tracing::info!(signal = sig, "stopping");
@@ -169,13 +176,15 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// SIGHUP: reads the configuration file again and loads its TLS certificates for new
-/// handshakes. Anything that fails leaves the running certificates in place, and says why.
-fn reload(path: Option<&std::path::Path>, running: &Config, tls: Option<&TlsContext>) {
-    let Some(tls) = tls else {
-        tracing::info!("SIGHUP: no TLS listener; nothing to reload");
-        return;
-    };
+/// SIGHUP: reads the configuration file again, then loads its TLS certificates for new
+/// handshakes and its users and aliases for the next AUTH. Anything that fails leaves what is
+/// running in place, and says why.
+fn reload(
+    path: Option<&std::path::Path>,
+    running: &Config,
+    tls: Option<&TlsContext>,
+    credentials: &CredentialStore,
+) {
     let fresh;
     let cfg = match path {
         Some(path) => match Config::load(path) {
@@ -193,6 +202,15 @@ fn reload(path: Option<&std::path::Path>, running: &Config, tls: Option<&TlsCont
             }
         },
         None => running,
+    };
+    match credentials.reload(&cfg.auth) {
+        Ok(()) => tracing::info!("SIGHUP: users and aliases reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the current ones")
+        }
+    }
+    let Some(tls) = tls else {
+        return;
     };
     match tls.reload(&cfg.tls) {
         Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),

@@ -50,7 +50,29 @@
 //! are parsed by [`TlsContext::new`](crate::tls::TlsContext::new), whose errors name the same
 //! keys.
 //!
-//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, the `[tls]` paths)
+//! `[auth]` configures SMTP AUTH on submission listeners ([`crate::auth`]). Its keys, all
+//! optional:
+//!
+//! ```toml
+//! [auth]
+//! users = "/etc/smtp-edge/users"      # `address:$argon2id$...` per line (`smtp-edge user add`);
+//!                                     # without it AUTH is not offered at all
+//! aliases = "/etc/smtp-edge/aliases"  # `alias@domain: user@domain[, ...]`: extra MAIL FROM
+//!                                     # addresses per user; needs `users`
+//! max_failures = 5                    # failed AUTHs from one source (IPv6: its /64)...
+//! failure_window_secs = 600           # ...within this window (opened by the first failure)...
+//! ban_secs = 3600                     # ...ban the source for this long
+//! tarpit_max_ms = 5000                # delay before a failed AUTH's reply: 1 s doubling, capped
+//! verify_threads = 2                  # argon2id threads, off the io_uring workers; 1..=16
+//! submission_networks = ["10.0.0.0/8"]  # may submit without AUTH (CIDR or single address)
+//! trace_login = false                 # whether Received: may name the login
+//! ```
+//!
+//! The users and aliases files are read and checked when the configuration is loaded; a bad
+//! line is reported as `auth.users: line 3: ...`.
+//!
+//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, the `[tls]` paths,
+//! `auth.users`, `auth.aliases`)
 //! are resolved against the current working directory at load time, so a later `chdir` cannot
 //! change their meaning.
 //!
@@ -69,6 +91,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
 use crate::tls::TlsConfig;
 
@@ -226,6 +249,10 @@ pub struct Config {
     /// `./var/tls`). Only used if a listener has `tls` other than [`TlsMode::None`]: then the
     /// driver builds one [`TlsContext`](crate::tls::TlsContext) from it.
     pub tls: TlsConfig,
+    /// `[auth]`, with its defaults when absent (no users: AUTH is not offered). The users and
+    /// aliases files named in it were read and checked at load: their contents are in
+    /// [`AuthConfig::credentials`].
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -302,7 +329,8 @@ impl Config {
             },
             tls_offered: listener.tls == TlsMode::StartTls,
             tls_required: listener.require_tls,
-            auth_offered: false,
+            // AUTH only where someone can log in: a submission listener with a users file.
+            auth_offered: listener.role == Role::Submission && self.auth.offers_auth(),
         }
     }
 }

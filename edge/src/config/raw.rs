@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub shutdown: Option<RawShutdown>,
     /// `[tls]`; `None` when absent or when it failed to deserialize (already reported).
     pub tls: Option<RawTls>,
+    /// `[auth]`; `None` when absent or when it failed to deserialize (already reported).
+    pub auth: Option<RawAuth>,
 }
 
 /// One `[[listener]]` entry.
@@ -101,6 +103,22 @@ pub(super) struct RawMetrics {
     pub addr: String,
 }
 
+/// `[auth]`; every key is optional and defaults to [`crate::auth::AuthConfig::default`].
+/// Integers are `i64` for our range messages, as in [`RawLimits`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub users: Option<String>,
+    pub aliases: Option<String>,
+    pub max_failures: Option<i64>,
+    pub failure_window_secs: Option<i64>,
+    pub ban_secs: Option<i64>,
+    pub tarpit_max_ms: Option<i64>,
+    pub verify_threads: Option<i64>,
+    pub submission_networks: Option<Vec<String>>,
+    pub trace_login: Option<bool>,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +138,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "shutdown",
     "tls",
+    "auth",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -141,6 +160,7 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         limits: take(&mut table, "", "limits", errors),
         metrics: take(&mut table, "", "metrics", errors),
         shutdown: take(&mut table, "", "shutdown", errors),
+        auth: take(&mut table, "", "auth", errors),
         tls: None,
         listeners: Vec::new(),
     };

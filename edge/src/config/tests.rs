@@ -114,6 +114,25 @@ fn each_bad_value_names_its_key() {
         ("[tls]\ncertificate = 3", "tls.certificate"),
         ("[[tls.certificate]]\ncert = \"/x\"", "tls.certificate[0].key"),
         ("tls = 3", "tls"),
+        ("auth = 3", "auth"),
+        ("[auth]\nmax_failures = 0", "auth.max_failures"),
+        ("[auth]\nmax_failures = 1001", "auth.max_failures"),
+        ("[auth]\nfailure_window_secs = 0", "auth.failure_window_secs"),
+        ("[auth]\nban_secs = -5", "auth.ban_secs"),
+        ("[auth]\nban_secs = 604801", "auth.ban_secs"),
+        ("[auth]\ntarpit_max_ms = 60001", "auth.tarpit_max_ms"),
+        ("[auth]\nverify_threads = 0", "auth.verify_threads"),
+        ("[auth]\nverify_threads = 17", "auth.verify_threads"),
+        ("[auth]\ntrace_login = \"yes\"", "auth.trace_login"),
+        ("[auth]\nuser = \"/x\"", "auth.user"),
+        ("[auth]\nusers = \"\"", "auth.users"),
+        ("[auth]\nusers = \"/nonexistent/users\"", "auth.users"),
+        ("[auth]\naliases = \"/x\"", "auth.aliases"),
+        (
+            "[auth]\nsubmission_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+            "auth.submission_networks[1]",
+        ),
+        ("[auth]\nsubmission_networks = \"10.0.0.0/8\"", "auth.submission_networks"),
         (
             "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"ssl\"",
             "listener[1].tls",
@@ -367,6 +386,7 @@ fn embedded_default_parses() {
         c.tls,
         TlsConfig::self_signed(cwd.join("var/tls"), "localhost")
     );
+    assert_eq!(c.auth, AuthConfig::default());
 }
 
 #[test]
@@ -556,4 +576,92 @@ fn self_signed_tls_config_builds_a_context() {
     let c = Config::from_toml_str(&text).unwrap();
     crate::tls::TlsContext::new(&c.tls).unwrap();
     assert!(dir.path().join("tls/key.pem").exists());
+}
+
+#[test]
+fn auth_defaults_and_typed_values() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert_eq!(c.auth, AuthConfig::default());
+    assert!(!c.auth.offers_auth());
+    let text = format!(
+        "{BASE}\n[auth]\nmax_failures = 3\nfailure_window_secs = 60\nban_secs = 120\n\
+         tarpit_max_ms = 0\nverify_threads = 4\ntrace_login = true\n\
+         submission_networks = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n"
+    );
+    let a = Config::from_toml_str(&text).unwrap().auth;
+    assert_eq!(a.max_failures, 3);
+    assert_eq!(a.failure_window, Duration::from_secs(60));
+    assert_eq!(a.ban, Duration::from_secs(120));
+    assert_eq!(a.tarpit_max, Duration::ZERO);
+    assert_eq!(a.verify_threads, 4);
+    assert!(a.trace_login);
+    let nets: Vec<String> = a
+        .submission_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    assert!(a.is_trusted("10.200.0.1".parse().unwrap()));
+    assert!(!a.is_trusted("192.0.2.8".parse().unwrap()));
+}
+
+#[test]
+fn auth_submission_networks_errors_name_the_entry() {
+    let text = format!(
+        "{BASE}\n[auth]\nsubmission_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"nope\"]\n"
+    );
+    let got: Vec<String> = errors(&text).iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("auth.submission_networks[1]: invalid CIDR \"10.0.0.0/33\""),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[1].starts_with("auth.submission_networks[2]: "),
+        "{}",
+        got[1]
+    );
+}
+
+#[test]
+fn auth_files_are_loaded_and_bad_lines_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let aliases = dir.path().join("aliases");
+    let phc = crate::auth::hash_password(b"pw", crate::auth::users::tests::FAST).unwrap();
+    std::fs::write(&users, format!("# users\nAlice@Example.TEST:{phc}\n")).unwrap();
+    std::fs::write(&aliases, "sales@example.test: alice@example.test\n").unwrap();
+    let text = format!("{BASE}\n[auth]\nusers = {users:?}\naliases = {aliases:?}\n");
+    let a = Config::from_toml_str(&text).unwrap().auth;
+    assert!(a.offers_auth());
+    assert_eq!(a.users.as_deref(), Some(users.as_path()));
+    assert!(a.credentials.contains("alice@example.test"));
+    assert!(a
+        .credentials
+        .may_send_as("alice@example.test", "sales@example.test"));
+
+    std::fs::write(&users, format!("alice@example.test:{phc}\nbroken\nx@y.test:$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA\n")).unwrap();
+    std::fs::write(&aliases, "\n\nno-colon\n").unwrap();
+    let got: Vec<String> = errors(&text).iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[0].starts_with("auth.users: line 2: expected address:"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[1].starts_with("auth.users: line 3: x@y.test: the hash is argon2i"),
+        "{}",
+        got[1]
+    );
+    assert!(
+        got[2].starts_with("auth.aliases: line 3: expected alias@domain"),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got.iter().all(|e| !e.contains("AAAAAAAAAAAAAAAAAAAAAA")),
+        "hashes are not quoted: {got:?}"
+    );
 }

@@ -4,10 +4,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLimits, RawTls};
+use super::raw::{RawAuth, RawConfig, RawLimits, RawTls};
 use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
+use crate::auth::{
+    AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_FAILURES_CEILING,
+    MAX_FAILURE_WINDOW_SECS, MAX_TARPIT_MS, MAX_VERIFY_THREADS,
+};
 use crate::protocol::address::{parse_domain, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS};
 use crate::tls::{
@@ -100,6 +105,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         })
         .map(Duration::from_secs);
     let tls = v.tls(raw.tls.unwrap_or_default(), hostname.as_deref());
+    let auth = v.auth(raw.auth.unwrap_or_default());
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -112,6 +118,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         metrics_addr: metrics_addr?,
         shutdown_grace: shutdown_grace?,
         tls: tls?,
+        auth: auth?,
     })
 }
 
@@ -344,6 +351,109 @@ impl Validator<'_> {
         ok.then_some(tls)
     }
 
+    /// `[auth]`: the users and aliases files (read and checked now, each bad line reported
+    /// under its key with its number), the abuse limits, the verifier pool and the trusted
+    /// networks.
+    fn auth(&mut self, raw: RawAuth) -> Option<AuthConfig> {
+        let d = AuthConfig::default();
+        let users = match &raw.users {
+            None => Some(None),
+            Some(path) => self.path("auth.users", path).map(Some),
+        };
+        let aliases = match (&raw.aliases, &raw.users) {
+            (None, _) => Some(None),
+            (Some(_), None) => {
+                self.push(
+                    "auth.aliases",
+                    "requires auth.users: aliases grant addresses to users, and without \
+                     auth.users there are none",
+                );
+                None
+            }
+            (Some(path), Some(_)) => self.path("auth.aliases", path).map(Some),
+        };
+        let credentials = match (&users, &aliases) {
+            (Some(None), _) => Some(Arc::clone(&d.credentials)),
+            (Some(Some(users)), Some(aliases)) => {
+                match Credentials::load(Some(users), aliases.as_deref()) {
+                    Ok(credentials) => Some(Arc::new(credentials)),
+                    Err(AuthError::Files(problems)) => {
+                        for p in problems {
+                            self.push(p.key, p.problem);
+                        }
+                        None
+                    }
+                    Err(other) => {
+                        self.push("auth.users", other.to_string());
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let max_failures = raw.max_failures.map_or(Some(d.max_failures), |n| {
+            self.int_in("auth.max_failures", n, 1, MAX_FAILURES_CEILING.into(), "")
+                .map(|n| n as u32)
+        });
+        let failure_window = raw.failure_window_secs.map_or(Some(d.failure_window), |n| {
+            self.int_in(
+                "auth.failure_window_secs",
+                n,
+                1,
+                MAX_FAILURE_WINDOW_SECS,
+                "",
+            )
+            .map(Duration::from_secs)
+        });
+        let ban = raw.ban_secs.map_or(Some(d.ban), |n| {
+            self.int_in("auth.ban_secs", n, 1, MAX_BAN_SECS, "")
+                .map(Duration::from_secs)
+        });
+        let tarpit_max = raw.tarpit_max_ms.map_or(Some(d.tarpit_max), |n| {
+            self.int_in(
+                "auth.tarpit_max_ms",
+                n,
+                0,
+                MAX_TARPIT_MS,
+                " (0 answers failed AUTH at once)",
+            )
+            .map(Duration::from_millis)
+        });
+        let verify_threads = raw.verify_threads.map_or(Some(d.verify_threads), |n| {
+            self.int_in("auth.verify_threads", n, 1, MAX_VERIFY_THREADS as u64, "")
+                .map(|n| n as usize)
+        });
+        let mut networks_ok = true;
+        let mut submission_networks = Vec::new();
+        for (i, text) in raw.submission_networks.iter().flatten().enumerate() {
+            match cidr(text) {
+                Some(net) => submission_networks.push(net),
+                None => {
+                    self.push(
+                        format!("auth.submission_networks[{i}]"),
+                        format!(
+                            "invalid CIDR {text:?} (expected address/prefix, such as \
+                             \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)"
+                        ),
+                    );
+                    networks_ok = false;
+                }
+            }
+        }
+        Some(AuthConfig {
+            users: users?,
+            aliases: aliases?,
+            credentials: credentials?,
+            max_failures: max_failures?,
+            failure_window: failure_window?,
+            ban: ban?,
+            tarpit_max: tarpit_max?,
+            verify_threads: verify_threads?,
+            submission_networks: networks_ok.then_some(submission_networks)?,
+            trace_login: raw.trace_login.unwrap_or(d.trace_login),
+        })
+    }
+
     /// `missing` must be set because `present` is.
     fn unpaired<T>(&mut self, missing: &str, present: &str) -> Option<T> {
         self.push(
@@ -474,6 +584,16 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// A network `address/prefix`, or one address as a host network (/32 or /128). Host bits are
+/// cleared: `10.1.2.3/8` means `10.0.0.0/8`.
+fn cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
 }
 
 /// A domain name (not an address literal), lower-cased, or why it is not one.

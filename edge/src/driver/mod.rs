@@ -15,6 +15,7 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::watch;
 
+use crate::auth::{AbuseTracker, CredentialStore, Verifier};
 use crate::config::{Config, TlsMode};
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
 use crate::metrics::{self, Metrics};
@@ -23,6 +24,7 @@ use crate::spool::{self, SpoolError};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
 use session::ListenerSpec;
+use worker::AuthServices;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum StartError {
     /// The TLS certificates could not be loaded.
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// The password verification threads could not start.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// A worker thread could not be spawned.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
@@ -69,6 +74,7 @@ pub struct Running {
     workers: Vec<JoinHandle<std::io::Result<()>>>,
     delivery: DeliveryHandle,
     tls: Option<Arc<TlsContext>>,
+    auth: Arc<AuthServices>,
 }
 
 /// Asks a running server to stop; cheap to clone and to send to a signal thread.
@@ -147,6 +153,13 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     )
     .map_err(|e| StartError::Delivery(e.to_string()))?;
 
+    let store = Arc::new(CredentialStore::new(&cfg.auth));
+    let auth = Arc::new(AuthServices {
+        config: cfg.auth.clone(),
+        verifier: Verifier::new(store.clone(), cfg.auth.verify_threads)?,
+        abuse: AbuseTracker::new(&cfg.auth),
+        store,
+    });
     let (stop, stop_rx) = watch::channel(false);
     let startup_micros = clock::wall()
         .duration_since(UNIX_EPOCH)
@@ -176,6 +189,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             metrics: metrics.clone(),
             shutdown: stop_rx.clone(),
             grace: cfg.shutdown_grace,
+            auth: auth.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("smtp-edge-w{id}"))
@@ -190,6 +204,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         workers: handles,
         delivery,
         tls,
+        auth,
     })
 }
 
@@ -204,6 +219,12 @@ impl Running {
     /// keep theirs.
     pub fn tls_context(&self) -> Option<Arc<TlsContext>> {
         self.tls.clone()
+    }
+
+    /// The credential store: its [`CredentialStore::reload`] (blocking I/O, so not on a ring)
+    /// replaces users and aliases for the next AUTH.
+    pub fn credentials(&self) -> Arc<CredentialStore> {
+        self.auth.store.clone()
     }
 
     /// Waits for every worker to finish, then for the delivery stage to drain its queue.

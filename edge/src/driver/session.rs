@@ -13,8 +13,14 @@ use tokio::sync::watch;
 
 use super::clock;
 use super::worker::WorkerCtx;
-use crate::metrics::{RejectReason, WorkerMetrics};
-use crate::protocol::{CloseReason, Connection, EngineConfig, Event, Rejection, SpoolFault, TxnId};
+use zeroize::Zeroizing;
+
+use crate::auth::Verdict;
+use crate::metrics::{AuthResult, RejectReason, WorkerMetrics};
+use crate::protocol::{
+    AuthOutcome, CloseReason, Connection, Credentials, EngineConfig, Event, Rejection, Reply, Role,
+    SpoolFault, Status, TxnId,
+};
 use crate::spool::{Incoming, SpoolError, TlsTrace, TraceInfo};
 use crate::tls::{TlsContext, TlsPump};
 
@@ -59,6 +65,10 @@ struct Tls {
 
 /// Everything a session owns besides the socket.
 struct Session {
+    /// AUTH failures on this session, for the tarpit.
+    auth_failures: u32,
+    /// The source was banned during this session: close after the reply.
+    banned: bool,
     ctx: Rc<WorkerCtx>,
     peer: SocketAddr,
     conn: Connection,
@@ -89,6 +99,8 @@ pub(super) async fn serve(
 ) {
     let now = clock::now();
     let mut s = Session {
+        auth_failures: 0,
+        banned: false,
         conn: if spec.implicit {
             Connection::new_secure(spec.engine.clone(), now)
         } else {
@@ -107,6 +119,24 @@ pub(super) async fn serve(
         wire: Vec::new(),
         plain: Vec::new(),
     };
+    if s.ctx.auth.abuse.is_banned(peer.ip(), now) {
+        // Banned for failed logins: say so and go, before any TLS or SMTP work.
+        s.metrics().banned_refused();
+        s.summary.outcome = "banned";
+        let mut out = Vec::new();
+        Reply::new(
+            421,
+            Status(4, 7, 0),
+            format!("{} Too many failed logins; try again later", s.ctx.hostname),
+        )
+        .write(&mut out);
+        let _ = stream.send_all(out).await;
+        stream.shutdown();
+        return s.finish().await;
+    }
+    if spec.engine.role == Role::Submission && s.ctx.auth.config.is_trusted(peer.ip()) {
+        s.conn.grant_trusted();
+    }
     if spec.implicit && !s.start_tls(&spec, now) {
         return s.finish().await;
     }
@@ -120,7 +150,7 @@ pub(super) async fn serve(
         if s.flush(&stream).await.is_err() {
             break;
         }
-        if s.conn.is_closed() {
+        if s.conn.is_closed() || s.banned {
             stream.shutdown();
             break;
         }
@@ -135,6 +165,7 @@ pub(super) async fn serve(
                         // No SMTP reply can be sent mid-handshake: just go.
                         s.metrics().tls_handshake_failed();
                         s.summary.outcome = "tls handshake timeout";
+                        stream.abort();
                         break 'session;
                     }
                     s.conn.handle_timeout(now);
@@ -147,15 +178,22 @@ pub(super) async fn serve(
             }
             s.drain_events().await;
             if s.conn.is_closed() {
-                // Timeout or shutdown: say why, then go. The read in flight is cancelled.
+                // Timeout or shutdown: say why, then go; the read in flight ends with the socket.
                 let _ = s.flush(&stream).await;
-                stream.shutdown();
+                stream.abort();
                 break 'session;
             }
         };
         buf = filled;
         let n = match res {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                if s.tls.as_ref().is_some_and(|t| t.pump.is_handshaking()) {
+                    // The peer went away mid-handshake.
+                    s.metrics().tls_handshake_failed();
+                    s.summary.outcome = "tls handshake abandoned";
+                }
+                break;
+            }
             Ok(n) => n,
         };
         s.metrics().bytes_received(n as u64);
@@ -364,11 +402,7 @@ impl Session {
                     }
                 }
                 Event::StartTls => starttls = true,
-                Event::Authenticate(_) => {
-                    // No credential store is wired to this listener.
-                    self.conn
-                        .handle_auth(clock::now(), crate::protocol::AuthOutcome::Unavailable);
-                }
+                Event::Authenticate(credentials) => self.authenticate(credentials).await,
                 Event::Rejected(r) => self.reject(r),
                 Event::Close(reason) => {
                     self.summary.outcome = match reason {
@@ -381,6 +415,51 @@ impl Session {
             }
         }
         starttls
+    }
+
+    /// Checks credentials off the ring, delays failures (tarpit), counts them toward a ban.
+    async fn authenticate(&mut self, credentials: Credentials) {
+        let auth = self.ctx.auth.clone();
+        let ip = self.peer.ip();
+        let verdict = if credentials.authorize_as.is_some() {
+            // Acting for another identity is not offered: a failure like any other.
+            Verdict::Invalid
+        } else {
+            let password = Zeroizing::new(credentials.password.expose().to_vec());
+            auth.verifier
+                .verify(credentials.username.clone(), password)
+                .await
+        };
+        let outcome = match verdict {
+            Verdict::Ok { user } => {
+                auth.abuse.record_success(ip);
+                self.metrics().auth(AuthResult::Success);
+                tracing::info!(peer = %self.peer, login = %user, "authenticated");
+                AuthOutcome::Success {
+                    senders: auth.store.allowed_senders(&user),
+                    login: user,
+                }
+            }
+            Verdict::Invalid => {
+                self.auth_failures += 1;
+                self.metrics().auth(AuthResult::Failure);
+                if let Some(ban) = auth.abuse.record_failure(ip, clock::now()) {
+                    tracing::warn!(source = %ban.source, "banned after repeated AUTH failures");
+                    self.banned = true;
+                }
+                // The tarpit: a guesser's rate drops with every failure on the session.
+                let delay = auth.abuse.tarpit(self.auth_failures);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                AuthOutcome::Invalid
+            }
+            Verdict::Busy => {
+                self.metrics().auth(AuthResult::Unavailable);
+                AuthOutcome::Unavailable
+            }
+        };
+        self.conn.handle_auth(clock::now(), outcome);
     }
 
     fn reject(&mut self, r: Rejection) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::session::{self, ListenerSpec};
+use crate::auth::{AbuseTracker, AuthConfig, CredentialStore, Verifier};
 use crate::delivery::DeliveryHandle;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::spool::{QueueIdGen, SpoolWriter};
@@ -46,6 +47,21 @@ pub struct WorkerSetup {
     pub shutdown: watch::Receiver<bool>,
     /// How long sessions with a message in flight may go on after shutdown.
     pub grace: Duration,
+    /// Authentication: the shared verifier pool, credential store and failure tracker.
+    pub auth: Arc<AuthServices>,
+}
+
+/// What sessions need for SMTP AUTH, shared by every worker. Touched once per AUTH attempt and
+/// once per connection (the ban check), never per command.
+pub struct AuthServices {
+    /// `[auth]` as configured (trusted networks, trace policy).
+    pub config: AuthConfig,
+    /// The users and their aliases.
+    pub store: Arc<CredentialStore>,
+    /// Password checks, off the rings.
+    pub verifier: Verifier,
+    /// Failed logins per source, and bans.
+    pub abuse: AbuseTracker,
 }
 
 /// Per-worker state shared by this worker's sessions (single-threaded, hence `Rc`).
@@ -54,6 +70,7 @@ pub(super) struct WorkerCtx {
     pub(super) spool: Rc<SpoolWriter>,
     pub(super) delivery: DeliveryHandle,
     pub(super) hostname: String,
+    pub(super) auth: Arc<AuthServices>,
     metrics: Arc<Metrics>,
     id: usize,
     active: Cell<usize>,
@@ -88,6 +105,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
                 spool,
                 delivery: setup.delivery,
                 hostname: setup.hostname,
+                auth: setup.auth,
                 metrics: setup.metrics,
                 id: setup.id,
                 active: Cell::new(0),

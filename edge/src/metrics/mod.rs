@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub use http::{serve, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
-pub use worker::{RejectReason, WorkerMetrics, FSYNC_BUCKETS, TLS_VERSIONS};
+pub use worker::{
+    AuthResult, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
+};
 
 /// All the counters of the process: one [`WorkerMetrics`] per worker, and the delivery stage's.
 #[derive(Debug)]

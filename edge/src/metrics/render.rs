@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::worker::{RejectReason, WorkerMetrics, FSYNC_BUCKETS, TLS_VERSIONS};
+use super::worker::{RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS};
 use super::Metrics;
 
 /// Sums the counters of every worker and writes every series.
@@ -75,6 +75,27 @@ pub(super) fn render(m: &Metrics) -> String {
             "smtp_edge_tls_handshakes_total{{version=\"{version}\"}} {n}"
         );
     }
+    header(
+        &mut out,
+        "smtp_edge_auth_total",
+        "SMTP AUTH attempts, by result.",
+        "counter",
+    );
+    for (i, result) in AUTH_RESULTS.iter().enumerate() {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| w.auth.get(i))
+            .map(|c| c.load(Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        let _ = writeln!(out, "smtp_edge_auth_total{{result=\"{result}\"}} {n}");
+    }
+    counter(
+        &mut out,
+        "smtp_edge_banned_connections_total",
+        "Connections refused with 421 because their source is banned.",
+        sum(|w| w.banned_refused.load(Relaxed)),
+    );
     counter(
         &mut out,
         "smtp_edge_tls_handshake_failures_total",

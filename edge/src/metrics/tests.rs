@@ -141,6 +141,8 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_messages_accepted_total", "counter"),
         ("smtp_edge_messages_rejected_total", "counter"),
         ("smtp_edge_tls_handshakes_total", "counter"),
+        ("smtp_edge_auth_total", "counter"),
+        ("smtp_edge_banned_connections_total", "counter"),
         ("smtp_edge_tls_handshake_failures_total", "counter"),
         ("smtp_edge_bytes_received_total", "counter"),
         ("smtp_edge_spool_fsync_seconds", "histogram"),

@@ -127,6 +127,24 @@ pub struct WorkerMetrics {
     pub(super) tls_handshakes: [AtomicU64; TLS_VERSIONS.len()],
     /// TLS handshakes that failed (bad input, timeout, peer gone).
     pub(super) tls_failures: AtomicU64,
+    /// AUTH attempts, indexed like [`AUTH_RESULTS`].
+    pub(super) auth: [AtomicU64; AUTH_RESULTS.len()],
+    /// Connections refused at connect because their source is banned.
+    pub(super) banned_refused: AtomicU64,
+}
+
+/// The `result` label values of `smtp_edge_auth_total`.
+pub const AUTH_RESULTS: [&str; 3] = ["success", "failure", "unavailable"];
+
+/// How an AUTH attempt ended, for [`WorkerMetrics::auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    /// 235.
+    Success,
+    /// 535: wrong user or password.
+    Failure,
+    /// 454: the check could not be made.
+    Unavailable,
 }
 
 /// The `version` label values of `smtp_edge_tls_handshakes_total`: rustls speaks these two.
@@ -177,6 +195,20 @@ impl WorkerMetrics {
                 counter.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// An AUTH attempt ended with `result`.
+    #[inline]
+    pub fn auth(&self, result: AuthResult) {
+        if let Some(counter) = self.auth.get(result as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection from a banned source was refused with 421.
+    #[inline]
+    pub fn banned_refused(&self) {
+        self.banned_refused.fetch_add(1, Relaxed);
     }
 
     /// A TLS handshake failed.

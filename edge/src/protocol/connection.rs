@@ -689,7 +689,7 @@ impl Connection {
                     path.local_unquoted().to_ascii_lowercase(),
                     path.domain
                 );
-                if senders.iter().any(|s| *s == address) {
+                if senders.contains(&address) {
                     Ok(())
                 } else {
                     Err(Reply::new(

@@ -94,7 +94,7 @@ pub fn rcpt(
         return Err((needs_smtputf8(), None));
     }
     let local = matches!(&path.domain, Domain::Name(d) if cfg.local_domains.contains(d));
-    if !(may_relay && !local) {
+    if !may_relay || local {
         check_local(&path, cfg)?;
     }
     Ok(path)

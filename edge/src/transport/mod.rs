@@ -151,6 +151,12 @@ impl Stream {
     pub fn shutdown(&self) {
         let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
+
+    /// Shuts down both directions: a receive still in flight completes at once, so the socket
+    /// is released now rather than when the peer next sends (a silent peer never would).
+    pub fn abort(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// A file on the ring, written at explicit offsets.

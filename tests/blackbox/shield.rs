@@ -1,0 +1,742 @@
+//! The XDP shield against real traffic, in two network namespaces joined by a veth pair.
+//!
+//! Each test makes `se-srv-<pid>-<tag>` and `se-cli-<pid>-<tag>` (removed on drop, with the
+//! veth pair and its VLAN), loads the shield on the server's veth through the library from a
+//! thread that has entered the server namespace, listens with plain TCP listeners there, and
+//! connects (or floods with `hping3`, bounded in count) from the client namespace. Nothing
+//! leaves those namespaces.
+//!
+//! Needs root, BPF with BTF, `ip` (iproute2) and `hping3`. Without them the tests skip with a
+//! message, except under `CI=true`, where they fail.
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use smtp_edge::shield::{AttachMode, Shield, ShieldConfig, ShieldError};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::harness::{run_client, wait_until};
+
+/// The protected port, and one that is not.
+const PROTECTED: u16 = 2525;
+const UNPROTECTED: u16 = 2600;
+/// How long a connect may wait before we call its SYN dropped. A passing handshake on a veth
+/// takes well under a millisecond; a dropped SYN is retransmitted only after 1 s.
+const DROPPED: Duration = Duration::from_millis(700);
+
+const SRV4: &str = "10.77.0.1";
+const CLI4: &str = "10.77.0.2";
+const CLI4_ALLOWED: &str = "10.77.0.3";
+const CLI4_SPARE: &str = "10.77.0.4";
+const SRV6: &str = "fd00:77::1";
+const CLI6: &str = "fd00:77::2";
+const CLI6_SAME_64: &str = "fd00:77::3";
+/// Over 802.1Q VLAN 10 on the same veth.
+const SRV_VLAN: &str = "10.78.0.1";
+const CLI_VLAN: &str = "10.78.0.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (outside CI) or fails (CI=true) when `why` is set.
+fn unavailable(why: &str) -> Option<()> {
+    if ci() {
+        panic!("shield black-box tests cannot run with CI=true: {why}");
+    }
+    eprintln!("skipping shield black-box test: {why}");
+    None
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Two namespaces and a veth pair (plus VLAN 10 over it), removed on drop.
+struct Lab {
+    srv: String,
+    cli: String,
+    /// Whether VLAN 10 exists (the kernel may lack 802.1Q support).
+    vlan: bool,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Option<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            unavailable("not root (network namespaces and BPF need root)")?;
+        }
+        if !have("ip") {
+            unavailable("`ip` not found (apt-get install iproute2)")?;
+        }
+        let pid = std::process::id();
+        // Built before any command so that Drop removes whatever a failure leaves behind.
+        let mut lab = Lab {
+            srv: format!("se-srv-{pid}-{tag}"),
+            cli: format!("se-cli-{pid}-{tag}"),
+            vlan: true,
+        };
+        lab.ip(&["netns", "add", &lab.srv]);
+        lab.ip(&["netns", "add", &lab.cli]);
+        lab.ip(&[
+            "link", "add", "veth-srv", "netns", &lab.srv, "type", "veth", "peer", "name",
+            "veth-cli", "netns", &lab.cli,
+        ]);
+        for (ns, dev, v4s, v6s, vlan) in [
+            (&lab.srv, "veth-srv", &[SRV4][..], &[SRV6][..], SRV_VLAN),
+            (
+                &lab.cli,
+                "veth-cli",
+                &[CLI4, CLI4_ALLOWED, CLI4_SPARE][..],
+                &[CLI6, CLI6_SAME_64][..],
+                CLI_VLAN,
+            ),
+        ] {
+            lab.ip(&["-n", ns, "link", "set", "lo", "up"]);
+            lab.ip(&["-n", ns, "link", "set", dev, "up"]);
+            for a in v4s {
+                lab.ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", dev]);
+            }
+            for a in v6s {
+                // nodad: usable at once, no duplicate address detection wait.
+                lab.ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ]);
+            }
+            let vdev = format!("{dev}.10");
+            lab.vlan = lab.vlan
+                && Command::new("ip")
+                    .args(["-n", ns, "link", "add", "link", dev, "name", &vdev])
+                    .args(["type", "vlan", "id", "10"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if lab.vlan {
+                lab.ip(&["-n", ns, "link", "set", &vdev, "up"]);
+                lab.ip(&["-n", ns, "addr", "add", &format!("{vlan}/24"), "dev", &vdev]);
+            }
+        }
+        if !lab.vlan {
+            eprintln!("no 802.1Q support in this kernel: VLAN cases not run");
+        }
+        Some(lab)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The shield on the server's veth, loaded from inside the server namespace. `None`: no
+    /// BPF here (outside CI).
+    fn shield(&self, cfg: ShieldConfig) -> Option<Shield> {
+        let cfg = ShieldConfig {
+            enabled: true,
+            interfaces: vec!["veth-srv".into()],
+            ports: vec![PROTECTED],
+            ..cfg
+        };
+        match in_netns(&self.srv, move || Shield::load(&cfg)) {
+            Ok(shield) => {
+                assert_eq!(shield.attachments().len(), 1);
+                eprintln!("shield attached: {:?}", shield.attachments());
+                Some(shield)
+            }
+            Err(e @ ShieldError::Load(_)) => {
+                unavailable(&format!("BPF unavailable: {e}"))?;
+                None
+            }
+            Err(e) => panic!("Shield::load: {e}"),
+        }
+    }
+
+    /// A listener on `[::]:port` in the server namespace (IPv4 arrives IPv4-mapped).
+    fn listen(&self, port: u16) -> TcpListener {
+        let l = in_netns(&self.srv, move || TcpListener::bind(("::", port))).expect("bind");
+        l.set_nonblocking(true).unwrap();
+        l
+    }
+
+    /// Connects from `src` (an address of the client namespace) to `dst`.
+    fn connect(&self, src: &str, dst: &str, port: u16, timeout: Duration) -> io::Result<()> {
+        let (src, dst) = (ip(src), SocketAddr::new(ip(dst), port));
+        in_netns(&self.cli, move || {
+            let s = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+            s.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
+            s.connect_timeout(&SockAddr::from(dst), timeout)
+        })
+    }
+
+    /// Asserts that `src` can connect to `dst:port` now.
+    fn assert_connects(&self, src: &str, dst: &str, port: u16, why: &str) {
+        if let Err(e) = self.connect(src, dst, port, Duration::from_secs(5)) {
+            panic!("{src} -> {dst}:{port} should connect ({why}): {e}");
+        }
+    }
+
+    /// Asserts that `src`'s SYN to `dst:port` goes unanswered (dropped by the shield).
+    fn assert_dropped(&self, src: &str, dst: &str, port: u16, why: &str) {
+        match self.connect(src, dst, port, DROPPED) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            other => panic!("{src} -> {dst}:{port} should time out ({why}), got {other:?}"),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys its end of the veth and with it the other end.
+        for ns in [&self.cli, &self.srv] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (setns affects that thread
+/// only); sockets made there stay in `ns` wherever they are used later.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: a valid namespace fd, and CLONE_NEWNET only changes this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Accepts (and closes) every connection waiting on `l`; how many.
+fn drain(l: &TcpListener) -> usize {
+    let mut n = 0;
+    while l.accept().is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// A fast SYN source of its own; both limits: count and wall clock.
+#[test]
+fn syn_flood_is_dropped_and_accepts_stay_within_the_bucket() {
+    let Some(lab) = Lab::new("flood") else { return };
+    if !have("hping3") && unavailable("`hping3` not found (apt-get install hping3)").is_none() {
+        return;
+    }
+    let (rate, burst) = (5u32, 10u32);
+    let Some(shield) = lab.shield(ShieldConfig {
+        syn_rate: rate,
+        syn_burst: burst,
+        ..ShieldConfig::default()
+    }) else {
+        return;
+    };
+    let listener = lab.listen(PROTECTED);
+
+    // 2000 SYNs, 100 µs apart, from CLI4: bounded in count (-c) and by the client deadline.
+    let started = Instant::now();
+    let out = run_client(
+        "ip",
+        &[
+            "netns", "exec", &lab.cli, "hping3", "-q", "-S", "-c", "2000", "-i", "u100", "-p",
+            "2525", SRV4,
+        ],
+        b"",
+        Duration::from_secs(60),
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let c = shield.counters().unwrap();
+    eprintln!("hping3: {:?} in {elapsed:.2}s; {c:?}", out.status);
+    let allowed = f64::from(burst) + f64::from(rate) * elapsed + 2.0;
+    assert!(
+        c.dropped_rate as f64 >= 2000.0 - allowed,
+        "flood of 2000 SYNs in {elapsed:.2}s: only {} dropped over the rate ({c:?})",
+        c.dropped_rate
+    );
+    assert_eq!(c.dropped_banned, 0);
+
+    // Real connections from a fresh source, all at once: the listener accepts at most the burst
+    // plus what the rate refills in the time taken (retransmitted SYNs included).
+    let dst = SocketAddr::new(ip(SRV4), PROTECTED);
+    let src = SocketAddr::new(ip(CLI4_SPARE), 0);
+    let started = Instant::now();
+    let sockets: Vec<Socket> = in_netns(&lab.cli, move || {
+        (0..60)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+                s.set_nonblocking(true).unwrap();
+                s.bind(&SockAddr::from(src)).unwrap();
+                let _ = s.connect(&SockAddr::from(dst)); // EINPROGRESS
+                s
+            })
+            .collect()
+    });
+    let mut accepted = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        accepted += drain(&listener);
+        thread::sleep(Duration::from_millis(20)); // poll interval; the loop is time-bounded
+    }
+    accepted += drain(&listener);
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = f64::from(burst) + f64::from(rate) * elapsed + 1.0;
+    eprintln!("accepted {accepted} of 60 in {elapsed:.2}s (bound {bound:.1})");
+    assert!(accepted >= burst as usize, "the burst passes: {accepted}");
+    assert!(
+        accepted as f64 <= bound,
+        "accepted {accepted} > burst {burst} + rate {rate}/s x {elapsed:.2}s"
+    );
+    drop(sockets);
+}
+
+#[test]
+fn banned_source_is_dropped_until_the_ban_expires() {
+    let Some(lab) = Lab::new("ban") else { return };
+    let Some(shield) = lab.shield(ShieldConfig {
+        syn_rate: 1000,
+        syn_burst: 1000,
+        ..ShieldConfig::default()
+    }) else {
+        return;
+    };
+    let listener = lab.listen(PROTECTED);
+    let _other = lab.listen(UNPROTECTED);
+
+    lab.assert_connects(CLI4, SRV4, PROTECTED, "not banned yet");
+    let ban = Duration::from_secs(3);
+    shield.ban(ip(CLI4), ban).unwrap();
+    shield.ban(ip(CLI_VLAN), ban).unwrap();
+    let banned_at = Instant::now();
+    assert_eq!(shield.bans_active().unwrap(), 2);
+    let list = shield.list().unwrap();
+    assert!(
+        list.iter()
+            .any(|(p, left)| p.to_string() == "10.77.0.2/32" && *left <= ban),
+        "{list:?}"
+    );
+
+    lab.assert_dropped(CLI4, SRV4, PROTECTED, "banned");
+    if lab.vlan {
+        lab.assert_dropped(CLI_VLAN, SRV_VLAN, PROTECTED, "banned, over 802.1Q VLAN 10");
+    }
+    lab.assert_connects(CLI4_ALLOWED, SRV4, PROTECTED, "another address, not banned");
+    lab.assert_connects(CLI4, SRV4, UNPROTECTED, "port not protected");
+    let c = shield.counters().unwrap();
+    assert!(c.dropped_banned > u64::from(lab.vlan), "{c:?}");
+    assert_eq!(c.dropped_rate, 0, "{c:?}");
+
+    // After expiry the same source connects again (with its own SYN retransmits as the clock).
+    let back = wait_until(Duration::from_secs(10), || {
+        lab.connect(CLI4, SRV4, PROTECTED, Duration::from_secs(2))
+            .ok()
+            .map(|()| banned_at.elapsed())
+    })
+    .expect("still dropped 10 s after a 3 s ban");
+    assert!(
+        back >= ban - Duration::from_millis(100),
+        "let in after {back:?}"
+    );
+    assert_eq!(
+        shield.bans_active().unwrap(),
+        0,
+        "expired bans are not listed"
+    );
+
+    // unban lifts a long ban at once.
+    shield.ban(ip(CLI4), Duration::from_secs(600)).unwrap();
+    lab.assert_dropped(CLI4, SRV4, PROTECTED, "banned again");
+    assert!(shield.unban(ip(CLI4)).unwrap());
+    assert!(!shield.unban(ip(CLI4)).unwrap());
+    lab.assert_connects(CLI4, SRV4, PROTECTED, "unbanned");
+    drain(&listener);
+}
+
+#[test]
+fn allowlisted_source_is_never_limited_and_other_ports_are_untouched() {
+    let Some(lab) = Lab::new("allow") else { return };
+    let Some(shield) = lab.shield(ShieldConfig {
+        syn_rate: 1,
+        syn_burst: 1,
+        allow: vec![format!("{CLI4_ALLOWED}/32"), "fd00:77::3/128".into()],
+        ..ShieldConfig::default()
+    }) else {
+        return;
+    };
+    let listener = lab.listen(PROTECTED);
+    let other = lab.listen(UNPROTECTED);
+    // Allowed even when banned: the allowlist is judged first.
+    shield
+        .ban(ip(CLI4_ALLOWED), Duration::from_secs(600))
+        .unwrap();
+
+    for i in 0..20 {
+        lab.assert_connects(CLI4_ALLOWED, SRV4, PROTECTED, &format!("allowlisted, #{i}"));
+        lab.assert_connects(
+            CLI4,
+            SRV4,
+            UNPROTECTED,
+            &format!("port not protected, #{i}"),
+        );
+        drain(&listener);
+        drain(&other);
+    }
+    let c = shield.counters().unwrap();
+    assert_eq!((c.dropped_rate, c.dropped_banned), (0, 0), "{c:?}");
+
+    // The same rate for a source not on the list: one SYN, then nothing until it refills.
+    lab.assert_connects(CLI4, SRV4, PROTECTED, "the burst of 1");
+    lab.assert_dropped(CLI4, SRV4, PROTECTED, "over 1 SYN/s");
+    assert!(shield.counters().unwrap().dropped_rate >= 1);
+}
+
+#[test]
+fn ipv6_ban_covers_the_whole_64() {
+    let Some(lab) = Lab::new("v6") else { return };
+    let Some(shield) = lab.shield(ShieldConfig {
+        syn_rate: 1000,
+        syn_burst: 1000,
+        ..ShieldConfig::default()
+    }) else {
+        return;
+    };
+    let _listener = lab.listen(PROTECTED);
+    lab.assert_connects(CLI6_SAME_64, SRV6, PROTECTED, "not banned yet");
+
+    shield.ban(ip(CLI6), Duration::from_secs(600)).unwrap();
+    let list = shield.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].0.to_string(), "fd00:77::/64");
+    lab.assert_dropped(CLI6, SRV6, PROTECTED, "banned");
+    lab.assert_dropped(
+        CLI6_SAME_64,
+        SRV6,
+        PROTECTED,
+        "same /64 as the banned address",
+    );
+    lab.assert_connects(
+        CLI4,
+        SRV4,
+        PROTECTED,
+        "IPv4 of the same host is another source",
+    );
+    assert!(shield.counters().unwrap().dropped_banned >= 2);
+
+    assert!(
+        shield.unban(ip(CLI6_SAME_64)).unwrap(),
+        "unban by any address of the /64"
+    );
+    lab.assert_connects(CLI6_SAME_64, SRV6, PROTECTED, "unbanned");
+}
+
+/// Removes a test pin directory on drop, even when the test fails.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = Shield::remove_pinned_at(&self.0);
+    }
+}
+
+#[test]
+fn pinned_shield_outlives_its_loader_and_opens_for_a_cli() {
+    let Some(lab) = Lab::new("pin") else { return };
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/smtp-edge-test-{}",
+        std::process::id()
+    )));
+    let dir = pins.0.clone();
+    let cfg = ShieldConfig {
+        enabled: true,
+        interfaces: vec!["veth-srv".into()],
+        ports: vec![PROTECTED],
+        syn_rate: 1000,
+        syn_burst: 1000,
+        pin: true,
+        ..ShieldConfig::default()
+    };
+    let load_dir = dir.clone();
+    let load_cfg = cfg.clone();
+    let shield = match in_netns(&lab.srv, move || Shield::load_at(&load_cfg, &load_dir)) {
+        Ok(s) => s,
+        Err(e @ ShieldError::Load(_)) => {
+            let _ = unavailable(&format!("BPF unavailable: {e}"));
+            return;
+        }
+        Err(e) => panic!("Shield::load_at(pin): {e}"),
+    };
+    let _listener = lab.listen(PROTECTED);
+    shield.ban(ip(CLI4), Duration::from_secs(600)).unwrap();
+    drop(shield);
+
+    // The loader is gone; the pinned link keeps the program attached.
+    lab.assert_dropped(CLI4, SRV4, PROTECTED, "banned by a shield that has exited");
+    let cli = Shield::open_pinned_at(&dir).expect("open pinned maps");
+    assert_eq!(cli.bans_active().unwrap(), 1);
+    assert!(cli.counters().unwrap().dropped_banned >= 1);
+
+    // A restart replaces the program on the pinned link and keeps the bans.
+    let load_dir = dir.clone();
+    let again = in_netns(&lab.srv, move || Shield::load_at(&cfg, &load_dir)).expect("reload");
+    assert_eq!(
+        again.attachments(),
+        &[("veth-srv".to_string(), AttachMode::ReplacedPinned)]
+    );
+    assert_eq!(again.bans_active().unwrap(), 1, "bans survive a restart");
+    drop(again);
+    lab.assert_dropped(CLI4, SRV4, PROTECTED, "still banned after the restart");
+
+    assert!(cli.unban(ip(CLI4)).unwrap());
+    lab.assert_connects(CLI4, SRV4, PROTECTED, "unbanned through the pinned map");
+    drop(cli);
+    Shield::remove_pinned_at(&dir).unwrap();
+    assert!(!dir.exists());
+}
+
+/// XDP verdicts (`enum xdp_action`).
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// An Ethernet frame with VLAN tags `tpids` (outermost first) around `ethertype` + `l3`.
+fn frame(tpids: &[u16], ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    for tpid in tpids {
+        f.extend(tpid.to_be_bytes());
+        f.extend(10u16.to_be_bytes()); // VLAN id 10
+    }
+    f.extend(ethertype.to_be_bytes());
+    f.extend(l3);
+    f
+}
+
+/// A 20-byte TCP header from port 40000.
+fn tcp(dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20);
+    t.extend(40000u16.to_be_bytes());
+    t.extend(dport.to_be_bytes());
+    t.extend([
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        5 << 4,
+        flags,
+        0xff,
+        0xff,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    t
+}
+
+/// IPv4 header (no options) to SRV4 with `frag_off` (host order) around `payload`.
+fn ipv4(src: &str, frag_off: u16, payload: &[u8]) -> Vec<u8> {
+    let IpAddr::V4(src) = ip(src) else { panic!() };
+    let IpAddr::V4(dst) = ip(SRV4) else { panic!() };
+    let mut h = vec![0x45, 0];
+    h.extend((20 + payload.len() as u16).to_be_bytes());
+    h.extend([0, 1]);
+    h.extend(frag_off.to_be_bytes());
+    h.extend([64, 6, 0, 0]);
+    h.extend(src.octets());
+    h.extend(dst.octets());
+    h.extend(payload);
+    h
+}
+
+/// IPv6 header to SRV6 with `next` header around `payload`.
+fn ipv6(src: &str, next: u8, payload: &[u8]) -> Vec<u8> {
+    let IpAddr::V6(src) = ip(src) else { panic!() };
+    let IpAddr::V6(dst) = ip(SRV6) else { panic!() };
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend((payload.len() as u16).to_be_bytes());
+    h.extend([next, 64]);
+    h.extend(src.octets());
+    h.extend(dst.octets());
+    h.extend(payload);
+    h
+}
+
+/// IPv6 Destination Options header (8 bytes, PadN) then TCP.
+fn dstopts_then(payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![6, 0, 1, 4, 0, 0, 0, 0];
+    h.extend(payload);
+    h
+}
+
+/// IPv6 Fragment header at `offset` (8-octet units), more-fragments set, then `payload`.
+fn fragment_then(offset: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![6, 0];
+    h.extend(((offset << 3) | 1).to_be_bytes());
+    h.extend([0, 0, 0, 7]);
+    h.extend(payload);
+    h
+}
+
+/// Frame-level judgement with `BPF_PROG_TEST_RUN`: VLAN and QinQ tags, IPv6 extension headers,
+/// fragments and truncation, which a veth (and a kernel without 802.1Q) cannot easily produce.
+#[test]
+fn frames_are_judged_through_vlan_tags_and_ipv6_extension_headers() {
+    let Some(lab) = Lab::new("frames") else {
+        return;
+    };
+    let Some(shield) = lab.shield(ShieldConfig {
+        syn_rate: 1,
+        syn_burst: 1,
+        allow: vec![format!("{CLI4_ALLOWED}/32")],
+        ..ShieldConfig::default()
+    }) else {
+        return;
+    };
+    shield.ban(ip(CLI4), Duration::from_secs(600)).unwrap();
+    shield.ban(ip(CLI6), Duration::from_secs(600)).unwrap();
+    shield
+        .ban(ip(CLI4_ALLOWED), Duration::from_secs(600))
+        .unwrap();
+    let (v4, v6) = (0x0800, 0x86dd);
+    let syn = tcp(PROTECTED, SYN);
+
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        (
+            "banned IPv4 SYN",
+            frame(&[], v4, &ipv4(CLI4, 0, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "banned IPv4 ACK",
+            frame(&[], v4, &ipv4(CLI4, 0, &tcp(PROTECTED, ACK))),
+            XDP_DROP,
+        ),
+        (
+            "banned, 802.1Q",
+            frame(&[TPID_8021Q], v4, &ipv4(CLI4, 0, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "banned, QinQ 802.1ad + 802.1Q",
+            frame(&[TPID_8021AD, TPID_8021Q], v4, &ipv4(CLI4, 0, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "three tags: not parsed, passed",
+            frame(
+                &[TPID_8021AD, TPID_8021Q, TPID_8021Q],
+                v4,
+                &ipv4(CLI4, 0, &syn),
+            ),
+            XDP_PASS,
+        ),
+        (
+            "banned, unprotected port",
+            frame(&[], v4, &ipv4(CLI4, 0, &tcp(UNPROTECTED, SYN))),
+            XDP_PASS,
+        ),
+        (
+            "banned, non-first IPv4 fragment (no TCP header)",
+            frame(&[], v4, &ipv4(CLI4, 185, &syn)),
+            XDP_PASS,
+        ),
+        (
+            "banned but allowlisted",
+            frame(&[TPID_8021Q], v4, &ipv4(CLI4_ALLOWED, 0, &syn)),
+            XDP_PASS,
+        ),
+        (
+            "banned IPv6 SYN",
+            frame(&[], v6, &ipv6(CLI6, 6, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "banned /64, other address",
+            frame(&[], v6, &ipv6("fd00:77::abcd:1", 6, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "other /64",
+            frame(&[], v6, &ipv6("fd00:78::2", 6, &syn)),
+            XDP_PASS,
+        ),
+        (
+            "banned, behind Destination Options",
+            frame(&[], v6, &ipv6(CLI6, 60, &dstopts_then(&syn))),
+            XDP_DROP,
+        ),
+        (
+            "banned, first IPv6 fragment",
+            frame(&[TPID_8021Q], v6, &ipv6(CLI6, 44, &fragment_then(0, &syn))),
+            XDP_DROP,
+        ),
+        (
+            "banned, non-first IPv6 fragment",
+            frame(&[], v6, &ipv6(CLI6, 44, &fragment_then(100, &syn))),
+            XDP_PASS,
+        ),
+        (
+            "truncated TCP header",
+            frame(&[], v4, &ipv4(CLI4, 0, &syn[..10])),
+            XDP_PASS,
+        ),
+        ("ARP", frame(&[], 0x0806, &[0; 28]), XDP_PASS),
+        // Rate: burst 1 for a fresh source, then its SYNs drop, tagged or not; ACKs pass.
+        (
+            "first SYN",
+            frame(&[], v4, &ipv4(CLI4_SPARE, 0, &syn)),
+            XDP_PASS,
+        ),
+        (
+            "second SYN",
+            frame(&[TPID_8021Q], v4, &ipv4(CLI4_SPARE, 0, &syn)),
+            XDP_DROP,
+        ),
+        (
+            "ACK",
+            frame(&[], v4, &ipv4(CLI4_SPARE, 0, &tcp(PROTECTED, ACK))),
+            XDP_PASS,
+        ),
+    ];
+    let before = shield.counters().unwrap();
+    for (what, f, want) in &cases {
+        let got = shield
+            .test_run(f)
+            .expect("a loaded shield has a program")
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got, *want, "{what}: verdict {got} (1 = drop, 2 = pass)");
+    }
+    let after = shield.counters().unwrap();
+    assert_eq!(after.dropped_rate - before.dropped_rate, 1);
+    assert_eq!(after.dropped_banned - before.dropped_banned, 8);
+}
