@@ -1,17 +1,27 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `ci`: what CI checks, in order: formatting, clippy with warnings denied, every test.
+//! - `bench`: release build, then smtp-edge under load on loopback (optionally beside a
+//!   throwaway Postfix and smtp-sink); one table, JSON under `target/bench/`. See `bench/mod.rs`.
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask ci";
+mod bench;
+mod ebpf;
+
+const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench [--help]";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1);
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("build-ebpf") => ebpf::main(&std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("bench") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            bench::main(&args)
+        }
         _ => bail!("{USAGE}"),
     }
 }

@@ -1,0 +1,182 @@
+//! The command line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::message::SizeSpec;
+
+/// Usage text.
+pub const USAGE: &str = "\
+usage: smtp-bench [OPTIONS] HOST:PORT
+
+load
+  -c, --sessions N        concurrent sessions (default 10)
+  -n, --messages N        total messages to send (default 1000)
+  -d, --duration SECS     stop starting messages after SECS (default 120; always a bound)
+  -s, --size SIZE         content octets: 10240, 10k, 1m, or a range 1k..64k (default 10k)
+  -r, --rcpts N           recipients per message (default 1)
+  -m, --per-session N     messages per session; 1 = a new connection per message (default 100)
+      --pipelining on|off pipeline commands when the server offers PIPELINING (default on)
+      --threads N         I/O threads (default: one per core)
+envelope
+      --from ADDR         reverse-path (default bench@smtp-bench.invalid)
+      --to ADDR           recipient; repeat for more; with --rcpts above the count given,
+                          `local+K@domain` variants are used (default user@example.test)
+      --helo NAME         EHLO argument (default smtp-bench.invalid)
+idle connections
+      --idle N            open N sessions, read the greeting, EHLO, then hold them; prints
+                          `established N` once they are all up
+      --hold SECS         how long to hold them (default 10)
+output
+      --json              one JSON object on stdout instead of the table
+not supported yet
+      --tls, --starttls, --auth USER:PASS";
+
+/// Everything the command line sets.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server.
+    pub server: SocketAddr,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Total messages (a bound even with `duration`).
+    pub messages: u64,
+    /// Time after which no message is started (a bound even with `messages`).
+    pub duration: Duration,
+    /// Content sizes.
+    pub size: SizeSpec,
+    /// Recipients per message.
+    pub rcpts: usize,
+    /// Messages per session.
+    pub per_session: u64,
+    /// Pipeline when offered.
+    pub pipelining: bool,
+    /// I/O threads.
+    pub threads: usize,
+    /// Reverse-path.
+    pub from: String,
+    /// Recipients given.
+    pub to: Vec<String>,
+    /// EHLO argument.
+    pub helo: String,
+    /// Idle mode: sessions to open and hold.
+    pub idle: Option<usize>,
+    /// How long idle sessions are held.
+    pub hold: Duration,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// Largest `--messages`, `--sessions` and `--idle`, so every loop has a bound.
+pub const MAX_COUNT: u64 = 1_000_000_000;
+/// Longest `--duration` and `--hold`.
+pub const MAX_SECS: u64 = 24 * 3600;
+
+impl Options {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            server: SocketAddr::from(([127, 0, 0, 1], 25)),
+            sessions: 10,
+            messages: 1000,
+            duration: Duration::from_secs(120),
+            size: SizeSpec {
+                min: 10240,
+                max: 10240,
+            },
+            rcpts: 1,
+            per_session: 100,
+            pipelining: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            from: "bench@smtp-bench.invalid".into(),
+            to: Vec::new(),
+            helo: "smtp-bench.invalid".into(),
+            idle: None,
+            hold: Duration::from_secs(10),
+            json: false,
+        };
+        let mut server = None;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || -> Result<String, String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match name {
+                "-c" | "--sessions" => o.sessions = count(name, &value()?)? as usize,
+                "-n" | "--messages" => o.messages = count(name, &value()?)?,
+                "-d" | "--duration" => o.duration = secs(name, &value()?)?,
+                "-s" | "--size" => o.size = SizeSpec::parse(&value()?)?,
+                "-r" | "--rcpts" => o.rcpts = count(name, &value()?)?.min(10_000) as usize,
+                "-m" | "--per-session" => o.per_session = count(name, &value()?)?,
+                "--pipelining" => {
+                    o.pipelining = match value()?.as_str() {
+                        "on" | "yes" | "true" => true,
+                        "off" | "no" | "false" => false,
+                        v => return Err(format!("--pipelining: on or off, got {v:?}")),
+                    }
+                }
+                "--threads" => o.threads = count(name, &value()?)?.min(1024) as usize,
+                "--from" => o.from = value()?,
+                "--to" => o.to.push(value()?),
+                "--helo" => o.helo = value()?,
+                "--idle" => o.idle = Some(count(name, &value()?)? as usize),
+                "--hold" => o.hold = secs(name, &value()?)?,
+                "--json" => o.json = true,
+                "--tls" | "--starttls" | "--auth" => {
+                    return Err(format!(
+                        "{name}: not supported yet (the server has no TLS or AUTH yet)"
+                    ))
+                }
+                "-h" | "--help" => return Err(String::new()),
+                s if !s.starts_with('-') && server.is_none() => server = Some(s.to_owned()),
+                s => return Err(format!("unexpected argument {s:?}")),
+            }
+        }
+        let server = server.ok_or("missing HOST:PORT")?;
+        o.server = server
+            .to_socket_addrs()
+            .map_err(|e| format!("{server}: {e}"))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| format!("{server}: no IPv4 address"))?;
+        if o.to.is_empty() {
+            o.to.push("user@example.test".into());
+        }
+        o.threads = o.threads.min(o.sessions.max(o.idle.unwrap_or(0))).max(1);
+        Ok(o)
+    }
+
+    /// The recipients of every message: `--to` in turn, then `local+K@domain` variants.
+    pub fn recipients(&self) -> Vec<String> {
+        (0..self.rcpts)
+            .map(|i| {
+                let base = &self.to[i % self.to.len()];
+                let round = i / self.to.len();
+                match (round, base.rsplit_once('@')) {
+                    (0, _) | (_, None) => base.clone(),
+                    (k, Some((local, domain))) => format!("{local}+{k}@{domain}"),
+                }
+            })
+            .collect()
+    }
+}
+
+fn count(name: &str, v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
+        _ => Err(format!("{name}: a count 1..={MAX_COUNT}, got {v:?}")),
+    }
+}
+
+fn secs(name: &str, v: &str) -> Result<Duration, String> {
+    match v.trim_end_matches('s').parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= MAX_SECS as f64 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{name}: seconds in (0, {MAX_SECS}], got {v:?}")),
+    }
+}

@@ -1,0 +1,757 @@
+//! `cargo xtask bench`: builds release binaries, runs smtp-edge on loopback under `smtp-bench`
+//! load, optionally beside a throwaway Postfix and `smtp-sink`, and prints one table; the results
+//! also go to `target/bench/` as JSON.
+//!
+//! Scenarios (issue 6):
+//! - a: durable throughput: 50 sessions, 10 KiB messages, pipelined, 100 messages per session;
+//! - b: STARTTLS: skipped until the server has TLS;
+//! - c: connection churn: one message per session;
+//! - d: idle connections: server RSS per held session (smtp-edge only: Postfix runs one process
+//!   per session, capped by `default_process_limit`);
+//! - e: shield: skipped until the shield exists;
+//! - client cost: smtp-bench against `smtp-source`, both driving `smtp-sink`, CPU per message.
+//!
+//! Peak memory is `VmHWM` for smtp-edge and smtp-sink; for Postfix, the highest sum of PSS over
+//! the instance's processes sampled every ~20 ms (RSS would count shared pages once per process).
+//!
+//! Every server starts fresh for every run (so peak RSS is per run), and with `--vs` the runs
+//! alternate, smtp-edge then the other, round after round, so machine noise hits both. A run's
+//! server CPU is taken from `/proc` from just before the load to the end of the delivery drain,
+//! so it includes getting every accepted message into Maildir.
+
+mod json;
+mod procfs;
+mod servers;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use json::{quote, Json};
+use servers::{Kind, Server};
+
+const USAGE: &str = "\
+usage: cargo xtask bench [--vs postfix] [--vs smtp-sink] [--rounds N] [--messages N]
+                         [--churn N] [--idle N] [--no-build]
+
+  --vs postfix     also run a throwaway Postfix (durable queue + Maildir via virtual(8))
+  --vs smtp-sink   also run smtp-sink (stores nothing): the protocol-only ceiling
+  --rounds N       alternating rounds per comparison (default 2 with --vs, else 1)
+  --messages N     scenario a: messages per run (default 10000)
+  --churn N        scenario c: messages (= sessions) per run (default 3000)
+  --idle N         scenario d: idle sessions held (default 10000)
+  --no-build       use the release binaries already built";
+
+/// Longest a single load run may take before it is killed.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+/// Longest wait for the delivery stage to empty its queue after a run.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+struct Args {
+    vs: Vec<Kind>,
+    rounds: usize,
+    messages: u64,
+    churn: u64,
+    idle: u64,
+    build: bool,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args {
+        vs: Vec::new(),
+        rounds: 0,
+        messages: 10_000,
+        churn: 3_000,
+        idle: 10_000,
+        build: true,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut num = |max: u64| -> Result<u64> {
+            let v = it
+                .next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+            match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => bail!("{arg}: 1..={max}, got {v:?}"),
+            }
+        };
+        match arg.as_str() {
+            "--vs" => match it.next().map(String::as_str) {
+                Some("postfix") => a.vs.push(Kind::Postfix),
+                Some("smtp-sink") => a.vs.push(Kind::Sink),
+                v => bail!("--vs: postfix or smtp-sink, got {v:?}"),
+            },
+            "--rounds" => a.rounds = num(20)? as usize,
+            "--messages" => a.messages = num(10_000_000)?,
+            "--churn" => a.churn = num(25_000)?,
+            "--idle" => a.idle = num(18_000)?,
+            "--no-build" => a.build = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unexpected argument {arg:?}\n{USAGE}"),
+        }
+    }
+    a.vs.dedup();
+    if a.rounds == 0 {
+        a.rounds = if a.vs.is_empty() { 1 } else { 2 };
+    }
+    Ok(a)
+}
+
+/// One load scenario.
+struct Scenario {
+    key: &'static str,
+    title: String,
+    args: Vec<String>,
+}
+
+/// One server's run of one scenario.
+struct Run {
+    scenario: &'static str,
+    server: Kind,
+    round: usize,
+    bench: Json,
+    bench_raw: String,
+    server_cpu_s: f64,
+    drain_s: f64,
+    peak_rss_kib: u64,
+    delivered: usize,
+}
+
+impl Run {
+    fn msgs(&self) -> f64 {
+        self.bench.num("messages_ok")
+    }
+    fn server_us_per_msg(&self) -> f64 {
+        self.server_cpu_s * 1e6 / self.msgs().max(1.0)
+    }
+    fn errors(&self) -> u64 {
+        let listed: f64 = match self.bench.get("errors") {
+            Some(Json::Obj(m)) => m
+                .values()
+                .map(|v| match v {
+                    Json::Num(n) => *n,
+                    _ => 0.0,
+                })
+                .sum(),
+            _ => 0.0,
+        };
+        (listed + self.bench.num("messages_failed")) as u64
+    }
+    fn json(&self) -> String {
+        format!(
+            "{{\"scenario\":{},\"server\":{},\"round\":{},\"server_cpu_s\":{:.3},\
+             \"server_cpu_us_per_message\":{:.1},\"drain_s\":{:.3},\"peak_rss_kib\":{},\
+             \"maildir_files\":{},\"bench\":{}}}",
+            quote(self.scenario),
+            quote(self.server.name()),
+            self.round,
+            self.server_cpu_s,
+            self.server_us_per_msg(),
+            self.drain_s,
+            self.peak_rss_kib,
+            self.delivered,
+            self.bench_raw.trim()
+        )
+    }
+}
+
+struct Bins {
+    edge: PathBuf,
+    bench: PathBuf,
+}
+
+/// Runs `cargo xtask bench ARGS`.
+pub fn main(args: &[String]) -> Result<()> {
+    let args = parse(args)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    if args.build {
+        super::cargo(&["build", "--release", "-p", "smtp-edge", "-p", "smtp-bench"])?;
+    }
+    let bins = Bins {
+        edge: target.join("release/smtp-edge"),
+        bench: target.join("release/smtp-bench"),
+    };
+    for b in [&bins.edge, &bins.bench] {
+        if !b.exists() {
+            bail!("{} is missing; run without --no-build", b.display());
+        }
+    }
+    for k in &args.vs {
+        let bin = match k {
+            Kind::Postfix => servers::POSTFIX,
+            _ => servers::SMTP_SINK,
+        };
+        if !Path::new(bin).exists() {
+            bail!(
+                "--vs {}: {bin} is not installed (this task installs nothing)",
+                k.name()
+            );
+        }
+    }
+    let tmp = TempDir::new()?;
+    let machine = machine();
+    eprintln!("machine: {machine}");
+
+    let scenarios = [
+        Scenario {
+            key: "a",
+            title: "a durable, 50 sessions, 10 KiB".into(),
+            args: strings(&[
+                "-c",
+                "50",
+                "-n",
+                &args.messages.to_string(),
+                "-s",
+                "10240",
+                "-m",
+                "100",
+                "--pipelining",
+                "on",
+            ]),
+        },
+        Scenario {
+            key: "c",
+            title: "c churn, 1 msg/session, 50 conc.".into(),
+            args: strings(&[
+                "-c",
+                "50",
+                "-n",
+                &args.churn.to_string(),
+                "-s",
+                "10240",
+                "-m",
+                "1",
+                "--pipelining",
+                "on",
+            ]),
+        },
+    ];
+    let mut runs = Vec::new();
+    for sc in &scenarios {
+        for round in 1..=args.rounds {
+            for kind in std::iter::once(Kind::Edge).chain(args.vs.iter().copied()) {
+                let dir = tmp.0.join(format!("{}-{}-{round}", sc.key, kind.name()));
+                eprintln!("run: {} / {} / round {round}", sc.title, kind.name());
+                let run = load_run(&bins, kind, &dir, sc, round)?;
+                let _ = std::fs::remove_dir_all(&dir);
+                runs.push(run);
+            }
+        }
+    }
+    eprintln!("run: d idle {} sessions / smtp-edge", args.idle);
+    let idle = idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?;
+    let client =
+        if Path::new(servers::SMTP_SINK).exists() && Path::new(servers::SMTP_SOURCE).exists() {
+            eprintln!("run: client cost, smtp-bench vs smtp-source against smtp-sink");
+            Some(client_cost(&bins, &tmp.0.join("client"))?)
+        } else {
+            None
+        };
+
+    let table = render(&scenarios, &runs, &idle, client.as_deref(), &args);
+    print!("{table}");
+
+    let out_dir = target.join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let stamp = unix_time();
+    let doc = format!(
+        "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":{},\
+         \"client_cost\":[{}],\"table\":{}}}\n",
+        quote(&machine),
+        args.rounds,
+        runs.iter().map(Run::json).collect::<Vec<_>>().join(","),
+        idle.json(),
+        client
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(ClientCost::json)
+            .collect::<Vec<_>>()
+            .join(","),
+        quote(&table)
+    );
+    let file = out_dir.join(format!("bench-{stamp}.json"));
+    std::fs::write(&file, &doc)?;
+    std::fs::write(out_dir.join("latest.json"), &doc)?;
+    eprintln!("results: {}", file.display());
+    Ok(())
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn start(bins: &Bins, kind: Kind, dir: &Path) -> Result<Server> {
+    match kind {
+        Kind::Edge => Server::edge(&bins.edge, dir),
+        Kind::Postfix => Server::postfix(dir),
+        Kind::Sink => Server::sink(dir),
+    }
+}
+
+/// A child's stdout and its CPU seconds (read from `/proc` while it is a zombie, before reaping).
+struct Measured {
+    stdout: String,
+    cpu_s: f64,
+    wall: Duration,
+    ok: bool,
+}
+
+/// Runs `cmd` to completion (killed after `RUN_LIMIT`), calling `sample` every ~20 ms.
+fn measured(cmd: &mut Command, mut sample: impl FnMut()) -> Result<Measured> {
+    let t0 = now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let pid = child.id();
+    let mut ticks = 0u32;
+    while !procfs::is_zombie(pid) {
+        if now() - t0 > RUN_LIMIT {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        ticks += 1;
+        if ticks.is_multiple_of(10) {
+            sample();
+        }
+    }
+    let wall = now() - t0;
+    let cpu_s = procfs::cpu(pid);
+    let status = child.wait()?;
+    let stdout = reader.join().unwrap_or_default();
+    Ok(Measured {
+        stdout,
+        cpu_s,
+        wall,
+        ok: status.success(),
+    })
+}
+
+fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) -> Result<Run> {
+    let server = start(bins, kind, dir)?;
+    let cpu0 = server.cpu();
+    let mut peak = server.rss_kib();
+    let mut cmd = Command::new(&bins.bench);
+    cmd.args(&sc.args)
+        .arg("--json")
+        .arg(format!("127.0.0.1:{}", server.port));
+    let m = measured(&mut cmd, || peak = peak.max(server.rss_kib()))?;
+    let bench = Json::parse(m.stdout.trim())
+        .with_context(|| format!("smtp-bench output: {:?}", m.stdout))?;
+    let drain = server.drain(DRAIN_LIMIT);
+    let server_cpu_s = server.cpu() - cpu0;
+    let peak_rss_kib = match kind {
+        Kind::Postfix => peak.max(server.rss_kib()),
+        _ => procfs::status_kib(server.pid, "VmHWM"),
+    };
+    let delivered = server.delivered();
+    if kind != Kind::Sink && server.backlog() > 0 {
+        eprintln!(
+            "  warning: {} messages still queued after {DRAIN_LIMIT:?}",
+            server.backlog()
+        );
+    }
+    drop(server);
+    Ok(Run {
+        scenario: sc.key,
+        server: kind,
+        round,
+        bench,
+        bench_raw: m.stdout,
+        server_cpu_s,
+        drain_s: drain.as_secs_f64(),
+        peak_rss_kib,
+        delivered,
+    })
+}
+
+/// Scenario d's result.
+struct Idle {
+    target: u64,
+    established: u64,
+    base_kib: u64,
+    held_kib: u64,
+    hwm_kib: u64,
+    server_cpu_s: f64,
+    setup_s: f64,
+}
+
+impl Idle {
+    fn per_conn_kib(&self) -> f64 {
+        self.held_kib.saturating_sub(self.base_kib) as f64 / self.established.max(1) as f64
+    }
+    fn json(&self) -> String {
+        format!(
+            "{{\"target\":{},\"established\":{},\"base_rss_kib\":{},\"held_rss_kib\":{},\
+             \"peak_rss_kib\":{},\"kib_per_connection\":{:.2},\"server_cpu_s\":{:.3},\"setup_s\":{:.3}}}",
+            self.target,
+            self.established,
+            self.base_kib,
+            self.held_kib,
+            self.hwm_kib,
+            self.per_conn_kib(),
+            self.server_cpu_s,
+            self.setup_s
+        )
+    }
+}
+
+fn idle_run(bins: &Bins, dir: &Path, n: u64) -> Result<Idle> {
+    let server = Server::edge(&bins.edge, dir)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let base_kib = server.rss_kib();
+    let cpu0 = server.cpu();
+    let t0 = now();
+    let mut child = Command::new(&bins.bench)
+        .args(["--idle", &n.to_string(), "--hold", "3"])
+        .arg(format!("127.0.0.1:{}", server.port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("smtp-bench --idle")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut established = 0;
+    for line in lines.by_ref().take(4) {
+        if let Some(v) = line?.strip_prefix("established ") {
+            established = v.trim().parse().unwrap_or(0);
+            break;
+        }
+    }
+    let setup_s = (now() - t0).as_secs_f64();
+    // Let the server settle (buffers returned, allocator quiet) before measuring.
+    std::thread::sleep(Duration::from_millis(1000));
+    let held_kib = server.rss_kib();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    if established < n {
+        eprintln!(
+            "  warning: only {established} of {n} idle sessions; {}",
+            rest.join(" | ")
+        );
+    }
+    let server_cpu_s = server.cpu() - cpu0;
+    let hwm_kib = procfs::status_kib(server.pid, "VmHWM");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(Idle {
+        target: n,
+        established,
+        base_kib,
+        held_kib,
+        hwm_kib,
+        server_cpu_s,
+        setup_s,
+    })
+}
+
+/// One client's cost against smtp-sink.
+struct ClientCost {
+    client: String,
+    mode: &'static str,
+    messages: f64,
+    cpu_s: f64,
+    wall_s: f64,
+}
+
+impl ClientCost {
+    fn us_per_msg(&self) -> f64 {
+        self.cpu_s * 1e6 / self.messages.max(1.0)
+    }
+    fn json(&self) -> String {
+        format!(
+            "{{\"client\":{},\"mode\":{},\"messages\":{},\"cpu_s\":{:.3},\"wall_s\":{:.3},\
+             \"cpu_us_per_message\":{:.2}}}",
+            quote(&self.client),
+            quote(self.mode),
+            self.messages,
+            self.cpu_s,
+            self.wall_s,
+            self.us_per_msg()
+        )
+    }
+}
+
+/// smtp-bench against `smtp-source`, both driving `smtp-sink` with 50 sessions of 10 KiB
+/// messages, alternating, two rounds each: CPU per message of the client process.
+fn client_cost(bins: &Bins, dir: &Path) -> Result<Vec<ClientCost>> {
+    const N: u64 = 10_000;
+    let sink = Server::sink(dir)?;
+    let addr = format!("127.0.0.1:{}", sink.port);
+    let n = N.to_string();
+    let mut out = Vec::new();
+    for (mode, reuse) in [("reuse, lock-step", true), ("churn, lock-step", false)] {
+        for _round in 0..2 {
+            let mut src = Command::new(servers::SMTP_SOURCE);
+            src.args([
+                "-s",
+                "50",
+                "-m",
+                &n,
+                "-l",
+                "10240",
+                "-f",
+                "bench@smtp-bench.invalid",
+            ])
+            .args(["-t", "user@example.test"]);
+            if reuse {
+                src.arg("-d");
+            }
+            src.arg(&addr);
+            let m = measured(&mut src, || {})?;
+            if !m.ok {
+                bail!("smtp-source failed against smtp-sink");
+            }
+            out.push(ClientCost {
+                client: "smtp-source".into(),
+                mode,
+                messages: N as f64,
+                cpu_s: m.cpu_s,
+                wall_s: m.wall.as_secs_f64(),
+            });
+            for threads in ["1", "2"] {
+                let mut b = Command::new(&bins.bench);
+                b.args(["-c", "50", "-n", &n, "-s", "10240", "--pipelining", "off"])
+                    .args(["-m", if reuse { "100000" } else { "1" }])
+                    .args(["--threads", threads, "--json", &addr]);
+                let m = measured(&mut b, || {})?;
+                let j = Json::parse(m.stdout.trim()).context("smtp-bench output")?;
+                out.push(ClientCost {
+                    client: format!("smtp-bench --threads {threads}"),
+                    mode,
+                    messages: j.num("messages_ok"),
+                    cpu_s: m.cpu_s,
+                    wall_s: m.wall.as_secs_f64(),
+                });
+            }
+        }
+    }
+    let mut b = Command::new(&bins.bench);
+    b.args([
+        "-c", "50", "-n", &n, "-s", "10240", "-m", "100", "--json", &addr,
+    ]);
+    let m = measured(&mut b, || {})?;
+    let j = Json::parse(m.stdout.trim()).context("smtp-bench output")?;
+    out.push(ClientCost {
+        client: "smtp-bench".into(),
+        mode: "reuse, pipelined",
+        messages: j.num("messages_ok"),
+        cpu_s: m.cpu_s,
+        wall_s: m.wall.as_secs_f64(),
+    });
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn render(
+    scenarios: &[Scenario],
+    runs: &[Run],
+    idle: &Idle,
+    client: Option<&[ClientCost]>,
+    args: &Args,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "\n{:<34} {:<10} {:>3} {:>8} {:>8} {:>7} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>7}",
+        "scenario",
+        "server",
+        "rnd",
+        "msg/s",
+        "sess/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "srv CPU",
+        "us/msg",
+        "RSS MiB",
+        "drain s"
+    );
+    for sc in scenarios {
+        for r in runs.iter().filter(|r| r.scenario == sc.key) {
+            let b = &r.bench;
+            let _ = writeln!(
+                t,
+                "{:<34} {:<10} {:>3} {:>8.0} {:>8.1} {:>7.1} {:>8.2} {:>8.2} {:>6} {:>7.2}s {:>8.0} {:>8.1} {:>7.2}",
+                sc.title,
+                r.server.name(),
+                r.round,
+                b.num("messages_per_s"),
+                b.num("sessions_per_s"),
+                b.num("mb_per_s"),
+                b.num("data_latency_us.p50") / 1e3,
+                b.num("data_latency_us.p99") / 1e3,
+                r.errors(),
+                r.server_cpu_s,
+                r.server_us_per_msg(),
+                r.peak_rss_kib as f64 / 1024.0,
+                r.drain_s
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "{:<34} skipped: STARTTLS not available yet",
+        "b starttls"
+    );
+    let _ = writeln!(
+        t,
+        "{:<34} smtp-edge: {} of {} established in {:.1} s; RSS {:.1} -> {:.1} MiB = {:.2} KiB/connection (goal < 20); peak {:.1} MiB; CPU {:.2} s",
+        format!("d idle {} sessions", idle.target),
+        idle.established,
+        idle.target,
+        idle.setup_s,
+        idle.base_kib as f64 / 1024.0,
+        idle.held_kib as f64 / 1024.0,
+        idle.per_conn_kib(),
+        idle.hwm_kib as f64 / 1024.0,
+        idle.server_cpu_s
+    );
+    let _ = writeln!(t, "{:<34} skipped: shield not available yet", "e shield");
+    for other in &args.vs {
+        let _ = writeln!(
+            t,
+            "\nsmtp-edge / {} (pair by pair, same round):",
+            other.name()
+        );
+        for sc in scenarios {
+            let mut tput = Vec::new();
+            let mut cpu = Vec::new();
+            for round in 1..=args.rounds {
+                let find = |k: Kind| {
+                    runs.iter()
+                        .find(|r| r.scenario == sc.key && r.server == k && r.round == round)
+                };
+                if let (Some(e), Some(o)) = (find(Kind::Edge), find(*other)) {
+                    tput.push(
+                        e.bench.num("messages_per_s") / o.bench.num("messages_per_s").max(1e-9),
+                    );
+                    cpu.push(o.server_us_per_msg() / e.server_us_per_msg().max(1e-9));
+                }
+            }
+            let list = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let goal = if *other == Kind::Postfix && sc.key == "a" {
+                let m = median(tput.clone());
+                format!(
+                    "  [goal >= 2x: {}]",
+                    if m >= 2.0 { "met" } else { "NOT met" }
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                t,
+                "  {:<34} throughput edge/other {:.2}x (runs {}); server CPU per message other/edge {:.2}x (runs {}){goal}",
+                sc.title,
+                median(tput.clone()),
+                list(&tput),
+                median(cpu.clone()),
+                list(&cpu)
+            );
+        }
+    }
+    if let Some(client) = client {
+        let _ = writeln!(
+            t,
+            "\nclient cost against smtp-sink (50 sessions, 10 KiB, {} messages per run; CPU of the client process):",
+            client.first().map_or(0.0, |c| c.messages)
+        );
+        for c in client {
+            let _ = writeln!(
+                t,
+                "  {:<28} {:<18} {:>7.3} s CPU  {:>6.1} us/msg  wall {:>6.3} s",
+                c.client,
+                c.mode,
+                c.cpu_s,
+                c.us_per_msg(),
+                c.wall_s
+            );
+        }
+    }
+    t
+}
+
+/// `nproc`, kernel and CPU model, for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} cpus, {model}, Linux {}", kernel.trim())
+}
+
+#[allow(clippy::disallowed_methods)]
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The run's scratch directory, removed on drop (after the servers in it are stopped).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("smtp-edge-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        // Postfix's daemons (postfix, nobody) must traverse it.
+        std::process::Command::new("chmod")
+            .args(["755"])
+            .arg(&dir)
+            .status()?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

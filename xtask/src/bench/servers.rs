@@ -1,0 +1,370 @@
+//! The servers under test: smtp-edge, a throwaway Postfix instance, and `smtp-sink`.
+//!
+//! Each is started on loopback in its own directory under the run's temporary root and stopped
+//! by `Drop`, so an error anywhere in the run still stops it. The Postfix instance has its own
+//! `config_directory` and `queue_directory` (`postfix -c DIR`), so the system's Postfix, its
+//! configuration and its queue are never touched.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::procfs;
+
+/// Where Postfix's programs are.
+pub const POSTFIX: &str = "/usr/sbin/postfix";
+/// Postfix's protocol-only sink.
+pub const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+/// Postfix's load generator, for the client-cost comparison.
+pub const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// smtp-edge, durable spool + Maildir.
+    Edge,
+    /// Postfix: durable queue + Maildir (virtual(8)).
+    Postfix,
+    /// smtp-sink: stores nothing.
+    Sink,
+}
+
+impl Kind {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Edge => "smtp-edge",
+            Kind::Postfix => "postfix",
+            Kind::Sink => "smtp-sink",
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Which.
+    pub kind: Kind,
+    /// The SMTP port on 127.0.0.1.
+    pub port: u16,
+    /// The process to measure (Postfix: `master`, whose tree is measured).
+    pub pid: u32,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+impl Server {
+    /// Starts smtp-edge with a temporary config (port-0 listeners, durable spool and Maildir under
+    /// `dir`) and waits for `ready` on its stdout.
+    pub fn edge(bin: &Path, dir: &Path) -> Result<Server> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("smtp-edge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "hostname = \"bench.example.test\"\nlocal_domains = [\"example.test\"]\nworkers = 0\n\n\
+                 [[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"delivery\"\ntls = \"none\"\n\n\
+                 [spool]\ndir = \"{}\"\n\n[delivery]\nmaildir = \"{}\"\n\n\
+                 [metrics]\naddr = \"127.0.0.1:0\"\n",
+                dir.join("spool").display(),
+                dir.join("mail").display()
+            ),
+        )?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("smtp-edge stdout")?;
+        let mut server = Server {
+            kind: Kind::Edge,
+            port: 0,
+            pid,
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        // `listening delivery 127.0.0.1:PORT`, `metrics ...`, then `ready` (bounded: 3 lines of
+        // interest, and the child's exit ends the stream).
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().take(16) {
+            let line = line?;
+            if let Some(addr) = line.strip_prefix("listening delivery ") {
+                server.port = addr.rsplit(':').next().unwrap_or("").parse()?;
+            } else if line == "ready" {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        if server.port == 0 {
+            bail!(
+                "smtp-edge did not report its port; see {}",
+                dir.join("stderr.log").display()
+            );
+        }
+        Ok(server)
+    }
+
+    /// Messages accepted but not yet delivered to Maildir.
+    pub fn backlog(&self) -> usize {
+        match self.kind {
+            Kind::Edge => procfs::count_files(&self.dir.join("spool/queue")),
+            Kind::Postfix => ["incoming", "active", "deferred", "maildrop", "hold"]
+                .iter()
+                .map(|q| procfs::count_files(&self.dir.join("queue").join(q)))
+                .sum(),
+            Kind::Sink => 0,
+        }
+    }
+
+    /// Waits (at most `limit`) until every accepted message is delivered; returns the wait.
+    pub fn drain(&self, limit: Duration) -> Duration {
+        let start = now();
+        while self.backlog() > 0 && now() - start < limit {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        now() - start
+    }
+
+    /// CPU seconds so far (Postfix: the whole instance, reaped children included).
+    pub fn cpu(&self) -> f64 {
+        match self.kind {
+            Kind::Postfix => procfs::tree_cpu(self.pid),
+            _ => procfs::cpu(self.pid),
+        }
+    }
+
+    /// Resident KiB now (Postfix: PSS summed over the instance's processes).
+    pub fn rss_kib(&self) -> u64 {
+        match self.kind {
+            Kind::Postfix => procfs::tree_pss_kib(self.pid),
+            _ => procfs::status_kib(self.pid, "VmRSS"),
+        }
+    }
+
+    /// Messages delivered to Maildir (files in `new/` or `cur/`), to check nothing was lost.
+    pub fn delivered(&self) -> usize {
+        match self.kind {
+            Kind::Sink => 0,
+            _ => procfs::count_files(&self.dir.join("mail")),
+        }
+    }
+
+    /// Starts `smtp-sink` on a free loopback port; it answers everything and stores nothing.
+    pub fn sink(dir: &Path) -> Result<Server> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let child = Command::new(SMTP_SINK)
+            .args(["-u", "nobody", "-m", "4096"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?))
+            .spawn()
+            .context("starting smtp-sink")?;
+        let server = Server {
+            kind: Kind::Sink,
+            port,
+            pid: child.id(),
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        wait_port(port)?;
+        Ok(server)
+    }
+
+    /// Starts a throwaway Postfix instance: its own config and queue directories under `dir`, an
+    /// SMTP listener on a free loopback port, durable queueing (cleanup fsyncs before the 250),
+    /// delivery by virtual(8) into `dir/mail/example.test/user/` (Maildir, fsynced per file).
+    pub fn postfix(dir: &Path) -> Result<Server> {
+        let conf = dir.join("etc");
+        let queue = dir.join("queue");
+        let data = dir.join("data");
+        let mail = dir.join("mail");
+        for d in [&conf, &queue, &data, &mail] {
+            std::fs::create_dir_all(d)?;
+        }
+        // virtual(8) writes as nobody; the queue and data directories belong to postfix.
+        run(
+            "chown",
+            &["-R", "nobody:nogroup", &mail.display().to_string()],
+        )?;
+        run("chown", &["postfix", &data.display().to_string()])?;
+        let port = free_port()?;
+        std::fs::write(
+            conf.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\n\
+                 queue_directory = {queue}\n\
+                 data_directory = {data}\n\
+                 myhostname = bench.example.test\n\
+                 mydestination =\n\
+                 inet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\n\
+                 mynetworks = 127.0.0.0/8\n\
+                 alias_maps =\n\
+                 alias_database =\n\
+                 local_recipient_maps =\n\
+                 biff = no\n\
+                 maillog_file_prefixes = {dir}\n\
+                 maillog_file = {dir}/maillog\n\
+                 virtual_mailbox_domains = example.test\n\
+                 virtual_mailbox_base = {mail}\n\
+                 virtual_mailbox_maps = static:example.test/user/\n\
+                 virtual_uid_maps = static:65534\n\
+                 virtual_gid_maps = static:65534\n\
+                 virtual_minimum_uid = 100\n\
+                 smtpd_client_connection_count_limit = 0\n\
+                 default_process_limit = 200\n\
+                 smtputf8_enable = no\n",
+                queue = queue.display(),
+                data = data.display(),
+                mail = mail.display(),
+                dir = dir.display(),
+            ),
+        )?;
+        std::fs::write(
+            conf.join("master.cf"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd\n\
+                 pickup    unix  n - n 60 1 pickup\n\
+                 cleanup   unix  n - n - 0 cleanup\n\
+                 qmgr      unix  n - n 300 1 qmgr\n\
+                 rewrite   unix  - - n - - trivial-rewrite\n\
+                 bounce    unix  - - n - 0 bounce\n\
+                 defer     unix  - - n - 0 bounce\n\
+                 trace     unix  - - n - 0 bounce\n\
+                 verify    unix  - - n - 1 verify\n\
+                 flush     unix  n - n 1000? 0 flush\n\
+                 proxymap  unix  - - n - - proxymap\n\
+                 showq     unix  n - n - - showq\n\
+                 error     unix  - - n - - error\n\
+                 retry     unix  - - n - - error\n\
+                 discard   unix  - - n - - discard\n\
+                 virtual   unix  - n n - - virtual\n\
+                 anvil     unix  - - n - 1 anvil\n\
+                 scache    unix  - - n - 1 scache\n\
+                 postlog   unix-dgram n - n - 1 postlogd\n"
+            ),
+        )?;
+        let mut server = Server {
+            kind: Kind::Postfix,
+            port,
+            pid: 0,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        let conf_s = conf.display().to_string();
+        run(POSTFIX, &["-c", &conf_s, "start"])
+            .with_context(|| format!("postfix -c {conf_s} start; see {}/maillog", dir.display()))?;
+        let pidfile = queue.join("pid/master.pid");
+        let deadline = now() + Duration::from_secs(10);
+        while server.pid == 0 && now() < deadline {
+            if let Ok(s) = std::fs::read_to_string(&pidfile) {
+                server.pid = s.trim().parse().unwrap_or(0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if server.pid == 0 {
+            bail!(
+                "postfix master did not start; see {}/maillog",
+                dir.display()
+            );
+        }
+        wait_port(port)?;
+        Ok(server)
+    }
+
+    /// Stops the server and waits for it (bounded), then kills what is left.
+    pub fn stop(&mut self) {
+        match self.kind {
+            Kind::Postfix => {
+                if self.pid == 0 {
+                    return;
+                }
+                let conf = self.dir.join("etc").display().to_string();
+                let _ = run(POSTFIX, &["-c", &conf, "stop"]);
+                let deadline = now() + Duration::from_secs(10);
+                while std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+                    && now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+                    let _ = run(POSTFIX, &["-c", &conf, "abort"]);
+                    let _ = run("kill", &["-KILL", &self.pid.to_string()]);
+                }
+                self.pid = 0;
+            }
+            _ => {
+                let Some(mut child) = self.child.take() else {
+                    return;
+                };
+                let _ = run("kill", &["-TERM", &child.id().to_string()]);
+                let deadline = now() + Duration::from_secs(10);
+                while now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let deadline = now() + Duration::from_secs(10);
+    while now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on 127.0.0.1:{port}")
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
