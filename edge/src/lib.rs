@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod driver;
+pub mod guard;
 pub mod metrics;
 pub mod protocol;
 pub mod shield;

@@ -17,19 +17,23 @@ const USAGE: &str = "\
 usage: smtp-edge serve [--config FILE]
        smtp-edge check-config --config FILE
        smtp-edge user add|passwd|del --users FILE ADDRESS
+       smtp-edge shield status|list|ban ADDR [--secs N]|unban ADDR
 
 serve          run the server; without --config, on the embedded default
                (delivery 127.0.0.1:2525, submission 127.0.0.1:2587, ./var)
 check-config   report every problem in FILE as `key: problem`
-user           edit a users file; the password is read from stdin (or a prompt)";
+user           edit a users file; the password is read from stdin (or a prompt)
+shield         inspect or change a running server's XDP shield (pinned maps)";
 
 /// Exit status for bad usage, a bad config, or a start failure.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("user") {
-        return smtp_edge::auth::cli::run(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("user") => return smtp_edge::auth::cli::run(&args[1..]),
+        Some("shield") => return smtp_edge::shield::cli::run(&args[1..]),
+        _ => {}
     }
     let (command, config) = match parse_args(&args) {
         Ok(parsed) => parsed,

@@ -30,6 +30,18 @@
 //! false on delivery listeners ([RFC 3207 §4]: a publicly referenced MX must not require it),
 //! and is implied by `tls = "implicit"`; it cannot be true with `tls = "none"`.
 //!
+//! `listener.greet_delay_ms` (default 0, at most 30000) holds the 220 greeting back; a client
+//! that talks before it is a pregreeter (RFC 5321 §3.1: the server speaks first). It is not
+//! allowed with `tls = "implicit"`, where the client speaks first.
+//!
+//! `limits.max_connections_per_ip` (default 50, 0 = no limit, at most 100000) caps the
+//! connections one source holds open at once.
+//!
+//! `[shield]` is the XDP shield ([`crate::shield`]), disabled by default; its keys are those
+//! of [`ShieldConfig`], checked by [`ShieldConfig::validate`] (interfaces are looked up when
+//! `shield.enabled` is true). Without `shield.ports` it protects the ports of the delivery
+//! listeners.
+//!
 //! `[tls]` is used only if some listener has `tls != "none"`. Its keys, all optional:
 //!
 //! ```toml
@@ -93,13 +105,18 @@ use std::time::Duration;
 
 use crate::auth::AuthConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
+use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
 
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
 pub use validate::{
-    MAX_BAD_COMMANDS_CEILING, MAX_HANDSHAKE_TIMEOUT_SECS, MAX_MESSAGE_SIZE_CEILING,
-    MAX_RECIPIENTS_CEILING, MAX_SESSION_CACHE, MAX_TIMEOUT_SECS, MAX_WORKERS, MIN_MESSAGE_SIZE,
+    MAX_BAD_COMMANDS_CEILING, MAX_CONNECTIONS_PER_IP, MAX_GREET_DELAY_MS,
+    MAX_HANDSHAKE_TIMEOUT_SECS, MAX_MESSAGE_SIZE_CEILING, MAX_RECIPIENTS_CEILING,
+    MAX_SESSION_CACHE, MAX_TIMEOUT_SECS, MAX_WORKERS, MIN_MESSAGE_SIZE,
 };
+
+/// Default `limits.max_connections_per_ip`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 50;
 
 /// The key under which problems with the file as a whole are reported: it could not be read,
 /// or it is not TOML.
@@ -180,6 +197,12 @@ pub struct ListenerConfig {
     ///
     /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
     pub require_tls: bool,
+    /// How long the server waits after accepting before it sends the 220 greeting
+    /// (`greet_delay_ms`, at most [`MAX_GREET_DELAY_MS`]); zero sends it at once. A client that
+    /// speaks before the greeting breaks RFC 5321 §3.1 (the server speaks first), which real
+    /// MTAs never do and spam bots often do. Always zero on [`TlsMode::Implicit`] listeners,
+    /// where the client speaks first (the TLS ClientHello).
+    pub greet_delay: Duration,
 }
 
 /// `[limits]`: what one connection or transaction may use.
@@ -203,6 +226,9 @@ pub struct Limits {
     ///
     /// [RFC 5321 §4.5.3.2.5]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2.5
     pub data_timeout: Duration,
+    /// Connections one source may hold open at once, on every listener together; 0 means no
+    /// limit. At most [`MAX_CONNECTIONS_PER_IP`].
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -216,6 +242,7 @@ impl Default for Limits {
             max_bad_commands: 20,
             command_timeout: timeouts.command,
             data_timeout: timeouts.data_block,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -253,6 +280,10 @@ pub struct Config {
     /// aliases files named in it were read and checked at load: their contents are in
     /// [`AuthConfig::credentials`].
     pub auth: AuthConfig,
+    /// `[shield]`, validated by [`ShieldConfig::validate`]; its defaults (disabled) when
+    /// absent. Without `shield.ports` in the file, `ports` holds the fixed (non-zero) ports of
+    /// the delivery listeners.
+    pub shield: ShieldConfig,
 }
 
 impl Config {

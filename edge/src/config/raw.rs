@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, TlsMode};
 use crate::protocol::Role;
+use crate::shield::ShieldConfig;
 
 /// The whole file. Absent sections are `None` (or empty); [`super::validate`] decides which are
 /// required.
@@ -31,6 +32,17 @@ pub(super) struct RawConfig {
     pub tls: Option<RawTls>,
     /// `[auth]`; `None` when absent or when it failed to deserialize (already reported).
     pub auth: Option<RawAuth>,
+    /// `[shield]`; `None` when absent or when it failed to deserialize (already reported).
+    pub shield: Option<RawShield>,
+}
+
+/// `[shield]`: [`ShieldConfig`]'s own serde (its defaults for absent keys), plus whether
+/// `ports` was written, which its `Default` cannot tell: absent, it follows the delivery
+/// listeners.
+#[derive(Debug)]
+pub(super) struct RawShield {
+    pub config: ShieldConfig,
+    pub ports_given: bool,
 }
 
 /// One `[[listener]]` entry.
@@ -42,6 +54,7 @@ pub(super) struct RawListener {
     #[serde(default)]
     pub tls: TlsMode,
     pub require_tls: Option<bool>,
+    pub greet_delay_ms: Option<i64>,
 }
 
 /// `[tls]`; every key is optional. `certificate` is taken out of the table first and
@@ -94,6 +107,7 @@ pub(super) struct RawLimits {
     pub max_bad_commands: Option<i64>,
     pub command_timeout_secs: Option<i64>,
     pub data_timeout_secs: Option<i64>,
+    pub max_connections_per_ip: Option<i64>,
 }
 
 /// `[metrics]`
@@ -139,6 +153,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "shutdown",
     "tls",
     "auth",
+    "shield",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -162,8 +177,12 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         shutdown: take(&mut table, "", "shutdown", errors),
         auth: take(&mut table, "", "auth", errors),
         tls: None,
+        shield: None,
         listeners: Vec::new(),
     };
+    raw.shield = table
+        .remove("shield")
+        .and_then(|value| parse_shield(value, errors));
     raw.tls = table
         .remove("tls")
         .and_then(|value| parse_tls(value, errors));
@@ -234,6 +253,25 @@ fn parse_tls(value: toml::Value, errors: &mut Vec<ConfigError>) -> Option<RawTls
         .ok()?;
     tls.certificates = certificates;
     Some(tls)
+}
+
+/// `[shield]`, noting whether `ports` was given.
+fn parse_shield(value: toml::Value, errors: &mut Vec<ConfigError>) -> Option<RawShield> {
+    let toml::Value::Table(table) = value else {
+        errors.push(ConfigError::new(
+            "shield",
+            format!("expected a table ([shield]), found {}", value.type_str()),
+        ));
+        return None;
+    };
+    let ports_given = table.contains_key("ports");
+    let config = ShieldConfig::deserialize(toml::Value::Table(table))
+        .map_err(|e| errors.push(serde_error("shield", &e)))
+        .ok()?;
+    Some(RawShield {
+        config,
+        ports_given,
+    })
 }
 
 /// Removes `name` from `table` and deserializes it, reporting a failure under `prefix.name`.

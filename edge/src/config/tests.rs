@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::shield::ShieldConfig;
 use crate::tls::{CertEntry, CertSource, TlsConfig};
 
 /// A minimal valid file; tests append to it or replace a line of it.
@@ -54,9 +55,19 @@ fn base_is_valid_and_typed() {
             role: Role::Delivery,
             tls: TlsMode::None,
             require_tls: false,
+            greet_delay: Duration::ZERO,
         }]
     );
     assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits.max_connections_per_ip, 50);
+    assert_eq!(
+        c.shield,
+        ShieldConfig {
+            ports: vec![2525],
+            ..ShieldConfig::default()
+        },
+        "disabled, guarding the delivery port"
+    );
     assert_eq!(c.metrics_addr, None);
     assert_eq!(c.recipients, None);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
@@ -167,6 +178,51 @@ fn each_bad_value_names_its_key() {
         ("[metrics]\nport = 9125", "metrics.port"),
         ("[shutdown]\ngrace_secs = -1", "shutdown.grace_secs"),
         ("limits = 3", "limits"),
+        (
+            "[limits]\nmax_connections_per_ip = -1",
+            "limits.max_connections_per_ip",
+        ),
+        (
+            "[limits]\nmax_connections_per_ip = 100001",
+            "limits.max_connections_per_ip",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ngreet_delay_ms = 30001",
+            "listener[1].greet_delay_ms",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ngreet_delay_ms = -1",
+            "listener[1].greet_delay_ms",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ngreet_delay_ms = \"1s\"",
+            "listener[1].greet_delay_ms",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"submission\"\ntls = \"implicit\"\ngreet_delay_ms = 300",
+            "listener[1].greet_delay_ms",
+        ),
+        ("shield = 3", "shield"),
+        ("[shield]\nenable = true", "shield.enable"),
+        ("[shield]\nenabled = \"yes\"", "shield.enabled"),
+        ("[shield]\nrequired = true", "shield.required"),
+        ("[shield]\nenabled = true", "shield.interfaces"),
+        (
+            "[shield]\nenabled = true\ninterfaces = [\"smtp-edge-no0\"]",
+            "shield.interfaces[0]",
+        ),
+        (
+            "[shield]\ninterfaces = [\"lo\", \"lo\"]",
+            "shield.interfaces[1]",
+        ),
+        ("[shield]\nports = []", "shield.ports"),
+        ("[shield]\nports = [25, 25]", "shield.ports[1]"),
+        ("[shield]\nports = [0]", "shield.ports[0]"),
+        ("[shield]\nallow = [\"10.0.0.0/33\"]", "shield.allow[0]"),
+        ("[shield]\nsyn_rate = 0", "shield.syn_rate"),
+        ("[shield]\nsyn_burst = 1000001", "shield.syn_burst"),
+        ("[shield]\nmax_sources = 1", "shield.max_sources"),
+        ("[shield]\nban_secs = 0", "shield.ban_secs"),
     ];
     // Appended tables must come after BASE's; top-level keys must come before them.
     for (extra, key) in appended {
@@ -387,6 +443,123 @@ fn embedded_default_parses() {
         TlsConfig::self_signed(cwd.join("var/tls"), "localhost")
     );
     assert_eq!(c.auth, AuthConfig::default());
+    assert!(c.listeners.iter().all(|l| l.greet_delay.is_zero()));
+    assert!(!c.shield.enabled, "the shield is off by default");
+    assert_eq!(c.shield.ports, [2525], "the delivery listener's port");
+}
+
+#[test]
+fn shield_ports_default_to_the_delivery_listeners() {
+    let more = "[[listener]]\naddr = \"[::1]:2525\"\nrole = \"delivery\"\n\n\
+                [[listener]]\naddr = \"127.0.0.1:25\"\nrole = \"delivery\"\n\n\
+                [[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"delivery\"\n\n\
+                [[listener]]\naddr = \"127.0.0.1:587\"\nrole = \"submission\"\n";
+    let c = Config::from_toml_str(&format!("{BASE}\n{more}\n[shield]\nsyn_rate = 3\n")).unwrap();
+    assert_eq!(
+        c.shield.ports,
+        [2525, 25],
+        "delivery only, each once, port 0 left out"
+    );
+    assert_eq!(c.shield.syn_rate, 3);
+
+    // Given ports are kept as written, even without a delivery listener on them.
+    let c = Config::from_toml_str(&format!("{BASE}\n[shield]\nports = [25, 587]\n")).unwrap();
+    assert_eq!(c.shield.ports, [25, 587]);
+
+    // Enabled on an interface that exists (every namespace has lo) is a valid shield config;
+    // loading it is the server's business.
+    let text = format!(
+        "{BASE}\n[shield]\nenabled = true\nrequired = true\ninterfaces = [\"lo\"]\n\
+         allow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\nban_secs = 3\npin = false\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    assert_eq!(
+        c.shield,
+        ShieldConfig {
+            enabled: true,
+            required: true,
+            interfaces: vec!["lo".into()],
+            ports: vec![2525],
+            allow: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
+            ban_secs: 3,
+            ..ShieldConfig::default()
+        }
+    );
+
+    // Enabled, with only port-0 delivery listeners and no ports: nothing to protect.
+    let port0 = edit("127.0.0.1:2525", "127.0.0.1:0");
+    let text = format!("{port0}\n[shield]\nenabled = true\ninterfaces = [\"lo\"]\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "shield.ports");
+    // Disabled, the same file is fine.
+    assert!(Config::from_toml_str(&format!("{port0}\n[shield]\nsyn_rate = 3\n")).is_ok());
+}
+
+#[test]
+fn greet_delay_and_connection_limit_are_typed() {
+    let text = format!(
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:2600\"\nrole = \"delivery\"\n\
+         greet_delay_ms = 300\n\n[[listener]]\naddr = \"127.0.0.1:2465\"\n\
+         role = \"submission\"\ntls = \"implicit\"\ngreet_delay_ms = 0\n\n\
+         [limits]\nmax_connections_per_ip = 0\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    let delays: Vec<Duration> = c.listeners.iter().map(|l| l.greet_delay).collect();
+    assert_eq!(
+        delays,
+        [Duration::ZERO, Duration::from_millis(300), Duration::ZERO]
+    );
+    assert_eq!(c.limits.max_connections_per_ip, 0, "0 = no limit");
+    let c = Config::from_toml_str(&format!(
+        "{BASE}\n[limits]\nmax_connections_per_ip = 100000\n"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.max_connections_per_ip, 100_000);
+
+    let e = errors(&format!(
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:2465\"\nrole = \"submission\"\n\
+         tls = \"implicit\"\ngreet_delay_ms = 300\n"
+    ));
+    assert!(
+        e[0].to_string().starts_with(
+            "listener[1].greet_delay_ms: not allowed with tls = \"implicit\": the client speaks first"
+        ),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!(
+        "{BASE}\n[limits]\nmax_connections_per_ip = 100001\n"
+    ));
+    assert_eq!(
+        e[0].to_string(),
+        "limits.max_connections_per_ip: must be 0..=100000 (0 = no limit), got 100001"
+    );
+}
+
+#[test]
+fn shield_greet_and_limit_problems_are_all_reported() {
+    let text = format!(
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:2600\"\nrole = \"delivery\"\n\
+         greet_delay_ms = 99999\n\n[limits]\nmax_connections_per_ip = -3\n\n\
+         [shield]\nenabled = true\ninterfaces = [\"smtp-edge-no0\"]\nsyn_rate = 0\n\
+         allow = [\"nonsense\"]\n"
+    );
+    let mut got = keys(&text);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "limits.max_connections_per_ip",
+            "listener[1].greet_delay_ms",
+            "shield.allow[0]",
+            "shield.interfaces[0]",
+            "shield.syn_rate",
+        ]
+    );
+    let e = errors(&text);
+    let iface = e.iter().find(|e| e.key == "shield.interfaces[0]").unwrap();
+    assert!(iface.problem.contains("no such interface"), "{iface}");
 }
 
 #[test]

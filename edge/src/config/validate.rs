@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawConfig, RawLimits, RawTls};
+use super::raw::{RawAuth, RawConfig, RawLimits, RawShield, RawTls};
 use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
 use crate::auth::{
     AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_FAILURES_CEILING,
@@ -15,6 +15,7 @@ use crate::auth::{
 };
 use crate::protocol::address::{parse_domain, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS};
+use crate::shield::ShieldConfig;
 use crate::tls::{
     CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SELF_SIGNED_DIR,
     DEFAULT_SESSION_CACHE,
@@ -54,6 +55,14 @@ pub const MAX_SESSION_CACHE: usize = 1 << 20;
 /// Largest `tls.handshake_timeout_secs`: five minutes, the RFC 5321 §4.5.3.2.7 command timeout.
 /// A handshake slower than that is a dead or hostile peer holding a connection.
 pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 300;
+
+/// Largest `limits.max_connections_per_ip`: more connections than one address has ports for
+/// is no limit at all, and a typo (an extra zero) should not silently become one.
+pub const MAX_CONNECTIONS_PER_IP: u32 = 100_000;
+
+/// Largest `listener.greet_delay_ms`: 30 s. RFC 5321 §4.5.3.2.1 gives clients 5 minutes for
+/// the greeting, but many give up sooner, and each delayed session holds a connection.
+pub const MAX_GREET_DELAY_MS: u64 = 30_000;
 
 /// Default `shutdown.grace_secs`.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -106,6 +115,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         .map(Duration::from_secs);
     let tls = v.tls(raw.tls.unwrap_or_default(), hostname.as_deref());
     let auth = v.auth(raw.auth.unwrap_or_default());
+    let shield = v.shield(raw.shield, listeners.as_deref());
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -119,6 +129,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         shutdown_grace: shutdown_grace?,
         tls: tls?,
         auth: auth?,
+        shield: shield?,
     })
 }
 
@@ -231,12 +242,14 @@ impl Validator<'_> {
                 }
             }
             let require_tls = self.require_tls(&key, entry.role, entry.tls, entry.require_tls);
-            match (addr, require_tls) {
-                (Some(addr), Some(require_tls)) => out.push(ListenerConfig {
+            let greet_delay = self.greet_delay(&key, entry.tls, entry.greet_delay_ms);
+            match (addr, require_tls, greet_delay) {
+                (Some(addr), Some(require_tls), Some(greet_delay)) => out.push(ListenerConfig {
                     addr,
                     role: entry.role,
                     tls: entry.tls,
                     require_tls,
+                    greet_delay,
                 }),
                 _ => ok = false,
             }
@@ -276,6 +289,81 @@ impl Validator<'_> {
             (TlsMode::Implicit, None) => Some(true),
             (TlsMode::StartTls, None) => Some(role == Role::Submission),
         }
+    }
+
+    /// `listener[i].greet_delay_ms`: 0 (the default) to [`MAX_GREET_DELAY_MS`]; not with
+    /// implicit TLS, where the client speaks first and there is no greeting to hold back.
+    fn greet_delay(&mut self, key: &str, tls: TlsMode, ms: Option<i64>) -> Option<Duration> {
+        let Some(ms) = ms else {
+            return Some(Duration::ZERO);
+        };
+        let key = format!("{key}.greet_delay_ms");
+        let ms = self.int_in(
+            &key,
+            ms,
+            0,
+            MAX_GREET_DELAY_MS,
+            " (milliseconds; 0 greets at once)",
+        )?;
+        if tls == TlsMode::Implicit && ms > 0 {
+            self.push(
+                key,
+                "not allowed with tls = \"implicit\": the client speaks first (the TLS \
+                 handshake), so there is no greeting to hold back; remove the key",
+            );
+            return None;
+        }
+        Some(Duration::from_millis(ms))
+    }
+
+    /// `[shield]`: [`ShieldConfig::validate`]'s problems, under their own keys. Without
+    /// `shield.ports`, the protected ports are those of the delivery listeners (port 0 is not
+    /// known until bind, so it cannot be protected).
+    fn shield(
+        &mut self,
+        raw: Option<RawShield>,
+        listeners: Option<&[ListenerConfig]>,
+    ) -> Option<ShieldConfig> {
+        let RawShield {
+            config: mut shield,
+            ports_given,
+        } = match raw {
+            Some(raw) => raw,
+            // It failed to deserialize, and that is reported.
+            None if self.reported("shield") => return None,
+            // Absent: disabled, with the defaults (ports as below).
+            None => RawShield {
+                config: ShieldConfig::default(),
+                ports_given: false,
+            },
+        };
+        if !ports_given {
+            let mut ports: Vec<u16> = Vec::new();
+            for l in listeners.unwrap_or_default() {
+                let port = l.addr.port();
+                if l.role == Role::Delivery && port != 0 && !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            if !ports.is_empty() {
+                shield.ports = ports;
+            } else if shield.enabled && listeners.is_some() {
+                self.push(
+                    "shield.ports",
+                    "required here: it defaults to the delivery listeners' ports, and no \
+                     delivery listener has a fixed (non-zero) port",
+                );
+                return None;
+            }
+        }
+        let problems = shield.validate();
+        if !problems.is_empty() {
+            for (key, problem) in problems {
+                self.push(key, problem);
+            }
+            return None;
+        }
+        Some(shield)
     }
 
     /// `[tls]`: the default certificate (files, or self-signed for `hostname`), the SNI
@@ -531,12 +619,25 @@ impl Validator<'_> {
             )
             .map(Duration::from_secs)
         });
+        let max_connections_per_ip =
+            raw.max_connections_per_ip
+                .map_or(Some(d.max_connections_per_ip), |n| {
+                    self.int_in(
+                        "limits.max_connections_per_ip",
+                        n,
+                        0,
+                        u64::from(MAX_CONNECTIONS_PER_IP),
+                        " (0 = no limit)",
+                    )
+                    .map(|n| n as u32)
+                });
         Some(Limits {
             max_message_size: max_message_size?,
             max_recipients: max_recipients?,
             max_bad_commands: max_bad_commands?,
             command_timeout: command_timeout?,
             data_timeout: data_timeout?,
+            max_connections_per_ip: max_connections_per_ip?,
         })
     }
 

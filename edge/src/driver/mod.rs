@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use crate::auth::{AbuseTracker, CredentialStore, Verifier};
 use crate::config::{Config, TlsMode};
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
+use crate::guard::Guard;
+use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
 use crate::spool::{self, SpoolError};
@@ -56,6 +58,9 @@ pub enum StartError {
     /// The TLS certificates could not be loaded.
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// The shield is required and could not be loaded.
+    #[error("shield: {0}")]
+    Shield(#[from] crate::shield::ShieldError),
     /// The password verification threads could not start.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -153,6 +158,17 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     )
     .map_err(|e| StartError::Delivery(e.to_string()))?;
 
+    let guard = Guard::start(&cfg.shield, cfg.limits.max_connections_per_ip)?;
+    let stats_guard = guard.clone();
+    metrics.set_shield_source(Box::new(move || {
+        let (c, bans_active) = stats_guard.stats(clock::now());
+        ShieldStats {
+            passed: c.passed,
+            dropped_rate: c.dropped_rate,
+            dropped_banned: c.dropped_banned,
+            bans_active,
+        }
+    }));
     let store = Arc::new(CredentialStore::new(&cfg.auth));
     let auth = Arc::new(AuthServices {
         config: cfg.auth.clone(),
@@ -172,6 +188,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             tls: (l.tls != TlsMode::None).then(|| tls.clone()).flatten(),
             implicit: l.tls == TlsMode::Implicit,
             handshake_timeout: cfg.tls.handshake_timeout,
+            greet_delay: l.greet_delay,
         })
         .collect();
     let mut handles = Vec::new();
@@ -190,6 +207,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             shutdown: stop_rx.clone(),
             grace: cfg.shutdown_grace,
             auth: auth.clone(),
+            guard: guard.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("smtp-edge-w{id}"))

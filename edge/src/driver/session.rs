@@ -16,6 +16,7 @@ use super::worker::WorkerCtx;
 use zeroize::Zeroizing;
 
 use crate::auth::Verdict;
+use crate::guard::{Admission, BanReason};
 use crate::metrics::{AuthResult, RejectReason, WorkerMetrics};
 use crate::protocol::{
     AuthOutcome, CloseReason, Connection, Credentials, EngineConfig, Event, Rejection, Reply, Role,
@@ -39,6 +40,8 @@ pub(super) struct ListenerSpec {
     pub(super) implicit: bool,
     /// How long a client may take over the TLS handshake.
     pub(super) handshake_timeout: Duration,
+    /// How long to hold the banner back; a client that talks first is banned (pregreet).
+    pub(super) greet_delay: Duration,
 }
 
 /// The message being received, and whether its spool entry is still healthy.
@@ -65,6 +68,8 @@ struct Tls {
 
 /// Everything a session owns besides the socket.
 struct Session {
+    /// The banner is held back until then (`greet_delay_ms`); input before it is a pregreet.
+    greet_at: Option<Instant>,
     /// AUTH failures on this session, for the tarpit.
     auth_failures: u32,
     /// The source was banned during this session: close after the reply.
@@ -99,6 +104,7 @@ pub(super) async fn serve(
 ) {
     let now = clock::now();
     let mut s = Session {
+        greet_at: (!spec.greet_delay.is_zero() && !spec.implicit).then(|| now + spec.greet_delay),
         auth_failures: 0,
         banned: false,
         conn: if spec.implicit {
@@ -119,21 +125,29 @@ pub(super) async fn serve(
         wire: Vec::new(),
         plain: Vec::new(),
     };
-    if s.ctx.auth.abuse.is_banned(peer.ip(), now) {
-        // Banned for failed logins: say so and go, before any TLS or SMTP work.
-        s.metrics().banned_refused();
-        s.summary.outcome = "banned";
-        let mut out = Vec::new();
-        Reply::new(
-            421,
-            Status(4, 7, 0),
-            format!("{} Too many failed logins; try again later", s.ctx.hostname),
-        )
-        .write(&mut out);
-        let _ = stream.send_all(out).await;
-        stream.shutdown();
-        return s.finish().await;
-    }
+    // Admission before any TLS or SMTP work: banned sources (when the shield is not there to
+    // drop them earlier) and sources over their connection limit get 421 and nothing more.
+    let _slot = match s.ctx.guard.admit(peer.ip(), now) {
+        Admission::Admit(slot) => slot,
+        refused => {
+            let text = if matches!(refused, Admission::TooMany) {
+                s.ctx
+                    .guard
+                    .ban(peer.ip(), now, BanReason::TooManyConnections);
+                s.summary.outcome = "too many connections";
+                "Too many connections from your address; try again later"
+            } else {
+                s.metrics().banned_refused();
+                s.summary.outcome = "banned";
+                "Your address is temporarily blocked; try again later"
+            };
+            let mut out = Vec::new();
+            Reply::new(421, Status(4, 7, 0), format!("{} {text}", s.ctx.hostname)).write(&mut out);
+            let _ = stream.send_all(out).await;
+            stream.shutdown();
+            return s.finish().await;
+        }
+    };
     if spec.engine.role == Role::Submission && s.ctx.auth.config.is_trusted(peer.ip()) {
         s.conn.grant_trusted();
     }
@@ -161,6 +175,14 @@ pub(super) async fn serve(
                 r = &mut read => break r,
                 _ = sleep_until(s.deadline()) => {
                     let now = clock::now();
+                    if s.greet_at.is_some_and(|at| now >= at) {
+                        // The client waited, as it should: now the banner.
+                        s.greet_at = None;
+                        if s.flush(&stream).await.is_err() {
+                            break 'session;
+                        }
+                        continue;
+                    }
                     if s.tls.as_ref().and_then(|t| t.handshake_deadline).is_some_and(|d| now >= d) {
                         // No SMTP reply can be sent mid-handshake: just go.
                         s.metrics().tls_handshake_failed();
@@ -196,6 +218,26 @@ pub(super) async fn serve(
             }
             Ok(n) => n,
         };
+        if s.greet_at.is_some() {
+            // It talked before the banner: a bot that does not wait for replies.
+            s.ctx
+                .guard
+                .ban(peer.ip(), clock::now(), BanReason::Pregreet);
+            s.summary.outcome = "pregreet";
+            let mut out = Vec::new();
+            Reply::new(
+                554,
+                Status(5, 5, 1),
+                format!(
+                    "{} Protocol error: talked before the greeting",
+                    s.ctx.hostname
+                ),
+            )
+            .write(&mut out);
+            let _ = stream.send_all(out).await;
+            stream.abort();
+            break;
+        }
         s.metrics().bytes_received(n as u64);
         let input = buf.filled();
         let result = if s.tls.is_some() {
@@ -220,6 +262,9 @@ impl Session {
     /// The next moment something must happen without input: the engine's timeout, or the end
     /// of the TLS handshake's allowance.
     fn deadline(&self) -> Option<Instant> {
+        if self.greet_at.is_some() {
+            return self.greet_at;
+        }
         let handshake = self.tls.as_ref().and_then(|t| t.handshake_deadline);
         match (self.conn.poll_timeout(), handshake) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -251,8 +296,12 @@ impl Session {
         }
     }
 
-    /// Sends queued replies (sealed, under TLS) and any TLS records.
+    /// Sends queued replies (sealed, under TLS) and any TLS records; nothing while the banner
+    /// is held back.
     async fn flush(&mut self, stream: &Stream) -> Result<(), Stop> {
+        if self.greet_at.is_some() {
+            return Ok(());
+        }
         if self.conn.poll_transmit(&mut self.out) {
             if let Some(tls) = &mut self.tls {
                 let sealed = tls.pump.seal(&self.out, &mut self.wire);
@@ -405,6 +454,11 @@ impl Session {
                 Event::Authenticate(credentials) => self.authenticate(credentials).await,
                 Event::Rejected(r) => self.reject(r),
                 Event::Close(reason) => {
+                    if reason == CloseReason::TooManyErrors {
+                        self.ctx
+                            .guard
+                            .ban(self.peer.ip(), clock::now(), BanReason::BadCommands);
+                    }
                     self.summary.outcome = match reason {
                         CloseReason::Quit => "quit",
                         CloseReason::Timeout => "timeout",
@@ -443,8 +497,10 @@ impl Session {
             Verdict::Invalid => {
                 self.auth_failures += 1;
                 self.metrics().auth(AuthResult::Failure);
-                if let Some(ban) = auth.abuse.record_failure(ip, clock::now()) {
-                    tracing::warn!(source = %ban.source, "banned after repeated AUTH failures");
+                if auth.abuse.record_failure(ip, clock::now()).is_some() {
+                    self.ctx
+                        .guard
+                        .ban(ip, clock::now(), BanReason::AuthFailures);
                     self.banned = true;
                 }
                 // The tarpit: a guesser's rate drops with every failure on the session.

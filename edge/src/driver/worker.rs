@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 use super::session::{self, ListenerSpec};
 use crate::auth::{AbuseTracker, AuthConfig, CredentialStore, Verifier};
 use crate::delivery::DeliveryHandle;
+use crate::guard::Guard;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::spool::{QueueIdGen, SpoolWriter};
 use crate::transport::{BufferPool, Listener};
@@ -49,6 +50,8 @@ pub struct WorkerSetup {
     pub grace: Duration,
     /// Authentication: the shared verifier pool, credential store and failure tracker.
     pub auth: Arc<AuthServices>,
+    /// Admission and bans.
+    pub guard: Arc<Guard>,
 }
 
 /// What sessions need for SMTP AUTH, shared by every worker. Touched once per AUTH attempt and
@@ -71,6 +74,7 @@ pub(super) struct WorkerCtx {
     pub(super) delivery: DeliveryHandle,
     pub(super) hostname: String,
     pub(super) auth: Arc<AuthServices>,
+    pub(super) guard: Arc<Guard>,
     metrics: Arc<Metrics>,
     id: usize,
     active: Cell<usize>,
@@ -106,6 +110,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
                 delivery: setup.delivery,
                 hostname: setup.hostname,
                 auth: setup.auth,
+                guard: setup.guard,
                 metrics: setup.metrics,
                 id: setup.id,
                 active: Cell::new(0),

@@ -24,24 +24,61 @@
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter |
 //! | `smtp_edge_delivery_failures_total` | counter |
+//! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned` |
+//! | `smtp_edge_shield_bans_active` | gauge |
+//!
+//! The shield series come from a late-bound source ([`Metrics::set_shield_source`]): the shield
+//! loads after the metrics exist, and its counters live in the kernel (or in the server's
+//! userspace ban list). Until a source is set, and when none is, they are all zero.
 
 mod http;
 mod render;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use http::{serve, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
 pub use worker::{
     AuthResult, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
 };
 
-/// All the counters of the process: one [`WorkerMetrics`] per worker, and the delivery stage's.
-#[derive(Debug)]
+/// All the counters of the process: one [`WorkerMetrics`] per worker, the delivery stage's, and
+/// the shield's source once set.
 pub struct Metrics {
     workers: Vec<WorkerMetrics>,
     delivery: DeliveryMetrics,
+    shield: OnceLock<ShieldSource>,
+}
+
+/// Reads the shield's counters at scrape time (see [`Metrics::set_shield_source`]).
+pub type ShieldSource = Box<dyn Fn() -> ShieldStats + Send + Sync>;
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("workers", &self.workers)
+            .field("delivery", &self.delivery)
+            .field("shield_source", &self.shield.get().is_some())
+            .finish()
+    }
+}
+
+/// What the shield has done since it loaded, as exported under `smtp_edge_shield_*`.
+///
+/// The packet counters are segments to protected ports judged by the XDP program (or, with
+/// the userspace fallback, connections judged at accept); `bans_active` is the number of bans
+/// in force now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShieldStats {
+    /// Let through.
+    pub passed: u64,
+    /// SYNs dropped over the per-source rate.
+    pub dropped_rate: u64,
+    /// Dropped because the source is banned.
+    pub dropped_banned: u64,
+    /// Bans in force.
+    pub bans_active: u64,
 }
 
 /// The delivery stage's counters. It is one thread, off the rings, so these need no per-thread
@@ -60,7 +97,20 @@ impl Metrics {
         Arc::new(Metrics {
             workers: (0..workers).map(|_| WorkerMetrics::default()).collect(),
             delivery: DeliveryMetrics::default(),
+            shield: OnceLock::new(),
         })
+    }
+
+    /// Sets where the `smtp_edge_shield_*` series come from: `source` is called on every
+    /// scrape, on the metrics thread (off the rings), so it may take a lock or read a BPF map.
+    /// Only the first call takes effect; later ones are ignored (and return false).
+    pub fn set_shield_source(&self, source: ShieldSource) -> bool {
+        self.shield.set(source).is_ok()
+    }
+
+    /// The shield's counters now: zeros until [`Metrics::set_shield_source`] is called.
+    pub fn shield_stats(&self) -> ShieldStats {
+        self.shield.get().map_or_else(ShieldStats::default, |f| f())
     }
 
     /// The counters of worker `i`, which only that worker's thread should write.

@@ -157,6 +157,32 @@ pub(super) fn render(m: &Metrics) -> String {
         "Delivery attempts that failed; the message stays spooled.",
         m.delivery.failed.load(Relaxed),
     );
+
+    // Both families always, zeros before the shield (or without one), so that rate() and
+    // alerts see the series from the first scrape.
+    let shield = m.shield_stats();
+    header(
+        &mut out,
+        "smtp_edge_shield_packets_total",
+        "Segments to protected ports judged by the shield, by action.",
+        "counter",
+    );
+    for (action, n) in [
+        ("passed", shield.passed),
+        ("dropped_rate", shield.dropped_rate),
+        ("dropped_banned", shield.dropped_banned),
+    ] {
+        let _ = writeln!(
+            out,
+            "smtp_edge_shield_packets_total{{action=\"{action}\"}} {n}"
+        );
+    }
+    gauge(
+        &mut out,
+        "smtp_edge_shield_bans_active",
+        "Sources banned now (IPv6: /64 prefixes).",
+        shield.bans_active,
+    );
     out
 }
 

@@ -148,6 +148,8 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_spool_fsync_seconds", "histogram"),
         ("smtp_edge_messages_delivered_total", "counter"),
         ("smtp_edge_delivery_failures_total", "counter"),
+        ("smtp_edge_shield_packets_total", "counter"),
+        ("smtp_edge_shield_bans_active", "gauge"),
     ];
     assert_eq!(e.types.len(), expected.len());
     for (name, kind) in expected {
@@ -163,6 +165,72 @@ fn every_family_has_help_and_type() {
             .unwrap_or(name);
         assert!(e.types.contains_key(family), "{sample} has no TYPE");
     }
+}
+
+const SHIELD_ACTIONS: [&str; 3] = ["passed", "dropped_rate", "dropped_banned"];
+
+#[test]
+fn shield_series_are_zero_without_a_source() {
+    let m = Metrics::new(1);
+    assert_eq!(m.shield_stats(), ShieldStats::default());
+    let e = parse(&m.render());
+    for action in SHIELD_ACTIONS {
+        assert_eq!(
+            e.get(&format!(
+                "smtp_edge_shield_packets_total{{action=\"{action}\"}}"
+            )),
+            0.0
+        );
+    }
+    assert_eq!(e.get("smtp_edge_shield_bans_active"), 0.0);
+    let shield = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("smtp_edge_shield_"))
+        .count();
+    assert_eq!(shield, SHIELD_ACTIONS.len() + 1, "no other shield series");
+}
+
+#[test]
+fn shield_source_is_read_on_every_scrape_and_set_once() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let m = Metrics::new(2);
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&scrapes);
+    assert!(m.set_shield_source(Box::new(move || {
+        let n = seen.fetch_add(1, Relaxed) + 1;
+        ShieldStats {
+            passed: 100 * n,
+            dropped_rate: 7,
+            dropped_banned: u64::MAX,
+            bans_active: 2,
+        }
+    })));
+    assert!(
+        !m.set_shield_source(Box::new(ShieldStats::default)),
+        "the first source stays"
+    );
+    let e = parse(&m.render());
+    assert_eq!(
+        e.get("smtp_edge_shield_packets_total{action=\"passed\"}"),
+        100.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_shield_packets_total{action=\"dropped_rate\"}"),
+        7.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_shield_packets_total{action=\"dropped_banned\"}"),
+        u64::MAX as f64
+    );
+    assert_eq!(e.get("smtp_edge_shield_bans_active"), 2.0);
+    let e = parse(&m.render());
+    assert_eq!(
+        e.get("smtp_edge_shield_packets_total{action=\"passed\"}"),
+        200.0,
+        "read again on the second scrape"
+    );
+    assert_eq!(scrapes.load(Relaxed), 2, "once per scrape");
 }
 
 #[test]

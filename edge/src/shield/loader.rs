@@ -248,6 +248,32 @@ impl Shield {
         Ok(out)
     }
 
+    /// What the program runs with: `shield_cfg[0]` (SYN rate, burst, protected ports).
+    pub fn settings(&self) -> Result<Config, ShieldError> {
+        lock(&self.maps)
+            .cfg
+            .get(&0, 0)
+            .map_err(|e| map_error(MAP_CFG, "lookup", e))
+    }
+
+    /// The interfaces with a link pinned under `pin_dir` by `shield.pin` (`link-<interface>`),
+    /// sorted: where a pinned shield is attached.
+    pub fn pinned_links_at(pin_dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(pin_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("link-"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// How many bans are in force.
     pub fn bans_active(&self) -> Result<usize, ShieldError> {
         Ok(self.list()?.len())

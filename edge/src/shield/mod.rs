@@ -25,6 +25,7 @@
 //! (without suspend time); [`Shield`] converts with `clock_gettime(CLOCK_MONOTONIC)`.
 
 mod banlist;
+pub mod cli;
 mod config;
 mod loader;
 pub mod maps;

@@ -1,0 +1,255 @@
+//! The server's judgement of clients, and the enforcement of its bans.
+//!
+//! A source is banned for `shield.ban_secs` when it talks before the banner (pregreet, with a
+//! listener's `greet_delay_ms`), exhausts `limits.max_bad_commands`, holds more than
+//! `limits.max_connections_per_ip` connections at once, or fails AUTH too often (the
+//! [`crate::auth::AbuseTracker`] decides; its bans come here too).
+//!
+//! With the XDP [`Shield`] attached, a ban drops the source's packets in the kernel, before a
+//! SYN becomes a socket. Without it (not root, no BPF, `shield.enabled = false`) the same bans
+//! are kept in a [`BanList`] and answered with 421 at connect. Either way the log says which.
+//!
+//! Shared by every worker, touched once per connection (admission and release) and once per
+//! ban, never per command: a mutex is cheap at that rate, and the fast path (nothing banned)
+//! is one atomic load.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::shield::{BanList, Shield, ShieldConfig, ShieldCounters, ShieldError};
+
+/// Most sources remembered in the userspace ban list; the oldest go first.
+const MAX_USERSPACE_BANS: usize = 65_536;
+
+/// Why a source was banned, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanReason {
+    /// It sent before the greeting (RFC 5321 §4.3.1 has the client wait for the 220).
+    Pregreet,
+    /// It reached `limits.max_bad_commands`.
+    BadCommands,
+    /// It opened more than `limits.max_connections_per_ip` connections at once.
+    TooManyConnections,
+    /// It failed AUTH `auth.max_failures` times within the window.
+    AuthFailures,
+}
+
+impl BanReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            BanReason::Pregreet => "pregreet",
+            BanReason::BadCommands => "too many bad commands",
+            BanReason::TooManyConnections => "too many connections",
+            BanReason::AuthFailures => "too many failed logins",
+        }
+    }
+}
+
+/// The verdict on a new connection.
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve it; the slot counts it until dropped.
+    Admit(Slot),
+    /// Its source is banned (only seen without the shield, or before the kernel caught up).
+    Banned,
+    /// Its source already holds `limits.max_connections_per_ip` connections.
+    TooMany,
+}
+
+/// One admitted connection, counted against its source until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    guard: Arc<Guard>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.guard.lock_counts();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The judgement and its enforcement; see the module docs.
+#[derive(Debug)]
+pub struct Guard {
+    shield: Option<Shield>,
+    bans: Mutex<BanList>,
+    /// Entries in `bans`, for the lock-free fast path.
+    banned: AtomicUsize,
+    connections: Mutex<HashMap<IpAddr, u32>>,
+    max_per_ip: u32,
+    ban_for: Duration,
+}
+
+impl Guard {
+    /// Loads the shield if `shield.enabled`; a failure is an error only if `shield.required`,
+    /// else it is logged and bans are enforced in userspace.
+    pub fn start(cfg: &ShieldConfig, max_per_ip: u32) -> Result<Arc<Guard>, ShieldError> {
+        let shield = if cfg.enabled {
+            match Shield::load(cfg) {
+                Ok(shield) => {
+                    for (interface, mode) in shield.attachments() {
+                        tracing::info!(%interface, mode = ?mode, "shield attached: bans and SYN limits enforced in XDP");
+                    }
+                    Some(shield)
+                }
+                Err(e) if cfg.required => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shield unavailable; bans enforced in userspace with 421 at connect");
+                    None
+                }
+            }
+        } else {
+            tracing::info!("shield disabled; bans enforced in userspace with 421 at connect");
+            None
+        };
+        Ok(Arc::new(Guard {
+            shield,
+            bans: Mutex::new(BanList::new(MAX_USERSPACE_BANS)),
+            banned: AtomicUsize::new(0),
+            connections: Mutex::new(HashMap::new()),
+            max_per_ip,
+            ban_for: Duration::from_secs(cfg.ban_secs),
+        }))
+    }
+
+    /// Decides on a new connection from `ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
+        if self.is_banned(ip, now) {
+            return Admission::Banned;
+        }
+        let mut counts = self.lock_counts();
+        let n = counts.entry(ip).or_insert(0);
+        // Loopback is this host's own software (a content filter, a local relay, a load test):
+        // exempt from the per-source limit, as Postfix exempts $mynetworks.
+        if self.max_per_ip != 0 && *n >= self.max_per_ip && !ip.to_canonical().is_loopback() {
+            return Admission::TooMany;
+        }
+        *n += 1;
+        drop(counts);
+        Admission::Admit(Slot {
+            guard: self.clone(),
+            ip,
+        })
+    }
+
+    /// Whether `ip` is banned in userspace.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.banned.load(Relaxed) == 0 {
+            return false;
+        }
+        self.lock_bans().is_banned(ip, now)
+    }
+
+    /// Bans `ip` for `shield.ban_secs`, in the kernel if the shield is attached, and in
+    /// userspace either way (so that connections already past the kernel are refused too).
+    pub fn ban(&self, ip: IpAddr, now: Instant, reason: BanReason) {
+        tracing::warn!(%ip, reason = reason.as_str(), secs = self.ban_for.as_secs(), "banned");
+        {
+            let mut bans = self.lock_bans();
+            bans.prune(now);
+            bans.ban(ip, now, self.ban_for);
+            self.banned.store(bans.len(), Relaxed);
+        }
+        if let Some(shield) = &self.shield {
+            if let Err(e) = shield.ban(ip, self.ban_for) {
+                tracing::error!(%ip, error = %e, "shield: cannot write the ban; userspace keeps it");
+            }
+        }
+    }
+
+    /// The kernel's counters and the number of active bans, for metrics.
+    pub fn stats(&self, now: Instant) -> (ShieldCounters, u64) {
+        let counters = self
+            .shield
+            .as_ref()
+            .and_then(|s| s.counters().ok())
+            .unwrap_or_default();
+        let active = match &self.shield {
+            Some(shield) => shield.bans_active().unwrap_or(0),
+            None => {
+                let mut bans = self.lock_bans();
+                bans.prune(now);
+                self.banned.store(bans.len(), Relaxed);
+                bans.len()
+            }
+        };
+        (counters, active as u64)
+    }
+
+    fn lock_bans(&self) -> std::sync::MutexGuard<'_, BanList> {
+        // A panic elsewhere must not take the ban list down with it: the data is still valid.
+        self.bans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take "now" once and move it by hand
+mod tests {
+    use super::*;
+
+    fn guard(max_per_ip: u32) -> Arc<Guard> {
+        let cfg = ShieldConfig {
+            enabled: false,
+            ban_secs: 60,
+            ..ShieldConfig::default()
+        };
+        Guard::start(&cfg, max_per_ip).expect("disabled shield always starts")
+    }
+
+    #[test]
+    fn connections_per_source_are_counted_and_released() {
+        let g = guard(2);
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let locals: Vec<_> = (0..5).map(|_| g.admit(local, now)).collect();
+        assert!(locals.iter().all(|s| matches!(s, Admission::Admit(_))));
+        let s1 = g.admit(a, now);
+        let s2 = g.admit(a, now);
+        assert!(matches!(g.admit(a, now), Admission::TooMany));
+        assert!(matches!(g.admit(b, now), Admission::Admit(_)));
+        drop(s1);
+        assert!(matches!(g.admit(a, now), Admission::Admit(_)));
+        drop(s2);
+    }
+
+    #[test]
+    fn bans_expire_and_cover_a_v6_64() {
+        let g = guard(0);
+        let now = Instant::now();
+        let v6: IpAddr = "fd00:1::2".parse().unwrap();
+        let neighbour: IpAddr = "fd00:1::99".parse().unwrap();
+        assert!(!g.is_banned(v6, now));
+        g.ban(v6, now, BanReason::Pregreet);
+        assert!(g.is_banned(neighbour, now));
+        assert!(matches!(g.admit(v6, now), Admission::Banned));
+        assert!(!g.is_banned(v6, now + Duration::from_secs(61)));
+        assert_eq!(g.stats(now + Duration::from_secs(61)).1, 0);
+    }
+
+    #[test]
+    fn unlimited_when_zero() {
+        let g = guard(0);
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let slots: Vec<_> = (0..1000).map(|_| g.admit(a, now)).collect();
+        assert!(slots.iter().all(|s| matches!(s, Admission::Admit(_))));
+    }
+}
