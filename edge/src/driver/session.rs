@@ -431,6 +431,10 @@ impl Session {
                         received_at: clock::wall(),
                         tls: self.tls.as_ref().and_then(|t| t.trace.clone()),
                         authenticated: envelope.login.is_some(),
+                        login: envelope
+                            .login
+                            .clone()
+                            .filter(|_| self.ctx.auth.config.trace_login),
                     };
                     let entry = self.ctx.spool.begin(&envelope, &trace).await;
                     if let Err(e) = &entry {

@@ -39,6 +39,9 @@ pub struct TraceInfo {
     ///
     /// [RFC 3848]: https://www.rfc-editor.org/rfc/rfc3848
     pub authenticated: bool,
+    /// The login to name in the header, only where the operator allows it (`auth.trace_login`);
+    /// by default the header says that the client authenticated, not as whom.
+    pub login: Option<String>,
 }
 
 /// What the trace header says of the TLS session ([RFC 3848]: the `S` in `ESMTPS`).
@@ -70,6 +73,7 @@ impl TraceInfo {
             received_at,
             tls: None,
             authenticated: envelope.login.is_some(),
+            login: None,
         }
     }
 
@@ -185,6 +189,11 @@ pub fn received_header(info: &TraceInfo, id: &QueueId, rcpt_to: &[Mailbox]) -> S
         IpAddr::V6(ip) => {
             let _ = write!(out, " ([IPv6:{ip}])\r\n");
         }
+    }
+    if let Some(login) = &info.login {
+        out.push_str("\t(Authenticated sender: ");
+        push_sanitized_utf8(&mut out, login);
+        out.push_str(")\r\n");
     }
     out.push_str("\tby ");
     push_sanitized(&mut out, &info.hostname, MAX_TRACE_HELO);
@@ -331,6 +340,7 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
             tls: None,
             authenticated: false,
+            login: None,
         }
     }
 
@@ -373,6 +383,10 @@ mod tests {
         assert!(received_header(&t, &id, &[]).contains(" with ESMTPSA ("));
         t.tls = None;
         assert!(received_header(&t, &id, &[]).contains(" with ESMTPA id"));
+        assert!(!received_header(&t, &id, &[]).contains("Authenticated sender"));
+        t.login = Some("alice@example.test".into());
+        assert!(received_header(&t, &id, &[])
+            .contains("])\r\n\t(Authenticated sender: alice@example.test)\r\n\tby "));
     }
 
     #[test]

@@ -288,6 +288,7 @@ mod tests {
             received_at: UNIX_EPOCH + Duration::from_secs(1_795_837_985),
             tls: None,
             authenticated: false,
+            login: None,
         }
     }
 
