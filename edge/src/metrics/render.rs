@@ -3,7 +3,7 @@
 //! <https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::worker::{RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS};
 use super::Metrics;
@@ -36,60 +36,41 @@ pub(super) fn render(m: &Metrics) -> String {
         sum(|w| w.messages_accepted.load(Relaxed)),
     );
 
-    header(
+    // Every label value, zeros included, so that rate() sees a series from the start.
+    let reasons: Vec<&str> = RejectReason::ALL.iter().map(|r| r.label()).collect();
+    labelled(
         &mut out,
-        "smtp_edge_messages_rejected_total",
-        "Messages or recipients refused, by reason.",
-        "counter",
+        m,
+        Family {
+            name: "smtp_edge_messages_rejected_total",
+            help: "Messages or recipients refused, by reason.",
+            label: "reason",
+            values: &reasons,
+        },
+        |w| &w.messages_rejected,
     );
-    // Every reason, zeros included, so that rate() sees a series from the start.
-    for (i, reason) in RejectReason::ALL.iter().enumerate() {
-        let n = m
-            .workers
-            .iter()
-            .filter_map(|w| w.messages_rejected.get(i))
-            .map(|c| c.load(Relaxed))
-            .fold(0u64, u64::wrapping_add);
-        let _ = writeln!(
-            out,
-            "smtp_edge_messages_rejected_total{{reason=\"{}\"}} {n}",
-            reason.label()
-        );
-    }
-
-    header(
+    labelled(
         &mut out,
-        "smtp_edge_tls_handshakes_total",
-        "TLS handshakes completed, by protocol version.",
-        "counter",
+        m,
+        Family {
+            name: "smtp_edge_tls_handshakes_total",
+            help: "TLS handshakes completed, by protocol version.",
+            label: "version",
+            values: &TLS_VERSIONS,
+        },
+        |w| &w.tls_handshakes,
     );
-    for (i, version) in TLS_VERSIONS.iter().enumerate() {
-        let n = m
-            .workers
-            .iter()
-            .filter_map(|w| w.tls_handshakes.get(i))
-            .map(|c| c.load(Relaxed))
-            .fold(0u64, u64::wrapping_add);
-        let _ = writeln!(
-            out,
-            "smtp_edge_tls_handshakes_total{{version=\"{version}\"}} {n}"
-        );
-    }
-    header(
+    labelled(
         &mut out,
-        "smtp_edge_auth_total",
-        "SMTP AUTH attempts, by result.",
-        "counter",
+        m,
+        Family {
+            name: "smtp_edge_auth_total",
+            help: "SMTP AUTH attempts, by result.",
+            label: "result",
+            values: &AUTH_RESULTS,
+        },
+        |w| &w.auth,
     );
-    for (i, result) in AUTH_RESULTS.iter().enumerate() {
-        let n = m
-            .workers
-            .iter()
-            .filter_map(|w| w.auth.get(i))
-            .map(|c| c.load(Relaxed))
-            .fold(0u64, u64::wrapping_add);
-        let _ = writeln!(out, "smtp_edge_auth_total{{result=\"{result}\"}} {n}");
-    }
     counter(
         &mut out,
         "smtp_edge_banned_connections_total",
@@ -198,4 +179,32 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     header(out, name, help, "gauge");
     let _ = writeln!(out, "{name} {value}");
+}
+
+/// A labelled counter family: one series per label value.
+struct Family<'a> {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: &'a [&'a str],
+}
+
+/// Writes `family`, summing across workers the counter array `counters` picks, indexed like
+/// `family.values`.
+fn labelled(
+    out: &mut String,
+    m: &Metrics,
+    family: Family<'_>,
+    counters: fn(&WorkerMetrics) -> &[AtomicU64],
+) {
+    header(out, family.name, family.help, "counter");
+    for (i, value) in family.values.iter().enumerate() {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| counters(w).get(i))
+            .map(|c| c.load(Relaxed))
+            .fold(0u64, u64::wrapping_add);
+        let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", family.name, family.label);
+    }
 }
