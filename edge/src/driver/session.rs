@@ -501,10 +501,13 @@ impl Session {
             Verdict::Invalid => {
                 self.auth_failures += 1;
                 self.metrics().auth(AuthResult::Failure);
-                if auth.abuse.record_failure(ip, clock::now()).is_some() {
+                let now = clock::now();
+                if let Some(ban) = auth.abuse.record_failure(ip, now) {
+                    // AUTH bans last `auth.ban_secs`, not the shield's default.
+                    let duration = ban.until.saturating_duration_since(now);
                     self.ctx
                         .guard
-                        .ban(ip, clock::now(), BanReason::AuthFailures);
+                        .ban_for(ip, now, BanReason::AuthFailures, duration);
                     self.banned = true;
                 }
                 // The tarpit: a guesser's rate drops with every failure on the session.

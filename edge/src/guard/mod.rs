@@ -153,15 +153,20 @@ impl Guard {
     /// Bans `ip` for `shield.ban_secs`, in the kernel if the shield is attached, and in
     /// userspace either way (so that connections already past the kernel are refused too).
     pub fn ban(&self, ip: IpAddr, now: Instant, reason: BanReason) {
-        tracing::warn!(%ip, reason = reason.as_str(), secs = self.ban_for.as_secs(), "banned");
+        self.ban_for(ip, now, reason, self.ban_for);
+    }
+
+    /// Bans `ip` for `duration` (AUTH bans last `auth.ban_secs`); otherwise as [`Guard::ban`].
+    pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) {
+        tracing::warn!(%ip, reason = reason.as_str(), secs = duration.as_secs(), "banned");
         {
             let mut bans = self.lock_bans();
             bans.prune(now);
-            bans.ban(ip, now, self.ban_for);
+            bans.ban(ip, now, duration);
             self.banned.store(bans.len(), Relaxed);
         }
         if let Some(shield) = &self.shield {
-            if let Err(e) = shield.ban(ip, self.ban_for) {
+            if let Err(e) = shield.ban(ip, duration) {
                 tracing::error!(%ip, error = %e, "shield: cannot write the ban; userspace keeps it");
             }
         }
