@@ -1,0 +1,217 @@
+//! DATA ([RFC 5321 §4.1.1.4]) and BDAT ([RFC 3030]): message content, from the command to the
+//! spool's verdict.
+//!
+//! [RFC 5321 §4.1.1.4]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.4
+//! [RFC 3030]: https://www.rfc-editor.org/rfc/rfc3030
+
+use super::*;
+
+impl Connection {
+    /// Whether a transaction may take content now; else the reply refusing it.
+    pub(super) fn content_ready(&self) -> Result<(), Reply> {
+        match &self.txn {
+            None => Err(Reply::bad_sequence("Need MAIL command first")),
+            // RFC 2920 §3.1: DATA with no valid recipients gets 554.
+            Some(t) if t.rcpts.is_empty() => {
+                Err(Reply::new(554, Status(5, 5, 1), "No valid recipients"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(super) fn data(&mut self) {
+        if let Err(reply) = self.content_ready() {
+            return self.bad_command_reply(reply);
+        }
+        if self.txn.as_ref().is_some_and(|t| t.started) {
+            return self.bad_command_reply(Reply::bad_sequence("DATA not allowed after BDAT"));
+        }
+        self.start_content();
+        self.phase = Phase::Data(DataReceiver::new(self.cfg.max_message_size));
+        self.reply(Reply::bare(
+            354,
+            vec!["End data with <CR><LF>.<CR><LF>".into()],
+        ));
+    }
+
+    pub(super) fn bdat(&mut self, size: u64, last: bool) {
+        let refused = match self.content_ready() {
+            Err(reply) => Some(reply),
+            Ok(()) => {
+                if !self.txn.as_ref().is_some_and(|t| t.started) {
+                    self.start_content();
+                }
+                None
+            }
+        };
+        self.phase = Phase::Bdat(BdatChunk {
+            remaining: size,
+            size,
+            last,
+            refused,
+        });
+        if size == 0 {
+            self.end_of_chunk();
+        }
+    }
+
+    pub(super) fn start_content(&mut self) {
+        let Some(txn) = &mut self.txn else { return };
+        txn.started = true;
+        let (greeting, helo) = self
+            .greeting
+            .clone()
+            .unwrap_or((Greeting::Helo, String::new()));
+        let envelope = Envelope {
+            helo,
+            greeting,
+            mail_from: txn.mail.path.clone(),
+            rcpt_to: txn.rcpts.clone(),
+            body: txn.mail.body,
+            smtputf8: txn.mail.smtputf8,
+            login: match &self.identity {
+                Identity::User { login, .. } => Some(login.clone()),
+                _ => None,
+            },
+        };
+        self.events.push_back(Event::MessageStart {
+            txn: txn.id,
+            envelope,
+        });
+    }
+
+    pub(super) fn read_bdat(&mut self, input: &[u8]) -> usize {
+        let Phase::Bdat(chunk) = &mut self.phase else {
+            return 0;
+        };
+        let take = usize::try_from(chunk.remaining)
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        chunk.remaining -= take as u64;
+        let keep = chunk.refused.is_none();
+        let done = chunk.remaining == 0;
+        if keep {
+            if let Some(txn) = &mut self.txn {
+                txn.size = txn.size.saturating_add(take as u64);
+                if txn.size <= self.cfg.max_message_size {
+                    self.body
+                        .extend_from_slice(input.get(..take).unwrap_or_default());
+                    if self.body.len() >= MAX_BODY_CHUNK {
+                        self.flush_body();
+                    }
+                }
+            }
+        }
+        if done {
+            self.end_of_chunk();
+        }
+        take
+    }
+
+    /// All octets of the current `BDAT` chunk are in.
+    pub(super) fn end_of_chunk(&mut self) {
+        let Phase::Bdat(chunk) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        if let Some(reply) = chunk.refused {
+            return self.bad_command_reply(reply);
+        }
+        let too_large = self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.size > self.cfg.max_message_size);
+        if too_large {
+            self.reply(envelope::too_large());
+            self.abort_message(Rejection::MessageTooLarge);
+        } else if chunk.last {
+            self.flush_body();
+            self.await_spool();
+        } else {
+            let text = format!("{} octets received", chunk.size);
+            self.reply(Reply::new(250, Status(2, 0, 0), text));
+        }
+    }
+
+    /// The `DATA` terminator arrived.
+    pub(super) fn end_of_data(&mut self) {
+        let Phase::Data(rx) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        match rx.fault() {
+            None => {
+                self.flush_body();
+                self.await_spool();
+            }
+            Some(fault) => {
+                let (reply, reason) = match fault {
+                    DataFault::TooLarge => (envelope::too_large(), Rejection::MessageTooLarge),
+                    DataFault::BareNewline => (
+                        Reply::new(
+                            550,
+                            Status(5, 6, 0),
+                            "Message refused: bare CR or LF; lines end in CRLF (RFC 5321 2.3.8)",
+                        ),
+                        Rejection::BareNewline,
+                    ),
+                    DataFault::LineTooLong => (
+                        Reply::new(
+                            550,
+                            Status(5, 6, 0),
+                            "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
+                        ),
+                        Rejection::LineTooLong,
+                    ),
+                };
+                self.reply(reply);
+                self.abort_message(reason);
+            }
+        }
+    }
+
+    pub(super) fn await_spool(&mut self) {
+        if let Some(txn) = &self.txn {
+            self.events.push_back(Event::MessageEnd { txn: txn.id });
+            self.phase = Phase::Spooling(txn.id);
+        }
+    }
+
+    /// Drops the message in progress after its refusal reply; the transaction ends.
+    pub(super) fn abort_message(&mut self, reason: Rejection) {
+        self.body.clear();
+        if let Some(txn) = self.txn.take() {
+            self.events.push_back(Event::MessageAbort {
+                txn: txn.id,
+                reason: Some(reason),
+            });
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// Tells the driver to drop content it was given for a transaction now abandoned.
+    pub(super) fn abort_content(&mut self) {
+        if let Some(txn) = &self.txn {
+            if txn.started && !matches!(self.phase, Phase::Spooling(_)) {
+                self.body.clear();
+                self.events.push_back(Event::MessageAbort {
+                    txn: txn.id,
+                    reason: None,
+                });
+            }
+        }
+    }
+
+    pub(super) fn flush_body(&mut self) {
+        if self.body.is_empty() {
+            return;
+        }
+        if let Some(txn) = &self.txn {
+            let data = std::mem::take(&mut self.body);
+            self.events
+                .push_back(Event::MessageData { txn: txn.id, data });
+        } else {
+            self.body.clear();
+        }
+    }
+}

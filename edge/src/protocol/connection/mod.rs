@@ -1,0 +1,536 @@
+//! One SMTP session as a state machine: bytes in, replies and events out.
+//!
+//! Method kinds, in the order a driver uses them:
+//! - input: [`Connection::handle_input`], [`Connection::handle_spooled`],
+//!   [`Connection::handle_timeout`], [`Connection::handle_shutdown`];
+//! - output, polled after every input: [`Connection::poll_event`] until `None` (events come in
+//!   the order the driver must act on them), [`Connection::poll_transmit`] (replies, in order),
+//!   then [`Connection::poll_timeout`] for the next deadline.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::auth::{SaslExchange, SaslStep, MAX_AUTH_LINE, MECHANISMS};
+use super::command::{self, Command, CommandError};
+use super::data::{DataFault, DataReceiver};
+use super::envelope::{self, MailFrom};
+use super::event::{CloseReason, Event, Rejection, SpoolFault};
+use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
+use super::reply::{Reply, Status};
+use super::transaction::{Envelope, Greeting, TxnId};
+use super::Mailbox;
+
+mod content;
+mod mail;
+mod security;
+
+/// Content is handed to the driver at least this often, so one session never buffers more.
+const MAX_BODY_CHUNK: usize = 256 * 1024;
+
+/// Where the session is.
+#[derive(Debug)]
+enum Phase {
+    /// Reading command lines.
+    Command,
+    /// Reading a `DATA` body.
+    Data(DataReceiver),
+    /// Reading the octets of a `BDAT` chunk.
+    Bdat(BdatChunk),
+    /// Content complete; waiting for [`Connection::handle_spooled`].
+    Spooling(TxnId),
+    /// STARTTLS accepted; waiting for [`Connection::handle_tls_established`].
+    TlsPending,
+    /// AUTH sent a 334 challenge; the next line is the client's response.
+    AuthResponse(SaslExchange),
+    /// Credentials handed out; waiting for [`Connection::handle_auth`].
+    AuthPending,
+    /// Done; nothing more is read.
+    Closed,
+}
+
+/// A `BDAT` chunk being read ([RFC 3030 §2]).
+///
+/// [RFC 3030 §2]: https://www.rfc-editor.org/rfc/rfc3030#section-2
+#[derive(Debug)]
+struct BdatChunk {
+    remaining: u64,
+    size: u64,
+    last: bool,
+    /// The chunk is read and thrown away, then this reply is sent (RFC 3030 §2: a refused BDAT
+    /// still carries its octets).
+    refused: Option<Reply>,
+}
+
+/// The open transaction: after `MAIL`, until the end of data or `RSET`.
+#[derive(Debug)]
+struct Transaction {
+    id: TxnId,
+    mail: MailFrom,
+    rcpts: Vec<Mailbox>,
+    /// Content already announced to the driver (`MessageStart` sent), by `BDAT`.
+    started: bool,
+    /// Content octets so far across `BDAT` chunks.
+    size: u64,
+}
+
+/// One SMTP session, server side.
+pub struct Connection {
+    cfg: Arc<EngineConfig>,
+    phase: Phase,
+    greeting: Option<(Greeting, String)>,
+    txn: Option<Transaction>,
+    next_txn: u64,
+    bad_commands: u32,
+    /// A command line split across inputs; never longer than [`MAX_COMMAND_LINE`].
+    line: Vec<u8>,
+    /// The current line passed [`MAX_COMMAND_LINE`]; it is skipped up to its LF.
+    line_too_long: bool,
+    /// Content not yet handed out as [`Event::MessageData`].
+    body: Vec<u8>,
+    replies: Vec<u8>,
+    events: VecDeque<Event>,
+    deadline: Instant,
+    /// Shutdown asked for while a message was in flight: close after its reply.
+    closing: bool,
+    /// The session runs over TLS (after STARTTLS, or from the start on an implicit listener).
+    secure: bool,
+    /// Who the client is, as far as MAIL on a submission listener is concerned.
+    identity: Identity,
+}
+
+/// Who may submit mail on this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Identity {
+    /// Nobody yet.
+    Anonymous,
+    /// A host in the operator's trusted networks: any sender.
+    Trusted,
+    /// An authenticated user, who may use the listed senders (lower-cased addresses).
+    User { login: String, senders: Vec<String> },
+}
+
+/// The verdict on credentials, for [`Connection::handle_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Good credentials: `login` may send as any of `senders` (lower-cased addresses, the
+    /// login's own among them).
+    Success {
+        /// The authenticated identity.
+        login: String,
+        /// MAIL FROM addresses this user may use.
+        senders: Vec<String>,
+    },
+    /// Wrong user or password (535 5.7.8).
+    Invalid,
+    /// The check could not be made now (454 4.7.0); the client may retry.
+    Unavailable,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the body or pending input: they are the user's mail.
+        f.debug_struct("Connection")
+            .field("phase", &self.phase)
+            .field("greeting", &self.greeting)
+            .field("bad_commands", &self.bad_commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A new session; the 220 greeting is queued.
+    pub fn new(cfg: Arc<EngineConfig>, now: Instant) -> Self {
+        let mut conn = Connection {
+            deadline: now + cfg.timeouts.command,
+            cfg,
+            phase: Phase::Command,
+            greeting: None,
+            txn: None,
+            next_txn: 0,
+            bad_commands: 0,
+            line: Vec::new(),
+            line_too_long: false,
+            body: Vec::new(),
+            replies: Vec::with_capacity(256),
+            events: VecDeque::new(),
+            closing: false,
+            secure: false,
+            identity: Identity::Anonymous,
+        };
+        let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
+        conn.reply(Reply::bare(220, vec![banner.into()]));
+        conn
+    }
+
+    /// A new session on a connection that is already encrypted (implicit TLS, [RFC 8314 §3.3]);
+    /// the 220 greeting is queued.
+    ///
+    /// [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
+    pub fn new_secure(cfg: Arc<EngineConfig>, now: Instant) -> Self {
+        let mut conn = Connection::new(cfg, now);
+        conn.secure = true;
+        conn
+    }
+
+    /// The TLS layer is in place after STARTTLS: the session starts over as after the greeting,
+    /// forgetting the EHLO and any transaction ([RFC 3207 §4.2]). Ignored in any other state.
+    ///
+    /// [RFC 3207 §4.2]: https://www.rfc-editor.org/rfc/rfc3207#section-4.2
+    pub fn handle_tls_established(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::TlsPending) {
+            return;
+        }
+        self.secure = true;
+        self.greeting = None;
+        self.txn = None;
+        self.line.clear();
+        self.line_too_long = false;
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// The client's address is in the operator's trusted networks: it may submit without
+    /// authenticating. Call before the first input.
+    pub fn grant_trusted(&mut self) {
+        if self.identity == Identity::Anonymous {
+            self.identity = Identity::Trusted;
+        }
+    }
+
+    /// The verdict on the credentials of the last [`Event::Authenticate`]; ignored unless
+    /// one is pending.
+    pub fn handle_auth(&mut self, now: Instant, outcome: AuthOutcome) {
+        if !matches!(self.phase, Phase::AuthPending) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        match outcome {
+            AuthOutcome::Success { login, senders } => {
+                self.identity = Identity::User { login, senders };
+                self.reply(Reply::new(
+                    235,
+                    Status(2, 7, 0),
+                    "Authentication successful",
+                ));
+            }
+            AuthOutcome::Invalid => self.reply(Reply::new(
+                535,
+                Status(5, 7, 8),
+                "Authentication credentials invalid",
+            )),
+            AuthOutcome::Unavailable => self.reply(Reply::new(
+                454,
+                Status(4, 7, 0),
+                "Temporary authentication failure",
+            )),
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// The authenticated login, if any.
+    pub fn login(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::User { login, .. } => Some(login),
+            _ => None,
+        }
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Consumes a prefix of `input` and returns its length; the caller keeps the rest and
+    /// offers it again once the engine can go on (after [`Connection::handle_spooled`]).
+    /// Commands may be pipelined ([RFC 2920]): replies queue up in order.
+    ///
+    /// [RFC 2920]: https://www.rfc-editor.org/rfc/rfc2920
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        let mut used = 0;
+        while used < input.len() {
+            let rest = input.get(used..).unwrap_or_default();
+            used += match &mut self.phase {
+                Phase::Command => self.read_command(rest),
+                Phase::Data(rx) => {
+                    let (n, done) = rx.feed(rest, &mut self.body);
+                    if done {
+                        self.end_of_data();
+                    } else if self.body.len() >= MAX_BODY_CHUNK {
+                        self.flush_body();
+                    }
+                    n
+                }
+                Phase::Bdat(_) => self.read_bdat(rest),
+                Phase::AuthResponse(_) => self.read_command(rest),
+                // After STARTTLS nothing more is read in the clear: the caller drops the rest.
+                Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => {
+                    break
+                }
+            };
+        }
+        self.flush_body();
+        self.deadline = now
+            + match self.phase {
+                Phase::Data(_) | Phase::Bdat(_) => self.cfg.timeouts.data_block,
+                _ => self.cfg.timeouts.command,
+            };
+        used
+    }
+
+    /// Reports the spool's verdict on the message of `txn`; a result for any other
+    /// transaction is ignored.
+    pub fn handle_spooled(&mut self, now: Instant, txn: TxnId, result: Result<&str, SpoolFault>) {
+        if !matches!(self.phase, Phase::Spooling(t) if t == txn) {
+            return;
+        }
+        self.txn = None;
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        match result {
+            Ok(queue_id) => {
+                let text = format!("Ok: queued as {queue_id}");
+                self.reply(Reply::new(250, Status(2, 0, 0), text));
+            }
+            // RFC 3463 §3.4: 4.3.0, "other or undefined mail system status".
+            Err(SpoolFault) => self.reply(Reply::new(
+                451,
+                Status(4, 3, 0),
+                "Temporary failure storing the message; try again later",
+            )),
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// Ends the session with 421 if its deadline has passed; earlier calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            let text = format!("{} Timeout waiting for client input", self.cfg.hostname);
+            self.reply(Reply::new(421, Status(4, 4, 2), text));
+            self.close(CloseReason::Timeout);
+        }
+    }
+
+    /// The server is stopping: an idle session gets 421 now; one with a message in flight
+    /// finishes it first.
+    pub fn handle_shutdown(&mut self) {
+        match self.phase {
+            Phase::Command => self.close_shutdown(),
+            Phase::Closed => {}
+            _ => self.closing = true,
+        }
+    }
+
+    /// Appends queued replies to `out`; returns whether there were any.
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.replies.is_empty() {
+            return false;
+        }
+        out.append(&mut self.replies);
+        true
+    }
+
+    /// The next event to act on.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called ([RFC 5321 §4.5.3.2]);
+    /// `None` while the server itself is busy (spooling) or the session is over.
+    ///
+    /// [RFC 5321 §4.5.3.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => None,
+            _ => Some(self.deadline),
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The client's HELO/EHLO argument, once given.
+    pub fn helo(&self) -> Option<&str> {
+        self.greeting.as_ref().map(|(_, helo)| helo.as_str())
+    }
+
+    /// Whether a message is being received or spooled.
+    pub fn in_message(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Data(_) | Phase::Bdat(_) | Phase::Spooling(_)
+        ) || self.txn.as_ref().is_some_and(|t| t.started)
+    }
+
+    /// Returns an emptied content buffer for reuse.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.body.capacity() == 0 {
+            buf.clear();
+            self.body = buf;
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write(&mut self.replies);
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.abort_content();
+        self.phase = Phase::Closed;
+        self.events.push_back(Event::Close(reason));
+    }
+
+    fn close_shutdown(&mut self) {
+        let text = format!("{} Service shutting down", self.cfg.hostname);
+        // RFC 3463 §3.4: 4.3.2, "system not accepting network messages".
+        self.reply(Reply::new(421, Status(4, 3, 2), text));
+        self.close(CloseReason::Shutdown);
+    }
+
+    /// Reads one command line (or part of one) from `input`; returns octets consumed.
+    /// The longest line allowed now: [`MAX_AUTH_LINE`] for AUTH and its responses, else
+    /// [`MAX_COMMAND_LINE`]. `start` is the beginning of the line.
+    fn line_limit(&self, start: &[u8]) -> usize {
+        let is_auth = start
+            .get(..5)
+            .is_some_and(|verb| verb.eq_ignore_ascii_case(b"AUTH "));
+        if is_auth || matches!(self.phase, Phase::AuthResponse(_)) {
+            MAX_AUTH_LINE
+        } else {
+            MAX_COMMAND_LINE
+        }
+    }
+
+    fn read_command(&mut self, input: &[u8]) -> usize {
+        let start = if self.line.is_empty() {
+            input
+        } else {
+            &self.line
+        };
+        let limit = self.line_limit(start);
+        let Some(lf) = memchr::memchr(b'\n', input) else {
+            if self.line.len() + input.len() > limit {
+                self.line_too_long = true;
+                self.line.clear();
+            } else if !self.line_too_long {
+                self.line.extend_from_slice(input);
+            }
+            return input.len();
+        };
+        let used = lf + 1;
+        let head = input.get(..lf).unwrap_or_default();
+        if self.line_too_long || self.line.len() + used > limit {
+            self.line_too_long = false;
+            self.line.clear();
+            if matches!(self.phase, Phase::AuthResponse(_)) {
+                self.phase = Phase::Command;
+            }
+            self.bad_command(CommandError::LineTooLong);
+            return used;
+        }
+        // The common case, a whole line in this input, is parsed in place; only a line split
+        // across inputs was copied into `self.line`.
+        let mut joined = std::mem::take(&mut self.line);
+        let whole: &[u8] = if joined.is_empty() {
+            head
+        } else {
+            joined.extend_from_slice(head);
+            &joined
+        };
+        // A line ends in CRLF; a bare LF, or a CR anywhere else, is refused (RFC 5321 §2.3.8).
+        match whole.split_last() {
+            Some((b'\r', text)) if memchr::memchr(b'\r', text).is_none() => {
+                if matches!(self.phase, Phase::AuthResponse(_)) {
+                    self.auth_response(text);
+                } else {
+                    self.execute(text);
+                }
+            }
+            _ => {
+                if matches!(self.phase, Phase::AuthResponse(_)) {
+                    self.phase = Phase::Command;
+                }
+                self.bad_command(CommandError::BareNewline);
+            }
+        }
+        joined.clear();
+        self.line = joined;
+        used
+    }
+
+    fn bad_command(&mut self, err: CommandError) {
+        self.bad_command_reply(err.reply());
+    }
+
+    /// Counts a refused command; past the limit the session ends with 421 instead.
+    fn bad_command_reply(&mut self, reply: Reply) {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.cfg.max_bad_commands {
+            let text = format!("{} Too many errors; closing", self.cfg.hostname);
+            self.reply(Reply::new(421, Status(4, 7, 0), text));
+            self.close(CloseReason::TooManyErrors);
+        } else {
+            self.reply(reply);
+        }
+    }
+
+    fn execute(&mut self, line: &[u8]) {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(err) => return self.bad_command(err),
+        };
+        if self.cfg.tls_required && !self.secure && !security::allowed_before_tls(&cmd) {
+            return self.reply(Reply::new(
+                530,
+                Status(5, 7, 0),
+                "Must issue a STARTTLS command first",
+            ));
+        }
+        match cmd {
+            Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),
+            Command::Helo(domain) => self.ehlo(Greeting::Helo, domain),
+            Command::Mail(arg) => self.mail(arg),
+            Command::Rcpt(arg) => self.rcpt(arg),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.abort_content();
+                self.txn = None;
+                self.reply(Reply::ok());
+            }
+            Command::Noop => self.reply(Reply::ok()),
+            Command::Quit => {
+                let text = format!("{} Bye", self.cfg.hostname);
+                self.reply(Reply::new(221, Status(2, 0, 0), text));
+                self.close(CloseReason::Quit);
+            }
+            // RFC 5321 §3.5.3: 252 when we will not confirm, but would accept.
+            Command::Vrfy => self.reply(Reply::new(
+                252,
+                Status(2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Expn => self.reply(Reply::new(502, Status(5, 5, 1), "EXPN not available")),
+            Command::Help => self.reply(Reply::new(
+                214,
+                Status(2, 0, 0),
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+            )),
+            Command::StartTls { has_args } => self.starttls(has_args),
+            Command::Auth(arg) => self.auth(arg),
+        }
+    }
+}
