@@ -51,6 +51,26 @@ pub struct Opts {
     pub listener_tls: Vec<ListenerTls>,
     /// The `[tls]` section, written if set.
     pub tls: Option<TlsOpts>,
+    /// The `[auth]` section, written if set (its users and aliases files are created first).
+    pub auth: Option<AuthOpts>,
+}
+
+/// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
+/// starts; keys left `None` are not written, so the server's defaults apply.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOpts {
+    /// `(login, password)` pairs; when non-empty, `users` is `<tempdir>/users`.
+    pub users: Vec<(String, String)>,
+    /// `(alias, login)` lines of `<tempdir>/aliases`, written (and configured) if non-empty.
+    pub aliases: Vec<(String, String)>,
+    pub max_failures: Option<u32>,
+    pub failure_window_secs: Option<u64>,
+    pub ban_secs: Option<u64>,
+    pub tarpit_max_ms: Option<u64>,
+    pub verify_threads: Option<u32>,
+    /// `submission_networks`, written if non-empty.
+    pub submission_networks: Vec<String>,
+    pub trace_login: Option<bool>,
 }
 
 /// A listener's `tls` mode (`"none"`, `"starttls"`, `"implicit"`) and `require_tls` (`None`
@@ -90,6 +110,7 @@ impl Default for Opts {
             grace_secs: 30,
             listener_tls: Vec::new(),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -181,7 +202,80 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
             .unwrap();
         }
     }
+    if let Some(auth) = &opts.auth {
+        render_auth(&mut t, auth, root);
+    }
     t
+}
+
+/// Appends the `[auth]` section for `auth`; the files it names are in `root`.
+fn render_auth(t: &mut String, auth: &AuthOpts, root: &Path) {
+    let quote = |p: &Path| format!("{:?}", p.display().to_string());
+    writeln!(t, "\n[auth]").unwrap();
+    if !auth.users.is_empty() {
+        writeln!(t, "users = {}", quote(&root.join("users"))).unwrap();
+    }
+    if !auth.aliases.is_empty() {
+        writeln!(t, "aliases = {}", quote(&root.join("aliases"))).unwrap();
+    }
+    let ints = [
+        ("max_failures", auth.max_failures.map(u64::from)),
+        ("failure_window_secs", auth.failure_window_secs),
+        ("ban_secs", auth.ban_secs),
+        ("tarpit_max_ms", auth.tarpit_max_ms),
+        ("verify_threads", auth.verify_threads.map(u64::from)),
+    ];
+    for (key, value) in ints {
+        if let Some(v) = value {
+            writeln!(t, "{key} = {v}").unwrap();
+        }
+    }
+    if !auth.submission_networks.is_empty() {
+        let nets: Vec<String> = auth
+            .submission_networks
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect();
+        writeln!(t, "submission_networks = [{}]", nets.join(", ")).unwrap();
+    }
+    if let Some(trace) = auth.trace_login {
+        writeln!(t, "trace_login = {trace}").unwrap();
+    }
+}
+
+/// Creates the users file (with `smtp-edge user add`, the password on stdin) and the aliases
+/// file of `auth` in `root`.
+fn write_auth_files(auth: &AuthOpts, root: &Path) {
+    let users = root.join("users");
+    for (login, password) in &auth.users {
+        let out = run_client(
+            BIN,
+            &[
+                "user",
+                "add",
+                "--users",
+                &users.display().to_string(),
+                login,
+            ],
+            format!("{password}\n").as_bytes(),
+            READY_DEADLINE,
+        );
+        assert!(
+            out.status.success(),
+            "smtp-edge user add {login} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !auth.aliases.is_empty() {
+        let body: String = auth
+            .aliases
+            .iter()
+            .map(|(alias, login)| format!("{alias}: {login}\n"))
+            .collect();
+        fs::write(root.join("aliases"), body).expect("write aliases");
+    }
 }
 
 /// A running `smtp-edge serve`, killed (SIGKILL) on drop.
@@ -214,6 +308,9 @@ impl Server {
             let mut body = rcpts.join("\n");
             body.push('\n');
             fs::write(root.join("recipients"), body).expect("write recipients");
+        }
+        if let Some(auth) = &opts.auth {
+            write_auth_files(auth, &root);
         }
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");

@@ -15,6 +15,8 @@ mod harness;
 mod maildir;
 mod session;
 
+mod auth;
+mod auth_clients;
 mod clients;
 mod config;
 mod crash;
@@ -27,6 +29,8 @@ mod metrics;
 mod recipients;
 mod relay;
 mod shield;
+mod shield_lab;
+mod shield_server;
 mod smuggling;
 mod tls;
 mod tls_clients;
