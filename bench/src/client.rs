@@ -15,8 +15,16 @@
 //! message content may be the first "command" of a group (RFC 2920 §3.1). Without it, the engine
 //! sends one command and waits for its reply, as `smtp-source` does.
 //!
+//! With [`Script::starttls`], the EHLO reply is followed by `STARTTLS` ([RFC 3207]); its 220 is
+//! [`Event::StartTls`]: the driver starts TLS and calls [`Client::tls_started`], which drops any
+//! plaintext that followed the 220 (RFC 3207 §4.2) and sends `EHLO` again, now inside TLS. With
+//! [`Script::auth`], `AUTH PLAIN` (with an initial response) or `AUTH LOGIN` ([RFC 4954]) follows
+//! the (last) EHLO, before the first message; its 235 is [`Event::Authenticated`].
+//!
 //! [RFC 5321]: https://www.rfc-editor.org/rfc/rfc5321
 //! [RFC 2920]: https://www.rfc-editor.org/rfc/rfc2920
+//! [RFC 3207]: https://www.rfc-editor.org/rfc/rfc3207
+//! [RFC 4954]: https://www.rfc-editor.org/rfc/rfc4954
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -33,6 +41,10 @@ pub enum Stage {
     Greeting,
     /// `EHLO`.
     Ehlo,
+    /// `STARTTLS` (expects 220).
+    StartTls,
+    /// `AUTH` and its responses (expects 334 challenges, then 235).
+    Auth,
     /// `MAIL FROM`.
     Mail,
     /// `RCPT TO`.
@@ -53,6 +65,8 @@ impl Stage {
         match self {
             Stage::Greeting => "greeting",
             Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
             Stage::Mail => "MAIL",
             Stage::Rcpt => "RCPT",
             Stage::Data => "DATA",
@@ -64,7 +78,8 @@ impl Stage {
 
     fn accepts(self, code: u16) -> bool {
         match self {
-            Stage::Greeting => code == 220,
+            Stage::Greeting | Stage::StartTls => code == 220,
+            Stage::Auth => code == 235,
             Stage::Data => code == 354,
             Stage::Quit => code == 221,
             _ => (200..300).contains(&code),
@@ -77,6 +92,13 @@ impl Stage {
 pub enum Event {
     /// At a message boundary: call [`Client::start_message`] or [`Client::quit`].
     Ready,
+    /// `STARTTLS` got its 220: start TLS on the connection, then call [`Client::tls_started`].
+    StartTls,
+    /// `AUTH` succeeded (235).
+    Authenticated {
+        /// From the `AUTH` command leaving the engine to the 235.
+        latency: Duration,
+    },
     /// A reply other than the expected success.
     Refused {
         /// The command it answered.
@@ -111,6 +133,83 @@ pub struct Script {
     pub rcpts: Vec<String>,
     /// Pipeline when the server offers PIPELINING.
     pub pipelining: bool,
+    /// Send `STARTTLS` after the first EHLO.
+    pub starttls: bool,
+    /// Authenticate after the (last) EHLO.
+    pub auth: Option<Auth>,
+}
+
+/// A SASL mechanism ([RFC 4954]).
+///
+/// [RFC 4954]: https://www.rfc-editor.org/rfc/rfc4954
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `AUTH PLAIN` with an initial response ([RFC 4616](https://www.rfc-editor.org/rfc/rfc4616)).
+    Plain,
+    /// `AUTH LOGIN`: user name and password, each in answer to a 334.
+    Login,
+}
+
+/// Credentials for `AUTH`.
+#[derive(Clone)]
+pub struct Auth {
+    /// The mechanism.
+    pub mechanism: Mechanism,
+    /// The authentication identity.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+impl Auth {
+    /// The `AUTH` command, and the lines that answer each 334 in turn.
+    fn dialogue(&self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        match self.mechanism {
+            Mechanism::Plain => {
+                let ir = base64(format!("\0{}\0{}", self.user, self.password).as_bytes());
+                (format!("AUTH PLAIN {ir}\r\n").into_bytes(), Vec::new())
+            }
+            Mechanism::Login => (
+                b"AUTH LOGIN\r\n".to_vec(),
+                vec![
+                    format!("{}\r\n", base64(self.user.as_bytes())).into_bytes(),
+                    format!("{}\r\n", base64(self.password.as_bytes())).into_bytes(),
+                ],
+            ),
+        }
+    }
+}
+
+/// Standard base64 with padding ([RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4)).
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A message ready for the wire: content already dot-stuffed and ended by `CRLF . CRLF`.
@@ -132,6 +231,14 @@ pub struct Client<'m> {
     rcpt_cmds: Vec<u8>,
     ehlo_cmd: Vec<u8>,
     rcpt_count: usize,
+    /// `STARTTLS` is still to be sent (after the first EHLO).
+    starttls: bool,
+    /// Between the 220 to STARTTLS and [`Client::tls_started`]: input is dropped.
+    awaiting_tls: bool,
+    /// The `AUTH` command (sent once) and the responses to its 334s, in order.
+    auth_cmd: Option<Vec<u8>>,
+    auth_responses: VecDeque<Vec<u8>>,
+    auth_sent: Option<Instant>,
     want_pipelining: bool,
     /// The server offered PIPELINING.
     pipelining: bool,
@@ -166,7 +273,19 @@ impl<'m> Client<'m> {
             .iter()
             .map(|r| format!("RCPT TO:<{r}>\r\n").into_bytes())
             .collect();
+        let (auth_cmd, auth_responses) = match &script.auth {
+            Some(a) => {
+                let (cmd, responses) = a.dialogue();
+                (Some(cmd), VecDeque::from(responses))
+            }
+            None => (None, VecDeque::new()),
+        };
         Client {
+            starttls: script.starttls,
+            awaiting_tls: false,
+            auth_cmd,
+            auth_responses,
+            auth_sent: None,
             rcpt_cmds: rcpt_each.concat(),
             rcpt_each,
             mail_cmd: format!("MAIL FROM:<{}>\r\n", script.from).into_bytes(),
@@ -253,6 +372,20 @@ impl<'m> Client<'m> {
         }
     }
 
+    /// TLS is up after [`Event::StartTls`] (or at least queued: the driver's TLS layer holds
+    /// plaintext until its handshake completes). Sends `EHLO` again (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        if !self.awaiting_tls {
+            return;
+        }
+        self.awaiting_tls = false;
+        self.line.clear();
+        self.lines_in_reply = 0;
+        self.ehlo_pipelining_seen = false;
+        self.out.extend_from_slice(&self.ehlo_cmd);
+        self.expect.push_back(Stage::Ehlo);
+    }
+
     /// The server closed the connection (EOF or error).
     pub fn handle_close(&mut self) {
         if !self.finished {
@@ -263,7 +396,9 @@ impl<'m> Client<'m> {
     /// Consumes reply bytes; all of `input` is always consumed.
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) {
         let mut rest = input;
-        while !rest.is_empty() && !self.finished {
+        // After the 220 to STARTTLS, anything before the TLS handshake is dropped (RFC 3207
+        // §4.2): a reply injected there must not be taken for one sent inside TLS.
+        while !rest.is_empty() && !self.finished && !self.awaiting_tls {
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
                 if self.line.len() + rest.len() > MAX_REPLY_LINE {
                     return self.protocol_error();
@@ -323,6 +458,14 @@ impl<'m> Client<'m> {
             // A reply nobody asked for.
             return self.protocol_error();
         };
+        if stage == Stage::Auth && code == 334 {
+            // A challenge: answer it with the next response, or give up with `*`.
+            let line = self.auth_responses.pop_front();
+            self.out
+                .extend_from_slice(line.as_deref().unwrap_or(b"*\r\n"));
+            self.expect.push_back(Stage::Auth);
+            return;
+        }
         let ok = stage.accepts(code);
         if !ok {
             self.events.push_back(Event::Refused { stage, code });
@@ -336,11 +479,35 @@ impl<'m> Client<'m> {
                 self.out.extend_from_slice(&self.ehlo_cmd);
                 self.expect.push_back(Stage::Ehlo);
             }
+            Stage::Ehlo if ok && self.starttls => {
+                self.starttls = false;
+                self.out.extend_from_slice(b"STARTTLS\r\n");
+                self.expect.push_back(Stage::StartTls);
+            }
+            Stage::Ehlo if ok && self.auth_cmd.is_some() => {
+                self.pipelining = self.want_pipelining && self.ehlo_pipelining_seen;
+                if let Some(cmd) = self.auth_cmd.take() {
+                    self.out.extend_from_slice(&cmd);
+                }
+                self.auth_sent = Some(now);
+                self.expect.push_back(Stage::Auth);
+            }
             Stage::Ehlo if ok => {
                 self.pipelining = self.want_pipelining && self.ehlo_pipelining_seen;
                 self.events.push_back(Event::Ready);
             }
-            Stage::Greeting | Stage::Ehlo => self.quit(),
+            Stage::StartTls if ok => {
+                self.awaiting_tls = true;
+                self.events.push_back(Event::StartTls);
+            }
+            Stage::Auth if ok => {
+                let latency = self
+                    .auth_sent
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+                self.events.push_back(Event::Authenticated { latency });
+                self.events.push_back(Event::Ready);
+            }
+            Stage::Greeting | Stage::Ehlo | Stage::StartTls | Stage::Auth => self.quit(),
             Stage::Mail | Stage::Rcpt | Stage::Rset if self.pipelining => {}
             Stage::Rset => {
                 self.out.extend_from_slice(&self.mail_cmd);

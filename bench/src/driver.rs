@@ -8,18 +8,28 @@
 //! no allocation per operation and no buffer ownership dance, and it works against any server
 //! on any kernel. Nothing is shared between threads but the message budget (one atomic) and the
 //! stop flag; statistics are per thread and merged at the end.
+//!
+//! With TLS a [`Tls`] sits between the socket and the engine: received ciphertext is fed to it
+//! and the plaintext it yields to the engine; the engine's output is written into it and the
+//! records it produces are what `send` sends. Each thread has its own rustls `ClientConfig`, so
+//! its connections share one client session cache.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use crate::client::{Client, Event, Script};
 use crate::histogram::Histogram;
 use crate::message::Corpus;
 use crate::now;
+use crate::tls::{Mode, Tls};
 
 /// Receive buffer per thread.
 const RECV_BUF: usize = 64 * 1024;
@@ -84,6 +94,18 @@ pub struct Stats {
     pub sessions: u64,
     /// Errors by reply code and command (`451 end-of-data`), or by I/O failure.
     pub errors: BTreeMap<String, u64>,
+    /// TLS handshakes completed in full.
+    pub tls_full: u64,
+    /// TLS handshakes that resumed a session.
+    pub tls_resumed: u64,
+    /// Handshake time, ClientHello to completion (both kinds).
+    pub tls_handshake: Histogram,
+    /// Handshakes by key exchange group and protocol version (`X25519MLKEM768 TLSv1_3`).
+    pub tls_groups: BTreeMap<String, u64>,
+    /// `AUTH` exchanges that got 235.
+    pub auth_ok: u64,
+    /// `AUTH` command to 235.
+    pub auth_latency: Histogram,
 }
 
 impl Stats {
@@ -98,6 +120,14 @@ impl Stats {
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
+        self.tls_full += other.tls_full;
+        self.tls_resumed += other.tls_resumed;
+        self.tls_handshake.merge(&other.tls_handshake);
+        for (k, v) in &other.tls_groups {
+            *self.tls_groups.entry(k.clone()).or_default() += v;
+        }
+        self.auth_ok += other.auth_ok;
+        self.auth_latency.merge(&other.auth_latency);
     }
 
     fn error(&mut self, what: String) {
@@ -128,6 +158,18 @@ struct Slot<'m> {
     /// Messages started in this session.
     took: u64,
     held: bool,
+    /// TLS, once started (at connect with implicit TLS, after STARTTLS's 220 otherwise).
+    tls: Option<Box<Tls>>,
+}
+
+/// TLS settings for one thread.
+pub struct TlsJob {
+    /// When TLS starts.
+    pub mode: Mode,
+    /// This thread's config (and so its session cache).
+    pub config: Arc<ClientConfig>,
+    /// SNI and the name the certificate must match.
+    pub server_name: ServerName<'static>,
 }
 
 /// What a thread runs.
@@ -137,7 +179,7 @@ pub struct Job<'a> {
     /// Concurrent sessions on this thread (idle mode: sessions to hold).
     pub sessions: usize,
     /// Messages per session: `--per-session`, capped at a fair share of `--messages` so that every
-    /// concurrent session gets work.
+    /// concurrent session gets work. 0: sessions carry no message (`--messages` counts sessions).
     pub per_session: u64,
     /// Idle mode.
     pub idle: bool,
@@ -147,6 +189,8 @@ pub struct Job<'a> {
     pub corpus: &'a Corpus,
     /// Shared state.
     pub shared: &'a Shared,
+    /// TLS, if any.
+    pub tls: Option<TlsJob>,
 }
 
 /// Runs one thread's sessions to the end; returns what it measured.
@@ -162,6 +206,7 @@ pub fn run(job: &Job<'_>) -> io::Result<Stats> {
         slots: Vec::new(),
         stats: Stats::default(),
         buf: vec![0; RECV_BUF],
+        plain: Vec::with_capacity(RECV_BUF),
         opened: 0,
     };
     let res = lp.run();
@@ -180,6 +225,8 @@ struct Loop<'a, 'j> {
     slots: Vec<Option<Slot<'a>>>,
     stats: Stats,
     buf: Vec<u8>,
+    /// Plaintext between TLS and the engine, both ways.
+    plain: Vec<u8>,
     /// Idle mode: sessions opened so far.
     opened: usize,
 }
@@ -241,11 +288,16 @@ impl<'a> Loop<'a, '_> {
             if t >= job.shared.deadline {
                 return;
             }
-            let n = job.shared.reserve(job.per_session);
+            // A session without messages still takes one unit of the budget.
+            let n = job.shared.reserve(job.per_session.max(1));
             if n == 0 {
                 return;
             }
-            n
+            if job.per_session == 0 {
+                0
+            } else {
+                n
+            }
         };
         if job.idle {
             if self.opened >= job.sessions {
@@ -253,6 +305,17 @@ impl<'a> Loop<'a, '_> {
             }
             self.opened += 1;
         }
+        let tls = match &job.tls {
+            Some(tj) if tj.mode == Mode::Implicit => match Tls::new(&tj.config, &tj.server_name) {
+                Ok(tls) => Some(Box::new(tls)),
+                Err(e) => {
+                    self.stats.error(e);
+                    self.stats.failed += reserved;
+                    return;
+                }
+            },
+            _ => None,
+        };
         match connect(job.server) {
             Ok(fd) => {
                 let mut ev = libc::epoll_event {
@@ -272,6 +335,7 @@ impl<'a> Loop<'a, '_> {
                     left: reserved,
                     took: 0,
                     held: false,
+                    tls,
                 });
             }
             Err(e) => {
@@ -295,6 +359,9 @@ impl<'a> Loop<'a, '_> {
                 return self.close(i, t, End::ConnectFailed);
             }
             slot.connecting = false;
+            if let Some(tls) = slot.tls.as_mut() {
+                tls.start_clock(t);
+            }
         }
         if bits & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
             // SAFETY: `buf` is valid for its length.
@@ -307,7 +374,33 @@ impl<'a> Loop<'a, '_> {
                 )
             };
             if n > 0 {
-                slot.client.handle_input(t, &self.buf[..n as usize]);
+                let data = &self.buf[..n as usize];
+                match slot.tls.as_mut() {
+                    None => slot.client.handle_input(t, data),
+                    Some(tls) => match tls.feed(t, data, &mut self.plain) {
+                        Ok(done) => {
+                            if let Some(h) = done {
+                                let s = &mut self.stats;
+                                if h.resumed {
+                                    s.tls_resumed += 1;
+                                } else {
+                                    s.tls_full += 1;
+                                }
+                                s.tls_handshake.record(h.took);
+                                *s.tls_groups
+                                    .entry(format!("{} {}", h.group, h.version))
+                                    .or_default() += 1;
+                            }
+                            slot.client.handle_input(t, &self.plain);
+                            self.plain.clear();
+                        }
+                        Err(e) => {
+                            self.plain.clear();
+                            self.stats.error(e);
+                            slot.client.handle_close();
+                        }
+                    },
+                }
             } else if n == 0 {
                 if !slot.client.is_finished() {
                     self.stats
@@ -352,6 +445,29 @@ impl<'a> Loop<'a, '_> {
                         slot.client.quit();
                     }
                 }
+                Event::StartTls => match &job.tls {
+                    Some(tj) if tj.mode == Mode::StartTls => {
+                        match Tls::new(&tj.config, &tj.server_name) {
+                            Ok(mut tls) => {
+                                tls.start_clock(t);
+                                slot.tls = Some(Box::new(tls));
+                                slot.client.tls_started();
+                            }
+                            Err(e) => {
+                                self.stats.error(e);
+                                finished = Some(End::Broken);
+                            }
+                        }
+                    }
+                    _ => {
+                        self.stats.error("STARTTLS without a TLS config".into());
+                        finished = Some(End::Broken);
+                    }
+                },
+                Event::Authenticated { latency } => {
+                    self.stats.auth_ok += 1;
+                    self.stats.auth_latency.record(latency);
+                }
                 Event::Refused { stage, code: 0 } => {
                     self.stats
                         .error(format!("malformed reply ({})", stage.name()));
@@ -380,7 +496,18 @@ impl<'a> Loop<'a, '_> {
         if let Some(end) = finished {
             return self.close(i, t, end);
         }
-        slot.client.poll_transmit(&mut slot.out);
+        match slot.tls.as_mut() {
+            None => {
+                slot.client.poll_transmit(&mut slot.out);
+            }
+            Some(tls) => {
+                if slot.client.poll_transmit(&mut self.plain) {
+                    tls.write_plain(&self.plain);
+                    self.plain.clear();
+                }
+                tls.write_tls(&mut slot.out);
+            }
+        }
         if slot.out_pos < slot.out.len() && !slot.connecting {
             let pending = &slot.out[slot.out_pos..];
             // SAFETY: `pending` is valid for its length.

@@ -12,7 +12,8 @@
 //! The protocol side ([`client`]) is a state machine with no I/O and no clock, like the server's
 //! engine; the [`driver`] owns sockets and time. Messages are rendered once into a [`message::Corpus`]
 //! before the clock starts, latencies go into fixed-size [`histogram::Histogram`]s, and the run
-//! reports its own CPU time so a reader can check the generator is not the bottleneck.
+//! reports its own CPU time so a reader can check the generator is not the bottleneck. TLS
+//! ([`tls`]) is rustls's `ClientConnection` pumped between socket and engine by the driver.
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod histogram;
 pub mod message;
 pub mod options;
 pub mod report;
+pub mod tls;
 
 use std::time::Instant;
 

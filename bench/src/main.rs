@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use smtp_bench::client::Script;
-use smtp_bench::driver::{self, Job, Shared, Stats};
+use smtp_bench::driver::{self, Job, Shared, Stats, TlsJob};
 use smtp_bench::message::Corpus;
 use smtp_bench::now;
 use smtp_bench::options::{Options, USAGE};
 use smtp_bench::report::{Cpu, Report};
+use smtp_bench::tls;
 
 /// Idle mode: how long establishing every session may take before the hold starts anyway.
 const IDLE_SETUP: Duration = Duration::from_secs(60);
@@ -60,10 +61,28 @@ fn run(o: &Options) -> std::io::Result<Report<'_>> {
         from: o.from.clone(),
         rcpts,
         pipelining: o.pipelining,
+        starttls: o
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == tls::Mode::StartTls),
+        auth: o.auth.clone(),
     };
     let idle = o.idle.is_some();
     let total_sessions = o.idle.unwrap_or(o.sessions);
     let threads = o.threads.min(total_sessions).max(1);
+    // One TLS config per thread (its own session cache), built before the clock starts.
+    let mut tls_jobs = Vec::new();
+    if let Some(t) = &o.tls {
+        for _ in 0..threads {
+            let config = tls::client_config(t).map_err(std::io::Error::other)?;
+            tls_jobs.push(TlsJob {
+                mode: t.mode,
+                config,
+                server_name: t.server_name.clone(),
+            });
+        }
+    }
+    let mut tls_jobs = tls_jobs.into_iter();
     let start = now();
     let cpu0 = Cpu::now();
     let shared = Shared {
@@ -94,6 +113,7 @@ fn run(o: &Options) -> std::io::Result<Report<'_>> {
                     script: &script,
                     corpus: &corpus,
                     shared: &shared,
+                    tls: tls_jobs.next(),
                 };
                 std::thread::Builder::new()
                     .name(format!("bench-{t}"))

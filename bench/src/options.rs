@@ -1,9 +1,14 @@
 //! The command line.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+
+use crate::client::{Auth, Mechanism};
 use crate::message::SizeSpec;
+use crate::tls::{Mode, TlsOptions, Verify};
 
 /// Usage text.
 pub const USAGE: &str = "\
@@ -15,7 +20,8 @@ load
   -d, --duration SECS     stop starting messages after SECS (default 120; always a bound)
   -s, --size SIZE         content octets: 10240, 10k, 1m, or a range 1k..64k (default 10k)
   -r, --rcpts N           recipients per message (default 1)
-  -m, --per-session N     messages per session; 1 = a new connection per message (default 100)
+  -m, --per-session N     messages per session; 1 = a new connection per message; 0 = none:
+                          connect, (TLS, AUTH,) EHLO, QUIT, and -n counts sessions (default 100)
       --pipelining on|off pipeline commands when the server offers PIPELINING (default on)
       --threads N         I/O threads (default: one per core)
 envelope
@@ -27,10 +33,19 @@ idle connections
       --idle N            open N sessions, read the greeting, EHLO, then hold them; prints
                           `established N` once they are all up
       --hold SECS         how long to hold them (default 10)
+tls
+      --starttls          STARTTLS after EHLO (RFC 3207), then EHLO again
+      --tls               implicit TLS from the first byte (RFC 8314, port 465)
+      --ca FILE           trust the certificates in this PEM file (default verification)
+      --insecure          accept any server certificate (danger: benchmarks only)
+      --sni NAME          server name sent and checked (default: the server's IP address)
+      --no-resume         full handshakes only (default: resume, one session cache per thread)
+auth (inside TLS)
+      --auth PLAIN|LOGIN  authenticate before the first message (RFC 4954)
+      --user USER         the login; also the default --from
+      --password PASS     its password
 output
-      --json              one JSON object on stdout instead of the table
-not supported yet
-      --tls, --starttls, --auth USER:PASS";
+      --json              one JSON object on stdout instead of the table";
 
 /// Everything the command line sets.
 #[derive(Debug, Clone)]
@@ -65,6 +80,10 @@ pub struct Options {
     pub hold: Duration,
     /// JSON output.
     pub json: bool,
+    /// TLS, if any.
+    pub tls: Option<TlsOptions>,
+    /// SMTP AUTH, if any.
+    pub auth: Option<Auth>,
 }
 
 /// Largest `--messages`, `--sessions` and `--idle`, so every loop has a bound.
@@ -94,8 +113,12 @@ impl Options {
             idle: None,
             hold: Duration::from_secs(10),
             json: false,
+            tls: None,
+            auth: None,
         };
         let mut server = None;
+        let (mut mode, mut ca, mut insecure, mut sni, mut resume) = (None, None, false, None, true);
+        let (mut mech, mut user, mut password, mut from_given) = (None, None, None, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -114,7 +137,10 @@ impl Options {
                 "-d" | "--duration" => o.duration = secs(name, &value()?)?,
                 "-s" | "--size" => o.size = SizeSpec::parse(&value()?)?,
                 "-r" | "--rcpts" => o.rcpts = count(name, &value()?)?.min(10_000) as usize,
-                "-m" | "--per-session" => o.per_session = count(name, &value()?)?,
+                "-m" | "--per-session" => {
+                    let v = value()?;
+                    o.per_session = if v == "0" { 0 } else { count(name, &v)? };
+                }
                 "--pipelining" => {
                     o.pipelining = match value()?.as_str() {
                         "on" | "yes" | "true" => true,
@@ -123,17 +149,39 @@ impl Options {
                     }
                 }
                 "--threads" => o.threads = count(name, &value()?)?.min(1024) as usize,
-                "--from" => o.from = value()?,
+                "--from" => {
+                    o.from = value()?;
+                    from_given = true;
+                }
                 "--to" => o.to.push(value()?),
                 "--helo" => o.helo = value()?,
                 "--idle" => o.idle = Some(count(name, &value()?)? as usize),
                 "--hold" => o.hold = secs(name, &value()?)?,
                 "--json" => o.json = true,
-                "--tls" | "--starttls" | "--auth" => {
-                    return Err(format!(
-                        "{name}: not supported yet (the server has no TLS or AUTH yet)"
-                    ))
+                "--tls" | "--starttls" => {
+                    let m = if name == "--tls" {
+                        Mode::Implicit
+                    } else {
+                        Mode::StartTls
+                    };
+                    if mode.is_some_and(|old| old != m) {
+                        return Err("--tls and --starttls exclude each other".into());
+                    }
+                    mode = Some(m);
                 }
+                "--ca" => ca = Some(PathBuf::from(value()?)),
+                "--insecure" => insecure = true,
+                "--sni" => sni = Some(value()?),
+                "--no-resume" => resume = false,
+                "--auth" => {
+                    mech = Some(match value()?.to_ascii_uppercase().as_str() {
+                        "PLAIN" => Mechanism::Plain,
+                        "LOGIN" => Mechanism::Login,
+                        v => return Err(format!("--auth: PLAIN or LOGIN, got {v:?}")),
+                    })
+                }
+                "--user" => user = Some(value()?),
+                "--password" => password = Some(value()?),
                 "-h" | "--help" => return Err(String::new()),
                 s if !s.starts_with('-') && server.is_none() => server = Some(s.to_owned()),
                 s => return Err(format!("unexpected argument {s:?}")),
@@ -147,6 +195,47 @@ impl Options {
             .ok_or_else(|| format!("{server}: no IPv4 address"))?;
         if o.to.is_empty() {
             o.to.push("user@example.test".into());
+        }
+        if let Some(mode) = mode {
+            let verify = match (ca, insecure) {
+                (Some(_), true) => return Err("--ca and --insecure exclude each other".into()),
+                (Some(path), false) => Verify::Ca(path),
+                (None, true) => Verify::Insecure,
+                (None, false) => {
+                    return Err("TLS needs --ca FILE (or --insecure to skip verification)".into())
+                }
+            };
+            let server_name = match sni {
+                Some(n) => {
+                    ServerName::try_from(n.clone()).map_err(|e| format!("--sni {n:?}: {e}"))?
+                }
+                None => ServerName::IpAddress(o.server.ip().into()),
+            };
+            o.tls = Some(TlsOptions {
+                mode,
+                verify,
+                resume,
+                server_name,
+            });
+        } else if ca.is_some() || insecure || sni.is_some() || !resume {
+            return Err("--ca, --insecure, --sni and --no-resume need --tls or --starttls".into());
+        }
+        match (mech, user, password) {
+            (None, None, None) => {}
+            (Some(mechanism), Some(user), Some(password)) => {
+                if o.tls.is_none() {
+                    return Err("--auth needs --tls or --starttls (passwords go inside TLS)".into());
+                }
+                if !from_given {
+                    o.from = user.clone();
+                }
+                o.auth = Some(Auth {
+                    mechanism,
+                    user,
+                    password,
+                });
+            }
+            _ => return Err("--auth, --user and --password go together".into()),
         }
         o.threads = o.threads.min(o.sessions.max(o.idle.unwrap_or(0))).max(1);
         Ok(o)

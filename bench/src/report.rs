@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::driver::Stats;
 use crate::histogram::Histogram;
 use crate::options::Options;
+use crate::tls::Mode;
 
 /// CPU time of this process (all threads), from `getrusage(RUSAGE_SELF)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,9 +76,29 @@ impl Report<'_> {
         self.cpu.user + self.cpu.sys
     }
 
-    /// Client CPU per accepted message, microseconds.
+    /// Client CPU per accepted message, microseconds (per session with `-m 0`).
     pub fn cpu_per_message_us(&self) -> f64 {
-        us(self.cpu_total()) / self.stats.accepted.max(1) as f64
+        let n = if self.options.per_session == 0 {
+            self.stats.sessions
+        } else {
+            self.stats.accepted
+        };
+        us(self.cpu_total()) / n.max(1) as f64
+    }
+
+    /// `starttls` or `implicit`, and `resume` or `no-resume`; `none` without TLS.
+    fn tls_mode(&self) -> String {
+        match &self.options.tls {
+            None => "none".into(),
+            Some(t) => format!(
+                "{}, {}",
+                match t.mode {
+                    Mode::StartTls => "starttls",
+                    Mode::Implicit => "implicit",
+                },
+                if t.resume { "resume" } else { "no-resume" }
+            ),
+        }
     }
 
     /// The human-readable table.
@@ -136,6 +157,33 @@ impl Report<'_> {
             };
             let _ = writeln!(t, "final reply after DATA  {}", lat(&s.data_latency));
             let _ = writeln!(t, "whole session           {}", lat(&s.session_latency));
+            if o.tls.is_some() {
+                let groups = s
+                    .tls_groups
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let _ = writeln!(
+                    t,
+                    "tls ({})  {} full ({:.1}/s), {} resumed ({:.1}/s); {groups}",
+                    self.tls_mode(),
+                    s.tls_full,
+                    self.rate(s.tls_full),
+                    s.tls_resumed,
+                    self.rate(s.tls_resumed),
+                );
+                let _ = writeln!(t, "tls handshake           {}", lat(&s.tls_handshake));
+            }
+            if o.auth.is_some() {
+                let _ = writeln!(
+                    t,
+                    "auth      {} ok ({:.1}/s)    {}",
+                    s.auth_ok,
+                    self.rate(s.auth_ok),
+                    lat(&s.auth_latency)
+                );
+            }
         }
         let errors = if s.errors.is_empty() {
             "none".to_owned()
@@ -149,10 +197,15 @@ impl Report<'_> {
         let _ = writeln!(t, "errors    {errors}");
         let _ = writeln!(
             t,
-            "client CPU {:.3} s user + {:.3} s sys = {:.1} us/message, {:.0}% of one core",
+            "client CPU {:.3} s user + {:.3} s sys = {:.1} us/{}, {:.0}% of one core",
             self.cpu.user.as_secs_f64(),
             self.cpu.sys.as_secs_f64(),
             self.cpu_per_message_us(),
+            if o.per_session == 0 {
+                "session"
+            } else {
+                "message"
+            },
             100.0 * self.cpu_total().as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
         );
         t
@@ -178,6 +231,26 @@ impl Report<'_> {
             .map(|(k, v)| format!("{}:{v}", json_str(k)))
             .collect::<Vec<_>>()
             .join(",");
+        let groups = s
+            .tls_groups
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", json_str(k)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let tls = format!(
+            ",\"tls\":{},\"tls_full\":{},\"tls_resumed\":{},\"tls_full_per_s\":{:.2},\
+             \"tls_resumed_per_s\":{:.2},\"tls_handshake_us\":{},\"tls_groups\":{{{groups}}},\
+             \"auth_ok\":{},\"auth_per_s\":{:.2},\"auth_latency_us\":{}",
+            json_str(&self.tls_mode()),
+            s.tls_full,
+            s.tls_resumed,
+            self.rate(s.tls_full),
+            self.rate(s.tls_resumed),
+            lat(&s.tls_handshake),
+            s.auth_ok,
+            self.rate(s.auth_ok),
+            lat(&s.auth_latency),
+        );
         let idle = match self.established {
             Some(n) => format!(",\"idle\":{},\"established\":{n}", o.idle.unwrap_or(0)),
             None => String::new(),
@@ -188,7 +261,7 @@ impl Report<'_> {
              \"messages_ok\":{},\"messages_failed\":{},\"sessions_done\":{},\"messages_per_s\":{:.2},\
              \"sessions_per_s\":{:.2},\"mb_per_s\":{:.3},\"bytes\":{},\"data_latency_us\":{},\
              \"session_latency_us\":{},\"errors\":{{{errors}}},\"cpu_user_s\":{:.6},\
-             \"cpu_sys_s\":{:.6},\"cpu_us_per_message\":{:.2}}}",
+             \"cpu_sys_s\":{:.6},\"cpu_us_per_message\":{:.2}{tls}}}",
             json_str(&o.server.to_string()),
             o.sessions,
             o.threads,

@@ -16,6 +16,8 @@ fn script(pipelining: bool, rcpts: usize) -> Script {
         from: "a@client.test".into(),
         rcpts: (0..rcpts).map(|i| format!("u{i}@example.test")).collect(),
         pipelining,
+        starttls: false,
+        auth: None,
     }
 }
 
@@ -205,4 +207,91 @@ fn garbage_and_421_end_the_session() {
     let mut c = Client::new(&script(true, 1));
     c.handle_input(now, &[b'2'; MAX_REPLY_LINE + 1]);
     assert!(c.is_finished());
+}
+
+/// Feeds `reply` and returns what the client sent in answer.
+fn answer(c: &mut Client<'static>, reply: &[u8]) -> String {
+    c.handle_input(Instant::now(), reply);
+    let mut out = Vec::new();
+    let _ = c.poll_transmit(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn base64_matches_rfc_4648_vectors() {
+    for (plain, enc) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(plain.as_bytes()), enc);
+    }
+}
+
+#[test]
+fn starttls_drops_plaintext_after_220_then_ehlos_again() {
+    let mut s = script(true, 1);
+    s.starttls = true;
+    let mut c = Client::new(&s);
+    assert_eq!(answer(&mut c, b"220 mx\r\n"), "EHLO client.test\r\n");
+    assert_eq!(
+        answer(&mut c, b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n"),
+        "STARTTLS\r\n"
+    );
+    // An injected reply in the same segment as the 220 must be dropped (RFC 3207 §4.2).
+    assert_eq!(answer(&mut c, b"220 go ahead\r\n250 injected\r\n"), "");
+    assert_eq!(c.poll_event(), Some(Event::StartTls));
+    c.tls_started();
+    let mut out = Vec::new();
+    let _ = c.poll_transmit(&mut out);
+    assert_eq!(out, b"EHLO client.test\r\n");
+    // PIPELINING must be offered again inside TLS to count.
+    assert_eq!(answer(&mut c, b"250 mx\r\n"), "");
+    assert_eq!(c.poll_event(), Some(Event::Ready));
+    assert!(!c.pipelining());
+}
+
+#[test]
+fn auth_plain_and_login_dialogues() {
+    let mut s = script(true, 1);
+    s.auth = Some(Auth {
+        mechanism: Mechanism::Plain,
+        user: "alice@example.test".into(),
+        password: "pw".into(),
+    });
+    let mut c = Client::new(&s);
+    let _ = answer(&mut c, b"220 mx\r\n");
+    let cmd = answer(&mut c, b"250-mx\r\n250 PIPELINING\r\n");
+    assert_eq!(
+        cmd,
+        format!("AUTH PLAIN {}\r\n", base64(b"\0alice@example.test\0pw"))
+    );
+    assert_eq!(answer(&mut c, b"235 2.7.0 ok\r\n"), "");
+    assert!(matches!(c.poll_event(), Some(Event::Authenticated { .. })));
+    assert_eq!(c.poll_event(), Some(Event::Ready));
+    assert!(c.pipelining());
+
+    s.auth.as_mut().unwrap().mechanism = Mechanism::Login;
+    let mut c = Client::new(&s);
+    let _ = answer(&mut c, b"220 mx\r\n");
+    assert_eq!(answer(&mut c, b"250 mx\r\n"), "AUTH LOGIN\r\n");
+    assert_eq!(
+        answer(&mut c, b"334 VXNlcm5hbWU6\r\n"),
+        format!("{}\r\n", base64(b"alice@example.test"))
+    );
+    assert_eq!(answer(&mut c, b"334 UGFzc3dvcmQ6\r\n"), "cHc=\r\n");
+    // A third challenge is cancelled; a 535 ends the session with QUIT.
+    assert_eq!(answer(&mut c, b"334 x\r\n"), "*\r\n");
+    assert_eq!(answer(&mut c, b"535 5.7.8 no\r\n"), "QUIT\r\n");
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Refused {
+            stage: Stage::Auth,
+            code: 535
+        })
+    );
 }

@@ -4,11 +4,17 @@
 //!
 //! Scenarios (issue 6):
 //! - a: durable throughput: 50 sessions, 10 KiB messages, pipelined, 100 messages per session;
-//! - b: STARTTLS: skipped until the server has TLS;
+//! - b: a over STARTTLS beside a in plaintext, alternating, on one server config (a delivery
+//!   listener with `tls = "starttls"` and a self-signed certificate, checked with `--ca`);
+//! - b2: implicit-TLS submission with AUTH PLAIN (a users file made by `smtp-edge user add`):
+//!   connections reused (messages/s) and one message per session (AUTHs/s: argon2id-bound);
 //! - c: connection churn: one message per session;
 //! - d: idle connections: server RSS per held session (smtp-edge only: Postfix runs one process
 //!   per session, capped by `default_process_limit`);
-//! - e: shield: skipped until the shield exists;
+//! - e: shield (root, hping3): legitimate throughput while a SYN flood hits the delivery port
+//!   from a second address, shield on vs off, in network namespaces (see `shield.rs`);
+//! - f: TLS handshake rate: sessions with no message (`-m 0`), implicit TLS, full (`--no-resume`)
+//!   and resumed, beside plaintext; per core = handshakes / server CPU seconds;
 //! - client cost: smtp-bench against `smtp-source`, both driving `smtp-sink`, CPU per message.
 //!
 //! Peak memory is `VmHWM` for smtp-edge and smtp-sink; for Postfix, the highest sum of PSS over
@@ -22,6 +28,7 @@
 mod json;
 mod procfs;
 mod servers;
+mod shield;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -32,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use json::{quote, Json};
-use servers::{Kind, Server};
+use servers::{EdgeSetup, Kind, Server};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--vs postfix] [--vs smtp-sink] [--rounds N] [--messages N]
@@ -44,6 +51,8 @@ usage: cargo xtask bench [--vs postfix] [--vs smtp-sink] [--rounds N] [--message
   --messages N     scenario a: messages per run (default 10000)
   --churn N        scenario c: messages (= sessions) per run (default 3000)
   --idle N         scenario d: idle sessions held (default 10000)
+  --handshakes N   scenario f: sessions per run (default 3000)
+  --no-shield      skip scenario e (the SYN flood in network namespaces)
   --no-build       use the release binaries already built";
 
 /// Longest a single load run may take before it is killed.
@@ -62,6 +71,8 @@ struct Args {
     messages: u64,
     churn: u64,
     idle: u64,
+    handshakes: u64,
+    shield: bool,
     build: bool,
 }
 
@@ -72,6 +83,8 @@ fn parse(args: &[String]) -> Result<Args> {
         messages: 10_000,
         churn: 3_000,
         idle: 10_000,
+        handshakes: 3_000,
+        shield: true,
         build: true,
     };
     let mut it = args.iter();
@@ -95,6 +108,8 @@ fn parse(args: &[String]) -> Result<Args> {
             "--messages" => a.messages = num(10_000_000)?,
             "--churn" => a.churn = num(25_000)?,
             "--idle" => a.idle = num(18_000)?,
+            "--handshakes" => a.handshakes = num(100_000)?,
+            "--no-shield" => a.shield = false,
             "--no-build" => a.build = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -110,12 +125,25 @@ fn parse(args: &[String]) -> Result<Args> {
     Ok(a)
 }
 
-/// One load scenario.
+/// One load scenario. `{ca}` in `args` becomes the server's self-signed certificate.
 struct Scenario {
     key: &'static str,
+    /// Scenarios of one group alternate within a round (b: plaintext, then STARTTLS).
+    group: &'static str,
     title: String,
     args: Vec<String>,
+    /// smtp-edge's configuration.
+    setup: EdgeSetup,
+    /// Which of smtp-edge's listeners to load.
+    listener: usize,
+    /// Not run against `--vs` servers.
+    edge_only: bool,
 }
+
+/// The user of scenario b2, created with `smtp-edge user add`.
+const BENCH_USER: &str = "bench@example.test";
+/// Its password (a throwaway users file under the run's temporary directory).
+const BENCH_PASSWORD: &str = "bench-password-not-secret";
 
 /// One server's run of one scenario.
 struct Run {
@@ -134,8 +162,14 @@ impl Run {
     fn msgs(&self) -> f64 {
         self.bench.num("messages_ok")
     }
+    /// Server CPU per accepted message; per session for runs without messages (`-m 0`).
     fn server_us_per_msg(&self) -> f64 {
-        self.server_cpu_s * 1e6 / self.msgs().max(1.0)
+        let n = if self.msgs() > 0.0 {
+            self.msgs()
+        } else {
+            self.bench.num("sessions_done")
+        };
+        self.server_cpu_s * 1e6 / n.max(1.0)
     }
     fn errors(&self) -> u64 {
         let listed: f64 = match self.bench.get("errors") {
@@ -209,9 +243,63 @@ pub fn main(args: &[String]) -> Result<()> {
     let machine = machine();
     eprintln!("machine: {machine}");
 
+    let users = tmp.0.join("users");
+    add_user(&bins.edge, &users)?;
+    let a_args = |n: u64| {
+        strings(&[
+            "-c",
+            "50",
+            "-n",
+            &n.to_string(),
+            "-s",
+            "10240",
+            "-m",
+            "100",
+            "--pipelining",
+            "on",
+        ])
+    };
+    let with = |mut v: Vec<String>, more: &[&str]| {
+        v.extend(strings(more));
+        v
+    };
+    let starttls = EdgeSetup {
+        listeners: vec![("delivery", "starttls")],
+        ..EdgeSetup::default()
+    };
+    let submission = EdgeSetup {
+        listeners: vec![("submission", "implicit")],
+        users: Some(users.clone()),
+        ..EdgeSetup::default()
+    };
+    let implicit = EdgeSetup {
+        listeners: vec![("delivery", "implicit"), ("delivery", "none")],
+        ..EdgeSetup::default()
+    };
+    let auth = [
+        "--tls",
+        "--ca",
+        "{ca}",
+        "--auth",
+        "PLAIN",
+        "--user",
+        BENCH_USER,
+        "--password",
+        BENCH_PASSWORD,
+    ];
+    let hs = |extra: &[&str]| {
+        with(
+            strings(&["-c", "50", "-n", &args.handshakes.to_string(), "-m", "0"]),
+            extra,
+        )
+    };
     let scenarios = [
         Scenario {
             key: "a",
+            group: "a",
+            setup: EdgeSetup::default(),
+            listener: 0,
+            edge_only: false,
             title: "a durable, 50 sessions, 10 KiB".into(),
             args: strings(&[
                 "-c",
@@ -227,7 +315,80 @@ pub fn main(args: &[String]) -> Result<()> {
             ]),
         },
         Scenario {
+            key: "b-plain",
+            group: "b",
+            title: "b plaintext (as a)".into(),
+            args: a_args(args.messages),
+            setup: starttls.clone(),
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
+            key: "b-starttls",
+            group: "b",
+            title: "b STARTTLS (as a)".into(),
+            args: with(a_args(args.messages), &["--starttls", "--ca", "{ca}"]),
+            setup: starttls,
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
+            key: "b2-reuse",
+            group: "b2",
+            title: "b2 TLS+AUTH PLAIN, 100 msg/sess".into(),
+            args: with(
+                strings(&["-c", "10", "-n", "2000", "-s", "10240", "-m", "100"]),
+                &auth,
+            ),
+            setup: submission.clone(),
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
+            key: "b2-churn",
+            group: "b2",
+            title: "b2 TLS+AUTH PLAIN, 1 msg/session".into(),
+            args: with(
+                strings(&["-c", "8", "-n", "200", "-s", "10240", "-m", "1"]),
+                &auth,
+            ),
+            setup: submission,
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
+            key: "f-plain",
+            group: "f",
+            title: "f plaintext connect, no message".into(),
+            args: hs(&[]),
+            setup: implicit.clone(),
+            listener: 1,
+            edge_only: true,
+        },
+        Scenario {
+            key: "f-full",
+            group: "f",
+            title: "f TLS full handshakes, no message".into(),
+            args: hs(&["--tls", "--ca", "{ca}", "--no-resume"]),
+            setup: implicit.clone(),
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
+            key: "f-resumed",
+            group: "f",
+            title: "f TLS resumed, no message".into(),
+            args: hs(&["--tls", "--ca", "{ca}"]),
+            setup: implicit,
+            listener: 0,
+            edge_only: true,
+        },
+        Scenario {
             key: "c",
+            group: "c",
+            setup: EdgeSetup::default(),
+            listener: 0,
+            edge_only: false,
             title: "c churn, 1 msg/session, 50 conc.".into(),
             args: strings(&[
                 "-c",
@@ -244,19 +405,35 @@ pub fn main(args: &[String]) -> Result<()> {
         },
     ];
     let mut runs = Vec::new();
-    for sc in &scenarios {
+    let mut groups: Vec<&str> = scenarios.iter().map(|s| s.group).collect();
+    groups.dedup();
+    for group in groups {
         for round in 1..=args.rounds {
-            for kind in std::iter::once(Kind::Edge).chain(args.vs.iter().copied()) {
-                let dir = tmp.0.join(format!("{}-{}-{round}", sc.key, kind.name()));
-                eprintln!("run: {} / {} / round {round}", sc.title, kind.name());
-                let run = load_run(&bins, kind, &dir, sc, round)?;
-                let _ = std::fs::remove_dir_all(&dir);
-                runs.push(run);
+            for sc in scenarios.iter().filter(|s| s.group == group) {
+                let others = if sc.edge_only { &[][..] } else { &args.vs[..] };
+                for kind in std::iter::once(Kind::Edge).chain(others.iter().copied()) {
+                    let dir = tmp.0.join(format!("{}-{}-{round}", sc.key, kind.name()));
+                    eprintln!("run: {} / {} / round {round}", sc.title, kind.name());
+                    let run = load_run(&bins, kind, &dir, sc, round)?;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    runs.push(run);
+                }
             }
         }
     }
     eprintln!("run: d idle {} sessions / smtp-edge", args.idle);
     let idle = idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?;
+    let shield = if args.shield {
+        eprintln!("run: e shield / smtp-edge in network namespaces");
+        shield::run(
+            &bins.edge,
+            &bins.bench,
+            &tmp.0.join("e-shield"),
+            args.rounds,
+        )?
+    } else {
+        shield::Outcome::Skipped("--no-shield".into())
+    };
     let client =
         if Path::new(servers::SMTP_SINK).exists() && Path::new(servers::SMTP_SOURCE).exists() {
             eprintln!("run: client cost, smtp-bench vs smtp-source against smtp-sink");
@@ -265,7 +442,7 @@ pub fn main(args: &[String]) -> Result<()> {
             None
         };
 
-    let table = render(&scenarios, &runs, &idle, client.as_deref(), &args);
+    let table = render(&scenarios, &runs, &idle, &shield, client.as_deref(), &args);
     print!("{table}");
 
     let out_dir = target.join("bench");
@@ -273,11 +450,12 @@ pub fn main(args: &[String]) -> Result<()> {
     let stamp = unix_time();
     let doc = format!(
         "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":{},\
-         \"client_cost\":[{}],\"table\":{}}}\n",
+         \"shield\":{},\"client_cost\":[{}],\"table\":{}}}\n",
         quote(&machine),
         args.rounds,
         runs.iter().map(Run::json).collect::<Vec<_>>().join(","),
         idle.json(),
+        shield.json(),
         client
             .as_deref()
             .unwrap_or_default()
@@ -294,13 +472,36 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Creates `users` with [`BENCH_USER`], through the real binary (`user add`, password on stdin).
+fn add_user(edge: &Path, users: &Path) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new(edge)
+        .args(["user", "add", "--users"])
+        .arg(users)
+        .arg(BENCH_USER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("smtp-edge user add")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{BENCH_PASSWORD}\n").as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("smtp-edge user add failed ({status})");
+    }
+    Ok(())
+}
+
 fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn start(bins: &Bins, kind: Kind, dir: &Path) -> Result<Server> {
+fn start(bins: &Bins, kind: Kind, dir: &Path, setup: &EdgeSetup) -> Result<Server> {
     match kind {
-        Kind::Edge => Server::edge(&bins.edge, dir),
+        Kind::Edge => Server::edge_with(&bins.edge, dir, setup),
         Kind::Postfix => Server::postfix(dir),
         Kind::Sink => Server::sink(dir),
     }
@@ -354,13 +555,19 @@ fn measured(cmd: &mut Command, mut sample: impl FnMut()) -> Result<Measured> {
 }
 
 fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) -> Result<Run> {
-    let server = start(bins, kind, dir)?;
+    let server = start(bins, kind, dir, &sc.setup)?;
     let cpu0 = server.cpu();
     let mut peak = server.rss_kib();
     let mut cmd = Command::new(&bins.bench);
-    cmd.args(&sc.args)
+    let ca = server.cert.display().to_string();
+    let port = server
+        .ports
+        .get(sc.listener)
+        .copied()
+        .unwrap_or(server.port);
+    cmd.args(sc.args.iter().map(|a| if a == "{ca}" { &ca } else { a }))
         .arg("--json")
-        .arg(format!("127.0.0.1:{}", server.port));
+        .arg(format!("127.0.0.1:{port}"));
     let m = measured(&mut cmd, || peak = peak.max(server.rss_kib()))?;
     let bench = Json::parse(m.stdout.trim())
         .with_context(|| format!("smtp-bench output: {:?}", m.stdout))?;
@@ -581,6 +788,7 @@ fn render(
     scenarios: &[Scenario],
     runs: &[Run],
     idle: &Idle,
+    shield: &shield::Outcome,
     client: Option<&[ClientCost]>,
     args: &Args,
 ) -> String {
@@ -626,11 +834,6 @@ fn render(
     }
     let _ = writeln!(
         t,
-        "{:<34} skipped: STARTTLS not available yet",
-        "b starttls"
-    );
-    let _ = writeln!(
-        t,
         "{:<34} smtp-edge: {} of {} established in {:.1} s; RSS {:.1} -> {:.1} MiB = {:.2} KiB/connection (goal < 20); peak {:.1} MiB; CPU {:.2} s",
         format!("d idle {} sessions", idle.target),
         idle.established,
@@ -642,14 +845,15 @@ fn render(
         idle.hwm_kib as f64 / 1024.0,
         idle.server_cpu_s
     );
-    let _ = writeln!(t, "{:<34} skipped: shield not available yet", "e shield");
+    let _ = write!(t, "{}", shield.render());
+    render_tls(&mut t, scenarios, runs, args.rounds);
     for other in &args.vs {
         let _ = writeln!(
             t,
             "\nsmtp-edge / {} (pair by pair, same round):",
             other.name()
         );
-        for sc in scenarios {
+        for sc in scenarios.iter().filter(|s| !s.edge_only) {
             let mut tput = Vec::new();
             let mut cpu = Vec::new();
             for round in 1..=args.rounds {
@@ -709,6 +913,130 @@ fn render(
         }
     }
     t
+}
+
+/// Scenarios b, b2 and f: TLS handshakes and AUTH per run, then the ratios and per-core rates.
+fn render_tls(t: &mut String, scenarios: &[Scenario], runs: &[Run], rounds: usize) {
+    let tls: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| s.key.starts_with('b') || s.key.starts_with('f'))
+        .collect();
+    if tls.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        t,
+        "\nTLS and AUTH (smtp-edge; {} workers; hs = TLS handshakes):\n{:<34} {:>3} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  groups",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "scenario",
+        "rnd",
+        "msg/s",
+        "sess/s",
+        "full/s",
+        "resum/s",
+        "hs p50",
+        "hs p99",
+        "auth/s",
+        "auth p50",
+        "srv CPU",
+        "hs/CPU-s"
+            );
+    for sc in &tls {
+        for r in runs.iter().filter(|r| r.scenario == sc.key) {
+            let b = &r.bench;
+            let hs = b.num("tls_full") + b.num("tls_resumed");
+            let groups = match b.get("tls_groups") {
+                Some(json::Json::Obj(m)) => m
+                    .iter()
+                    .map(|(k, v)| match v {
+                        json::Json::Num(n) => format!("{k}: {n}"),
+                        _ => k.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            let per_cpu = if hs > 0.0 {
+                format!("{:.0}", hs / r.server_cpu_s.max(0.01))
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                t,
+                "{:<34} {:>3} {:>7.0} {:>8.1} {:>8.1} {:>8.1} {:>6.2}m {:>6.2}m {:>7.1} {:>7.1}m {:>7.2}s {:>9}  {groups}{}",
+                sc.title,
+                r.round,
+                b.num("messages_per_s"),
+                b.num("sessions_per_s"),
+                b.num("tls_full_per_s"),
+                b.num("tls_resumed_per_s"),
+                b.num("tls_handshake_us.p50") / 1e3,
+                b.num("tls_handshake_us.p99") / 1e3,
+                b.num("auth_per_s"),
+                b.num("auth_latency_us.p50") / 1e3,
+                r.server_cpu_s,
+                per_cpu,
+                if r.errors() > 0 {
+                    format!("  ERRORS {}", r.errors())
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let pair = |a: &str, b: &str, what: &str, f: &dyn Fn(&Run, &Run) -> f64| {
+        let v: Vec<f64> = (1..=rounds)
+            .filter_map(|round| {
+                let find = |k: &str| runs.iter().find(|r| r.scenario == k && r.round == round);
+                Some(f(find(a)?, find(b)?))
+            })
+            .collect();
+        if v.is_empty() {
+            return String::new();
+        }
+        format!(
+            "  {what} {:.2}x (runs {})\n",
+            median(v.clone()),
+            v.iter()
+                .map(|x| format!("{x:.2}x"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    t.push_str(&pair(
+        "b-starttls",
+        "b-plain",
+        "b STARTTLS / plaintext throughput",
+        &|tls, plain| tls.bench.num("messages_per_s") / plain.bench.num("messages_per_s").max(1e-9),
+    ));
+    t.push_str(&pair(
+        "b-starttls",
+        "b-plain",
+        "b STARTTLS / plaintext server CPU per message",
+        &|tls, plain| tls.server_us_per_msg() / plain.server_us_per_msg().max(1e-9),
+    ));
+    for (key, what) in [
+        ("f-full", "full"),
+        ("f-resumed", "resumed"),
+        ("f-plain", "plaintext"),
+    ] {
+        let rs: Vec<&Run> = runs.iter().filter(|r| r.scenario == key).collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let sess = median(rs.iter().map(|r| r.bench.num("sessions_per_s")).collect());
+        let per_cpu = median(
+            rs.iter()
+                .map(|r| r.bench.num("sessions_done") / r.server_cpu_s.max(0.01))
+                .collect(),
+        );
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let _ = writeln!(
+            t,
+            "  f {what:<9} sessions {sess:>7.0}/s (median); per server CPU-second {per_cpu:>7.0} (= per core); per worker {:>7.0}/s (÷{workers} workers, client on the same cores)",
+            sess / workers
+        );
+    }
 }
 
 /// `nproc`, kernel and CPU model, for the record.

@@ -43,13 +43,46 @@ impl Kind {
     }
 }
 
+/// How to configure smtp-edge for a run.
+#[derive(Debug, Clone)]
+pub struct EdgeSetup {
+    /// `(role, tls)` per listener, in order; [`Server::ports`] follows this order.
+    pub listeners: Vec<(&'static str, &'static str)>,
+    /// The listeners' address (`127.0.0.1:0` on loopback).
+    pub addr: String,
+    /// `[auth] users = FILE`.
+    pub users: Option<PathBuf>,
+    /// The `[shield]` section's body, if any.
+    pub shield: Option<String>,
+    /// Run inside this network namespace (`ip netns exec NS ...`).
+    pub netns: Option<String>,
+}
+
+impl Default for EdgeSetup {
+    fn default() -> Self {
+        EdgeSetup {
+            listeners: vec![("delivery", "none")],
+            addr: "127.0.0.1:0".into(),
+            users: None,
+            shield: None,
+            netns: None,
+        }
+    }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
     /// Which.
     pub kind: Kind,
-    /// The SMTP port on 127.0.0.1.
+    /// The SMTP port on 127.0.0.1 (smtp-edge: of its first listener).
     pub port: u16,
+    /// smtp-edge: every listener's port, in [`EdgeSetup::listeners`] order.
+    pub ports: Vec<u16>,
+    /// smtp-edge: the metrics address (inside its namespace, if any).
+    pub metrics: Option<String>,
+    /// smtp-edge: its self-signed certificate (`[tls] self_signed_dir`), once started.
+    pub cert: PathBuf,
     /// The process to measure (Postfix: `master`, whose tree is measured).
     pub pid: u32,
     dir: PathBuf,
@@ -62,23 +95,55 @@ fn now() -> Instant {
 }
 
 impl Server {
-    /// Starts smtp-edge with a temporary config (port-0 listeners, durable spool and Maildir under
-    /// `dir`) and waits for `ready` on its stdout.
+    /// Starts smtp-edge with a temporary config (one plaintext delivery listener on port 0,
+    /// durable spool and Maildir under `dir`) and waits for `ready` on its stdout.
     pub fn edge(bin: &Path, dir: &Path) -> Result<Server> {
+        Server::edge_with(bin, dir, &EdgeSetup::default())
+    }
+
+    /// Starts smtp-edge as `setup` says: listeners on `setup.addr`, durable spool and Maildir,
+    /// a self-signed certificate and the session cache under `dir`, no per-IP connection cap
+    /// (every client is one address), and waits for `ready` on its stdout.
+    pub fn edge_with(bin: &Path, dir: &Path, setup: &EdgeSetup) -> Result<Server> {
+        use std::fmt::Write as _;
         std::fs::create_dir_all(dir)?;
         let config = dir.join("smtp-edge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "hostname = \"bench.example.test\"\nlocal_domains = [\"example.test\"]\nworkers = 0\n\n\
-                 [[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"delivery\"\ntls = \"none\"\n\n\
-                 [spool]\ndir = \"{}\"\n\n[delivery]\nmaildir = \"{}\"\n\n\
-                 [metrics]\naddr = \"127.0.0.1:0\"\n",
-                dir.join("spool").display(),
-                dir.join("mail").display()
-            ),
-        )?;
-        let mut child = Command::new(bin)
+        let mut text = String::from(
+            "hostname = \"bench.example.test\"\nlocal_domains = [\"example.test\"]\nworkers = 0\n",
+        );
+        for (role, tls) in &setup.listeners {
+            let _ = write!(
+                text,
+                "\n[[listener]]\naddr = \"{}\"\nrole = \"{role}\"\ntls = \"{tls}\"\n",
+                setup.addr
+            );
+        }
+        let _ = write!(
+            text,
+            "\n[spool]\ndir = \"{}\"\n\n[delivery]\nmaildir = \"{}\"\n\n\
+             [limits]\nmax_connections_per_ip = 0\n\n[metrics]\naddr = \"127.0.0.1:0\"\n\n\
+             [tls]\nself_signed_dir = \"{}\"\n",
+            dir.join("spool").display(),
+            dir.join("mail").display(),
+            dir.join("tls").display(),
+        );
+        if let Some(users) = &setup.users {
+            let _ = write!(text, "\n[auth]\nusers = \"{}\"\n", users.display());
+        }
+        if let Some(shield) = &setup.shield {
+            let _ = write!(text, "\n[shield]\n{shield}\n");
+        }
+        std::fs::write(&config, text)?;
+        let mut cmd = match &setup.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the program: the child's pid is smtp-edge's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -92,21 +157,30 @@ impl Server {
         let mut server = Server {
             kind: Kind::Edge,
             port: 0,
+            ports: Vec::new(),
+            metrics: None,
+            cert: dir.join("tls/cert.pem"),
             pid,
             dir: dir.to_path_buf(),
             child: Some(child),
         };
-        // `listening delivery 127.0.0.1:PORT`, `metrics ...`, then `ready` (bounded: 3 lines of
-        // interest, and the child's exit ends the stream).
+        // `listening ROLE ADDR` per listener, `metrics ADDR`, then `ready` (bounded, and the
+        // child's exit ends the stream).
         let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().take(16) {
+        for line in lines.by_ref().take(32) {
             let line = line?;
-            if let Some(addr) = line.strip_prefix("listening delivery ") {
-                server.port = addr.rsplit(':').next().unwrap_or("").parse()?;
+            if let Some(rest) = line.strip_prefix("listening ") {
+                let addr = rest.rsplit(' ').next().unwrap_or("");
+                server
+                    .ports
+                    .push(addr.rsplit(':').next().unwrap_or("").parse()?);
+            } else if let Some(addr) = line.strip_prefix("metrics ") {
+                server.metrics = Some(addr.trim().to_owned());
             } else if line == "ready" {
                 break;
             }
         }
+        server.port = server.ports.first().copied().unwrap_or(0);
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         if server.port == 0 {
@@ -179,6 +253,9 @@ impl Server {
         let server = Server {
             kind: Kind::Sink,
             port,
+            ports: vec![port],
+            metrics: None,
+            cert: PathBuf::new(),
             pid: child.id(),
             dir: dir.to_path_buf(),
             child: Some(child),
@@ -264,6 +341,9 @@ impl Server {
         let mut server = Server {
             kind: Kind::Postfix,
             port,
+            ports: vec![port],
+            metrics: None,
+            cert: PathBuf::new(),
             pid: 0,
             dir: dir.to_path_buf(),
             child: None,
@@ -352,7 +432,8 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on 127.0.0.1:{port}")
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
+/// Runs `cmd ARGS` to completion; fails unless it exits 0.
+pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
     let out = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
