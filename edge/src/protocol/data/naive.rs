@@ -1,0 +1,44 @@
+//! A byte-at-a-time oracle for [`super::DataReceiver`]: obviously right, slow.
+
+#![allow(clippy::indexing_slicing)]
+
+use super::{DataFault, MAX_TEXT_LINE};
+
+/// Returns (content, consumed, fault) for a whole body, or `None` if it never ends.
+pub fn unstuff(input: &[u8], limit: u64) -> Option<(Vec<u8>, usize, Option<DataFault>)> {
+    let mut out = Vec::new();
+    let mut fault = None;
+    let mut line: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        line.push(b);
+        i += 1;
+        let ends_crlf = line.ends_with(b"\r\n");
+        if b == b'\n' && !ends_crlf {
+            fault = fault.max(Some(DataFault::BareNewline));
+        }
+        if b == b'\r' && i < input.len() && input[i] != b'\n' {
+            fault = fault.max(Some(DataFault::BareNewline));
+        }
+        if ends_crlf {
+            if line.len() > MAX_TEXT_LINE {
+                fault = fault.max(Some(DataFault::LineTooLong));
+            }
+            if line == b".\r\n" {
+                if out.len() as u64 > limit {
+                    fault = fault.max(Some(DataFault::TooLarge));
+                }
+                return Some((out, i, fault));
+            }
+            let content = if line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            out.extend_from_slice(content);
+            line.clear();
+        }
+    }
+    None
+}
