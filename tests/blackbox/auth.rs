@@ -463,6 +463,9 @@ fn wrong_password_and_unknown_user_get_the_same_535() {
     assert_eq!(c.cmd("AUTH LOGIN").code, 334);
     assert_eq!(c.cmd(&b64(b"mallory@example.test")).code, 334);
     assert_eq!(c.cmd(&b64(b"hunter3")), wrong, "LOGIN, unknown user");
+    // Three failures end the session: guessing goes on only at the price of new connections.
+    c.expect_closed(Duration::from_secs(5));
+    let (mut c, _) = TlsConn::connect_starttls(server.listener(0), Some(MX));
     // An authorization identity other than the login is acting as someone else: refused, even
     // with bob's right password.
     let r = c.cmd(&format!(

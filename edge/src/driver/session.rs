@@ -88,6 +88,9 @@ struct Session {
     plain: Vec<u8>,
 }
 
+/// Failed AUTH attempts one session may make before it is closed.
+const MAX_AUTH_FAILURES_PER_SESSION: u32 = 3;
+
 /// Why the session loop stops.
 enum Stop {
     /// The socket failed, the peer went away, or TLS failed.
@@ -490,7 +493,8 @@ impl Session {
         };
         let outcome = match verdict {
             Verdict::Ok { user } => {
-                auth.abuse.record_success(ip);
+                // A success does not clear the source's failures: one good account must not
+                // reset the count for guesses against others from the same address.
                 self.metrics().auth(AuthResult::Success);
                 tracing::info!(peer = %self.peer, login = %user, "authenticated");
                 AuthOutcome::Success {
@@ -508,6 +512,13 @@ impl Session {
                     self.ctx
                         .guard
                         .ban_for(ip, now, BanReason::AuthFailures, duration);
+                }
+                // Close after the reply when the source is banned (by this failure or by
+                // another session's), and after a few failures on one session: guesses on
+                // connections opened before a ban must not go on uncounted.
+                if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION
+                    || self.ctx.guard.is_banned(ip, now)
+                {
                     self.banned = true;
                 }
                 // The tarpit: a guesser's rate drops with every failure on the session.

@@ -59,6 +59,18 @@ pub enum Admission {
     TooMany,
 }
 
+/// The key connections are counted under, as bans are keyed: an IPv4 address (IPv4-mapped
+/// IPv6 included), or an IPv6 /64, so that hopping across one /64 does not escape the limit.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// One admitted connection, counted against its source until dropped.
 #[derive(Debug)]
 pub struct Slot {
@@ -127,8 +139,9 @@ impl Guard {
         if self.is_banned(ip, now) {
             return Admission::Banned;
         }
+        let source = source_of(ip);
         let mut counts = self.lock_counts();
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(source).or_insert(0);
         // Loopback is this host's own software (a content filter, a local relay, a load test):
         // exempt from the per-source limit, as Postfix exempts $mynetworks.
         if self.max_per_ip != 0 && *n >= self.max_per_ip && !ip.to_canonical().is_loopback() {
@@ -138,7 +151,7 @@ impl Guard {
         drop(counts);
         Admission::Admit(Slot {
             guard: self.clone(),
-            ip,
+            ip: source,
         })
     }
 
@@ -247,6 +260,19 @@ mod tests {
         assert!(matches!(g.admit(v6, now), Admission::Banned));
         assert!(!g.is_banned(v6, now + Duration::from_secs(61)));
         assert_eq!(g.stats(now + Duration::from_secs(61)).1, 0);
+    }
+
+    #[test]
+    fn v6_connections_count_per_64() {
+        let g = guard(2);
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _s1 = g.admit(a, now);
+        let _s2 = g.admit(b, now);
+        assert!(matches!(g.admit(a, now), Admission::TooMany));
+        assert!(matches!(g.admit(other, now), Admission::Admit(_)));
     }
 
     #[test]

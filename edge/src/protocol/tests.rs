@@ -788,6 +788,18 @@ fn auth_failures_and_sequence() {
 }
 
 #[test]
+fn long_auth_lines_pass_however_they_are_split() {
+    // RFC 4954 §4: AUTH lines may exceed 512 octets. `submission_secure` runs every split, so
+    // a packet boundary inside "AUTH" cannot turn the limit back into 512.
+    let ir = "QUFB".repeat(200); // 800 octets of valid base64, no NULs: a syntax error, not 500
+    let o = submission_secure(format!("EHLO c\r\nAUTH PLAIN {ir}\r\n").as_bytes());
+    assert_eq!(codes(&o)[2..], ["501 5.5.4"]);
+    let long = format!("NOOP {}\r\n", "x".repeat(600));
+    let o = submission_secure(format!("EHLO c\r\n{long}").as_bytes());
+    assert_eq!(codes(&o)[2..], ["500 5.5.2"]);
+}
+
+#[test]
 fn auth_login_exchange() {
     // "alice@example.test", "secret"
     let o = submission_secure(

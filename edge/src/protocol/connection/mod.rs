@@ -400,27 +400,27 @@ impl Connection {
         self.close(CloseReason::Shutdown);
     }
 
-    /// Reads one command line (or part of one) from `input`; returns octets consumed.
     /// The longest line allowed now: [`MAX_AUTH_LINE`] for AUTH and its responses, else
-    /// [`MAX_COMMAND_LINE`]. `start` is the beginning of the line.
-    fn line_limit(&self, start: &[u8]) -> usize {
-        let is_auth = start
-            .get(..5)
-            .is_some_and(|verb| verb.eq_ignore_ascii_case(b"AUTH "));
-        if is_auth || matches!(self.phase, Phase::AuthResponse(_)) {
+    /// [`MAX_COMMAND_LINE`]. The line begins with `buffered` then `input`; while fewer than five
+    /// octets are known, a line that may still become `AUTH ` gets the AUTH limit, so where the
+    /// packets split cannot change the verdict.
+    fn line_limit(&self, buffered: &[u8], input: &[u8]) -> usize {
+        if matches!(self.phase, Phase::AuthResponse(_)) {
+            return MAX_AUTH_LINE;
+        }
+        const VERB: &[u8] = b"AUTH ";
+        let known = buffered.iter().chain(input).take(VERB.len());
+        // Every known octet matches: the whole verb, or a prefix of it still in flight.
+        if known.zip(VERB).all(|(b, v)| b.eq_ignore_ascii_case(v)) {
             MAX_AUTH_LINE
         } else {
             MAX_COMMAND_LINE
         }
     }
 
+    /// Reads one command line (or part of one) from `input`; returns octets consumed.
     fn read_command(&mut self, input: &[u8]) -> usize {
-        let start = if self.line.is_empty() {
-            input
-        } else {
-            &self.line
-        };
-        let limit = self.line_limit(start);
+        let limit = self.line_limit(&self.line, input);
         let Some(lf) = memchr::memchr(b'\n', input) else {
             if self.line.len() + input.len() > limit {
                 self.line_too_long = true;
