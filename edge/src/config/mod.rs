@@ -350,6 +350,15 @@ impl Config {
             hostname: self.hostname.clone(),
             role: listener.role,
             local_domains: self.local_domains.iter().cloned().collect(),
+            // The hostname if it is one of ours, else the first local domain.
+            postmaster_domain: if self.local_domains.contains(&self.hostname) {
+                self.hostname.clone()
+            } else {
+                self.local_domains
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| self.hostname.clone())
+            },
             recipients: self.recipients.clone(),
             max_message_size: self.limits.max_message_size,
             max_recipients: self.limits.max_recipients,

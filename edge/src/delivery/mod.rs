@@ -25,7 +25,8 @@
 //! filesystem; the batch then fails as a whole (conservative, retried at the next start).
 //!
 //! A message that cannot be delivered stays in `queue/`, is logged and reported as
-//! [`DeliveryOutcome::Failed`], and is retried at the next start only (no busy loop).
+//! [`DeliveryOutcome::Failed`], and is retried after 30 s, then at doubling intervals up to an
+//! hour (and at the next start).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -36,7 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crate::driver::clock;
 use crate::protocol::{Domain, Mailbox};
 use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
 
@@ -60,7 +63,12 @@ pub struct DeliveryConfig {
     /// Our domains (lower-cased): their recipients get Maildir entries; every other recipient
     /// (authenticated submission only) goes to the outbound queue, `<spool>/outbound/`.
     pub local_domains: HashSet<String>,
+    /// Delay before the first retry of a failed delivery; it doubles up to an hour.
+    pub first_retry: Duration,
 }
+
+/// The default [`DeliveryConfig::first_retry`].
+pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 
 /// What became of one queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,14 +219,23 @@ fn run(
             .into_iter()
             .for_each(report);
     }
+    // Messages whose delivery failed (a full disk, a quota, too many open files), retried with
+    // a growing delay: each attempt's count, and when the next round is due.
+    let mut retries: Vec<(QueueId, u32)> = Vec::new();
+    let mut due: Option<Instant> = None;
     loop {
         let mut batch = Vec::new();
-        let mut stop = match rx.recv() {
+        let first = match due {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(clock::now())),
+        };
+        let mut stop = match first {
             Ok(Command::Deliver(id)) => {
                 batch.push(id);
                 false
             }
-            Ok(Command::Shutdown) | Err(_) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
         };
         while !stop && batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -227,15 +244,46 @@ fn run(
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
+        let mut failed = Vec::new();
         if !batch.is_empty() {
-            deliver_batch(cfg, &mut fs, &batch, false)
-                .into_iter()
-                .for_each(report);
+            for outcome in deliver_batch(cfg, &mut fs, &batch, false) {
+                if let DeliveryOutcome::Failed { id, .. } = &outcome {
+                    failed.push((*id, 0));
+                }
+                report(outcome);
+            }
         }
+        if !stop && due.is_some_and(|at| clock::now() >= at) {
+            // Resumed: an earlier attempt may have published some entries already.
+            let ids: Vec<QueueId> = retries.iter().map(|(id, _)| *id).collect();
+            let attempts: HashMap<QueueId, u32> = retries.drain(..).collect();
+            for chunk in ids.chunks(MAX_BATCH) {
+                for outcome in deliver_batch(cfg, &mut fs, chunk, true) {
+                    if let DeliveryOutcome::Failed { id, .. } = &outcome {
+                        failed.push((*id, attempts.get(id).copied().unwrap_or(0) + 1));
+                    }
+                    report(outcome);
+                }
+            }
+        }
+        retries.extend(failed);
+        due = retries
+            .iter()
+            .map(|(_, n)| retry_delay(cfg.first_retry, *n))
+            .min()
+            .map(|d| clock::now() + d);
         if stop {
             return;
         }
     }
+}
+
+/// How long before the next attempt at a message that failed `attempts` retries already:
+/// `first`, doubling, at most an hour. Failures are rare and usually wait on an operator
+/// (space, permissions), so there is no hurry, but mail must not wait for a restart either.
+fn retry_delay(first: Duration, attempts: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(3600);
+    first.saturating_mul(1 << attempts.min(7)).min(MAX)
 }
 
 /// The `syncfs` descriptors: the Maildir root's, opened at start, plus one per other

@@ -50,6 +50,7 @@ impl Fixture {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            first_retry: Duration::from_millis(20),
         };
         let handle = start(
             cfg,
@@ -312,4 +313,28 @@ fn dropping_the_last_handle_finishes_queued_work() {
     let delivered: Vec<_> = rx.try_iter().collect();
     assert_eq!(delivered.len(), ids.len());
     assert_eq!(f.entries("example.test", "a").len(), ids.len());
+}
+
+#[test]
+fn a_failed_delivery_is_retried_without_a_restart() {
+    let mut f = fixture();
+    // A file where the domain's directory should be: every mailbox under it fails.
+    fs::create_dir_all(&f.maildir).unwrap();
+    fs::write(f.maildir.join("example.test"), b"in the way").unwrap();
+    let (handle, rx) = f.start();
+    let id = f.queue(&["a@example.test"]);
+    handle.enqueue(id);
+    assert!(matches!(next(&rx), DeliveryOutcome::Failed { id: i, .. } if i == id));
+    // The operator fixes it; the retry (20 ms, doubling) delivers without anyone restarting.
+    fs::remove_file(f.maildir.join("example.test")).unwrap();
+    loop {
+        match next(&rx) {
+            DeliveryOutcome::Delivered { id: i, .. } if i == id => break,
+            DeliveryOutcome::Failed { id: i, .. } if i == id => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    handle.shutdown();
+    assert_eq!(f.entries("example.test", "a").len(), 1);
+    assert!(!queue_path(&f.spool, &id).exists());
 }

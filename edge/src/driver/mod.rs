@@ -4,7 +4,7 @@
 //! Startup order matters for "never lose mail": the spool is prepared and the delivery stage
 //! has taken over whatever a crash left in it before any worker accepts a connection.
 
-mod clock;
+pub(crate) mod clock;
 mod session;
 mod worker;
 
@@ -147,6 +147,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             maildir: cfg.maildir.clone(),
             hostname: cfg.hostname.clone(),
             local_domains: cfg.local_domains.iter().cloned().collect(),
+            first_retry: delivery::FIRST_RETRY,
         },
         Box::new(move |outcome| match outcome {
             DeliveryOutcome::Delivered { .. } => delivery_metrics.message_delivered(),

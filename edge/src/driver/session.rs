@@ -68,6 +68,8 @@ struct Tls {
 
 /// Everything a session owns besides the socket.
 struct Session {
+    /// How long one send may take before the client is given up on.
+    send_timeout: Duration,
     /// The banner is held back until then (`greet_delay_ms`); input before it is a pregreet.
     greet_at: Option<Instant>,
     /// AUTH failures on this session, for the tarpit.
@@ -107,6 +109,7 @@ pub(super) async fn serve(
 ) {
     let now = clock::now();
     let mut s = Session {
+        send_timeout: spec.engine.timeouts.command,
         greet_at: (!spec.greet_delay.is_zero() && !spec.implicit).then(|| now + spec.greet_delay),
         auth_failures: 0,
         banned: false,
@@ -314,9 +317,8 @@ impl Session {
                     return Err(Stop::Gone);
                 }
             } else {
-                let (res, emptied) = stream.send_all(std::mem::take(&mut self.out)).await;
-                self.out = emptied;
-                res.map_err(|_| Stop::Gone)?;
+                let out = std::mem::take(&mut self.out);
+                self.out = self.send(stream, out).await?;
             }
         }
         if self.conn.is_closed() {
@@ -325,11 +327,24 @@ impl Session {
             }
         }
         if !self.wire.is_empty() {
-            let (res, emptied) = stream.send_all(std::mem::take(&mut self.wire)).await;
-            self.wire = emptied;
-            res.map_err(|_| Stop::Gone)?;
+            let wire = std::mem::take(&mut self.wire);
+            self.wire = self.send(stream, wire).await?;
         }
         Ok(())
+    }
+
+    /// Sends all of `buf` within the command timeout: a client that stops reading cannot hold
+    /// the session (and its buffers, and its per-source slot) forever.
+    async fn send(&self, stream: &Stream, buf: Vec<u8>) -> Result<Vec<u8>, Stop> {
+        match tokio::time::timeout(self.send_timeout, stream.send_all(buf)).await {
+            Ok((Ok(()), emptied)) => Ok(emptied),
+            Ok((Err(_), _)) => Err(Stop::Gone),
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "client stopped reading; closing");
+                stream.abort();
+                Err(Stop::Gone)
+            }
+        }
     }
 
     /// Feeds cleartext input to the engine. After STARTTLS, whatever the client sent behind

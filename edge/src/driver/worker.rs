@@ -25,6 +25,9 @@ const RECV_BUFFER: usize = 16 * 1024;
 /// Size of a heap receive buffer, for connections beyond the registered pool: small, so that
 /// 10,000 idle connections cost little memory (a pending read holds its buffer).
 const HEAP_RECV_BUFFER: usize = 4 * 1024;
+/// Pause after a failed accept (out of descriptors, memory): long enough not to spin, short
+/// enough not to notice.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Submission queue entries of each ring.
 const RING_ENTRIES: u32 = 4096;
 
@@ -166,8 +169,10 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // EMFILE and friends: log, and keep the listener alive.
+                // EMFILE and friends: log, keep the listener alive, and let a moment pass (the
+                // ring would fail a new accept at once, spinning the worker).
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

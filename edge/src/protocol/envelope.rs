@@ -78,7 +78,7 @@ pub fn rcpt(
         // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
         return Ok(Mailbox {
             local: "postmaster".into(),
-            domain: Domain::Name(cfg.hostname.to_ascii_lowercase()),
+            domain: Domain::Name(cfg.postmaster_domain.clone()),
             quoted: false,
             source_route: false,
         });
@@ -92,6 +92,13 @@ pub fn rcpt(
     }
     if !mail.smtputf8 && path.is_utf8() {
         return Err((needs_smtputf8(), None));
+    }
+    if path.local_unquoted().is_empty() {
+        // `""@domain` parses, but names no mailbox anyone could deliver to.
+        return Err((
+            Reply::new(550, Status(5, 1, 3), "Empty local part"),
+            Some(Rejection::UnknownRecipient),
+        ));
     }
     let local = matches!(&path.domain, Domain::Name(d) if cfg.local_domains.contains(d));
     if !may_relay || local {

@@ -57,6 +57,8 @@ pub struct EngineConfig {
     pub role: Role,
     /// Domains we accept mail for, lower-cased.
     pub local_domains: HashSet<String>,
+    /// The local domain `<postmaster>` without a domain is delivered to (RFC 5321 §4.5.1).
+    pub postmaster_domain: String,
     /// If set, the only local recipients that exist (lower-cased `local@domain`); others get
     /// 550 5.1.1 at RCPT.
     pub recipients: Option<Arc<HashSet<String>>>,
@@ -91,6 +93,9 @@ impl EngineConfig {
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            postmaster_domain: local_domains
+                .first()
+                .map_or_else(|| hostname.to_ascii_lowercase(), |d| d.to_ascii_lowercase()),
             recipients: None,
             max_message_size: 25 * 1024 * 1024,
             max_recipients: MIN_RECIPIENTS,

@@ -270,6 +270,50 @@ fn local_domains_match_case_insensitively_and_postmaster_is_accepted() {
 }
 
 #[test]
+fn empty_local_parts_are_refused_at_rcpt() {
+    // `""@example.test` parses but could never be delivered: refuse it before the 250.
+    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<\"\"@example.test>\r\n");
+    assert_eq!(codes(&o)[3], "550 5.1.3");
+}
+
+#[test]
+fn postmaster_goes_to_a_local_domain() {
+    let o = delivery("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nDATA\r\nx\r\n.\r\n");
+    // The hostname (mx.example.test) is not local; the first local domain is.
+    assert_eq!(o.events[0], "start 0 postmaster@example.test");
+}
+
+#[test]
+fn pipelined_refusals_are_not_counted_as_bad_commands() {
+    // RFC 2920/3030: after a refused transaction a pipelining client still sends its DATA or
+    // its remaining BDAT chunks; those refusals must not add up to a 421 (and a ban).
+    let mut c = cfg(Role::Delivery);
+    c.max_bad_commands = 2;
+    c.max_message_size = 4;
+    let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\n".to_vec();
+    input.extend_from_slice(b"MAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 5\r\n12345");
+    for _ in 0..4 {
+        input.extend_from_slice(b"BDAT 1\r\nx");
+    }
+    input.extend_from_slice(b"NOOP\r\n");
+    let o = run_split(&c, &input);
+    assert!(!o.closed, "{:?}", o.replies);
+    assert_eq!(codes(&o).last(), Some(&"250 2.0.0"));
+}
+
+#[test]
+fn delivered_mail_forgives_earlier_bad_commands() {
+    let mut c = cfg(Role::Delivery);
+    c.max_bad_commands = 2;
+    let o = run_split(
+        &c,
+        b"FOO\r\nEHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\nFOO\r\nNOOP\r\n",
+    );
+    assert!(!o.closed);
+    assert_eq!(codes(&o).last(), Some(&"250 2.0.0"));
+}
+
+#[test]
 fn unknown_recipients_with_a_recipient_list() {
     let mut c = cfg(Role::Delivery);
     c.recipients = Some(Arc::new(HashSet::from(["known@example.test".to_owned()])));

@@ -21,7 +21,13 @@ impl Connection {
 
     pub(super) fn data(&mut self) {
         if let Err(reply) = self.content_ready() {
-            return self.bad_command_reply(reply);
+            // RFC 2920 §3.1: a pipelining client sends DATA before it sees its RCPTs refused;
+            // that 554 is not a client error. DATA without MAIL is.
+            return if self.txn.is_some() {
+                self.reply(reply)
+            } else {
+                self.bad_command_reply(reply)
+            };
         }
         if self.txn.as_ref().is_some_and(|t| t.started) {
             return self.bad_command_reply(Reply::bad_sequence("DATA not allowed after BDAT"));
@@ -114,7 +120,9 @@ impl Connection {
             return;
         };
         if let Some(reply) = chunk.refused {
-            return self.bad_command_reply(reply);
+            // Pipelined chunks after a refused one (RFC 3030 §4.2) are the client's normal
+            // course, not errors to count toward a ban.
+            return self.reply(reply);
         }
         let too_large = self
             .txn

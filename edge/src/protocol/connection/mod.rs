@@ -297,6 +297,9 @@ impl Connection {
             Ok(queue_id) => {
                 let text = format!("Ok: queued as {queue_id}");
                 self.reply(Reply::new(250, Status(2, 0, 0), text));
+                // A client that delivers is not a bot probing commands: past mistakes are
+                // forgiven, so a long-lived connection is not cut for errors spread over it.
+                self.bad_commands = 0;
             }
             // RFC 3463 §3.4: 4.3.0, "other or undefined mail system status".
             Err(SpoolFault) => self.reply(Reply::new(
@@ -323,7 +326,8 @@ impl Connection {
     /// finishes it first.
     pub fn handle_shutdown(&mut self) {
         match self.phase {
-            Phase::Command => self.close_shutdown(),
+            // Between BDAT chunks a message is still in flight.
+            Phase::Command if !self.in_message() => self.close_shutdown(),
             Phase::Closed => {}
             _ => self.closing = true,
         }

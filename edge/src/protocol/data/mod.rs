@@ -201,6 +201,9 @@ impl DataReceiver {
                     self.emit(input.get(c.span..c.i).unwrap_or_default(), out);
                     c.i += 1;
                     c.span = c.i;
+                    // The limit is on the text line, which the stuffing dot is not part of
+                    // (RFC 5321 §4.5.2, §4.5.3.1.6): measure from after it.
+                    c.line_from = c.i;
                     self.state = State::Dot;
                 }
                 State::LineStart => self.state = State::Text,

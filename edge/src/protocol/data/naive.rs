@@ -22,7 +22,9 @@ pub fn unstuff(input: &[u8], limit: u64) -> Option<(Vec<u8>, usize, Option<DataF
             fault = fault.max(Some(DataFault::BareNewline));
         }
         if ends_crlf {
-            if line.len() > MAX_TEXT_LINE {
+            // The stuffing dot is transparency, not text (RFC 5321 §4.5.2).
+            let text_len = line.len() - usize::from(line.first() == Some(&b'.'));
+            if text_len > MAX_TEXT_LINE {
                 fault = fault.max(Some(DataFault::LineTooLong));
             }
             if line == b".\r\n" {

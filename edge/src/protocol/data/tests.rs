@@ -226,6 +226,28 @@ fn bare_cr_inside_a_line() {
 }
 
 #[test]
+fn a_stuffed_line_is_measured_without_its_dot() {
+    // A 1000-octet text line (CRLF included) that starts with a dot is 1001 octets on the wire.
+    let ok = [
+        b".".to_vec(),
+        vec![b'.'; MAX_TEXT_LINE - 2],
+        b"\r\n.\r\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(assert_split_invariant(&ok).3, None);
+    let long = [
+        b".".to_vec(),
+        vec![b'.'; MAX_TEXT_LINE - 1],
+        b"\r\n.\r\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(
+        assert_split_invariant(&long).3,
+        Some(DataFault::LineTooLong)
+    );
+}
+
+#[test]
 fn line_limit_counts_crlf() {
     let ok = [vec![b'a'; MAX_TEXT_LINE - 2], b"\r\n.\r\n".to_vec()].concat();
     assert_eq!(assert_split_invariant(&ok).3, None);
