@@ -586,6 +586,27 @@ fn timeouts_follow_rfc5321_and_spurious_calls_do_nothing() {
 }
 
 #[test]
+fn a_command_trickled_byte_by_byte_does_not_extend_the_deadline() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), t0);
+    let step = Duration::from_secs(60);
+    // One byte a minute: each arrives before the 5-minute timeout, but the line never ends.
+    for (i, b) in b"NOOP".iter().enumerate() {
+        let _ = conn.handle_input(t0 + step * (i as u32 + 1), std::slice::from_ref(b));
+    }
+    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(300)));
+    conn.handle_timeout(t0 + Duration::from_secs(300));
+    assert!(conn.is_closed());
+    // A complete command does restart the clock.
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), t0);
+    let _ = conn.handle_input(t0 + step, b"NOOP\r\n");
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0 + step + Duration::from_secs(300))
+    );
+}
+
+#[test]
 fn shutdown_lets_a_message_in_flight_finish() {
     let now = Instant::now();
     let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);

@@ -97,6 +97,8 @@ pub struct Connection {
     secure: bool,
     /// Who the client is, as far as MAIL on a submission listener is concerned.
     identity: Identity,
+    /// Complete command lines read so far: the command timeout restarts only when one ends.
+    lines_read: u64,
 }
 
 /// Who may submit mail on this session.
@@ -157,6 +159,7 @@ impl Connection {
             closing: false,
             secure: false,
             identity: Identity::Anonymous,
+            lines_read: 0,
         };
         let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
         conn.reply(Reply::bare(220, vec![banner.into()]));
@@ -253,6 +256,7 @@ impl Connection {
     ///
     /// [RFC 2920]: https://www.rfc-editor.org/rfc/rfc2920
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        let lines_before = self.lines_read;
         let mut used = 0;
         while used < input.len() {
             let rest = input.get(used..).unwrap_or_default();
@@ -276,11 +280,16 @@ impl Connection {
             };
         }
         self.flush_body();
-        self.deadline = now
-            + match self.phase {
-                Phase::Data(_) | Phase::Bdat(_) => self.cfg.timeouts.data_block,
-                _ => self.cfg.timeouts.command,
-            };
+        match self.phase {
+            // RFC 5321 §4.5.3.2.5: the data block timeout runs from each piece of content.
+            Phase::Data(_) | Phase::Bdat(_) => self.deadline = now + self.cfg.timeouts.data_block,
+            // A command must be complete within the command timeout of the previous one: a
+            // line trickled in byte by byte (slowloris) does not push the deadline out.
+            _ if self.lines_read != lines_before => {
+                self.deadline = now + self.cfg.timeouts.command;
+            }
+            _ => {}
+        }
         used
     }
 
@@ -435,6 +444,7 @@ impl Connection {
             return input.len();
         };
         let used = lf + 1;
+        self.lines_read += 1;
         let head = input.get(..lf).unwrap_or_default();
         if self.line_too_long || self.line.len() + used > limit {
             self.line_too_long = false;
