@@ -22,7 +22,7 @@ pub use address::{Domain, Mailbox};
 pub use auth::{decode_base64, Credentials, Secret, MAX_AUTH_LINE, MECHANISMS};
 pub use command::{Command, CommandError};
 pub use connection::{AuthOutcome, Connection};
-pub use data::{DataFault, DataReceiver};
+pub use data::{DataFault, DataReceiver, LineCheck};
 pub use event::{CloseReason, Event, Rejection, SpoolFault};
 pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};
 pub use reply::{Code, Reply, Status};

@@ -492,15 +492,29 @@ fn too_many_bad_commands_close_with_421() {
 fn bdat_chunks() {
     let o = delivery(concat!(
         "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n",
-        "BDAT 5\r\nhello",
-        "BDAT 7 LAST\r\n world\n",
+        "BDAT 6\r\nhello\r",
+        "BDAT 9 LAST\r\n\n world\r\n",
         "NOOP\r\n"
     ));
     assert_eq!(codes(&o)[4..], ["250 2.0.0", "250 2.0.0", "250 2.0.0"]);
     assert!(o
         .replies
-        .contains(&"250 2.0.0 5 octets received".to_owned()));
-    assert_eq!(o.messages, [b"hello world\n".to_vec()]);
+        .contains(&"250 2.0.0 6 octets received".to_owned()));
+    assert_eq!(o.messages, [b"hello\r\n world\r\n".to_vec()]);
+}
+
+#[test]
+fn bdat_content_follows_the_text_rules_of_data() {
+    // No BINARYMIME is offered, so BDAT content is text: a bare LF (or CR) is refused as in
+    // DATA, and nothing is spooled.
+    let o = delivery(concat!(
+        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n",
+        "BDAT 4\r\na\nb\n",
+        "BDAT 3 LAST\r\n.\r\n",
+        "NOOP\r\n"
+    ));
+    assert_eq!(codes(&o)[4..], ["250 2.0.0", "550 5.6.0", "250 2.0.0"]);
+    assert!(o.messages.is_empty());
 }
 
 #[test]

@@ -99,9 +99,12 @@ impl Connection {
         if keep {
             if let Some(txn) = &mut self.txn {
                 txn.size = txn.size.saturating_add(take as u64);
+                let content = input.get(..take).unwrap_or_default();
+                // Without BINARYMIME, BDAT carries text under DATA's rules; refusing it here
+                // keeps bare line endings out of anything downstream (SMTP smuggling).
+                txn.lines.feed(content);
                 if txn.size <= self.cfg.max_message_size {
-                    self.body
-                        .extend_from_slice(input.get(..take).unwrap_or_default());
+                    self.body.extend_from_slice(content);
                     if self.body.len() >= MAX_BODY_CHUNK {
                         self.flush_body();
                     }
@@ -128,9 +131,18 @@ impl Connection {
             .txn
             .as_ref()
             .is_some_and(|t| t.size > self.cfg.max_message_size);
+        let text_fault = match &mut self.txn {
+            Some(txn) if chunk.last => {
+                txn.lines.finish();
+                txn.lines.fault()
+            }
+            _ => None,
+        };
         if too_large {
             self.reply(envelope::too_large());
             self.abort_message(Rejection::MessageTooLarge);
+        } else if let Some(fault) = text_fault {
+            self.refuse_content(fault);
         } else if chunk.last {
             self.flush_body();
             self.await_spool();
@@ -150,30 +162,33 @@ impl Connection {
                 self.flush_body();
                 self.await_spool();
             }
-            Some(fault) => {
-                let (reply, reason) = match fault {
-                    DataFault::TooLarge => (envelope::too_large(), Rejection::MessageTooLarge),
-                    DataFault::BareNewline => (
-                        Reply::new(
-                            550,
-                            Status(5, 6, 0),
-                            "Message refused: bare CR or LF; lines end in CRLF (RFC 5321 2.3.8)",
-                        ),
-                        Rejection::BareNewline,
-                    ),
-                    DataFault::LineTooLong => (
-                        Reply::new(
-                            550,
-                            Status(5, 6, 0),
-                            "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
-                        ),
-                        Rejection::LineTooLong,
-                    ),
-                };
-                self.reply(reply);
-                self.abort_message(reason);
-            }
+            Some(fault) => self.refuse_content(fault),
         }
+    }
+
+    /// Refuses the content of the open transaction for `fault`: the reply, then the abort.
+    pub(super) fn refuse_content(&mut self, fault: DataFault) {
+        let (reply, reason) = match fault {
+            DataFault::TooLarge => (envelope::too_large(), Rejection::MessageTooLarge),
+            DataFault::BareNewline => (
+                Reply::new(
+                    550,
+                    Status(5, 6, 0),
+                    "Message refused: bare CR or LF; lines end in CRLF (RFC 5321 2.3.8)",
+                ),
+                Rejection::BareNewline,
+            ),
+            DataFault::LineTooLong => (
+                Reply::new(
+                    550,
+                    Status(5, 6, 0),
+                    "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
+                ),
+                Rejection::LineTooLong,
+            ),
+        };
+        self.reply(reply);
+        self.abort_message(reason);
     }
 
     pub(super) fn await_spool(&mut self) {

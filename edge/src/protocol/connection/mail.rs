@@ -107,6 +107,7 @@ impl Connection {
             rcpts: Vec::new(),
             started: false,
             size: 0,
+            lines: LineCheck::default(),
         });
         self.next_txn += 1;
         self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));

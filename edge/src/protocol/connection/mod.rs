@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::auth::{SaslExchange, SaslStep, MAX_AUTH_LINE, MECHANISMS};
 use super::command::{self, Command, CommandError};
-use super::data::{DataFault, DataReceiver};
+use super::data::{DataFault, DataReceiver, LineCheck};
 use super::envelope::{self, MailFrom};
 use super::event::{CloseReason, Event, Rejection, SpoolFault};
 use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
@@ -72,6 +72,8 @@ struct Transaction {
     started: bool,
     /// Content octets so far across `BDAT` chunks.
     size: u64,
+    /// The text rules `DATA` enforces, applied to `BDAT` content.
+    lines: LineCheck,
 }
 
 /// One SMTP session, server side.

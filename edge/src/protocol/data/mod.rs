@@ -8,10 +8,13 @@
 //!
 //! [RFC 5321 §4.1.1.4]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.4
 
+mod lines;
 mod scan;
 
 #[cfg(test)]
 pub(crate) mod naive;
+
+pub use lines::LineCheck;
 #[cfg(test)]
 mod tests;
 
