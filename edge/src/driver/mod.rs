@@ -175,6 +175,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         config: cfg.auth.clone(),
         verifier: Verifier::new(store.clone(), cfg.auth.verify_threads)?,
         abuse: AbuseTracker::new(&cfg.auth),
+        in_flight: Default::default(),
         store,
     });
     let (stop, stop_rx) = watch::channel(false);

@@ -500,11 +500,14 @@ impl Session {
         let verdict = if credentials.authorize_as.is_some() {
             // Acting for another identity is not offered: a failure like any other.
             Verdict::Invalid
-        } else {
+        } else if let Some(_slot) = auth.begin_check(ip) {
             let password = Zeroizing::new(credentials.password.expose().to_vec());
             auth.verifier
                 .verify(credentials.username.clone(), password)
                 .await
+        } else {
+            // This source already has its share of checks running: 454, try again later.
+            Verdict::Busy
         };
         let outcome = match verdict {
             Verdict::Ok { user } => {

@@ -11,7 +11,13 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::session::{self, ListenerSpec};
-use crate::auth::{AbuseTracker, AuthConfig, CredentialStore, Verifier};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
+use ipnet::IpNet;
+
+use crate::auth::{source_of, AbuseTracker, AuthConfig, CredentialStore, Verifier};
 use crate::delivery::DeliveryHandle;
 use crate::guard::Guard;
 use crate::metrics::{Metrics, WorkerMetrics};
@@ -68,6 +74,54 @@ pub struct AuthServices {
     pub verifier: Verifier,
     /// Failed logins per source, and bans.
     pub abuse: AbuseTracker,
+    /// Password checks in flight per source, so that one source cannot fill the verifier's
+    /// queue and lock everyone else out with 454s.
+    pub in_flight: Mutex<HashMap<IpNet, u32>>,
+}
+
+/// Password checks one source may have in flight at once.
+pub const MAX_CHECKS_PER_SOURCE: u32 = 2;
+
+impl AuthServices {
+    /// Takes a verification slot for `ip`'s source, or `None` if it has its share in flight.
+    pub fn begin_check(&self, ip: IpAddr) -> Option<CheckSlot<'_>> {
+        let source = source_of(ip);
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(source).or_insert(0);
+        if *n >= MAX_CHECKS_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(CheckSlot {
+            services: self,
+            source,
+        })
+    }
+}
+
+/// One password check in flight, released on drop.
+pub struct CheckSlot<'a> {
+    services: &'a AuthServices,
+    source: IpNet,
+}
+
+impl Drop for CheckSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .services
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// Per-worker state shared by this worker's sessions (single-threaded, hence `Rc`).
@@ -187,5 +241,42 @@ async fn accept_loop(
             session_ctx.active.set(session_ctx.active.get() - 1);
             session_ctx.idle.notify_waiters();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_gets_a_bounded_share_of_password_checks() {
+        let config = AuthConfig::default();
+        let store = Arc::new(CredentialStore::new(&config));
+        let services = AuthServices {
+            verifier: Verifier::new(store.clone(), 1).expect("one verifier thread"),
+            abuse: AbuseTracker::new(&config),
+            in_flight: Mutex::default(),
+            config,
+            store,
+        };
+        let a: IpAddr = "2001:db8::1".parse().expect("literal");
+        let same_64: IpAddr = "2001:db8::2".parse().expect("literal");
+        let other: IpAddr = "192.0.2.1".parse().expect("literal");
+        let first = services.begin_check(a);
+        let second = services.begin_check(same_64);
+        assert!(first.is_some() && second.is_some());
+        assert!(
+            services.begin_check(a).is_none(),
+            "a third check from the /64"
+        );
+        assert!(
+            services.begin_check(other).is_some(),
+            "other sources are unaffected"
+        );
+        drop(first);
+        assert!(
+            services.begin_check(a).is_some(),
+            "a finished check frees its slot"
+        );
     }
 }
