@@ -179,6 +179,11 @@ impl Guard {
             self.banned.store(bans.len(), Relaxed);
         }
         if let Some(shield) = &self.shield {
+            // Bans are rare; clearing out the expired ones now keeps the kernel map from
+            // filling with sources that never came back.
+            if let Err(e) = shield.prune() {
+                tracing::warn!(error = %e, "shield: cannot prune expired bans");
+            }
             if let Err(e) = shield.ban(ip, duration) {
                 tracing::error!(%ip, error = %e, "shield: cannot write the ban; userspace keeps it");
             }

@@ -233,6 +233,26 @@ impl Shield {
         Ok(true)
     }
 
+    /// Deletes expired bans from the kernel map. The program drops an expired entry only when
+    /// its source sends again; sources that never return would otherwise fill the map, and new
+    /// bans would then fail. Returns how many were removed.
+    pub fn prune(&self) -> Result<usize, ShieldError> {
+        let mut maps = lock(&self.maps);
+        let now = monotonic_ns();
+        let mut expired = Vec::new();
+        for entry in maps.bans.iter() {
+            let (src, until) = entry.map_err(|e| map_error(MAP_BANS, "iterate", e))?;
+            if until <= now {
+                expired.push(src);
+            }
+        }
+        for src in &expired {
+            // Gone already (the program saw the source again): nothing to do.
+            let _ = maps.bans.remove(src);
+        }
+        Ok(expired.len())
+    }
+
     /// Bans in force, with what remains of each, soonest to end first.
     pub fn list(&self) -> Result<Vec<(IpPrefix, Duration)>, ShieldError> {
         let maps = lock(&self.maps);
