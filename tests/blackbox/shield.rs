@@ -124,6 +124,8 @@ fn banned_source_is_dropped_until_the_ban_expires() {
     shield.ban(ip(CLI_VLAN), ban).unwrap();
     let banned_at = Instant::now();
     assert_eq!(shield.bans_active().unwrap(), 2);
+    assert!(shield.is_banned(ip(CLI4)).unwrap());
+    assert!(!shield.is_banned(ip(CLI4_ALLOWED)).unwrap());
     let list = shield.list().unwrap();
     assert!(
         list.iter()
@@ -167,6 +169,7 @@ fn banned_source_is_dropped_until_the_ban_expires() {
     lab.assert_dropped(CLI4, SRV4, PROTECTED, "banned again");
     assert!(shield.unban(ip(CLI4)).unwrap());
     assert!(!shield.unban(ip(CLI4)).unwrap());
+    assert!(!shield.is_banned(ip(CLI4)).unwrap());
     lab.assert_connects(CLI4, SRV4, PROTECTED, "unbanned");
     drain(&listener);
 }

@@ -136,7 +136,9 @@ impl Guard {
 
     /// Decides on a new connection from `ip`.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
-        if self.is_banned(ip, now) {
+        // The shield, when attached, dropped a banned source's SYN already: only the userspace
+        // list needs a look here.
+        if self.banned_in_userspace(ip, now) {
             return Admission::Banned;
         }
         let source = source_of(ip);
@@ -155,16 +157,25 @@ impl Guard {
         })
     }
 
-    /// Whether `ip` is banned in userspace.
+    /// Whether `ip` is banned, in the kernel or in userspace: for sessions that were already
+    /// open when their source was banned.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        let in_kernel = self
+            .shield
+            .as_ref()
+            .is_some_and(|s| s.is_banned(ip).unwrap_or(false));
+        in_kernel || self.banned_in_userspace(ip, now)
+    }
+
+    fn banned_in_userspace(&self, ip: IpAddr, now: Instant) -> bool {
         if self.banned.load(Relaxed) == 0 {
             return false;
         }
         self.lock_bans().is_banned(ip, now)
     }
 
-    /// Bans `ip` for `shield.ban_secs`, in the kernel if the shield is attached, and in
-    /// userspace either way (so that connections already past the kernel are refused too).
+    /// Bans `ip` for `shield.ban_secs`: in the kernel if the shield is attached (its packets
+    /// never reach us again), else in userspace (421 at connect).
     pub fn ban(&self, ip: IpAddr, now: Instant, reason: BanReason) {
         self.ban_for(ip, now, reason, self.ban_for);
     }
@@ -172,22 +183,25 @@ impl Guard {
     /// Bans `ip` for `duration` (AUTH bans last `auth.ban_secs`); otherwise as [`Guard::ban`].
     pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) {
         tracing::warn!(%ip, reason = reason.as_str(), secs = duration.as_secs(), "banned");
-        {
-            let mut bans = self.lock_bans();
-            bans.prune(now);
-            bans.ban(ip, now, duration);
-            self.banned.store(bans.len(), Relaxed);
-        }
         if let Some(shield) = &self.shield {
             // Bans are rare; clearing out the expired ones now keeps the kernel map from
             // filling with sources that never came back.
             if let Err(e) = shield.prune() {
                 tracing::warn!(error = %e, "shield: cannot prune expired bans");
             }
-            if let Err(e) = shield.ban(ip, duration) {
-                tracing::error!(%ip, error = %e, "shield: cannot write the ban; userspace keeps it");
+            match shield.ban(ip, duration) {
+                // The kernel map is then the one record, so `smtp-edge shield unban` lifts
+                // the ban completely.
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(%ip, error = %e, "shield: cannot write the ban; enforcing it in userspace")
+                }
             }
         }
+        let mut bans = self.lock_bans();
+        bans.prune(now);
+        bans.ban(ip, now, duration);
+        self.banned.store(bans.len(), Relaxed);
     }
 
     /// The kernel's counters and the number of active bans, for metrics.

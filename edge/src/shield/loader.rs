@@ -233,6 +233,16 @@ impl Shield {
         Ok(true)
     }
 
+    /// Whether `ip`'s source is banned now.
+    pub fn is_banned(&self, ip: IpAddr) -> Result<bool, ShieldError> {
+        let key = Source::from_ip(ip);
+        let maps = lock(&self.maps);
+        match maps.bans.get(&key, 0) {
+            Ok(until) => Ok(until > monotonic_ns()),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Deletes expired bans from the kernel map. The program drops an expired entry only when
     /// its source sends again; sources that never return would otherwise fill the map, and new
     /// bans would then fail. Returns how many were removed.
