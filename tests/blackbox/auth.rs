@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::harness::{
     maildir_files, wait_for_maildir, wait_until, AuthOpts, ListenerTls, Server, DELIVERY_DEADLINE,
 };
-use crate::maildir::{assert_bytes_eq, assert_delivered, new_dir, read, sample_message};
+use crate::maildir::{
+    assert_bytes_eq, assert_delivered, assert_one_delivered, new_dir, read, sample_message,
+};
 use crate::session::{ReadError, Reply, SmtpConn};
 use crate::tls::{cert_dir, tls_opts, TestCert, TlsConn};
 
@@ -681,10 +683,7 @@ fn remote_recipients_go_to_the_outbound_queue_and_local_ones_to_maildir() {
     assert_eq!(c.cmd("QUIT").code, 221);
 
     // bob's copy in Maildir, traced as authenticated, without naming the login.
-    let files = wait_for_maildir(&new_dir(&server.maildir, BOB), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], ALICE, BOB, &msg);
-    let received = read(&files[0]).received.replace("\r\n", "");
+    let received = assert_one_delivered(&server.maildir, ALICE, BOB, &msg);
     assert!(
         received.contains("with ESMTPSA"),
         "Received does not say ESMTPSA: {received:?}"

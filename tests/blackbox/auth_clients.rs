@@ -5,35 +5,18 @@
 //! `Received:` header that says `ESMTPSA` and does not name the login. Wrong passwords must fail
 //! in each client and deliver nothing.
 
-use std::fs;
 use std::process::Output;
-use std::time::Duration;
 
 use crate::auth::{auth_server, users, ALICE, ALICE_PW, BOB, MX};
-use crate::harness::{
-    client_script, maildir_files, run_client, wait_for_maildir, Server, DELIVERY_DEADLINE,
-};
-use crate::maildir::{assert_delivered, new_dir, read, sample_message};
+use crate::client_runs::{curl_tls, describe, swaks_tls};
+use crate::harness::{maildir_files, Server};
+use crate::maildir::{assert_one_delivered, sample_message};
 use crate::tls::TestCert;
-
-const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Waits for the one message to `rcpt` and checks it: `msg` from `from` byte for byte, traced
 /// as an authenticated TLS submission, without the login in the trace.
 fn assert_submitted(server: &Server, from: &str, rcpt: &str, msg: &[u8]) {
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], from, rcpt, msg);
-    let received = read(&files[0]).received.replace("\r\n", "");
+    let received = assert_one_delivered(&server.maildir, from, rcpt, msg);
     assert!(
         received.contains("with ESMTPSA (TLSv1."),
         "Received does not say ESMTPSA over TLS: {received:?}"
@@ -49,21 +32,19 @@ fn assert_submitted(server: &Server, from: &str, rcpt: &str, msg: &[u8]) {
 }
 
 fn smtplib(server: &Server, cert: &TestCert, mode: &str, password: &str, msg: &[u8]) -> Output {
-    run_client(
-        "python3",
-        &[
-            &client_script("smtplib_auth_send.py"),
-            mode,
-            "127.0.0.1",
-            &server.listener(0).port().to_string(),
-            MX,
-            &cert.cert.display().to_string(),
-            ALICE,
-            password,
-        ],
-        msg,
-        CLIENT_DEADLINE,
-    )
+    let ca = cert.cert.display().to_string();
+    let options = [
+        "--tls",
+        mode,
+        "--servername",
+        MX,
+        "--cafile",
+        &ca,
+        "--login",
+        ALICE,
+        password,
+    ];
+    crate::client_runs::smtplib(&options, server.listener(0).port(), &[], msg)
 }
 
 fn smtplib_login_send(mode: &'static str) {
@@ -133,39 +114,23 @@ fn smtplib_login_with_a_wrong_password_raises_535() {
 
 fn swaks(server: &Server, cert: &TestCert, tls_flag: &str, mech: &str, password: &str) -> Output {
     let msg = sample_message(&format!("auth-swaks-{mech}"), ALICE, BOB);
-    // swaks appends CRLF to the data it is given, so it gets the message minus its last CRLF.
-    let file = server.dir.path().join("swaks.eml");
-    fs::write(&file, &msg[..msg.len() - 2]).unwrap();
-    run_client(
-        "swaks",
-        &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &server.listener(0).port().to_string(),
-            tls_flag,
-            "--tls-verify",
-            "--tls-ca-path",
-            &cert.cert.display().to_string(),
-            "--tls-sni",
-            MX,
-            "--helo",
-            "client.test",
-            "--auth",
-            mech,
-            "--auth-user",
-            ALICE,
-            "--auth-password",
-            password,
-            "--from",
-            ALICE,
-            "--to",
-            BOB,
-            "--data",
-            &format!("@{}", file.display()),
-        ],
-        b"",
-        CLIENT_DEADLINE,
+    let ca = cert.cert.display().to_string();
+    let mut options = swaks_tls(tls_flag, &ca, MX).to_vec();
+    options.extend([
+        "--auth",
+        mech,
+        "--auth-user",
+        ALICE,
+        "--auth-password",
+        password,
+    ]);
+    crate::client_runs::swaks(
+        server.dir.path(),
+        server.listener(0).port(),
+        &options,
+        ALICE,
+        BOB,
+        &msg,
     )
 }
 
@@ -213,33 +178,11 @@ fn swaks_tls_on_connect_auth_login_arrives_as_esmtpsa() {
 fn curl(server: &Server, cert: &TestCert, scheme: &str, extra: &[&str], password: &str) -> Output {
     let port = server.listener(0).port();
     let msg = sample_message(&format!("auth-curl-{scheme}"), ALICE, BOB);
-    let file = server.dir.path().join("curl.eml");
-    fs::write(&file, &msg).unwrap();
-    // --resolve lets curl check the certificate against the name while connecting to loopback.
-    let mut args = vec![
-        "--silent".to_owned(),
-        "--show-error".to_owned(),
-        "--max-time".to_owned(),
-        "30".to_owned(),
-        "--resolve".to_owned(),
-        format!("{MX}:{port}:127.0.0.1"),
-        "--cacert".to_owned(),
-        cert.cert.display().to_string(),
-        "--user".to_owned(),
-        format!("{ALICE}:{password}"),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        format!("{scheme}://{MX}:{port}/client.test"),
-        "--mail-from".to_owned(),
-        ALICE.to_owned(),
-        "--mail-rcpt".to_owned(),
-        BOB.to_owned(),
-        "--upload-file".to_owned(),
-        file.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_client("curl", &args, b"", CLIENT_DEADLINE)
+    let mut options = curl_tls(MX, port, &cert.cert);
+    options.extend(["--user".to_owned(), format!("{ALICE}:{password}")]);
+    options.extend(extra.iter().map(|s| s.to_string()));
+    let url = format!("{scheme}://{MX}:{port}/client.test");
+    crate::client_runs::curl(server.dir.path(), &url, &options, ALICE, BOB, &msg)
 }
 
 fn curl_login_send(mode: &'static str, scheme: &str, extra: &[&str]) {

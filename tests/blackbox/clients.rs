@@ -1,25 +1,11 @@
 //! Real clients a user would point at the server: Python's smtplib (plain and pipelined), swaks
 //! and curl. Each message must land in Maildir byte for byte as the client meant it.
 
-use std::fs;
-use std::time::Duration;
+use crate::client_runs::{curl, describe, smtplib, swaks, CLIENT_DEADLINE};
+use crate::harness::{client_script, run_client, Opts, Server};
+use crate::maildir::{assert_one_delivered, sample_message};
 
-use crate::harness::{
-    client_script, run_client, wait_for_maildir, Opts, Server, DELIVERY_DEADLINE,
-};
-use crate::maildir::{assert_delivered, new_dir, sample_message};
-
-const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 const FROM: &str = "sender@remote.test";
-
-fn describe(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[test]
 fn smtplib_message_arrives_byte_exact() {
@@ -27,18 +13,7 @@ fn smtplib_message_arrives_byte_exact() {
     let addr = server.delivery();
     let rcpt = "alice@example.test";
     let msg = sample_message("smtplib-plain", FROM, rcpt);
-    let out = run_client(
-        "python3",
-        &[
-            &client_script("smtplib_send.py"),
-            "127.0.0.1",
-            &addr.port().to_string(),
-            FROM,
-            rcpt,
-        ],
-        &msg,
-        CLIENT_DEADLINE,
-    );
+    let out = smtplib(&[], addr.port(), &[FROM, rcpt], &msg);
     assert!(
         out.status.success(),
         "smtplib send failed: {}",
@@ -51,9 +26,7 @@ fn smtplib_message_arrives_byte_exact() {
             .any(|l| l.starts_with("data 250 2.0.0 Ok: queued as ")),
         "end-of-data reply is not `250 2.0.0 Ok: queued as <QID>`: {stdout}"
     );
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
+    assert_one_delivered(&server.maildir, FROM, rcpt, &msg);
 }
 
 #[test]
@@ -81,9 +54,7 @@ fn smtplib_pipelined_transaction_gets_one_reply_per_command_in_order() {
         describe(&out)
     );
     for rcpt in [r1, r2] {
-        let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-        assert_eq!(files.len(), 1, "{rcpt}: {files:?}");
-        assert_delivered(&files[0], FROM, rcpt, &msg);
+        assert_one_delivered(&server.maildir, FROM, rcpt, &msg);
     }
 }
 
@@ -93,30 +64,9 @@ fn swaks_message_arrives_byte_exact() {
     let addr = server.delivery();
     let rcpt = "user@example.test";
     let msg = sample_message("swaks", FROM, rcpt);
-    // swaks appends CRLF to the data it is given, so it gets the message minus its last CRLF.
-    let file = server.dir.path().join("swaks.eml");
-    fs::write(&file, &msg[..msg.len() - 2]).unwrap();
-    let out = run_client(
-        "swaks",
-        &[
-            "--server",
-            &format!("127.0.0.1:{}", addr.port()),
-            "--helo",
-            "client.test",
-            "--from",
-            FROM,
-            "--to",
-            rcpt,
-            "--data",
-            &format!("@{}", file.display()),
-        ],
-        b"",
-        CLIENT_DEADLINE,
-    );
+    let out = swaks(server.dir.path(), addr.port(), &[], FROM, rcpt, &msg);
     assert!(out.status.success(), "swaks failed: {}", describe(&out));
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
+    assert_one_delivered(&server.maildir, FROM, rcpt, &msg);
 }
 
 #[test]
@@ -125,28 +75,8 @@ fn curl_message_arrives_byte_exact() {
     let addr = server.delivery();
     let rcpt = "dave@example.test";
     let msg = sample_message("curl", FROM, rcpt);
-    let file = server.dir.path().join("curl.eml");
-    fs::write(&file, &msg).unwrap();
-    let out = run_client(
-        "curl",
-        &[
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "30",
-            &format!("smtp://127.0.0.1:{}/client.test", addr.port()),
-            "--mail-from",
-            FROM,
-            "--mail-rcpt",
-            rcpt,
-            "--upload-file",
-            &file.display().to_string(),
-        ],
-        b"",
-        CLIENT_DEADLINE,
-    );
+    let url = format!("smtp://127.0.0.1:{}/client.test", addr.port());
+    let out = curl(server.dir.path(), &url, &[], FROM, rcpt, &msg);
     assert!(out.status.success(), "curl failed: {}", describe(&out));
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
+    assert_one_delivered(&server.maildir, FROM, rcpt, &msg);
 }

@@ -314,20 +314,7 @@ impl Server {
         }
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");
-        let mut server = Server {
-            maildir: root.join("mail"),
-            stderr_log: root.join("stderr.log"),
-            config: Some(config),
-            dir,
-            delivery: None,
-            submission: None,
-            listeners: Vec::new(),
-            metrics_addr: None,
-            child: None,
-            starts: 0,
-        };
-        server.spawn();
-        server
+        Server::spawn_in(dir, root.join("mail"), Some(config))
     }
 
     /// Starts `smtp-edge serve` with no `--config`: the embedded default, with its fixed ports
@@ -338,10 +325,15 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().to_path_buf();
+        Server::spawn_in(dir, root.join("var/mail"), None)
+    }
+
+    /// Starts the server in `dir` (`--config config`, or none), delivering to `maildir`.
+    fn spawn_in(dir: tempfile::TempDir, maildir: PathBuf, config: Option<PathBuf>) -> Server {
         let mut server = Server {
-            maildir: root.join("var/mail"),
-            stderr_log: root.join("stderr.log"),
-            config: None,
+            maildir,
+            stderr_log: dir.path().join("stderr.log"),
+            config,
             dir,
             delivery: None,
             submission: None,
@@ -388,14 +380,7 @@ impl Server {
         self.listeners.clear();
         self.metrics_addr = None;
 
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            // Keeps draining stdout after `ready` so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(stdout);
         let deadline = Instant::now() + READY_DEADLINE;
         let mut seen = Vec::new();
         loop {
@@ -656,6 +641,19 @@ pub fn wait_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) ->
         // A poll interval, not a synchronization: the loop exits on the condition.
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The lines a child writes to `stdout`, read on a thread that keeps draining the pipe to EOF (so
+/// a server never blocks on a full pipe after `ready`).
+pub fn stdout_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// Runs an external client with `stdin`, killing it if it runs past `deadline`.

@@ -3,6 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::harness::{wait_for_maildir, DELIVERY_DEADLINE};
+
 /// One delivered Maildir file, split into the server's trace headers and the message.
 #[derive(Debug)]
 pub struct Delivered {
@@ -86,6 +88,16 @@ pub fn assert_delivered(file: &Path, from: &str, rcpt: &str, msg: &[u8]) {
         file.display()
     );
     assert_bytes_eq(&d.message, msg, &format!("message in {}", file.display()));
+}
+
+/// Waits for the one message to `rcpt` under `maildir`, asserts that it is `msg` delivered from
+/// `from` ([`assert_delivered`]) and returns its `Received:` header unfolded (RFC 5322 §2.2.3: a
+/// fold is a CRLF before whitespace).
+pub fn assert_one_delivered(maildir: &Path, from: &str, rcpt: &str, msg: &[u8]) -> String {
+    let files = wait_for_maildir(&new_dir(maildir, rcpt), 1, DELIVERY_DEADLINE);
+    assert_eq!(files.len(), 1, "{rcpt}: {files:?}");
+    assert_delivered(&files[0], from, rcpt, msg);
+    read(&files[0]).received.replace("\r\n", "")
 }
 
 /// Byte equality with a readable diff position on failure.

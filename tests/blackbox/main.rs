@@ -11,6 +11,7 @@
 // processes and sockets, and every wait in them has a wall-clock deadline.
 #![allow(clippy::disallowed_methods)]
 
+mod client_runs;
 mod harness;
 mod maildir;
 mod session;

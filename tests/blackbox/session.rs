@@ -59,12 +59,126 @@ pub enum ReadError {
     Malformed(Vec<u8>),
 }
 
+/// A byte stream whose reads can be bounded by a timeout.
+pub trait TimedRead: Read {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// One read from `src` into `out` before `end`: `Some(n)` bytes (0 = EOF), `None` at the
+/// deadline. Timeouts and interrupts are retried; other errors are returned.
+pub fn read_some(
+    src: &mut impl TimedRead,
+    end: Instant,
+    out: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        src.set_read_timeout(Some(left))?;
+        let mut chunk = [0u8; 8192];
+        match src.read(&mut chunk) {
+            Ok(n) => {
+                out.extend_from_slice(&chunk[..n]);
+                return Ok(Some(n));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Parses SMTP replies (multiline included) out of a byte stream, with deadlines.
+#[derive(Default)]
+pub struct ReplyReader {
+    /// Received and not yet parsed.
+    pub buf: Vec<u8>,
+    /// Everything received, for failure messages.
+    pub transcript: Vec<u8>,
+}
+
+impl ReplyReader {
+    /// Reads one reply from `src` within [`REPLY_DEADLINE`], panicking otherwise.
+    pub fn reply(&mut self, src: &mut impl TimedRead) -> Reply {
+        match self.try_reply(src, REPLY_DEADLINE) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "no reply: {e:?}; transcript so far: {:?}",
+                String::from_utf8_lossy(&self.transcript)
+            ),
+        }
+    }
+
+    /// Reads one reply from `src` within `deadline`.
+    pub fn try_reply(
+        &mut self,
+        src: &mut impl TimedRead,
+        deadline: Duration,
+    ) -> Result<Reply, ReadError> {
+        let end = Instant::now() + deadline;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line(src, end)?;
+            let ok = line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit);
+            let sep = line.get(3).copied();
+            if !ok || !matches!(sep, None | Some(b' ') | Some(b'-')) {
+                return Err(ReadError::Malformed(line));
+            }
+            let code: u16 = std::str::from_utf8(&line[..3]).unwrap().parse().unwrap();
+            let text = String::from_utf8_lossy(line.get(4..).unwrap_or(&[])).into_owned();
+            lines.push(text);
+            if sep != Some(b'-') {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Reads one CRLF-terminated line (without the CRLF).
+    fn read_line(&mut self, src: &mut impl TimedRead, end: Instant) -> Result<Vec<u8>, ReadError> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf[..pos].to_vec();
+                self.buf.drain(..pos + 2);
+                return Ok(line);
+            }
+            let before = self.buf.len();
+            match read_some(src, end, &mut self.buf) {
+                Ok(Some(0)) | Err(_) => {
+                    return Err(ReadError::Closed {
+                        partial: self.buf.clone(),
+                    })
+                }
+                Ok(Some(_)) => self.transcript.extend_from_slice(&self.buf[before..]),
+                Ok(None) => {
+                    return Err(ReadError::Timeout {
+                        partial: self.buf.clone(),
+                    })
+                }
+            }
+        }
+    }
+}
+
 /// An SMTP client connection.
 pub struct SmtpConn {
     stream: TcpStream,
-    buf: Vec<u8>,
-    /// Everything received, for failure messages.
-    pub transcript: Vec<u8>,
+    rx: ReplyReader,
 }
 
 impl SmtpConn {
@@ -75,8 +189,7 @@ impl SmtpConn {
         stream.set_write_timeout(Some(REPLY_DEADLINE))?;
         Ok(SmtpConn {
             stream,
-            buf: Vec::new(),
-            transcript: Vec::new(),
+            rx: ReplyReader::default(),
         })
     }
 
@@ -116,77 +229,12 @@ impl SmtpConn {
 
     /// Reads one reply within [`REPLY_DEADLINE`], panicking otherwise.
     pub fn reply(&mut self) -> Reply {
-        match self.try_reply(REPLY_DEADLINE) {
-            Ok(r) => r,
-            Err(e) => panic!(
-                "no reply: {e:?}; transcript so far: {:?}",
-                String::from_utf8_lossy(&self.transcript)
-            ),
-        }
+        self.rx.reply(&mut self.stream)
     }
 
     /// Reads one reply within `deadline`.
     pub fn try_reply(&mut self, deadline: Duration) -> Result<Reply, ReadError> {
-        let end = Instant::now() + deadline;
-        let mut lines = Vec::new();
-        loop {
-            let line = self.read_line(end)?;
-            let ok = line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit);
-            let sep = line.get(3).copied();
-            if !ok || !matches!(sep, None | Some(b' ') | Some(b'-')) {
-                return Err(ReadError::Malformed(line));
-            }
-            let code: u16 = std::str::from_utf8(&line[..3]).unwrap().parse().unwrap();
-            let text = String::from_utf8_lossy(line.get(4..).unwrap_or(&[])).into_owned();
-            lines.push(text);
-            if sep != Some(b'-') {
-                return Ok(Reply { code, lines });
-            }
-        }
-    }
-
-    /// Reads one CRLF-terminated line (without the CRLF).
-    fn read_line(&mut self, end: Instant) -> Result<Vec<u8>, ReadError> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf[..pos].to_vec();
-                self.buf.drain(..pos + 2);
-                return Ok(line);
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ReadError::Timeout {
-                    partial: self.buf.clone(),
-                });
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(ReadError::Closed {
-                        partial: self.buf.clone(),
-                    })
-                }
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    self.transcript.extend_from_slice(&chunk[..n]);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    return Err(ReadError::Closed {
-                        partial: self.buf.clone(),
-                    })
-                }
-            }
-        }
+        self.rx.try_reply(&mut self.stream, deadline)
     }
 
     /// Reads every reply until the server closes the connection (bounded by `deadline`).

@@ -20,8 +20,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::harness::{run_client, wait_until};
 use crate::shield_lab::{
-    have, in_netns, ip, unavailable, Lab, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6, CLI6_SAME_64,
-    CLI_VLAN, PROTECTED, SRV4, SRV6, SRV_VLAN, UNPROTECTED,
+    have, in_netns, ip, unavailable, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6,
+    CLI6_SAME_64, CLI_VLAN, PROTECTED, SRV4, SRV6, SRV_VLAN, UNPROTECTED,
 };
 
 /// Accepts (and closes) every connection waiting on `l`; how many.
@@ -249,15 +249,6 @@ fn ipv6_ban_covers_the_whole_64() {
         "unban by any address of the /64"
     );
     lab.assert_connects(CLI6_SAME_64, SRV6, PROTECTED, "unbanned");
-}
-
-/// Removes a test pin directory on drop, even when the test fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = Shield::remove_pinned_at(&self.0);
-    }
 }
 
 #[test]

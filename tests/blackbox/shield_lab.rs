@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -33,6 +34,15 @@ pub(crate) const CLI6_SAME_64: &str = "fd00:77::3";
 /// Over 802.1Q VLAN 10 on the same veth.
 pub(crate) const SRV_VLAN: &str = "10.78.0.1";
 pub(crate) const CLI_VLAN: &str = "10.78.0.2";
+
+/// Removes a test pin directory on drop, even when the test fails.
+pub(crate) struct PinDir(pub(crate) PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = Shield::remove_pinned_at(&self.0);
+    }
+}
 
 pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

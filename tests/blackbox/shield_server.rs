@@ -22,7 +22,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,12 +29,12 @@ use smtp_edge::shield::{Shield, ShieldConfig, ShieldError};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::harness::{
-    http_get, maildir_files, metric_value, run_bin, run_client, wait_for_maildir, wait_until, BIN,
-    DELIVERY_DEADLINE, READY_DEADLINE, REPLY_DEADLINE,
+    http_get, maildir_files, metric_value, run_bin, run_client, stdout_lines, wait_for_maildir,
+    wait_until, BIN, DELIVERY_DEADLINE, READY_DEADLINE, REPLY_DEADLINE,
 };
 use crate::shield_lab::{
-    have, in_netns, ip, unavailable, Lab, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6, CLI6_SAME_64,
-    PROTECTED, SRV4, SRV6, UNPROTECTED,
+    have, in_netns, ip, unavailable, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6,
+    CLI6_SAME_64, PROTECTED, SRV4, SRV6, UNPROTECTED,
 };
 
 /// `listener.greet_delay_ms` of the delivery listeners.
@@ -130,13 +129,7 @@ impl NsServer {
             stderr_log,
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(stdout);
         let deadline = Instant::now() + READY_DEADLINE;
         let mut seen = Vec::new();
         loop {
@@ -693,15 +686,6 @@ fn server_allowlisted_sources_and_unprotected_ports_are_never_limited() {
         0.0,
         "being rate limited is not a ban"
     );
-}
-
-/// Removes a test pin directory on drop, even when the test fails.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = Shield::remove_pinned_at(&self.0);
-    }
 }
 
 /// `smtp-edge shield status|list|ban|unban --pin-dir` against a pinned shield: what it prints,

@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
 use crate::harness::{run_client, ListenerTls, Opts, TlsOpts, REPLY_DEADLINE};
-use crate::session::{ReadError, Reply};
+use crate::session::{read_some, ReadError, Reply, ReplyReader, TimedRead};
 
 /// How long `openssl req` may take.
 const OPENSSL_DEADLINE: Duration = Duration::from_secs(30);
@@ -212,13 +212,28 @@ impl Stream {
     }
 }
 
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Switching => unreachable!("stream used while switching to TLS"),
+        }
+    }
+}
+
+impl TimedRead for Stream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+}
+
 /// An SMTP client connection that may be plaintext or TLS. It writes exactly what it is given
 /// and reads replies with deadlines, like [`crate::session::SmtpConn`].
 pub struct TlsConn {
     stream: Stream,
-    buf: Vec<u8>,
-    /// Everything received as SMTP (plaintext, and decrypted once in TLS).
-    pub transcript: Vec<u8>,
+    /// Replies received as SMTP (plaintext, and decrypted once in TLS).
+    rx: ReplyReader,
 }
 
 impl TlsConn {
@@ -230,8 +245,7 @@ impl TlsConn {
         stream.set_write_timeout(Some(REPLY_DEADLINE)).unwrap();
         TlsConn {
             stream: Stream::Plain(stream),
-            buf: Vec::new(),
-            transcript: Vec::new(),
+            rx: ReplyReader::default(),
         }
     }
 
@@ -273,9 +287,9 @@ impl TlsConn {
     /// STARTTLS the server must say nothing more in the clear.
     pub fn handshake(&mut self, sni: Option<&str>) -> io::Result<()> {
         assert!(
-            self.buf.is_empty(),
+            self.rx.buf.is_empty(),
             "plaintext after the last reply, before the TLS handshake: {:?}",
-            String::from_utf8_lossy(&self.buf)
+            String::from_utf8_lossy(&self.rx.buf)
         );
         let Stream::Plain(sock) = std::mem::replace(&mut self.stream, Stream::Switching) else {
             panic!("handshake on a connection already in TLS");
@@ -357,96 +371,12 @@ impl TlsConn {
 
     /// Reads one reply within [`REPLY_DEADLINE`], panicking otherwise.
     pub fn reply(&mut self) -> Reply {
-        match self.try_reply(REPLY_DEADLINE) {
-            Ok(r) => r,
-            Err(e) => panic!(
-                "no reply: {e:?}; transcript so far: {:?}",
-                String::from_utf8_lossy(&self.transcript)
-            ),
-        }
+        self.rx.reply(&mut self.stream)
     }
 
     /// Reads one reply within `deadline`.
     pub fn try_reply(&mut self, deadline: Duration) -> Result<Reply, ReadError> {
-        let end = Instant::now() + deadline;
-        let mut lines = Vec::new();
-        loop {
-            let line = self.read_line(end)?;
-            let ok = line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit);
-            let sep = line.get(3).copied();
-            if !ok || !matches!(sep, None | Some(b' ') | Some(b'-')) {
-                return Err(ReadError::Malformed(line));
-            }
-            let code: u16 = std::str::from_utf8(&line[..3]).unwrap().parse().unwrap();
-            let text = String::from_utf8_lossy(line.get(4..).unwrap_or(&[])).into_owned();
-            lines.push(text);
-            if sep != Some(b'-') {
-                return Ok(Reply { code, lines });
-            }
-        }
-    }
-
-    fn read_line(&mut self, end: Instant) -> Result<Vec<u8>, ReadError> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf[..pos].to_vec();
-                self.buf.drain(..pos + 2);
-                return Ok(line);
-            }
-            match self.read_some(end) {
-                Ok(Some(0)) => {
-                    return Err(ReadError::Closed {
-                        partial: self.buf.clone(),
-                    })
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return Err(ReadError::Timeout {
-                        partial: self.buf.clone(),
-                    })
-                }
-                Err(_) => {
-                    return Err(ReadError::Closed {
-                        partial: self.buf.clone(),
-                    })
-                }
-            }
-        }
-    }
-
-    /// One read into `buf`: `Some(n)` bytes (0 = closed), `None` at the deadline.
-    fn read_some(&mut self, end: Instant) -> io::Result<Option<usize>> {
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            self.stream.tcp().set_read_timeout(Some(left))?;
-            let mut chunk = [0u8; 8192];
-            let res = match &mut self.stream {
-                Stream::Plain(s) => s.read(&mut chunk),
-                Stream::Tls(s) => s.read(&mut chunk),
-                Stream::Switching => unreachable!(),
-            };
-            match res {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    self.transcript.extend_from_slice(&chunk[..n]);
-                    return Ok(Some(n));
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.rx.try_reply(&mut self.stream, deadline)
     }
 
     /// Expects the server to send nothing more and close within `deadline`: EOF (with or
@@ -461,7 +391,7 @@ impl TlsConn {
             other => panic!(
                 "expected the server to close the connection within {deadline:?}, got {other:?}; \
                  transcript: {:?}",
-                String::from_utf8_lossy(&self.transcript)
+                String::from_utf8_lossy(&self.rx.transcript)
             ),
         }
     }
@@ -478,26 +408,10 @@ pub fn read_until_closed(sock: &mut TcpStream, deadline: Duration) -> Option<Vec
     let end = Instant::now() + deadline;
     let mut got = Vec::new();
     loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        sock.set_read_timeout(Some(left)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match sock.read(&mut chunk) {
-            Ok(0) => return Some(got),
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return Some(got),
+        match read_some(sock, end, &mut got) {
+            Ok(Some(0)) | Err(_) => return Some(got),
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
         }
     }
 }

@@ -4,25 +4,14 @@
 //! certificate against the test's own self-signed certificate, and every message must land in
 //! Maildir byte for byte, with a `Received:` header that says it came over TLS.
 
-use std::fs;
 use std::process::Output;
-use std::time::Duration;
 
-use crate::harness::{client_script, run_client, wait_for_maildir, Server, DELIVERY_DEADLINE};
-use crate::maildir::{assert_delivered, new_dir, read, sample_message};
+use crate::client_runs::{curl, curl_tls, describe, smtplib, swaks, swaks_tls, CLIENT_DEADLINE};
+use crate::harness::{run_client, Server};
+use crate::maildir::{assert_one_delivered, sample_message};
 use crate::tls::{cert_dir, tls_opts, TestCert};
 
-const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 const FROM: &str = "sender@remote.test";
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// `openssl s_client` with `args`, sending `EHLO client.test` and `QUIT` once connected
 /// (`-crlf` turns the LFs into CRLFs; `-ign_eof` keeps reading until the server closes after
@@ -214,32 +203,15 @@ fn esmtps_clause(version: &str, cipher: &str) -> String {
     format!("with ESMTPS ({version} cipher {suite})")
 }
 
-/// The Received header unfolded (RFC 5322 §2.2.3: a fold is a CRLF before whitespace).
-fn unfolded(received: &str) -> String {
-    received.replace("\r\n", "")
-}
-
 fn smtplib_tls_send(mode: &'static str) {
     let certs = cert_dir();
     let a = TestCert::generate(certs.path(), "a", "mx.a.test");
     let server = Server::start(tls_opts(&[("delivery", mode)], &a, &[]));
     let rcpt = "alice@example.test";
     let msg = sample_message(&format!("smtplib-{mode}"), FROM, rcpt);
-    let out = run_client(
-        "python3",
-        &[
-            &client_script("smtplib_tls_send.py"),
-            mode,
-            "127.0.0.1",
-            &server.listener(0).port().to_string(),
-            "mx.a.test",
-            &a.cert.display().to_string(),
-            FROM,
-            rcpt,
-        ],
-        &msg,
-        CLIENT_DEADLINE,
-    );
+    let ca = a.cert.display().to_string();
+    let tls = ["--tls", mode, "--servername", "mx.a.test", "--cafile", &ca];
+    let out = smtplib(&tls, server.listener(0).port(), &[FROM, rcpt], &msg);
     assert!(
         out.status.success(),
         "smtplib over {mode} TLS failed: {}",
@@ -257,10 +229,7 @@ fn smtplib_tls_send(mode: &'static str) {
             .any(|l| l.starts_with("data 250 2.0.0 Ok: queued as ")),
         "end-of-data reply is not `250 2.0.0 Ok: queued as <QID>`: {stdout}"
     );
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
-    let received = unfolded(&read(&files[0]).received);
+    let received = assert_one_delivered(&server.maildir, FROM, rcpt, &msg);
     let want = esmtps_clause(version, cipher);
     assert!(
         received.contains(&want),
@@ -278,39 +247,28 @@ fn smtplib_smtp_ssl_message_arrives_byte_exact_with_esmtps_received() {
     smtplib_tls_send("implicit");
 }
 
+/// Asserts that the `Received:` header (unfolded) says ESMTPS over TLS 1.3.
+fn assert_esmtps_tls13(received: &str) {
+    assert!(
+        received.contains("with ESMTPS (TLSv1.3 cipher TLS13_"),
+        "Received header does not say ESMTPS over TLS 1.3: {received:?}"
+    );
+}
+
 fn swaks_tls_send(mode: &'static str, flag: &str) {
     let certs = cert_dir();
     let a = TestCert::generate(certs.path(), "a", "mx.a.test");
     let server = Server::start(tls_opts(&[("delivery", mode)], &a, &[]));
     let rcpt = "user@example.test";
     let msg = sample_message(&format!("swaks-{mode}"), FROM, rcpt);
-    // swaks appends CRLF to the data it is given, so it gets the message minus its last CRLF.
-    let file = server.dir.path().join("swaks.eml");
-    fs::write(&file, &msg[..msg.len() - 2]).unwrap();
-    let out = run_client(
-        "swaks",
-        &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &server.listener(0).port().to_string(),
-            flag,
-            "--tls-verify",
-            "--tls-ca-path",
-            &a.cert.display().to_string(),
-            "--tls-sni",
-            "mx.a.test",
-            "--helo",
-            "client.test",
-            "--from",
-            FROM,
-            "--to",
-            rcpt,
-            "--data",
-            &format!("@{}", file.display()),
-        ],
-        b"",
-        CLIENT_DEADLINE,
+    let ca = a.cert.display().to_string();
+    let out = swaks(
+        server.dir.path(),
+        server.listener(0).port(),
+        &swaks_tls(flag, &ca, "mx.a.test"),
+        FROM,
+        rcpt,
+        &msg,
     );
     assert!(
         out.status.success(),
@@ -323,14 +281,7 @@ fn swaks_tls_send(mode: &'static str, flag: &str) {
         "swaks {flag} did not report TLS 1.3: {}",
         describe(&out)
     );
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
-    let received = unfolded(&read(&files[0]).received);
-    assert!(
-        received.contains("with ESMTPS (TLSv1.3 cipher TLS13_"),
-        "Received header does not say ESMTPS over TLS 1.3: {received:?}"
-    );
+    assert_esmtps_tls13(&assert_one_delivered(&server.maildir, FROM, rcpt, &msg));
 }
 
 #[test]
@@ -350,44 +301,16 @@ fn curl_tls_send(mode: &'static str, scheme: &str, extra: &[&str]) {
     let port = server.listener(0).port();
     let rcpt = "dave@example.test";
     let msg = sample_message(&format!("curl-{mode}"), FROM, rcpt);
-    let file = server.dir.path().join("curl.eml");
-    fs::write(&file, &msg).unwrap();
-    // --resolve lets curl check the certificate against the name while connecting to loopback.
-    let mut args = vec![
-        "--silent".to_owned(),
-        "--show-error".to_owned(),
-        "--max-time".to_owned(),
-        "30".to_owned(),
-        "--resolve".to_owned(),
-        format!("mx.a.test:{port}:127.0.0.1"),
-        "--cacert".to_owned(),
-        a.cert.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        format!("{scheme}://mx.a.test:{port}/client.test"),
-        "--mail-from".to_owned(),
-        FROM.to_owned(),
-        "--mail-rcpt".to_owned(),
-        rcpt.to_owned(),
-        "--upload-file".to_owned(),
-        file.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_client("curl", &args, b"", CLIENT_DEADLINE);
+    let mut options = curl_tls("mx.a.test", port, &a.cert);
+    options.extend(extra.iter().map(|s| s.to_string()));
+    let url = format!("{scheme}://mx.a.test:{port}/client.test");
+    let out = curl(server.dir.path(), &url, &options, FROM, rcpt, &msg);
     assert!(
         out.status.success(),
         "curl {scheme} {extra:?} failed: {}",
         describe(&out)
     );
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], FROM, rcpt, &msg);
-    let received = unfolded(&read(&files[0]).received);
-    assert!(
-        received.contains("with ESMTPS (TLSv1.3 cipher TLS13_"),
-        "Received header does not say ESMTPS over TLS 1.3: {received:?}"
-    );
+    assert_esmtps_tls13(&assert_one_delivered(&server.maildir, FROM, rcpt, &msg));
 }
 
 #[test]

@@ -52,6 +52,26 @@ fn assert_serves_good_clients(server: &Server) {
     assert_eq!(c.cmd("QUIT").code, 221);
 }
 
+/// On a fresh server, `bad` makes one handshake fail; it must be counted, and good clients must
+/// still be served.
+fn one_failure_then_good_clients(bad: impl FnOnce(&Server)) {
+    let certs = cert_dir();
+    let server = server_with_timeout(&certs);
+    let before = server.metric(FAILURES);
+    bad(&server);
+    wait_failures(&server, before + 1.0);
+    assert_serves_good_clients(&server);
+}
+
+/// Connects to a STARTTLS listener and gets as far as `220` to STARTTLS, without a handshake.
+fn up_to_starttls(addr: SocketAddr) -> TlsConn {
+    let mut c = TlsConn::connect_plain(addr);
+    assert_eq!(c.reply().code, 220);
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("STARTTLS").code, 220);
+    c
+}
+
 /// Waits for the failure counter to reach `want`.
 fn wait_failures(server: &Server, want: f64) {
     wait_until(REPLY_DEADLINE, || {
@@ -67,46 +87,37 @@ fn wait_failures(server: &Server, want: f64) {
 
 #[test]
 fn garbage_instead_of_client_hello_closes_that_connection_only() {
-    let certs = cert_dir();
-    let server = server_with_timeout(&certs);
-    let before = server.metric(FAILURES);
-    let mut s = connect(server.listener(0));
-    // A client that speaks plaintext SMTP to the implicit-TLS port.
-    s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@remote.test>\r\n")
-        .unwrap();
-    let got = read_until_closed(&mut s, REPLY_DEADLINE)
-        .expect("the server kept a connection that sent garbage for a ClientHello");
-    // At most a TLS alert record (content type 21); never an SMTP reply in the clear.
-    assert!(
-        got.is_empty() || got[0] == 0x15,
-        "server answered garbage with {:?}",
-        String::from_utf8_lossy(&got)
-    );
-    wait_failures(&server, before + 1.0);
-    assert_serves_good_clients(&server);
+    one_failure_then_good_clients(|server| {
+        let mut s = connect(server.listener(0));
+        // A client that speaks plaintext SMTP to the implicit-TLS port.
+        s.write_all(b"EHLO client.test\r\nMAIL FROM:<a@remote.test>\r\n")
+            .unwrap();
+        let got = read_until_closed(&mut s, REPLY_DEADLINE)
+            .expect("the server kept a connection that sent garbage for a ClientHello");
+        // At most a TLS alert record (content type 21); never an SMTP reply in the clear.
+        assert!(
+            got.is_empty() || got[0] == 0x15,
+            "server answered garbage with {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    });
 }
 
 #[test]
 fn garbage_after_starttls_closes_that_connection_only() {
-    let certs = cert_dir();
-    let server = server_with_timeout(&certs);
-    let before = server.metric(FAILURES);
-    let mut c = TlsConn::connect_plain(server.listener(1));
-    assert_eq!(c.reply().code, 220);
-    assert_eq!(c.cmd("EHLO client.test").code, 250);
-    assert_eq!(c.cmd("STARTTLS").code, 220);
-    c.send(b"this is not a ClientHello\r\n");
-    c.shutdown_write();
-    // The server may send an alert (not an SMTP reply) and must close.
-    match c.try_reply(REPLY_DEADLINE) {
-        Err(crate::session::ReadError::Closed { .. }) => {}
-        Err(crate::session::ReadError::Malformed(bytes)) => {
-            assert_eq!(bytes.first(), Some(&0x15), "not a TLS alert: {bytes:?}")
+    one_failure_then_good_clients(|server| {
+        let mut c = up_to_starttls(server.listener(1));
+        c.send(b"this is not a ClientHello\r\n");
+        c.shutdown_write();
+        // The server may send an alert (not an SMTP reply) and must close.
+        match c.try_reply(REPLY_DEADLINE) {
+            Err(crate::session::ReadError::Closed { .. }) => {}
+            Err(crate::session::ReadError::Malformed(bytes)) => {
+                assert_eq!(bytes.first(), Some(&0x15), "not a TLS alert: {bytes:?}")
+            }
+            other => panic!("after garbage for a ClientHello: {other:?}"),
         }
-        other => panic!("after garbage for a ClientHello: {other:?}"),
-    }
-    wait_failures(&server, before + 1.0);
-    assert_serves_good_clients(&server);
+    });
 }
 
 fn assert_closed_at_handshake_timeout(s: &mut TcpStream, what: &str) {
@@ -134,45 +145,33 @@ fn assert_closed_at_handshake_timeout(s: &mut TcpStream, what: &str) {
 
 #[test]
 fn silent_client_on_implicit_port_is_cut_at_handshake_timeout() {
-    let certs = cert_dir();
-    let server = server_with_timeout(&certs);
-    let before = server.metric(FAILURES);
-    let mut s = connect(server.listener(0));
-    assert_closed_at_handshake_timeout(&mut s, "silent client");
-    wait_failures(&server, before + 1.0);
-    assert_serves_good_clients(&server);
+    one_failure_then_good_clients(|server| {
+        let mut s = connect(server.listener(0));
+        assert_closed_at_handshake_timeout(&mut s, "silent client");
+    });
 }
 
 #[test]
 fn half_sent_client_hello_is_cut_at_handshake_timeout() {
-    let certs = cert_dir();
-    let server = server_with_timeout(&certs);
-    let before = server.metric(FAILURES);
-    let mut s = connect(server.listener(0));
-    s.write_all(PARTIAL_CLIENT_HELLO).unwrap();
-    assert_closed_at_handshake_timeout(&mut s, "half a ClientHello");
-    wait_failures(&server, before + 1.0);
-    assert_serves_good_clients(&server);
+    one_failure_then_good_clients(|server| {
+        let mut s = connect(server.listener(0));
+        s.write_all(PARTIAL_CLIENT_HELLO).unwrap();
+        assert_closed_at_handshake_timeout(&mut s, "half a ClientHello");
+    });
 }
 
 #[test]
 fn silent_client_after_starttls_is_cut_at_handshake_timeout() {
-    let certs = cert_dir();
-    let server = server_with_timeout(&certs);
-    let before = server.metric(FAILURES);
-    let mut c = TlsConn::connect_plain(server.listener(1));
-    assert_eq!(c.reply().code, 220);
-    assert_eq!(c.cmd("EHLO client.test").code, 250);
-    assert_eq!(c.cmd("STARTTLS").code, 220);
-    let start = Instant::now();
-    c.expect_closed(HANDSHAKE_TIMEOUT + CLOSE_SLACK);
-    let waited = start.elapsed();
-    assert!(
-        waited + Duration::from_millis(200) >= HANDSHAKE_TIMEOUT,
-        "closed after {waited:?}, before the handshake timeout"
-    );
-    wait_failures(&server, before + 1.0);
-    assert_serves_good_clients(&server);
+    one_failure_then_good_clients(|server| {
+        let mut c = up_to_starttls(server.listener(1));
+        let start = Instant::now();
+        c.expect_closed(HANDSHAKE_TIMEOUT + CLOSE_SLACK);
+        let waited = start.elapsed();
+        assert!(
+            waited + Duration::from_millis(200) >= HANDSHAKE_TIMEOUT,
+            "closed after {waited:?}, before the handshake timeout"
+        );
+    });
 }
 
 /// Three clients that send half a ClientHello and close.

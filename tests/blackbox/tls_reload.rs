@@ -7,6 +7,7 @@
 //! old one, each with a deadline.
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{render_config, wait_until, Server, REPLY_DEADLINE};
@@ -51,18 +52,24 @@ fn wait_log(server: &Server, needle: &str, before: usize) {
     });
 }
 
+/// Two certificates A and B for `mx.a.test`, and `live`, the pair of files the config names,
+/// holding A.
+fn two_certs_a_live(dir: &Path) -> (TestCert, TestCert, TestCert) {
+    let a = TestCert::generate(dir, "a", "mx.a.test");
+    let b = TestCert::generate(dir, "b", "mx.a.test");
+    let live = TestCert {
+        name: "mx.a.test".into(),
+        cert: dir.join("live.pem"),
+        key: dir.join("live.key"),
+    };
+    a.install_as(&live);
+    (a, b, live)
+}
+
 #[test]
 fn sighup_serves_a_renewed_certificate_and_keeps_open_sessions() {
     let certs = cert_dir();
-    // `live` is the pair of files the config names; A and B are the two certificates.
-    let a = TestCert::generate(certs.path(), "a", "mx.a.test");
-    let b = TestCert::generate(certs.path(), "b", "mx.a.test");
-    let live = TestCert {
-        name: "mx.a.test".into(),
-        cert: certs.path().join("live.pem"),
-        key: certs.path().join("live.key"),
-    };
-    a.install_as(&live);
+    let (a, b, live) = two_certs_a_live(certs.path());
     let server = Server::start(tls_opts(
         &[("delivery", "implicit"), ("delivery", "starttls")],
         &live,
@@ -117,14 +124,7 @@ fn sighup_follows_a_config_file_pointing_at_another_certificate() {
 #[test]
 fn sighup_with_a_broken_key_keeps_the_current_certificate() {
     let certs = cert_dir();
-    let a = TestCert::generate(certs.path(), "a", "mx.a.test");
-    let b = TestCert::generate(certs.path(), "b", "mx.a.test");
-    let live = TestCert {
-        name: "mx.a.test".into(),
-        cert: certs.path().join("live.pem"),
-        key: certs.path().join("live.key"),
-    };
-    a.install_as(&live);
+    let (a, b, live) = two_certs_a_live(certs.path());
     let server = Server::start(tls_opts(&[("delivery", "implicit")], &live, &[]));
     let mut old = TlsConn::connect_implicit(server.listener(0), Some("mx.a.test"));
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::{wait_for_maildir, ListenerTls, Opts, Server, TlsOpts, DELIVERY_DEADLINE};
-use crate::maildir::{assert_delivered, new_dir, read, sample_message};
+use crate::maildir::{assert_delivered, assert_one_delivered, new_dir, read, sample_message};
 use crate::session::{dot_stuff, ReadError, SmtpConn};
 use crate::tls::{cert_dir, tls_opts, TestCert, TlsConn};
 
@@ -83,9 +83,7 @@ fn starttls_pipelined_plaintext_mail_is_not_executed_inside_tls() {
     let end = c.reply();
     assert_eq!(end.code, 250, "end of data: {end:?}");
     assert_eq!(c.cmd("QUIT").code, 221);
-    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_delivered(&files[0], "sender@remote.test", rcpt, &msg);
+    assert_one_delivered(&server.maildir, "sender@remote.test", rcpt, &msg);
     assert!(
         new_dir(&server.maildir, "victim@example.test")
             .read_dir()
