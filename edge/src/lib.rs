@@ -1,21 +1,27 @@
 //! smtp-edge: an SMTP edge for inbound MX (delivery) and authenticated submission, on io_uring.
 //!
-//! A message crosses four layers, each in its own module:
+//! A message crosses these layers, each in its own module:
 //!
 //! ```text
-//!  socket ──► transport ──► driver ──► protocol::Connection ──► events ──► spool ──► delivery
-//!  (ring)     (recv/send,    (one task    (sans-IO state machine:        (tmp/ → queue/,   (Maildir,
-//!              file ops)      per conn)    bytes in, replies out)          fsync, 250)      off the ring)
+//!  NIC ─► shield (XDP) ─► transport ─► driver ─► tls (pump) ─► protocol::Connection ─► events
+//!                         (ring)       (guard    (only when     (sans-IO state machine:
+//!                                       admits)   the session    bytes in, replies out)
+//!                                                 has TLS)             │
+//!          auth (password checks, off the ring) ◄─ Authenticate ───────┤
+//!          spool (tmp/ → fsync → queue/, then 250) ◄─ message content ──┘
+//!            └─► delivery (Maildir for our domains, outbound/ for the rest)
 //! ```
 //!
 //! The [`protocol`] engine performs no I/O and reads no clock: the [`driver`] feeds it bytes and the
-//! current time, writes the replies it produces, and turns its events into spool writes. That keeps
-//! every protocol rule testable in memory, byte by byte, without sockets or sleeps, and keeps the ring
-//! underneath replaceable: only [`transport`] names tokio-uring.
+//! current time, writes the replies it produces, and turns its events into spool writes, TLS
+//! handshakes and password checks. That keeps every protocol rule testable in memory, byte by
+//! byte, without sockets or sleeps, and keeps the ring underneath replaceable: only [`transport`]
+//! names tokio-uring. The [`tls`] pump is sans-IO in the same way.
 
 #![warn(missing_docs)]
 
 pub mod auth;
+mod cli;
 pub mod config;
 pub mod delivery;
 pub mod driver;

@@ -13,6 +13,7 @@
 //! Exit status: 0 on success, 2 on a usage error, 1 when the operation fails (the user exists
 //! for `add`, does not for `passwd` and `del`, the passwords differ, the file cannot be written).
 
+use crate::cli::CliError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -49,26 +50,8 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Err(CliError::Usage(problem)) => {
-            eprintln!("smtp-edge user: {problem} (see `smtp-edge user --help`)");
-            ExitCode::from(2)
-        }
-        Err(CliError::Failed(problem)) => {
-            eprintln!("smtp-edge user: {problem}");
-            ExitCode::from(1)
-        }
+        Err(e) => e.report("user"),
     }
-}
-
-/// What went wrong, as one line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CliError {
-    /// The command line is wrong: exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// The operation failed: exit 1.
-    #[error("{0}")]
-    Failed(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]

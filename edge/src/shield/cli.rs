@@ -16,6 +16,7 @@
 //! no privilege, a map error, or `unban` of a source that is not banned). Failures are one line
 //! on standard error.
 
+use crate::cli::CliError;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -45,26 +46,8 @@ pub fn run(args: &[String]) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(CliError::Usage(problem)) => {
-            eprintln!("smtp-edge shield: {problem} (see `smtp-edge shield --help`)");
-            ExitCode::from(2)
-        }
-        Err(CliError::Failed(problem)) => {
-            eprintln!("smtp-edge shield: {problem}");
-            ExitCode::from(1)
-        }
+        Err(e) => e.report("shield"),
     }
-}
-
-/// What went wrong, as one line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CliError {
-    /// The command line is wrong: exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// The operation failed: exit 1.
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// One parsed command line.
