@@ -53,6 +53,10 @@ pub struct Opts {
     pub tls: Option<TlsOpts>,
     /// The `[auth]` section, written if set (its users and aliases files are created first).
     pub auth: Option<AuthOpts>,
+    /// `greet_delay_ms` of every listener that is not implicit TLS; 0 is not written.
+    pub greet_delay_ms: u64,
+    /// `[shield] ban_secs` (the shield itself stays disabled: bans are enforced in userspace).
+    pub ban_secs: Option<u64>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -111,6 +115,8 @@ impl Default for Opts {
             listener_tls: Vec::new(),
             tls: None,
             auth: None,
+            greet_delay_ms: 0,
+            ban_secs: None,
         }
     }
 }
@@ -143,6 +149,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         if let Some(require) = tls.and_then(|l| l.require_tls) {
             writeln!(t, "require_tls = {require}").unwrap();
         }
+        if opts.greet_delay_ms > 0 && mode != "implicit" {
+            writeln!(t, "greet_delay_ms = {}", opts.greet_delay_ms).unwrap();
+        }
     }
     writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
     writeln!(
@@ -174,6 +183,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
     }
     writeln!(t, "\n[shutdown]\ngrace_secs = {}", opts.grace_secs).unwrap();
+    if let Some(secs) = opts.ban_secs {
+        writeln!(t, "\n[shield]\nenabled = false\nban_secs = {secs}").unwrap();
+    }
     if let Some(tls) = &opts.tls {
         let quote = |p: &Path| format!("{:?}", p.display().to_string());
         writeln!(t, "\n[tls]").unwrap();

@@ -24,6 +24,7 @@ mod crash;
 mod disk_full;
 mod envelope;
 mod greeting;
+mod guard;
 mod lifecycle;
 mod limits;
 mod metrics;
