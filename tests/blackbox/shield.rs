@@ -529,3 +529,54 @@ fn frames_are_judged_through_vlan_tags_and_ipv6_extension_headers() {
     assert_eq!(after.dropped_rate - before.dropped_rate, 1);
     assert_eq!(after.dropped_banned - before.dropped_banned, 8);
 }
+
+#[test]
+fn generic_mode_is_the_fallback_and_still_drops() {
+    // Loopback has no native XDP: loading on it must fall back to generic (SKB) mode, per
+    // interface, and the program must still enforce bans there.
+    let Some(lab) = Lab::new("generic") else {
+        return;
+    };
+    let cfg = ShieldConfig {
+        enabled: true,
+        interfaces: vec!["lo".into()],
+        ports: vec![PROTECTED],
+        syn_rate: 1000,
+        syn_burst: 1000,
+        ..ShieldConfig::default()
+    };
+    let srv = lab.srv.clone();
+    let shield = match in_netns(&srv, move || Shield::load(&cfg)) {
+        Ok(shield) => shield,
+        Err(e @ ShieldError::Load(_)) => {
+            unavailable(&format!("BPF unavailable: {e}"));
+            return;
+        }
+        Err(e) => panic!("Shield::load on lo: {e}"),
+    };
+    assert_eq!(
+        shield.attachments(),
+        &[("lo".to_owned(), AttachMode::Generic)][..],
+        "loopback must fall back to generic mode"
+    );
+    let connect = |timeout: Duration| {
+        in_netns(&srv, move || {
+            let l = TcpListener::bind(("127.0.0.1", PROTECTED))?;
+            let r = std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(ip("127.0.0.1"), PROTECTED),
+                timeout,
+            );
+            drop(l);
+            r.map(drop)
+        })
+    };
+    connect(Duration::from_secs(2)).expect("not banned: connects over lo");
+    shield
+        .ban(ip("127.0.0.1"), Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        connect(Duration::from_millis(1500)).is_err(),
+        "banned: the SYN is dropped in generic mode"
+    );
+    assert!(shield.counters().unwrap().dropped_banned > 0);
+}
