@@ -136,9 +136,9 @@ impl Guard {
 
     /// Decides on a new connection from `ip`.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
-        // The shield, when attached, dropped a banned source's SYN already: only the userspace
-        // list needs a look here.
-        if self.banned_in_userspace(ip, now) {
+        // The shield drops a banned source's SYNs only on `shield.ports`; a ban earned on
+        // another port (failed AUTH on submission, say) is enforced here, from the same map.
+        if self.is_banned(ip, now) {
             return Admission::Banned;
         }
         let source = source_of(ip);
