@@ -163,33 +163,6 @@ impl AbuseTracker {
         }
     }
 
-    /// A successful AUTH from `ip`: forgets its failures. A ban in force stays.
-    pub fn record_success(&self, ip: IpAddr) {
-        let source = source_of(ip);
-        let mut sources = self.lock();
-        if sources
-            .get(&source)
-            .is_some_and(|e| e.banned_until.is_none())
-        {
-            sources.remove(&source);
-        }
-    }
-
-    /// The bans in force at `now`, for a shield that starts after some were made.
-    pub fn bans(&self, now: Instant) -> Vec<Ban> {
-        if self.banned.load(Ordering::Acquire) == 0 {
-            return Vec::new();
-        }
-        self.lock()
-            .iter()
-            .filter_map(|(&source, e)| {
-                e.banned_until
-                    .filter(|&until| until > now)
-                    .map(|until| Ban { source, until })
-            })
-            .collect()
-    }
-
     /// How long to wait before answering the `failures_so_far`-th failed AUTH of a session:
     /// none before the first, then 1 s doubling with each failure, at most `auth.tarpit_max_ms`.
     /// The driver sleeps on its own timer; nothing blocks.
@@ -279,17 +252,15 @@ mod tests {
         assert_eq!(ban.until, t0 + Duration::from_secs(602));
         assert!(t.is_banned(a, t0 + Duration::from_secs(3)));
         assert!(!t.is_banned(ip("192.0.2.2"), t0 + Duration::from_secs(3)));
-        assert_eq!(t.bans(t0 + Duration::from_secs(3)), [ban]);
         // Failures during the ban neither extend it nor ban again.
         assert_eq!(t.record_failure(a, t0 + Duration::from_secs(10)), None);
         assert!(t.is_banned(a, ban.until - Duration::from_millis(1)));
         assert!(!t.is_banned(a, ban.until));
         assert_eq!(t.banned.load(Ordering::Relaxed), 0, "fast path restored");
-        assert!(t.bans(ban.until).is_empty());
     }
 
     #[test]
-    fn window_expiry_and_success_reset_the_count() {
+    fn window_expiry_resets_the_count() {
         let t = AbuseTracker::new(&config());
         let t0 = start();
         let a = ip("198.51.100.7");
@@ -297,16 +268,9 @@ mod tests {
         t.record_failure(a, t0);
         // The window opened at t0 is over: this is failure 1 of a new window.
         assert_eq!(t.record_failure(a, t0 + Duration::from_secs(60)), None);
-        assert_eq!(t.record_failure(a, t0 + Duration::from_secs(61)), None);
-        t.record_success(a);
-        assert_eq!(t.record_failure(a, t0 + Duration::from_secs(62)), None);
-        assert_eq!(t.record_failure(a, t0 + Duration::from_secs(62)), None);
+        assert!(t.record_failure(a, t0 + Duration::from_secs(61)).is_none());
         assert!(t.record_failure(a, t0 + Duration::from_secs(62)).is_some());
-        t.record_success(a);
-        assert!(
-            t.is_banned(a, t0 + Duration::from_secs(63)),
-            "success does not lift a ban"
-        );
+        assert!(t.is_banned(a, t0 + Duration::from_secs(63)));
     }
 
     #[test]

@@ -147,9 +147,8 @@ pub(super) async fn serve(
                 s.summary.outcome = "banned";
                 "Your address is temporarily blocked; try again later"
             };
-            let mut out = Vec::new();
-            Reply::new(421, Status(4, 7, 0), format!("{} {text}", s.ctx.hostname)).write(&mut out);
-            let _ = stream.send_all(out).await;
+            let reply = Reply::new(421, Status(4, 7, 0), format!("{} {text}", s.ctx.hostname));
+            refuse(&stream, &reply).await;
             stream.shutdown();
             return s.finish().await;
         }
@@ -230,17 +229,11 @@ pub(super) async fn serve(
                 .guard
                 .ban(peer.ip(), clock::now(), BanReason::Pregreet);
             s.summary.outcome = "pregreet";
-            let mut out = Vec::new();
-            Reply::new(
-                554,
-                Status(5, 5, 1),
-                format!(
-                    "{} Protocol error: talked before the greeting",
-                    s.ctx.hostname
-                ),
-            )
-            .write(&mut out);
-            let _ = stream.send_all(out).await;
+            let text = format!(
+                "{} Protocol error: talked before the greeting",
+                s.ctx.hostname
+            );
+            refuse(&stream, &Reply::new(554, Status(5, 5, 1), text)).await;
             stream.abort();
             break;
         }
@@ -631,6 +624,14 @@ impl Session {
             "session"
         );
     }
+}
+
+/// Sends one reply outside the engine's dialogue (the session is refused before or instead of
+/// it); the caller closes the connection.
+async fn refuse(stream: &Stream, reply: &Reply) {
+    let mut out = Vec::new();
+    reply.write(&mut out);
+    let _ = stream.send_all(out).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
