@@ -19,8 +19,8 @@ use crate::auth::Verdict;
 use crate::guard::{Admission, BanReason};
 use crate::metrics::{AuthResult, RejectReason, WorkerMetrics};
 use crate::protocol::{
-    AuthOutcome, CloseReason, Connection, Credentials, EngineConfig, Event, Rejection, Reply, Role,
-    SpoolFault, Status, TxnId,
+    AuthOutcome, CloseReason, Closing, Connection, Credentials, EngineConfig, Event, Rejection,
+    Reply, Role, SpoolFault, TxnId,
 };
 use crate::spool::{Incoming, SpoolError, TlsTrace, TraceInfo};
 use crate::tls::{TlsContext, TlsPump};
@@ -136,19 +136,18 @@ pub(super) async fn serve(
     let _slot = match s.ctx.guard.admit(peer.ip(), now) {
         Admission::Admit(slot) => slot,
         refused => {
-            let text = if matches!(refused, Admission::TooMany) {
+            let why = if matches!(refused, Admission::TooMany) {
                 s.ctx
                     .guard
                     .ban(peer.ip(), now, BanReason::TooManyConnections);
                 s.summary.outcome = "too many connections";
-                "Too many connections from your address; try again later"
+                Closing::TooManyConnections
             } else {
                 s.metrics().banned_refused();
                 s.summary.outcome = "banned";
-                "Your address is temporarily blocked; try again later"
+                Closing::Blocked
             };
-            let reply = Reply::new(421, Status(4, 7, 0), format!("{} {text}", s.ctx.hostname));
-            refuse(&stream, &reply).await;
+            refuse(&stream, &Reply::service_closing(&s.ctx.hostname, why)).await;
             stream.shutdown();
             return s.finish().await;
         }
@@ -229,11 +228,7 @@ pub(super) async fn serve(
                 .guard
                 .ban(peer.ip(), clock::now(), BanReason::Pregreet);
             s.summary.outcome = "pregreet";
-            let text = format!(
-                "{} Protocol error: talked before the greeting",
-                s.ctx.hostname
-            );
-            refuse(&stream, &Reply::new(554, Status(5, 5, 1), text)).await;
+            refuse(&stream, &Reply::pregreet(&s.ctx.hostname)).await;
             stream.abort();
             break;
         }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::reply::{Reply, Status};
+use super::reply::Reply;
 
 /// Longest AUTH command or response line, CRLF included ([RFC 4954 §4] raises the 512-octet
 /// command limit to at least 12288 for AUTH).
@@ -89,20 +89,6 @@ pub(super) struct SaslExchange {
     username: Option<String>,
 }
 
-/// `334` with a base64 challenge ([RFC 4954 §4]).
-fn challenge(b64: &'static str) -> Reply {
-    Reply::bare(334, vec![b64.into()])
-}
-
-fn cancelled() -> Reply {
-    // RFC 4954 §4: a client's "*" gets 501.
-    Reply::new(501, Status(5, 7, 0), "Authentication cancelled")
-}
-
-fn bad_base64() -> Reply {
-    Reply::new(501, Status(5, 5, 2), "Invalid base64 data")
-}
-
 impl SaslExchange {
     /// Starts an exchange from the argument of `AUTH`: `mechanism [initial-response]`.
     pub(super) fn start(arg: &str) -> (Option<SaslExchange>, SaslStep) {
@@ -115,8 +101,7 @@ impl SaslExchange {
         } else if mech.eq_ignore_ascii_case("LOGIN") {
             Mechanism::Login
         } else {
-            let reply = Reply::new(504, Status(5, 5, 4), "Unrecognized authentication type");
-            return (None, SaslStep::Fail(reply));
+            return (None, SaslStep::Fail(Reply::unknown_mechanism()));
         };
         let mut exchange = SaslExchange {
             mechanism,
@@ -125,9 +110,9 @@ impl SaslExchange {
         let step = match (mechanism, initial) {
             // RFC 4954 §4: "=" is an empty initial response.
             (_, Some(ir)) => exchange.respond(ir.as_bytes()),
-            (Mechanism::Plain, None) => SaslStep::Challenge(challenge("")),
+            (Mechanism::Plain, None) => SaslStep::Challenge(Reply::auth_challenge("")),
             // LOGIN's challenges are base64 "Username:" and "Password:".
-            (Mechanism::Login, None) => SaslStep::Challenge(challenge("VXNlcm5hbWU6")),
+            (Mechanism::Login, None) => SaslStep::Challenge(Reply::auth_challenge("VXNlcm5hbWU6")),
         };
         match step {
             SaslStep::Challenge(_) => (Some(exchange), step),
@@ -138,7 +123,7 @@ impl SaslExchange {
     /// Takes one client response line (CRLF removed).
     pub(super) fn respond(&mut self, line: &[u8]) -> SaslStep {
         if line == b"*" {
-            return SaslStep::Fail(cancelled());
+            return SaslStep::Fail(Reply::auth_cancelled());
         }
         let decoded = if line == b"=" {
             Some(Vec::new())
@@ -146,7 +131,7 @@ impl SaslExchange {
             decode_base64(line)
         };
         let Some(decoded) = decoded else {
-            return SaslStep::Fail(bad_base64());
+            return SaslStep::Fail(Reply::bad_base64());
         };
         let decoded = Secret::new(decoded);
         match self.mechanism {
@@ -155,9 +140,9 @@ impl SaslExchange {
                 None => match String::from_utf8(decoded.expose().to_vec()) {
                     Ok(user) => {
                         self.username = Some(user);
-                        SaslStep::Challenge(challenge("UGFzc3dvcmQ6"))
+                        SaslStep::Challenge(Reply::auth_challenge("UGFzc3dvcmQ6"))
                     }
-                    Err(_) => SaslStep::Fail(bad_base64()),
+                    Err(_) => SaslStep::Fail(Reply::bad_base64()),
                 },
                 Some(username) => SaslStep::Done(Credentials {
                     mechanism: "LOGIN",
@@ -183,7 +168,7 @@ fn plain(message: &[u8]) -> SaslStep {
     };
     let (Ok(authzid), Ok(authcid)) = (std::str::from_utf8(authzid), std::str::from_utf8(authcid))
     else {
-        return SaslStep::Fail(bad_base64());
+        return SaslStep::Fail(Reply::bad_base64());
     };
     let authorize_as =
         (!authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid)).then(|| authzid.to_owned());
@@ -277,9 +262,13 @@ mod tests {
     fn login_two_challenges() {
         let (ex, step) = SaslExchange::start("login");
         let mut ex = ex.unwrap();
-        assert!(matches!(step, SaslStep::Challenge(ref r) if r.lines[0] == "VXNlcm5hbWU6"));
+        assert!(
+            matches!(step, SaslStep::Challenge(ref r) if *r == Reply::auth_challenge("VXNlcm5hbWU6"))
+        );
         let step = ex.respond(b"YWxpY2U="); // alice
-        assert!(matches!(step, SaslStep::Challenge(ref r) if r.lines[0] == "UGFzc3dvcmQ6"));
+        assert!(
+            matches!(step, SaslStep::Challenge(ref r) if *r == Reply::auth_challenge("UGFzc3dvcmQ6"))
+        );
         let SaslStep::Done(c) = ex.respond(b"cHc=") else {
             panic!()
         };
@@ -293,13 +282,13 @@ mod tests {
     fn cancel_bad_base64_and_unknown_mechanism() {
         let (ex, _) = SaslExchange::start("PLAIN");
         let mut ex = ex.unwrap();
-        assert!(matches!(ex.respond(b"*"), SaslStep::Fail(r) if r.code.get() == 501));
+        assert!(matches!(ex.respond(b"*"), SaslStep::Fail(r) if r == Reply::auth_cancelled()));
         let (ex, _) = SaslExchange::start("PLAIN");
         assert!(
-            matches!(ex.unwrap().respond(b"%%%%"), SaslStep::Fail(r) if r.status == Some(Status(5, 5, 2)))
+            matches!(ex.unwrap().respond(b"%%%%"), SaslStep::Fail(r) if r == Reply::bad_base64())
         );
         assert!(
-            matches!(SaslExchange::start("CRAM-MD5").1, SaslStep::Fail(r) if r.code.get() == 504)
+            matches!(SaslExchange::start("CRAM-MD5").1, SaslStep::Fail(r) if r == Reply::unknown_mechanism())
         );
     }
 

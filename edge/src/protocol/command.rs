@@ -5,7 +5,7 @@
 //!
 //! [RFC 5321 §4.1.1]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1
 
-use super::reply::{Reply, Status};
+use super::reply::Reply;
 
 /// One parsed command; arguments borrow from the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,19 +74,15 @@ impl CommandError {
     /// The reply this error earns.
     pub fn reply(&self) -> Reply {
         match self {
-            CommandError::Unrecognized => Reply::new(500, Status(5, 5, 2), "Command unrecognized"),
+            CommandError::Unrecognized => Reply::unrecognized("Command unrecognized"),
             CommandError::Syntax { usage } => Reply::syntax(usage),
-            CommandError::LineTooLong => Reply::new(
-                500,
-                Status(5, 5, 2),
-                "Line too long (RFC 5321 4.5.3.1.4: 512 octets)",
-            ),
-            CommandError::BareNewline => Reply::new(
-                500,
-                Status(5, 5, 2),
-                "Bare CR or LF not allowed; lines end in CRLF (RFC 5321 2.3.8)",
-            ),
-            CommandError::NotText => Reply::new(500, Status(5, 5, 2), "Invalid characters"),
+            CommandError::LineTooLong => {
+                Reply::unrecognized("Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
+            }
+            CommandError::BareNewline => {
+                Reply::unrecognized("Bare CR or LF not allowed; lines end in CRLF (RFC 5321 2.3.8)")
+            }
+            CommandError::NotText => Reply::unrecognized("Invalid characters"),
         }
     }
 }

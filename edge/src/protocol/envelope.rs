@@ -6,7 +6,7 @@
 use super::address::{self, AddressError, Domain, Mailbox};
 use super::event::Rejection;
 use super::policy::EngineConfig;
-use super::reply::{Reply, Status};
+use super::reply::Reply;
 use super::transaction::BodyType;
 
 /// What `MAIL` established.
@@ -33,7 +33,7 @@ pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refu
     };
     for param in params.split(' ').filter(|p| !p.is_empty()) {
         if !esmtp {
-            return Err((unsupported_parameter(), None));
+            return Err((Reply::unsupported_parameter(), None));
         }
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
         if key.eq_ignore_ascii_case("SIZE") {
@@ -41,7 +41,7 @@ pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refu
             let declared = parse_size(value)
                 .ok_or_else(|| (Reply::syntax("MAIL FROM:<address> SIZE=octets"), None))?;
             if declared > cfg.max_message_size {
-                return Err((too_large(), Some(Rejection::MessageTooLarge)));
+                return Err((Reply::too_large(), Some(Rejection::MessageTooLarge)));
             }
         } else if key.eq_ignore_ascii_case("BODY") {
             mail.body = if value.eq_ignore_ascii_case("7BIT") {
@@ -49,19 +49,16 @@ pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refu
             } else if value.eq_ignore_ascii_case("8BITMIME") {
                 BodyType::EightBitMime
             } else {
-                return Err((
-                    Reply::new(501, Status(5, 5, 4), "BODY must be 7BIT or 8BITMIME"),
-                    None,
-                ));
+                return Err((Reply::bad_argument("BODY must be 7BIT or 8BITMIME"), None));
             };
         } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_empty() {
             mail.smtputf8 = true;
         } else {
-            return Err((unsupported_parameter(), None));
+            return Err((Reply::unsupported_parameter(), None));
         }
     }
     if !mail.smtputf8 && mail.path.as_ref().is_some_and(Mailbox::is_utf8) {
-        return Err((needs_smtputf8(), None));
+        return Err((Reply::needs_smtputf8(), None));
     }
     Ok(mail)
 }
@@ -88,17 +85,14 @@ pub fn rcpt(
         return Err((recipient_error(AddressError::Syntax), None));
     };
     if !params.is_empty() {
-        return Err((unsupported_parameter(), None));
+        return Err((Reply::unsupported_parameter(), None));
     }
     if !mail.smtputf8 && path.is_utf8() {
-        return Err((needs_smtputf8(), None));
+        return Err((Reply::needs_smtputf8(), None));
     }
     if path.local_unquoted().is_empty() {
         // `""@domain` parses, but names no mailbox anyone could deliver to.
-        return Err((
-            Reply::new(550, Status(5, 1, 3), "Empty local part"),
-            Some(Rejection::UnknownRecipient),
-        ));
+        return Err((Reply::empty_local_part(), Some(Rejection::UnknownRecipient)));
     }
     let local = matches!(&path.domain, Domain::Name(d) if cfg.local_domains.contains(d));
     if !may_relay || local {
@@ -110,12 +104,7 @@ pub fn rcpt(
 /// The delivery role's rule: mail only for our own domains, and nothing that a downstream
 /// system could read as another hop.
 fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
-    let relay_denied = || {
-        Err((
-            Reply::new(550, Status(5, 7, 1), "Relay access denied"),
-            Some(Rejection::RelayDenied),
-        ))
-    };
+    let relay_denied = || Err((Reply::relay_denied(), Some(Rejection::RelayDenied)));
     if path.source_route {
         // RFC 5321 §3.6.1 lets a server ignore source routes; a server that never relays refuses
         // them instead, so that no downstream hop ever acts on one.
@@ -134,14 +123,7 @@ fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
     if let Some(known) = &cfg.recipients {
         let key = format!("{}@{}", local.to_ascii_lowercase(), domain);
         if !known.contains(&key) {
-            return Err((
-                Reply::new(
-                    550,
-                    Status(5, 1, 1),
-                    "Mailbox unavailable: no such user here",
-                ),
-                Some(Rejection::UnknownRecipient),
-            ));
+            return Err((Reply::unknown_user(), Some(Rejection::UnknownRecipient)));
         }
     }
     Ok(())
@@ -155,43 +137,16 @@ fn parse_size(value: &str) -> Option<u64> {
     value.parse().ok()
 }
 
-/// `552 5.3.4` ([RFC 1870 §6], [RFC 3463 §3.4]).
-///
-/// [RFC 1870 §6]: https://www.rfc-editor.org/rfc/rfc1870#section-6
-/// [RFC 3463 §3.4]: https://www.rfc-editor.org/rfc/rfc3463#section-3.4
-pub fn too_large() -> Reply {
-    Reply::new(
-        552,
-        Status(5, 3, 4),
-        "Message size exceeds fixed maximum message size",
-    )
-}
-
-fn unsupported_parameter() -> Reply {
-    Reply::new(555, Status(5, 5, 4), "Unsupported parameter")
-}
-
-/// `553 5.6.7` ([RFC 6531 §3.5]).
-///
-/// [RFC 6531 §3.5]: https://www.rfc-editor.org/rfc/rfc6531#section-3.5
-fn needs_smtputf8() -> Reply {
-    Reply::new(
-        553,
-        Status(5, 6, 7),
-        "Non-ASCII address needs the SMTPUTF8 parameter",
-    )
-}
-
 fn sender_error(e: AddressError) -> Reply {
     match e {
-        AddressError::Syntax => Reply::new(501, Status(5, 1, 7), "Bad sender address syntax"),
-        AddressError::TooLong => Reply::new(501, Status(5, 1, 7), "Sender address too long"),
+        AddressError::Syntax => Reply::bad_sender("Bad sender address syntax"),
+        AddressError::TooLong => Reply::bad_sender("Sender address too long"),
     }
 }
 
 fn recipient_error(e: AddressError) -> Reply {
     match e {
-        AddressError::Syntax => Reply::new(501, Status(5, 1, 3), "Bad recipient address syntax"),
-        AddressError::TooLong => Reply::new(501, Status(5, 1, 3), "Recipient address too long"),
+        AddressError::Syntax => Reply::bad_recipient("Bad recipient address syntax"),
+        AddressError::TooLong => Reply::bad_recipient("Recipient address too long"),
     }
 }

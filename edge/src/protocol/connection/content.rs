@@ -12,9 +12,7 @@ impl Connection {
         match &self.txn {
             None => Err(Reply::bad_sequence("Need MAIL command first")),
             // RFC 2920 §3.1: DATA with no valid recipients gets 554.
-            Some(t) if t.rcpts.is_empty() => {
-                Err(Reply::new(554, Status(5, 5, 1), "No valid recipients"))
-            }
+            Some(t) if t.rcpts.is_empty() => Err(Reply::no_valid_recipients()),
             Some(_) => Ok(()),
         }
     }
@@ -34,10 +32,7 @@ impl Connection {
         }
         self.start_content();
         self.phase = Phase::Data(DataReceiver::new(self.cfg.max_message_size));
-        self.reply(Reply::bare(
-            354,
-            vec!["End data with <CR><LF>.<CR><LF>".into()],
-        ));
+        self.reply(Reply::start_data());
     }
 
     pub(super) fn bdat(&mut self, size: u64, last: bool) {
@@ -139,7 +134,7 @@ impl Connection {
             _ => None,
         };
         if too_large {
-            self.reply(envelope::too_large());
+            self.reply(Reply::too_large());
             self.abort_message(Rejection::MessageTooLarge);
         } else if let Some(fault) = text_fault {
             self.refuse_content(fault);
@@ -147,8 +142,7 @@ impl Connection {
             self.flush_body();
             self.await_spool();
         } else {
-            let text = format!("{} octets received", chunk.size);
-            self.reply(Reply::new(250, Status(2, 0, 0), text));
+            self.reply(Reply::chunk_received(chunk.size));
         }
     }
 
@@ -169,19 +163,15 @@ impl Connection {
     /// Refuses the content of the open transaction for `fault`: the reply, then the abort.
     pub(super) fn refuse_content(&mut self, fault: DataFault) {
         let (reply, reason) = match fault {
-            DataFault::TooLarge => (envelope::too_large(), Rejection::MessageTooLarge),
+            DataFault::TooLarge => (Reply::too_large(), Rejection::MessageTooLarge),
             DataFault::BareNewline => (
-                Reply::new(
-                    550,
-                    Status(5, 6, 0),
+                Reply::content_refused(
                     "Message refused: bare CR or LF; lines end in CRLF (RFC 5321 2.3.8)",
                 ),
                 Rejection::BareNewline,
             ),
             DataFault::LineTooLong => (
-                Reply::new(
-                    550,
-                    Status(5, 6, 0),
+                Reply::content_refused(
                     "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
                 ),
                 Rejection::LineTooLong,

@@ -40,7 +40,7 @@ impl Connection {
                 lines
             }
         };
-        self.reply(Reply::bare(250, lines));
+        self.reply(Reply::ehlo(lines));
     }
 
     pub(super) fn mail(&mut self, arg: &str) {
@@ -54,7 +54,7 @@ impl Connection {
         if self.cfg.role == Role::Submission && self.identity == Identity::Anonymous {
             self.events
                 .push_back(Event::Rejected(Rejection::NotAuthenticated));
-            return self.reply(Reply::new(530, Status(5, 7, 0), "Authentication required"));
+            return self.reply(Reply::auth_required());
         }
         match envelope::mail(arg, esmtp, &self.cfg) {
             Ok(mail) if self.cfg.role == Role::Submission => {
@@ -73,11 +73,7 @@ impl Connection {
     /// Submission's sender rule: no bounces, and only addresses the user owns.
     pub(super) fn check_sender(&self, mail: &MailFrom) -> Result<(), Reply> {
         let Some(path) = &mail.path else {
-            return Err(Reply::new(
-                553,
-                Status(5, 7, 1),
-                "Null sender not allowed on submission",
-            ));
+            return Err(Reply::null_sender_refused());
         };
         match &self.identity {
             Identity::User { login, senders } => {
@@ -89,11 +85,7 @@ impl Connection {
                 if senders.contains(&address) {
                     Ok(())
                 } else {
-                    Err(Reply::new(
-                        553,
-                        Status(5, 7, 1),
-                        format!("Sender address not owned by user {login}"),
-                    ))
+                    Err(Reply::sender_not_owned(login))
                 }
             }
             _ => Ok(()),
@@ -110,7 +102,7 @@ impl Connection {
             lines: LineCheck::default(),
         });
         self.next_txn += 1;
-        self.reply(Reply::new(250, Status(2, 1, 0), "Sender ok"));
+        self.reply(Reply::sender_ok());
     }
 
     pub(super) fn rcpt(&mut self, arg: &str) {
@@ -125,15 +117,14 @@ impl Connection {
         let may_relay = self.cfg.role == Role::Submission && self.identity != Identity::Anonymous;
         match envelope::rcpt(arg, &txn.mail, &self.cfg, may_relay) {
             Ok(_) if txn.rcpts.len() >= self.cfg.max_recipients => self.refuse(
-                // RFC 5321 §4.5.3.1.10: 452 for too many recipients.
-                Reply::new(452, Status(4, 5, 3), "Too many recipients"),
+                Reply::too_many_recipients(),
                 Some(Rejection::TooManyRecipients),
             ),
             Ok(path) => {
                 if let Some(txn) = &mut self.txn {
                     txn.rcpts.push(path);
                 }
-                self.reply(Reply::new(250, Status(2, 1, 5), "Recipient ok"));
+                self.reply(Reply::recipient_ok());
             }
             Err((reply, rejection)) => self.refuse(reply, rejection),
         }

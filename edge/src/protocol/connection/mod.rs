@@ -17,7 +17,7 @@ use super::data::{DataFault, DataReceiver, LineCheck};
 use super::envelope::{self, MailFrom};
 use super::event::{CloseReason, Event, Rejection, SpoolFault};
 use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
-use super::reply::{Reply, Status};
+use super::reply::{Closing, Reply};
 use super::transaction::{Envelope, Greeting, TxnId};
 use super::Mailbox;
 
@@ -163,8 +163,7 @@ impl Connection {
             identity: Identity::Anonymous,
             lines_read: 0,
         };
-        let banner = format!("{} ESMTP smtp-edge", conn.cfg.hostname);
-        conn.reply(Reply::bare(220, vec![banner.into()]));
+        conn.reply(Reply::greeting(&conn.cfg.hostname));
         conn
     }
 
@@ -217,22 +216,10 @@ impl Connection {
         match outcome {
             AuthOutcome::Success { login, senders } => {
                 self.identity = Identity::User { login, senders };
-                self.reply(Reply::new(
-                    235,
-                    Status(2, 7, 0),
-                    "Authentication successful",
-                ));
+                self.reply(Reply::auth_succeeded());
             }
-            AuthOutcome::Invalid => self.reply(Reply::new(
-                535,
-                Status(5, 7, 8),
-                "Authentication credentials invalid",
-            )),
-            AuthOutcome::Unavailable => self.reply(Reply::new(
-                454,
-                Status(4, 7, 0),
-                "Temporary authentication failure",
-            )),
+            AuthOutcome::Invalid => self.reply(Reply::auth_invalid()),
+            AuthOutcome::Unavailable => self.reply(Reply::auth_unavailable()),
         }
         if self.closing {
             self.close_shutdown();
@@ -306,18 +293,12 @@ impl Connection {
         self.deadline = now + self.cfg.timeouts.command;
         match result {
             Ok(queue_id) => {
-                let text = format!("Ok: queued as {queue_id}");
-                self.reply(Reply::new(250, Status(2, 0, 0), text));
+                self.reply(Reply::queued(queue_id));
                 // A client that delivers is not a bot probing commands: past mistakes are
                 // forgiven, so a long-lived connection is not cut for errors spread over it.
                 self.bad_commands = 0;
             }
-            // RFC 3463 §3.4: 4.3.0, "other or undefined mail system status".
-            Err(SpoolFault) => self.reply(Reply::new(
-                451,
-                Status(4, 3, 0),
-                "Temporary failure storing the message; try again later",
-            )),
+            Err(SpoolFault) => self.reply(Reply::storage_failed()),
         }
         if self.closing {
             self.close_shutdown();
@@ -327,8 +308,7 @@ impl Connection {
     /// Ends the session with 421 if its deadline has passed; earlier calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.poll_timeout().is_some_and(|d| now >= d) {
-            let text = format!("{} Timeout waiting for client input", self.cfg.hostname);
-            self.reply(Reply::new(421, Status(4, 4, 2), text));
+            self.reply(Reply::service_closing(&self.cfg.hostname, Closing::Timeout));
             self.close(CloseReason::Timeout);
         }
     }
@@ -409,9 +389,10 @@ impl Connection {
     }
 
     fn close_shutdown(&mut self) {
-        let text = format!("{} Service shutting down", self.cfg.hostname);
-        // RFC 3463 §3.4: 4.3.2, "system not accepting network messages".
-        self.reply(Reply::new(421, Status(4, 3, 2), text));
+        self.reply(Reply::service_closing(
+            &self.cfg.hostname,
+            Closing::Shutdown,
+        ));
         self.close(CloseReason::Shutdown);
     }
 
@@ -495,8 +476,8 @@ impl Connection {
     fn bad_command_reply(&mut self, reply: Reply) {
         self.bad_commands += 1;
         if self.bad_commands >= self.cfg.max_bad_commands {
-            let text = format!("{} Too many errors; closing", self.cfg.hostname);
-            self.reply(Reply::new(421, Status(4, 7, 0), text));
+            let reply = Reply::service_closing(&self.cfg.hostname, Closing::TooManyErrors);
+            self.reply(reply);
             self.close(CloseReason::TooManyErrors);
         } else {
             self.reply(reply);
@@ -509,11 +490,7 @@ impl Connection {
             Err(err) => return self.bad_command(err),
         };
         if self.cfg.tls_required && !self.secure && !security::allowed_before_tls(&cmd) {
-            return self.reply(Reply::new(
-                530,
-                Status(5, 7, 0),
-                "Must issue a STARTTLS command first",
-            ));
+            return self.reply(Reply::tls_required());
         }
         match cmd {
             Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),
@@ -529,22 +506,12 @@ impl Connection {
             }
             Command::Noop => self.reply(Reply::ok()),
             Command::Quit => {
-                let text = format!("{} Bye", self.cfg.hostname);
-                self.reply(Reply::new(221, Status(2, 0, 0), text));
+                self.reply(Reply::bye(&self.cfg.hostname));
                 self.close(CloseReason::Quit);
             }
-            // RFC 5321 §3.5.3: 252 when we will not confirm, but would accept.
-            Command::Vrfy => self.reply(Reply::new(
-                252,
-                Status(2, 5, 0),
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
-            Command::Expn => self.reply(Reply::new(502, Status(5, 5, 1), "EXPN not available")),
-            Command::Help => self.reply(Reply::new(
-                214,
-                Status(2, 0, 0),
-                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
-            )),
+            Command::Vrfy => self.reply(Reply::cannot_verify()),
+            Command::Expn => self.reply(Reply::not_available("EXPN not available")),
+            Command::Help => self.reply(Reply::help()),
             Command::StartTls { has_args } => self.starttls(has_args),
             Command::Auth(arg) => self.auth(arg),
         }

@@ -11,15 +11,11 @@ impl Connection {
     /// [RFC 4954 §4]: https://www.rfc-editor.org/rfc/rfc4954#section-4
     pub(super) fn auth(&mut self, arg: &str) {
         if !self.cfg.auth_offered {
-            return self.bad_command_reply(Reply::new(502, Status(5, 5, 1), "AUTH not available"));
+            return self.bad_command_reply(Reply::not_available("AUTH not available"));
         }
         if !self.secure {
             // RFC 4954 §6: 538 when the mechanism needs an encrypted session.
-            return self.reply(Reply::new(
-                538,
-                Status(5, 7, 11),
-                "Encryption required for requested authentication mechanism",
-            ));
+            return self.reply(Reply::encryption_required());
         }
         if self.greeting.is_none() {
             return self.bad_command_reply(Reply::bad_sequence("Send EHLO first"));
@@ -72,15 +68,11 @@ impl Connection {
             return self.bad_command_reply(Reply::bad_sequence("TLS already active"));
         }
         if !self.cfg.tls_offered {
-            return self.bad_command_reply(Reply::new(
-                502,
-                Status(5, 5, 1),
-                "STARTTLS not available",
-            ));
+            return self.bad_command_reply(Reply::not_available("STARTTLS not available"));
         }
         self.abort_content();
         self.txn = None;
-        self.reply(Reply::new(220, Status(2, 0, 0), "Ready to start TLS"));
+        self.reply(Reply::ready_for_tls());
         self.phase = Phase::TlsPending;
         self.events.push_back(Event::StartTls);
     }
