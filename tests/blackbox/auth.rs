@@ -110,12 +110,7 @@ fn auth_keyword(ehlo: &Reply) -> Option<Vec<String>> {
 
 /// The queue id from `250 2.0.0 Ok: queued as <id>`.
 fn queue_id(reply: &Reply) -> String {
-    assert_eq!(reply.code, 250, "end of data: {reply:?}");
-    let text = reply.lines.last().expect("reply text");
-    let (_, id) = text
-        .rsplit_once("queued as ")
-        .unwrap_or_else(|| panic!("no `queued as <id>` in {reply:?}"));
-    id.trim().to_owned()
+    reply.queue_id()
 }
 
 /// A full transaction on a TLS connection: MAIL, each RCPT (all must get 250), DATA, the

@@ -9,17 +9,17 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{wait_for_maildir, Opts, Server, DELIVERY_DEADLINE};
+use crate::harness::{wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE};
 use crate::maildir::{assert_delivered, new_dir, sample_message};
 use crate::session::{dot_stuff, Reply, SmtpConn};
 
 /// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
+    pub(crate) fn mount(size: &str) -> Result<Tmpfs, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not running as root, cannot mount a tmpfs".into());
@@ -51,7 +51,7 @@ impl Tmpfs {
         Ok(Tmpfs { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -69,7 +69,7 @@ impl Drop for Tmpfs {
 }
 
 /// Writes zeros to `path` until the filesystem is full; returns the path.
-fn fill(path: PathBuf) -> PathBuf {
+pub(crate) fn fill(path: PathBuf) -> PathBuf {
     let mut f = fs::File::create(&path).expect("create filler");
     let chunk = vec![0u8; 4096];
     loop {
@@ -163,5 +163,92 @@ fn full_spool_gives_451_and_the_server_recovers_when_space_is_freed() {
         .find(|f| fs::read(f).unwrap().windows(10).any(|w| w == b"after-free"))
         .expect("message sent after freeing space not found");
     assert_delivered(delivered_after, "sender@remote.test", rcpt, &after);
+    drop(server);
+}
+
+/// Bytes free on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs for the call.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0, "statvfs");
+        st.f_bavail * st.f_frsize
+    }
+}
+
+/// Every file under `root` whose parent directory is `tmp`.
+fn maildir_tmp_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if dir.file_name().is_some_and(|n| n == "tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root: mounts a tmpfs for the Maildir"]
+fn a_maildir_write_that_fails_leaves_no_partial_file() {
+    let tmpfs = Tmpfs::mount("1m").expect("tmpfs");
+    let maildir = tmpfs.path().join("mail");
+    let server = Server::start(Opts {
+        maildir: Some(maildir.clone()),
+        ..Opts::default()
+    });
+    let rcpt = "user@example.test";
+    // The mailbox exists (one delivery), then the disk fills up but for 48 KiB.
+    let first = sample_message("first", "sender@remote.test", rcpt);
+    let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
+    assert_eq!(
+        c.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&first))
+            .code,
+        250
+    );
+    wait_for_maildir(&new_dir(&maildir, rcpt), 1, DELIVERY_DEADLINE);
+    let filler = fill(tmpfs.path().join("filler"));
+    let len = fs::metadata(&filler).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len - 48 * 1024)
+        .unwrap();
+    let free_before = free_bytes(tmpfs.path());
+
+    // A 106 KB message: the spool (elsewhere) takes it, the Maildir write runs out of space.
+    let mut big = sample_message("too-big-for-the-maildir", "sender@remote.test", rcpt);
+    for i in 0..1500 {
+        big.extend_from_slice(format!("filler line {i:04} {}\r\n", "f".repeat(50)).as_bytes());
+    }
+    assert!(big.len() > 100_000);
+    let r = c.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&big));
+    assert_eq!(r.code, 250, "the spool is not full: {r:?}");
+    wait_until(DELIVERY_DEADLINE, || {
+        server
+            .stderr_all()
+            .contains("delivery failed")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no delivery failure logged\n{}", server.stderr_tail()));
+
+    let partial = maildir_tmp_files(&maildir);
+    assert!(partial.is_empty(), "partial entries left: {partial:?}");
+    assert!(
+        free_bytes(tmpfs.path()) >= free_before,
+        "space not given back: {} free before, {} after",
+        free_before,
+        free_bytes(tmpfs.path())
+    );
+    // The message is not lost: it waits in the queue for a retry.
+    let queue = server.dir.path().join("spool/queue");
+    assert_eq!(fs::read_dir(&queue).unwrap().count(), 1);
     drop(server);
 }

@@ -57,6 +57,12 @@ pub struct Opts {
     pub greet_delay_ms: u64,
     /// `[shield] ban_secs` (the shield itself stays disabled: bans are enforced in userspace).
     pub ban_secs: Option<u64>,
+    /// `[delivery] maildir`; default `<tempdir>/mail`.
+    pub maildir: Option<PathBuf>,
+    /// `[delivery] mode`, written if set.
+    pub maildir_mode: Option<&'static str>,
+    /// More `key = value` lines for `[limits]`.
+    pub limits_extra: Vec<String>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -117,6 +123,9 @@ impl Default for Opts {
             auth: None,
             greet_delay_ms: 0,
             ban_secs: None,
+            maildir: None,
+            maildir_mode: None,
+            limits_extra: Vec::new(),
         }
     }
 }
@@ -154,12 +163,16 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         }
     }
     writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
+    let maildir = opts.maildir.clone().unwrap_or_else(|| root.join("mail"));
     writeln!(
         t,
         "\n[delivery]\nmaildir = {:?}",
-        root.join("mail").display().to_string()
+        maildir.display().to_string()
     )
     .unwrap();
+    if let Some(mode) = opts.maildir_mode {
+        writeln!(t, "mode = {mode:?}").unwrap();
+    }
     if opts.recipients.is_some() {
         writeln!(
             t,
@@ -179,6 +192,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         opts.data_timeout_secs
     )
     .unwrap();
+    for line in &opts.limits_extra {
+        writeln!(t, "{line}").unwrap();
+    }
     if opts.metrics {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
     }
@@ -303,6 +319,8 @@ pub struct Server {
     /// Set after `ready`: every listener's address, in config order.
     pub listeners: Vec<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// Extra environment for the next start (e.g. `LD_PRELOAD` of a fake clock).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     stderr_log: PathBuf,
     starts: u32,
@@ -326,7 +344,8 @@ impl Server {
         }
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");
-        Server::spawn_in(dir, root.join("mail"), Some(config))
+        let maildir = opts.maildir.clone().unwrap_or_else(|| root.join("mail"));
+        Server::spawn_in(dir, maildir, Some(config))
     }
 
     /// Starts `smtp-edge serve` with no `--config`: the embedded default, with its fixed ports
@@ -351,6 +370,7 @@ impl Server {
             submission: None,
             listeners: Vec::new(),
             metrics_addr: None,
+            env: Vec::new(),
             child: None,
             starts: 0,
         };
@@ -379,6 +399,7 @@ impl Server {
             cmd.arg("--config").arg(config);
         }
         let mut child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

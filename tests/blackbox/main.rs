@@ -34,6 +34,7 @@ mod shield;
 mod shield_lab;
 mod shield_server;
 mod smuggling;
+mod spool;
 mod tls;
 mod tls_clients;
 mod tls_faults;

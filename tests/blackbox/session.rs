@@ -17,6 +17,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The queue id of `250 2.0.0 Ok: queued as <id>`; panics on any other reply.
+    pub fn queue_id(&self) -> String {
+        assert_eq!(self.code, 250, "end of data: {self:?}");
+        let text = self.lines.last().expect("reply text");
+        let (_, id) = text
+            .rsplit_once("queued as ")
+            .unwrap_or_else(|| panic!("no `queued as <id>` in {self:?}"));
+        id.trim().to_owned()
+    }
+
     /// The RFC 3463 enhanced status code at the start of the last line, if any (`"5.7.1"`).
     pub fn enhanced(&self) -> Option<&str> {
         let first = self.lines.last()?.split(' ').next()?;

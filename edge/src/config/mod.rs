@@ -263,6 +263,10 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// The Maildir root for local delivery (absolute).
     pub maildir: PathBuf,
+    /// `delivery.mode`: permission bits of Maildir entries, 0600 by default; the directories
+    /// delivery creates get the matching search bits ([`crate::delivery::dir_mode`]: 0660
+    /// gives 0770).
+    pub maildir_mode: u32,
     /// If `delivery.recipients` is set, the only local recipients that exist, as lower-cased
     /// `local@domain`, each in one of `local_domains`. Loaded once, at config time.
     pub recipients: Option<Arc<HashSet<String>>>,

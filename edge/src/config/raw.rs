@@ -93,6 +93,7 @@ pub(super) struct RawSpool {
 pub(super) struct RawDelivery {
     pub maildir: String,
     pub recipients: Option<String>,
+    pub mode: Option<String>,
 }
 
 /// `[limits]`; every key is optional and defaults to [`super::Limits::default`].

@@ -838,3 +838,33 @@ fn auth_files_are_loaded_and_bad_lines_named() {
         "hashes are not quoted: {got:?}"
     );
 }
+
+#[test]
+fn delivery_mode_is_an_octal_file_mode_for_a_mail_group() {
+    let with = |mode: &str| {
+        edit(
+            "maildir = \"/var/mail/smtp-edge\"",
+            &format!("maildir = \"/var/mail/smtp-edge\"\nmode = {mode:?}"),
+        )
+    };
+    assert_eq!(Config::from_toml_str(BASE).unwrap().maildir_mode, 0o600);
+    for (text, mode) in [("0600", 0o600), ("0660", 0o660), ("0640", 0o640)] {
+        assert_eq!(
+            Config::from_toml_str(&with(text)).unwrap().maildir_mode,
+            mode
+        );
+    }
+    // Execute bits, special bits, an owner who cannot read or write, and what is not octal.
+    for bad in [
+        "0700", "0664x", "4660", "0400", "660", "0o660", "0680", "", "0066",
+    ] {
+        let errs = errors(&with(bad));
+        assert_eq!(errs.len(), 1, "{bad:?}: {errs:?}");
+        assert_eq!(errs[0].key, "delivery.mode", "{bad:?}");
+        assert!(
+            errs[0].problem.contains("0660"),
+            "{bad:?}: {}",
+            errs[0].problem
+        );
+    }
+}

@@ -13,6 +13,7 @@ use crate::auth::{
     AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_FAILURES_CEILING,
     MAX_FAILURE_WINDOW_SECS, MAX_TARPIT_MS, MAX_VERIFY_THREADS,
 };
+use crate::delivery::DEFAULT_FILE_MODE;
 use crate::protocol::address::{parse_domain, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS};
 use crate::shield::ShieldConfig;
@@ -85,9 +86,12 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         Some(spool) => v.path("spool.dir", &spool.dir),
         None => v.missing("spool.dir"),
     };
-    let (maildir, recipients) = match raw.delivery {
+    let (maildir, recipients, maildir_mode) = match raw.delivery {
         Some(delivery) => {
             let maildir = v.path("delivery.maildir", &delivery.maildir);
+            let mode = delivery.mode.map_or(Some(DEFAULT_FILE_MODE), |m| {
+                v.file_mode("delivery.mode", &m)
+            });
             let recipients = match delivery.recipients {
                 None => Some(None),
                 Some(path) => v.path("delivery.recipients", &path).and_then(|path| {
@@ -97,9 +101,13 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
                     recipients::load(&path, domains, v.errors).map(|set| Some(set.into()))
                 }),
             };
-            (maildir, recipients)
+            (maildir, recipients, mode)
         }
-        None => (v.missing("delivery.maildir"), Some(None)),
+        None => (
+            v.missing("delivery.maildir"),
+            Some(None),
+            Some(DEFAULT_FILE_MODE),
+        ),
     };
     let limits = v.limits(raw.limits.unwrap_or_default());
     let metrics_addr = match raw.metrics {
@@ -123,6 +131,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         listeners: listeners?,
         spool_dir: spool_dir?,
         maildir: maildir?,
+        maildir_mode: maildir_mode?,
         recipients: recipients?,
         limits: limits?,
         metrics_addr: metrics_addr?,
@@ -639,6 +648,28 @@ impl Validator<'_> {
             data_timeout: data_timeout?,
             max_connections_per_ip: max_connections_per_ip?,
         })
+    }
+
+    /// An octal file mode for Maildir entries (`"0660"`): read and write for the owner always,
+    /// other bits only among read and write (no execute, setuid, setgid or sticky bits).
+    fn file_mode(&mut self, key: &str, text: &str) -> Option<u32> {
+        let mode = (text.len() == 4 && text.starts_with('0'))
+            .then(|| u32::from_str_radix(text, 8).ok())
+            .flatten();
+        match mode {
+            Some(m) if m & !0o666 == 0 && m & 0o600 == 0o600 => Some(m),
+            _ => {
+                self.push(
+                    key,
+                    format!(
+                        "must be four octal digits from \"0600\" to \"0666\", with read and \
+                         write for the owner and no execute bits (e.g. \"0660\" for a mail \
+                         group), got {text:?}"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `n` within `min..=max`, or an error naming the range, the `why` and the value.

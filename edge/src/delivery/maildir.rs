@@ -16,6 +16,15 @@ use std::path::{Path, PathBuf};
 use crate::protocol::{Domain, Mailbox};
 use crate::spool::QueueId;
 
+/// Default permission bits of a Maildir entry: the server's user alone.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
+/// The mode of a Maildir directory for entries of `file_mode`: the same bits, plus search (x)
+/// for every class that may read (0600 gives 0700, 0660 gives 0770, 0640 gives 0750).
+pub fn dir_mode(file_mode: u32) -> u32 {
+    file_mode | ((file_mode & 0o444) >> 2)
+}
+
 /// A recipient's mailbox directory and the entry name of one message in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -24,6 +24,14 @@
 //! own descriptor and `syncfs`. An error from `syncfs` may belong to another file on the same
 //! filesystem; the batch then fails as a whole (conservative, retried at the next start).
 //!
+//! Nothing half-written stays behind: an entry or outbound copy whose write fails (a full disk)
+//! is removed at once, so a failure does not also eat the space that is already short.
+//!
+//! Entries are created with [`DeliveryConfig::file_mode`] (0600 unless `delivery.mode` says
+//! otherwise) and the directories delivery creates with the matching [`dir_mode`], both set
+//! explicitly so that the umask cannot widen or narrow them; outbound copies are spool files
+//! (0600).
+//!
 //! A message that cannot be delivered stays in `queue/`, is logged and reported as
 //! [`DeliveryOutcome::Failed`], and is retried after 30 s, then at doubling intervals up to an
 //! hour (and at the next start).
@@ -32,7 +40,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -45,7 +53,7 @@ use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
 
 mod maildir;
 
-pub use maildir::{path_component, target, Target, TargetError};
+pub use maildir::{dir_mode, path_component, target, Target, TargetError, DEFAULT_FILE_MODE};
 
 /// Most messages delivered in one batch (one pair of `syncfs` calls).
 pub const MAX_BATCH: usize = 256;
@@ -65,6 +73,9 @@ pub struct DeliveryConfig {
     pub local_domains: HashSet<String>,
     /// Delay before the first retry of a failed delivery; it doubles up to an hour.
     pub first_retry: Duration,
+    /// Permission bits of Maildir entries (`delivery.mode`, [`DEFAULT_FILE_MODE`] by default);
+    /// the directories delivery creates get [`dir_mode`] of it.
+    pub file_mode: u32,
 }
 
 /// The default [`DeliveryConfig::first_retry`].
@@ -181,10 +192,12 @@ pub fn start(
     on_delivered: Box<dyn Fn(DeliveryOutcome) + Send>,
 ) -> Result<DeliveryHandle, DeliveryError> {
     let backlog = spool::recover(&cfg.spool_dir)?;
-    fs::create_dir_all(&cfg.maildir).map_err(|source| DeliveryError::Maildir {
-        op: "create dir",
-        path: cfg.maildir.clone(),
-        source,
+    create_dirs(&cfg.maildir, dir_mode(cfg.file_mode)).map_err(|source| {
+        DeliveryError::Maildir {
+            op: "create dir",
+            path: cfg.maildir.clone(),
+            source,
+        }
     })?;
     let fs = Filesystems::open(&cfg.maildir).map_err(|source| DeliveryError::Maildir {
         op: "open",
@@ -465,7 +478,7 @@ fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resume
         }
     }
     for t in targets {
-        match write_entry(fs, &queued, &t, resumed) {
+        match write_entry(fs, &queued, &t, resumed, cfg.file_mode) {
             Ok(true) => job.pending.push(t),
             Ok(false) => {
                 tracing::info!(%id, mailbox = %t.dir.display(), "already delivered; skipped")
@@ -495,7 +508,7 @@ fn write_outbound(
 ) -> Result<Option<PathBuf>, String> {
     let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
     let dir = cfg.spool_dir.join(spool::OUTBOUND_DIR);
-    fs::create_dir_all(&dir).map_err(|e| err("create dir", &dir, e))?;
+    create_dirs(&dir, spool::DIR_MODE).map_err(|e| err("create dir", &dir, e))?;
     fs.track(&dir).map_err(|e| err("open", &dir, e))?;
     if outbound_path(cfg, &queued.id).exists() {
         return Ok(None);
@@ -504,7 +517,7 @@ fn write_outbound(
     envelope.rcpt_to = remote.into_iter().cloned().collect();
     let bytes = spool::encode_file(&envelope, &queued.id, queued.message());
     let tmp = dir.join(format!(".{}.tmp", queued.id));
-    fs::write(&tmp, bytes).map_err(|e| err("write", &tmp, e))?;
+    write_file(&tmp, spool::FILE_MODE, &[&bytes]).map_err(|e| err("write", &tmp, e))?;
     Ok(Some(tmp))
 }
 
@@ -514,11 +527,12 @@ fn write_entry(
     queued: &Queued,
     t: &Target,
     resumed: bool,
+    file_mode: u32,
 ) -> Result<bool, String> {
     let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
     for sub in ["tmp", "new", "cur"] {
         let dir = t.dir.join(sub);
-        fs::create_dir_all(&dir).map_err(|e| err("create dir", &dir, e))?;
+        create_dirs(&dir, dir_mode(file_mode)).map_err(|e| err("create dir", &dir, e))?;
     }
     fs.track(&t.dir).map_err(|e| err("open", &t.dir, e))?;
     if already_delivered(t, resumed).map_err(|e| err("check", &t.dir, e))? {
@@ -530,12 +544,51 @@ fn write_entry(
         None => String::new(),
     };
     let head = format!("Return-Path: <{from}>\r\nDelivered-To: {}\r\n", t.rcpt);
-    // Truncate: a leftover from an interrupted attempt is rewritten from the start.
-    let mut file = File::create(&path).map_err(|e| err("create", &path, e))?;
-    file.write_all(head.as_bytes())
-        .and_then(|()| file.write_all(queued.message()))
+    write_file(&path, file_mode, &[head.as_bytes(), queued.message()])
         .map_err(|e| err("write", &path, e))?;
     Ok(true)
+}
+
+/// Writes `parts` to `path` with permission bits exactly `mode`. A file left by an interrupted
+/// attempt is rewritten from the start (and its mode corrected). If anything fails the file is
+/// removed: a partial copy is never kept, and never holds on to space a full disk needs.
+fn write_file(path: &Path, mode: u32, parts: &[&[u8]]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    // Set explicitly: the umask (022 by default) would drop a group's bits from 0660, and a
+    // leftover file keeps whatever mode it had.
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| parts.iter().try_for_each(|p| file.write_all(p)));
+    if let Err(e) = written {
+        drop(file);
+        if let Err(rm) = fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %rm, "could not remove a partial file");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Creates `dir` and whichever of its parents are missing, each with mode exactly `mode`
+/// (whatever the umask); directories that exist are left as they are.
+fn create_dirs(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(parent, mode)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        // Created meanwhile by someone else: theirs to keep as it is.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether `new/<name>`, `cur/<name>` or `cur/<name>:2,<flags>` exists. The directory scan of

@@ -51,6 +51,7 @@ impl Fixture {
                 .map(String::from)
                 .collect(),
             first_retry: Duration::from_millis(20),
+            file_mode: DEFAULT_FILE_MODE,
         };
         let handle = start(
             cfg,

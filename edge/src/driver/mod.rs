@@ -1,8 +1,10 @@
 //! The io_uring server: binds the listeners, starts one worker per core, and runs each
 //! connection's thin I/O loop around a [`crate::protocol::Connection`].
 //!
-//! Startup order matters for "never lose mail": the spool is prepared and the delivery stage
-//! has taken over whatever a crash left in it before any worker accepts a connection.
+//! Startup order matters for "never lose mail": the spool is locked first (a second server on
+//! the same spool stops there, before it binds or recovers anything), then prepared, and the
+//! delivery stage has taken over whatever a crash left in it before any worker accepts a
+//! connection.
 
 pub(crate) mod clock;
 mod session;
@@ -22,7 +24,7 @@ use crate::guard::Guard;
 use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
-use crate::spool::{self, SpoolError};
+use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
 use session::ListenerSpec;
@@ -52,6 +54,9 @@ pub enum StartError {
     /// The spool directory is unusable.
     #[error("spool.dir: {0}")]
     Spool(#[from] SpoolError),
+    /// The spool directory is locked by another server, or cannot be locked.
+    #[error("spool.dir: {0}")]
+    SpoolLock(#[from] LockError),
     /// The delivery stage could not start.
     #[error("delivery: {0}")]
     Delivery(String),
@@ -80,6 +85,8 @@ pub struct Running {
     delivery: DeliveryHandle,
     tls: Option<Arc<TlsContext>>,
     auth: Arc<AuthServices>,
+    /// Held until the server has stopped: no other server may use this spool meanwhile.
+    spool_lock: SpoolLock,
 }
 
 /// Asks a running server to stop; cheap to clone and to send to a signal thread.
@@ -97,6 +104,10 @@ impl StopHandle {
 /// Binds everything, recovers the spool and starts the workers.
 pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let workers = cfg.worker_count().max(1);
+    // Before anything else: a second server on this spool must not bind ports (with
+    // SO_REUSEPORT it would succeed and take half the connections) nor run recovery (which would
+    // delete the messages the first one is receiving).
+    let spool_lock = SpoolLock::acquire(&cfg.spool_dir)?;
     // One TLS context for every worker and listener, loaded before anything is bound so that a
     // bad certificate fails the start, not the first handshake.
     let tls = if cfg.listeners.iter().any(|l| l.tls != TlsMode::None) {
@@ -140,6 +151,12 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     };
 
     spool::prepare(&cfg.spool_dir)?;
+    // The top of every queue id of this run: the start time in µs, or one more than the last
+    // run's if the clock went back, so ids never repeat across restarts.
+    let now_micros = clock::wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let generation = spool::next_generation(&cfg.spool_dir, now_micros)?;
     let delivery_metrics = metrics.clone();
     let delivery = delivery::start(
         DeliveryConfig {
@@ -148,6 +165,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             hostname: cfg.hostname.clone(),
             local_domains: cfg.local_domains.iter().cloned().collect(),
             first_retry: delivery::FIRST_RETRY,
+            file_mode: cfg.maildir_mode,
         },
         Box::new(move |outcome| match outcome {
             DeliveryOutcome::Delivered { .. } => delivery_metrics.message_delivered(),
@@ -179,9 +197,6 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         store,
     });
     let (stop, stop_rx) = watch::channel(false);
-    let startup_micros = clock::wall()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
     let specs: Vec<_> = cfg
         .listeners
         .iter()
@@ -203,7 +218,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
                 .collect(),
             spool_dir: cfg.spool_dir.clone(),
             hostname: cfg.hostname.clone(),
-            startup_micros,
+            generation,
             delivery: delivery.clone(),
             metrics: metrics.clone(),
             shutdown: stop_rx.clone(),
@@ -225,6 +240,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         delivery,
         tls,
         auth,
+        spool_lock,
     })
 }
 
@@ -259,6 +275,7 @@ impl Running {
         }
         drop(self.stop);
         self.delivery.shutdown();
+        drop(self.spool_lock);
         result
     }
 }

@@ -47,8 +47,9 @@ pub struct WorkerSetup {
     pub spool_dir: std::path::PathBuf,
     /// Our hostname, for trace headers.
     pub hostname: String,
-    /// Start time in µs since the epoch, to keep queue ids unique across restarts.
-    pub startup_micros: u64,
+    /// This run's generation ([`crate::spool::next_generation`]): keeps queue ids unique
+    /// across restarts.
+    pub generation: u64,
     /// Where accepted messages go next.
     pub delivery: DeliveryHandle,
     /// Shared metrics; this worker writes only its own slot.
@@ -157,7 +158,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
                     BufferPool::unregistered(HEAP_RECV_BUFFER)
                 }
             };
-            let ids = QueueIdGen::new(setup.startup_micros, setup.id as u16);
+            let ids = QueueIdGen::new(setup.generation, setup.id as u16);
             let spool = SpoolWriter::open(&setup.spool_dir, ids)
                 .await
                 .map_err(std::io::Error::other)?;

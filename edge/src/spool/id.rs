@@ -3,12 +3,13 @@
 //! An id packs three numbers into 128 bits, most significant first:
 //!
 //! ```text
-//!  startup time (64 bits, µs since the epoch) | worker (16 bits) | per-worker counter (48 bits)
+//!  generation (64 bits) | worker (16 bits) | per-worker counter (48 bits)
 //! ```
 //!
-//! and writes them as 26 characters of Crockford's base32 (`0-9A-Z` without `I L O U`). Two
-//! workers never share a worker index, and two runs never share a startup microsecond, so no two
-//! ids collide; the fixed width and the alphabet's ASCII order make ids of one run sort by worker
+//! and writes them as 26 characters of Crockford's base32 (`0-9A-Z` without `I L O U`). The
+//! generation is the run's start time in µs, raised past the last run's if the clock went back
+//! (persisted in the spool, see `spool::next_generation`). Two workers never share a worker
+//! index, and two runs never share a generation, so no two ids collide; the fixed width and the alphabet's ASCII order make ids of one run sort by worker
 //! then creation. The text is only uppercase letters and digits: safe as a file name everywhere.
 
 use std::fmt;
@@ -32,10 +33,10 @@ pub struct QueueId {
 }
 
 impl QueueId {
-    /// Builds the id of `counter` on `worker` for the run that started at `startup_micros`.
-    /// Only the low 48 bits of `counter` are kept.
-    pub fn from_parts(startup_micros: u64, worker: u16, counter: u64) -> Self {
-        let packed = (u128::from(startup_micros) << 64)
+    /// Builds the id of `counter` on `worker` in the run of `generation`. Only the low 48 bits
+    /// of `counter` are kept.
+    pub fn from_parts(generation: u64, worker: u16, counter: u64) -> Self {
+        let packed = (u128::from(generation) << 64)
             | (u128::from(worker) << COUNTER_BITS)
             | u128::from(counter & COUNTER_MAX);
         let mut text = [b'0'; QUEUE_ID_LEN];
@@ -97,17 +98,17 @@ impl FromStr for QueueId {
 /// Hands out the ids of one worker. Not shared: each worker owns one, so no locking.
 #[derive(Debug)]
 pub struct QueueIdGen {
-    startup_micros: u64,
+    generation: u64,
     worker: u16,
     next: u64,
 }
 
 impl QueueIdGen {
-    /// A generator for `worker` in the run that started at `startup_micros` (µs since the Unix
-    /// epoch, read once at startup and passed to every worker).
-    pub fn new(startup_micros: u64, worker: u16) -> Self {
+    /// A generator for `worker` in the run of `generation` (from `spool::next_generation`,
+    /// once at startup, passed to every worker).
+    pub fn new(generation: u64, worker: u16) -> Self {
         QueueIdGen {
-            startup_micros,
+            generation,
             worker,
             next: 0,
         }
@@ -119,12 +120,12 @@ impl QueueIdGen {
     pub fn next(&mut self) -> QueueId {
         if self.next > COUNTER_MAX {
             // 2^48 ids on one worker (about nine years at a million messages a second): move
-            // to the next microsecond of "startup time". That microsecond lies at least 2^48
-            // messages in the past, so no later run can have started in it.
-            self.startup_micros = self.startup_micros.wrapping_add(1);
+            // to the next generation. As a start time that microsecond lies at least 2^48
+            // messages in the past, so no later run on a sane clock can have it.
+            self.generation = self.generation.wrapping_add(1);
             self.next = 0;
         }
-        let id = QueueId::from_parts(self.startup_micros, self.worker, self.next);
+        let id = QueueId::from_parts(self.generation, self.worker, self.next);
         self.next += 1;
         id
     }

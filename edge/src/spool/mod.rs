@@ -13,8 +13,12 @@
 //! half-written is ever delivered. Every failure is a [`SpoolError`], which the driver answers
 //! with `451 4.3.0`.
 //!
-//! Startup calls [`prepare`] and then [`recover`] (through `delivery::start`) **before** any
-//! worker opens a writer, since recover() empties `tmp/`.
+//! Startup takes the [`SpoolLock`] first (one server per spool), then calls [`prepare`],
+//! [`next_generation`] and [`recover`] (through `delivery::start`) **before** any worker opens a
+//! writer, since recover() empties `tmp/`.
+//!
+//! Everything in the spool is private to the server: directories are mode 0700 and files 0600,
+//! set explicitly so that no umask can widen them.
 //!
 //! [RFC 5321 §6.1]: https://www.rfc-editor.org/rfc/rfc5321#section-6.1
 
@@ -26,11 +30,13 @@ use std::time::SystemTime;
 pub mod format;
 mod group;
 mod id;
+mod instance;
 mod trace;
 mod writer;
 
 pub use format::{encode_file, encode_header, FormatError};
 pub use id::{ParseQueueIdError, QueueId, QueueIdGen, QUEUE_ID_LEN};
+pub use instance::{next_generation, LockError, SpoolLock, GENERATION_FILE};
 pub use trace::{
     push_date_time, received_header, TlsTrace, TraceInfo, WithProtocol, MAX_TRACE_HELO,
 };
@@ -45,6 +51,11 @@ pub const QUEUE_DIR: &str = "queue";
 /// Messages for other domains, from authenticated submission, waiting for the relay: same file
 /// format as `queue/`, with only the remote recipients in the envelope.
 pub const OUTBOUND_DIR: &str = "outbound";
+
+/// Mode of every spool directory: the owner's alone.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every spool file: the owner's alone.
+pub const FILE_MODE: u32 = 0o600;
 
 /// A spool operation failed; the message was not accepted (`451 4.3.0`, [RFC 3463]) and nothing
 /// of it will be delivered.
@@ -82,11 +93,12 @@ pub fn queue_path(dir: &Path, id: &QueueId) -> PathBuf {
     dir.join(QUEUE_DIR).join(id.as_str())
 }
 
-/// Creates `tmp/` and `queue/` under `dir` if missing (blocking; startup only).
+/// Creates `dir` and its `tmp/`, `queue/` and `outbound/` if missing, and makes each of them
+/// mode 0700, whatever they were (blocking; startup only).
 pub fn prepare(dir: &Path) -> Result<(), SpoolError> {
+    instance::create_private_dir(dir)?;
     for sub in [TMP_DIR, QUEUE_DIR, OUTBOUND_DIR] {
-        let path = dir.join(sub);
-        fs::create_dir_all(&path).map_err(|e| SpoolError::new("create dir", &path, e))?;
+        instance::create_private_dir(&dir.join(sub))?;
     }
     Ok(())
 }

@@ -75,7 +75,8 @@ impl SpoolWriter {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "envelope without recipients");
             return Err(SpoolError::new("begin", &tmp, e));
         }
-        let file = transport::File::create_new(&tmp)
+        // 0600 less the umask: a umask can only narrow it.
+        let file = transport::File::create_new(&tmp, super::FILE_MODE)
             .await
             .map_err(|e| SpoolError::new("create", &tmp, e))?;
         let mut head = encode_header(envelope, &id);

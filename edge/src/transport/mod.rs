@@ -163,11 +163,13 @@ impl Stream {
 pub struct File(tokio_uring::fs::File);
 
 impl File {
-    /// Creates `path`, failing if it exists.
-    pub async fn create_new(path: &Path) -> io::Result<File> {
+    /// Creates `path` with permission bits `mode` (less the umask), failing if it exists.
+    pub async fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
         tokio_uring::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(path)
             .await
             .map(File)
