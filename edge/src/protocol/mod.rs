@@ -9,6 +9,7 @@
 
 pub mod address;
 mod auth;
+pub mod client;
 mod command;
 mod connection;
 mod data;
