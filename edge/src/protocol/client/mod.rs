@@ -579,7 +579,9 @@ impl Client {
                 let line = sasl::login_response(step, creds);
                 self.send(now, line, Expect::AuthLogin(step + 1));
             }
-            Expect::AuthPlain | Expect::AuthLogin(2) if reply.code == 235 => {
+            // RFC 4954 says 235; any 2xx is taken as success, as Postfix's client does
+            // (smtp-sink answers 250).
+            _ if reply.is_success() => {
                 self.authenticated = true;
                 self.after_hello(now);
             }

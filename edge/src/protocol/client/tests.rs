@@ -1015,3 +1015,25 @@ fn capabilities_are_read_from_the_ehlo_reply() {
     );
     assert!(!Capabilities::from_reply(&reply(&["PIPELINING"])).pipelining);
 }
+
+#[test]
+fn any_2xx_to_auth_is_success() {
+    // smtp-sink answers AUTH with 250; Postfix's client accepts any 2xx too.
+    let mut cfg = smtp();
+    cfg.credentials = Some(ClientCredentials {
+        username: "relay".into(),
+        password: Secret::new(b"pw".to_vec()),
+        allow_plaintext: true,
+    });
+    let s = script(cfg, vec![]);
+    let t = run_split(
+        &s,
+        &[
+            GREETING,
+            "250-mx\r\n250 AUTH PLAIN\r\n",
+            "250 2.0.0 Ok\r\n221 Bye\r\n",
+        ]
+        .concat(),
+    );
+    assert_eq!(t.events, ["ready", "closed Quit"]);
+}
