@@ -22,6 +22,7 @@
 
 pub mod auth;
 mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod driver;

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::driver::clock;
+use crate::clock;
 use crate::protocol::{Domain, Mailbox};
 use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
 

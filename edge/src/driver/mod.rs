@@ -6,7 +6,6 @@
 //! delivery stage has taken over whatever a crash left in it before any worker accepts a
 //! connection.
 
-pub(crate) mod clock;
 mod session;
 mod worker;
 
@@ -17,6 +16,7 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::watch;
 
+use crate::clock;
 use crate::auth::{AbuseTracker, CredentialStore, Verifier};
 use crate::config::{Config, TlsMode};
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};

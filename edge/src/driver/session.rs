@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::clock;
 use super::worker::WorkerCtx;
 use zeroize::Zeroizing;
 
 use crate::auth::Verdict;
+use crate::clock;
 use crate::guard::{Admission, BanReason};
 use crate::metrics::{AuthResult, RejectReason, WorkerMetrics};
 use crate::protocol::{

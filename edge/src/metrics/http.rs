@@ -11,9 +11,10 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::Metrics;
+use crate::clock::{now, wall};
 
 /// Longest request head (request line and headers) read; longer gets 431 and close. A scrape
 /// request is a few hundred bytes.
@@ -248,17 +249,6 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(now())
 }
 
-// clippy.toml keeps clock reads out of the sans-IO layers. This server is control-plane I/O on
-// its own thread, like the driver, and needs the time for its deadline and the Date header.
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-#[allow(clippy::disallowed_methods)]
-fn wall() -> SystemTime {
-    SystemTime::now()
-}
 
 #[cfg(test)]
 mod tests {

@@ -102,14 +102,11 @@ impl SpoolWriter {
     }
 }
 
-/// Starts timing an fsync wait, for the `Duration` that [`Incoming::commit`] reports.
-///
-/// The one clock read below the driver (see `clippy.toml`): it measures how long an fsync took
-/// and never feeds a decision, so passing the time in from the driver would only split one
-/// measurement across two modules.
-#[allow(clippy::disallowed_methods)]
+/// Starts timing an fsync wait, for the `Duration` that [`Incoming::commit`] reports. It
+/// measures how long an fsync took and never feeds a decision, so passing the time in from the
+/// driver would only split one measurement across two modules.
 fn stopwatch() -> Instant {
-    Instant::now()
+    crate::clock::now()
 }
 
 /// Where an [`Incoming`] stands; decides what `Drop` must clean up.
