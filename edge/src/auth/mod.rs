@@ -22,6 +22,9 @@
 //! - [`verify`]: the [`Verifier`] thread pool. An unknown user costs the same argon2id work as a
 //!   known one, so timing does not tell which logins exist.
 //! - [`abuse`]: the [`AbuseTracker`], shared by all workers, and the tarpit delay.
+//! - [`admission`]: [`CheckSlots`], how many password checks one source may have in flight.
+//! - [`session`]: [`AuthServices`] (all of the above, shared by the workers) and the
+//!   [`AuthDecision`] on each attempt, which the driver executes.
 //! - [`cli`]: `smtp-edge user add|passwd|del`.
 //!
 //! [`AuthConfig`] is the validated `[auth]` section; [`crate::config`] builds it (so `config`
@@ -30,7 +33,9 @@
 //! [RFC 4954]: https://www.rfc-editor.org/rfc/rfc4954
 
 pub mod abuse;
+pub mod admission;
 pub mod cli;
+pub mod session;
 pub mod users;
 pub mod verify;
 
@@ -41,6 +46,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use abuse::{source_of, AbuseTracker, Ban, MAX_TRACKED_SOURCES};
+pub use admission::{CheckSlot, CheckSlots, MAX_CHECKS_PER_SOURCE};
+pub use session::{AuthDecision, AuthServices, SessionAuth, MAX_FAILURES_PER_SESSION};
 pub use users::{
     hash_password, normalize_login, CredentialStore, Credentials, HashParams, MAX_AUTH_FILE,
     MAX_HASH_LANES, MAX_HASH_MEMORY_KIB, MAX_HASH_PASSES, MAX_REPORTED_LINE_ERRORS,

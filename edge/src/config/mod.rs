@@ -375,6 +375,8 @@ impl Config {
             tls_required: listener.require_tls,
             // AUTH only where someone can log in: a submission listener with a users file.
             auth_offered: listener.role == Role::Submission && self.auth.offers_auth(),
+            // Validation refuses a delay on implicit TLS, where the client speaks first.
+            greet_delay: listener.greet_delay,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! delivery stage has taken over whatever a crash left in it before any worker accepts a
 //! connection.
 
+mod context;
 mod session;
 mod worker;
 
@@ -16,8 +17,8 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::watch;
 
+use crate::auth::{AuthServices, CredentialStore};
 use crate::clock;
-use crate::auth::{AbuseTracker, CredentialStore, Verifier};
 use crate::config::{Config, TlsMode};
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
 use crate::guard::Guard;
@@ -27,8 +28,7 @@ use crate::protocol::Role;
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
-use session::ListenerSpec;
-use worker::AuthServices;
+use context::ListenerSpec;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -188,14 +188,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             bans_active,
         }
     }));
-    let store = Arc::new(CredentialStore::new(&cfg.auth));
-    let auth = Arc::new(AuthServices {
-        config: cfg.auth.clone(),
-        verifier: Verifier::new(store.clone(), cfg.auth.verify_threads)?,
-        abuse: AbuseTracker::new(&cfg.auth),
-        in_flight: Default::default(),
-        store,
-    });
+    let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let (stop, stop_rx) = watch::channel(false);
     let specs: Vec<_> = cfg
         .listeners
@@ -205,7 +198,6 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             tls: (l.tls != TlsMode::None).then(|| tls.clone()).flatten(),
             implicit: l.tls == TlsMode::Implicit,
             handshake_timeout: cfg.tls.handshake_timeout,
-            greet_delay: l.greet_delay,
         })
         .collect();
     let mut handles = Vec::new();

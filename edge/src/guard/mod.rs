@@ -13,12 +13,16 @@
 //! ban, never per command: a mutex is cheap at that rate, and the fast path (nothing banned)
 //! is one atomic load.
 
-use std::collections::HashMap;
+mod counts;
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+pub use counts::PerSource;
+
+use crate::protocol::CloseReason;
 use crate::shield::{BanList, Shield, ShieldConfig, ShieldCounters, ShieldError};
 
 /// Most sources remembered in the userspace ban list; the oldest go first.
@@ -55,7 +59,8 @@ pub enum Admission {
     Admit(Slot),
     /// Its source is banned (only seen without the shield, or before the kernel caught up).
     Banned,
-    /// Its source already holds `limits.max_connections_per_ip` connections.
+    /// Its source already holds `limits.max_connections_per_ip` connections (and is banned
+    /// for it).
     TooMany,
 }
 
@@ -80,13 +85,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.guard.lock_counts();
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
+        self.guard.connections.release(&self.ip);
     }
 }
 
@@ -97,7 +96,7 @@ pub struct Guard {
     bans: Mutex<BanList>,
     /// Entries in `bans`, for the lock-free fast path.
     banned: AtomicUsize,
-    connections: Mutex<HashMap<IpAddr, u32>>,
+    connections: PerSource<IpAddr>,
     max_per_ip: u32,
     ban_for: Duration,
 }
@@ -128,13 +127,13 @@ impl Guard {
             shield,
             bans: Mutex::new(BanList::new(MAX_USERSPACE_BANS)),
             banned: AtomicUsize::new(0),
-            connections: Mutex::new(HashMap::new()),
+            connections: PerSource::default(),
             max_per_ip,
             ban_for: Duration::from_secs(cfg.ban_secs),
         }))
     }
 
-    /// Decides on a new connection from `ip`.
+    /// Decides on a new connection from `ip`; a source over its connection limit is banned.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
         // The shield drops a banned source's SYNs only on `shield.ports`; a ban earned on
         // another port (failed AUTH on submission, say) is enforced here, from the same map.
@@ -142,19 +141,29 @@ impl Guard {
             return Admission::Banned;
         }
         let source = source_of(ip);
-        let mut counts = self.lock_counts();
-        let n = counts.entry(source).or_insert(0);
         // Loopback is this host's own software (a content filter, a local relay, a load test):
         // exempt from the per-source limit, as Postfix exempts $mynetworks.
-        if self.max_per_ip != 0 && *n >= self.max_per_ip && !ip.to_canonical().is_loopback() {
+        let cap =
+            (self.max_per_ip != 0 && !ip.to_canonical().is_loopback()).then_some(self.max_per_ip);
+        if !self.connections.take(source, cap) {
+            self.ban(ip, now, BanReason::TooManyConnections);
             return Admission::TooMany;
         }
-        *n += 1;
-        drop(counts);
         Admission::Admit(Slot {
             guard: self.clone(),
             ip: source,
         })
+    }
+
+    /// The engine ended a session from `ip` for `reason`: a client that talked before the
+    /// greeting, or that kept sending bad commands, is banned.
+    pub fn session_closed(&self, ip: IpAddr, now: Instant, reason: CloseReason) {
+        let ban = match reason {
+            CloseReason::Pregreet => BanReason::Pregreet,
+            CloseReason::TooManyErrors => BanReason::BadCommands,
+            CloseReason::Quit | CloseReason::Timeout | CloseReason::Shutdown => return,
+        };
+        self.ban(ip, now, ban);
     }
 
     /// Whether `ip` is banned, in the kernel or in userspace: for sessions that were already
@@ -227,12 +236,6 @@ impl Guard {
         // A panic elsewhere must not take the ban list down with it: the data is still valid.
         self.bans.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 #[cfg(test)]
@@ -260,11 +263,20 @@ mod tests {
         assert!(locals.iter().all(|s| matches!(s, Admission::Admit(_))));
         let s1 = g.admit(a, now);
         let s2 = g.admit(a, now);
-        assert!(matches!(g.admit(a, now), Admission::TooMany));
-        assert!(matches!(g.admit(b, now), Admission::Admit(_)));
+        let s3 = g.admit(b, now);
+        assert!(matches!(s3, Admission::Admit(_)));
         drop(s1);
+        assert!(
+            matches!(g.admit(a, now), Admission::Admit(_)),
+            "a slot came free"
+        );
         assert!(matches!(g.admit(a, now), Admission::Admit(_)));
-        drop(s2);
+        let s4 = g.admit(a, now);
+        assert!(matches!(g.admit(a, now), Admission::TooMany));
+        // Over the limit is a ban: a freed slot does not let the source back in.
+        drop((s2, s4));
+        assert!(matches!(g.admit(a, now), Admission::Banned));
+        assert!(!g.is_banned(b, now));
     }
 
     #[test]
@@ -279,6 +291,27 @@ mod tests {
         assert!(matches!(g.admit(v6, now), Admission::Banned));
         assert!(!g.is_banned(v6, now + Duration::from_secs(61)));
         assert_eq!(g.stats(now + Duration::from_secs(61)).1, 0);
+    }
+
+    #[test]
+    fn sessions_closed_for_misbehaviour_ban_their_source() {
+        let g = guard(0);
+        let now = Instant::now();
+        let polite: IpAddr = "192.0.2.1".parse().unwrap();
+        for reason in [
+            CloseReason::Quit,
+            CloseReason::Timeout,
+            CloseReason::Shutdown,
+        ] {
+            g.session_closed(polite, now, reason);
+        }
+        assert!(!g.is_banned(polite, now));
+        let bot: IpAddr = "192.0.2.2".parse().unwrap();
+        g.session_closed(bot, now, CloseReason::Pregreet);
+        assert!(matches!(g.admit(bot, now), Admission::Banned));
+        let noisy: IpAddr = "192.0.2.3".parse().unwrap();
+        g.session_closed(noisy, now, CloseReason::TooManyErrors);
+        assert!(g.is_banned(noisy, now));
     }
 
     #[test]

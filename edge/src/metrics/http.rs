@@ -249,7 +249,6 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(now())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,11 @@ pub enum CloseReason {
     TooManyErrors,
     /// The server is shutting down (421 sent).
     Shutdown,
+    /// The client talked before the greeting, which `EngineConfig::greet_delay` held back
+    /// (554 sent in place of the 220, [RFC 5321 §3.1]): a bot that does not wait for replies.
+    ///
+    /// [RFC 5321 §3.1]: https://www.rfc-editor.org/rfc/rfc5321#section-3.1
+    Pregreet,
 }
 
 /// A failure of the spool, reported to the engine after `Event::MessageEnd`; the client gets

@@ -81,6 +81,10 @@ pub struct EngineConfig {
     pub tls_required: bool,
     /// SMTP AUTH is offered (submission with a credential store); only inside TLS.
     pub auth_offered: bool,
+    /// How long the 220 greeting is held back on a cleartext session; zero sends it at once. A
+    /// client that talks before it gets 554 and the session closes with
+    /// [`CloseReason::Pregreet`](super::CloseReason::Pregreet).
+    pub greet_delay: Duration,
 }
 
 impl EngineConfig {
@@ -104,6 +108,7 @@ impl EngineConfig {
             tls_offered: false,
             tls_required: false,
             auth_offered: false,
+            greet_delay: Duration::ZERO,
         }
     }
 }

@@ -29,102 +29,177 @@ struct Outcome {
     /// The content of each message that reached the spool.
     messages: Vec<Vec<u8>>,
     closed: bool,
+    /// The engine's next deadline, from the start of the session.
+    deadline: Option<Duration>,
 }
 
-/// Feeds `chunks` into a fresh engine, answering every `MessageEnd` with a successful spool.
-fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
-    let now = Instant::now();
+/// One thing that happens to a session in a test script.
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    /// Bytes from the client, at the current time.
+    Input(&'a [u8]),
+    /// The clock moves on by this much, and the engine is told (`handle_timeout`).
+    Wait(Duration),
+    /// The server starts shutting down (`handle_shutdown`).
+    Shutdown,
+    /// The spool fails the next message (451) instead of queueing it.
+    FailNextSpool,
+    /// The TLS layer is in place after STARTTLS (`handle_tls_established`); input the engine
+    /// left unread before it was dropped, as the driver drops it.
+    TlsEstablished,
+    /// The client is in the trusted networks (`grant_trusted`).
+    GrantTrusted,
+}
+
+/// What the test driver has seen so far.
+#[derive(Default)]
+struct Recorder {
+    out: Vec<u8>,
+    events: Vec<String>,
+    messages: Vec<Vec<u8>>,
+    current: Option<Vec<u8>>,
+    fail_next_spool: bool,
+}
+
+impl Recorder {
+    /// Acts on every queued event as a driver would; true if the engine got an answer it was
+    /// waiting for (a spool verdict or an AUTH outcome), so that it may read on.
+    fn drain(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        let mut progressed = false;
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::MessageStart { txn, envelope } => {
+                    self.current = Some(Vec::new());
+                    let rcpts: Vec<String> =
+                        envelope.rcpt_to.iter().map(|m| m.to_string()).collect();
+                    self.events
+                        .push(format!("start {} {}", txn.0, rcpts.join(",")));
+                }
+                Event::MessageData { data, .. } => {
+                    self.current.as_mut().unwrap().extend_from_slice(&data);
+                    conn.recycle(data);
+                }
+                Event::MessageEnd { txn } => {
+                    self.events.push(format!("end {}", txn.0));
+                    let content = self.current.take().unwrap();
+                    if std::mem::take(&mut self.fail_next_spool) {
+                        conn.handle_spooled(now, txn, Err(SpoolFault));
+                    } else {
+                        self.messages.push(content);
+                        conn.handle_spooled(now, txn, Ok("QUEUEID"));
+                    }
+                    progressed = true;
+                }
+                Event::MessageAbort { txn, reason } => {
+                    self.current = None;
+                    self.events.push(format!("abort {} {reason:?}", txn.0));
+                }
+                Event::StartTls => self.events.push("starttls".to_owned()),
+                Event::Authenticate(c) => {
+                    self.events
+                        .push(format!("auth {} {}", c.mechanism, c.username));
+                    // The test store: alice/secret is good, anything else is not.
+                    let outcome = if c.username == "alice@example.test"
+                        && c.password.expose() == b"secret"
+                        && c.authorize_as.is_none()
+                    {
+                        AuthOutcome::Success {
+                            login: c.username.clone(),
+                            senders: vec!["alice@example.test".into(), "sales@example.test".into()],
+                        }
+                    } else {
+                        AuthOutcome::Invalid
+                    };
+                    conn.handle_auth(now, outcome);
+                    progressed = true;
+                }
+                Event::Rejected(r) => self.events.push(format!("rejected {r:?}")),
+                Event::Close(reason) => self.events.push(format!("close {reason:?}")),
+            }
+        }
+        progressed
+    }
+}
+
+/// Plays `steps` on a fresh engine, answering every `MessageEnd` with a successful spool
+/// unless told otherwise.
+fn run_steps(cfg: &EngineConfig, steps: &[Step]) -> Outcome {
+    let start = Instant::now();
+    let mut now = start;
     let mut conn = if SECURE.with(|s| s.get()) {
         Connection::new_secure(Arc::new(cfg.clone()), now)
     } else {
         Connection::new(Arc::new(cfg.clone()), now)
     };
-    let mut out = Vec::new();
-    let mut events = Vec::new();
-    let mut messages = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    for chunk in chunks {
-        let mut rest: &[u8] = chunk;
-        loop {
-            let used = conn.handle_input(now, rest);
-            rest = &rest[used..];
-            let mut progressed = false;
-            while let Some(ev) = conn.poll_event() {
-                match ev {
-                    Event::MessageStart { txn, envelope } => {
-                        current = Some(Vec::new());
-                        let rcpts: Vec<String> =
-                            envelope.rcpt_to.iter().map(|m| m.to_string()).collect();
-                        events.push(format!("start {} {}", txn.0, rcpts.join(",")));
+    let mut r = Recorder::default();
+    for step in steps {
+        match *step {
+            Step::Input(chunk) => {
+                let mut rest = chunk;
+                loop {
+                    let used = conn.handle_input(now, rest);
+                    rest = &rest[used..];
+                    if !r.drain(&mut conn, now) || rest.is_empty() {
+                        break;
                     }
-                    Event::MessageData { data, .. } => {
-                        current.as_mut().unwrap().extend_from_slice(&data);
-                        conn.recycle(data);
-                    }
-                    Event::MessageEnd { txn } => {
-                        events.push(format!("end {}", txn.0));
-                        messages.push(current.take().unwrap());
-                        conn.handle_spooled(now, txn, Ok("QUEUEID"));
-                        progressed = true;
-                    }
-                    Event::MessageAbort { txn, reason } => {
-                        current = None;
-                        events.push(format!("abort {} {reason:?}", txn.0));
-                    }
-                    Event::StartTls => events.push("starttls".to_owned()),
-                    Event::Authenticate(c) => {
-                        events.push(format!("auth {} {}", c.mechanism, c.username));
-                        // The test store: alice/secret is good, anything else is not.
-                        let outcome = if c.username == "alice@example.test"
-                            && c.password.expose() == b"secret"
-                            && c.authorize_as.is_none()
-                        {
-                            AuthOutcome::Success {
-                                login: c.username.clone(),
-                                senders: vec![
-                                    "alice@example.test".into(),
-                                    "sales@example.test".into(),
-                                ],
-                            }
-                        } else {
-                            AuthOutcome::Invalid
-                        };
-                        conn.handle_auth(now, outcome);
-                        progressed = true;
-                    }
-                    Event::Rejected(r) => events.push(format!("rejected {r:?}")),
-                    Event::Close(reason) => events.push(format!("close {reason:?}")),
                 }
             }
-            if rest.is_empty() || !progressed {
-                break;
+            Step::Wait(d) => {
+                now += d;
+                conn.handle_timeout(now);
+                r.drain(&mut conn, now);
             }
+            Step::Shutdown => {
+                conn.handle_shutdown();
+                r.drain(&mut conn, now);
+            }
+            Step::FailNextSpool => r.fail_next_spool = true,
+            Step::TlsEstablished => conn.handle_tls_established(now),
+            Step::GrantTrusted => conn.grant_trusted(),
         }
-        let _ = conn.poll_transmit(&mut out);
+        let _ = conn.poll_transmit(&mut r.out);
     }
-    let _ = conn.poll_transmit(&mut out);
-    let text = String::from_utf8(out).unwrap();
+    let text = String::from_utf8(r.out).unwrap();
     Outcome {
         replies: text.split_terminator("\r\n").map(str::to_owned).collect(),
-        events,
-        messages,
+        events: r.events,
+        messages: r.messages,
         closed: conn.is_closed(),
+        deadline: conn.poll_timeout().map(|d| d - start),
     }
+}
+
+/// Feeds `chunks` into a fresh engine, all at one instant.
+fn run_with(cfg: &EngineConfig, chunks: &[&[u8]]) -> Outcome {
+    let steps: Vec<Step> = chunks.iter().map(|c| Step::Input(c)).collect();
+    run_steps(cfg, &steps)
+}
+
+/// Plays `steps` as they are, then with each input split at every index, then with each input
+/// fed byte by byte; all must agree.
+fn run_split_steps<'a>(cfg: &EngineConfig, steps: &[Step<'a>]) -> Outcome {
+    let whole = run_steps(cfg, steps);
+    for (k, step) in steps.iter().enumerate() {
+        let Step::Input(input) = *step else { continue };
+        let replaced = |pieces: Vec<&'a [u8]>| -> Vec<Step<'a>> {
+            let mut v = steps[..k].to_vec();
+            v.extend(pieces.into_iter().map(Step::Input));
+            v.extend_from_slice(&steps[k + 1..]);
+            v
+        };
+        for i in 0..=input.len() {
+            let split = replaced(vec![&input[..i], &input[i..]]);
+            assert_eq!(run_steps(cfg, &split), whole, "step {k} split at {i}");
+        }
+        let bytes = replaced(input.chunks(1).collect());
+        assert_eq!(run_steps(cfg, &bytes), whole, "step {k} byte by byte");
+    }
+    whole
 }
 
 /// Runs `input` whole, split at every index, and byte by byte; all must agree.
 fn run_split(cfg: &EngineConfig, input: &[u8]) -> Outcome {
-    let whole = run_with(cfg, &[input]);
-    for i in 0..=input.len() {
-        assert_eq!(
-            run_with(cfg, &[&input[..i], &input[i..]]),
-            whole,
-            "split at {i}"
-        );
-    }
-    let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(run_with(cfg, &bytes), whole, "byte by byte");
-    whole
+    run_split_steps(cfg, &[Step::Input(input)])
 }
 
 fn delivery(input: &str) -> Outcome {
@@ -547,6 +622,27 @@ fn rset_abandons_a_bdat_message() {
 
 #[test]
 fn spool_failure_gives_451_and_the_session_goes_on() {
+    let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n";
+    let o = run_split_steps(
+        &cfg(Role::Delivery),
+        &[Step::FailNextSpool, Step::Input(input)],
+    );
+    assert_eq!(
+        o.replies[o.replies.len() - 3..],
+        [
+            "354 End data with <CR><LF>.<CR><LF>",
+            "451 4.3.0 Temporary failure storing the message; try again later",
+            "250 2.0.0 Ok",
+        ]
+    );
+    assert_eq!(o.events, ["start 0 b@example.test", "end 0"]);
+    assert!(o.messages.is_empty() && !o.closed);
+}
+
+/// The driver contract, call by call (so not split): nothing after the end of data is read
+/// before the spool's verdict, and a verdict for another transaction is ignored.
+#[test]
+fn input_waits_for_the_spool_and_stale_verdicts_are_ignored() {
     let now = Instant::now();
     let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
     let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n";
@@ -571,95 +667,157 @@ fn spool_failure_gives_451_and_the_session_goes_on() {
 
 #[test]
 fn timeouts_follow_rfc5321_and_spurious_calls_do_nothing() {
-    let t0 = Instant::now();
-    let c = Arc::new(cfg(Role::Delivery));
-    let mut conn = Connection::new(c.clone(), t0);
-    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(300)));
-    conn.handle_timeout(t0 + Duration::from_secs(299));
-    assert!(!conn.is_closed());
-    let _ = conn.handle_input(
-        t0,
-        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n",
+    let c = cfg(Role::Delivery);
+    let secs = Duration::from_secs;
+    // §4.5.3.2.7: five minutes for a command; an early call changes nothing.
+    let idle = run_split_steps(&c, &[Step::Wait(secs(299))]);
+    assert!(!idle.closed);
+    assert_eq!(idle.deadline, Some(secs(300)));
+    // §4.5.3.2.5: three minutes for each block of data.
+    let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n";
+    let data = run_split_steps(&c, &[Step::Input(input), Step::Wait(secs(179))]);
+    assert_eq!((data.closed, data.deadline), (false, Some(secs(180))));
+    let o = run_split_steps(&c, &[Step::Input(input), Step::Wait(secs(180))]);
+    assert!(o.closed);
+    assert_eq!(
+        o.replies.last().unwrap(),
+        "421 4.4.2 mx.example.test Timeout waiting for client input"
     );
-    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(180)));
-    conn.handle_timeout(t0 + Duration::from_secs(180));
-    assert!(conn.is_closed());
-    let mut out = Vec::new();
-    let _ = conn.poll_transmit(&mut out);
-    assert!(String::from_utf8(out)
-        .unwrap()
-        .ends_with("421 4.4.2 mx.example.test Timeout waiting for client input\r\n"));
-    let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
-    assert!(matches!(
-        events.last(),
-        Some(Event::Close(CloseReason::Timeout))
-    ));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::MessageAbort { reason: None, .. })));
+    assert_eq!(
+        o.events,
+        ["start 0 b@example.test", "abort 0 None", "close Timeout"]
+    );
+}
+
+fn delayed(ms: u64) -> EngineConfig {
+    let mut c = cfg(Role::Delivery);
+    c.greet_delay = Duration::from_millis(ms);
+    c
+}
+
+#[test]
+fn the_greeting_delay_is_an_engine_deadline() {
+    let c = delayed(300);
+    // Nothing goes out until the delay has passed; then the 220, and the command timeout runs
+    // from it.
+    let held = run_split_steps(&c, &[Step::Wait(Duration::from_millis(299))]);
+    assert!(held.replies.is_empty() && !held.closed, "{held:?}");
+    assert_eq!(held.deadline, Some(Duration::from_millis(300)));
+    let greeted = run_split_steps(&c, &[Step::Wait(Duration::from_millis(300))]);
+    assert_eq!(greeted.replies, ["220 mx.example.test ESMTP smtp-edge"]);
+    assert_eq!(
+        greeted.deadline,
+        Some(Duration::from_millis(300) + Duration::from_secs(300))
+    );
+    // A client that waited gets the same dialogue as one that was never made to.
+    let input =
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let patient = run_split_steps(
+        &c,
+        &[Step::Wait(Duration::from_millis(300)), Step::Input(input)],
+    );
+    let prompt = run_split(&cfg(Role::Delivery), input);
+    assert_eq!(
+        (patient.replies, patient.events, patient.messages),
+        (prompt.replies, prompt.events, prompt.messages)
+    );
+}
+
+#[test]
+fn pregreet_talking_before_the_banner_gets_554_and_closes() {
+    let c = delayed(300);
+    let steps = [
+        Step::Wait(Duration::from_millis(100)),
+        Step::Input(b"EHLO bot.test\r\nMAIL FROM:<a@b.test>\r\n"),
+        Step::Wait(Duration::from_millis(300)),
+    ];
+    let o = run_split_steps(&c, &steps);
+    // In place of the 220, never after it; nothing the bot said is answered.
+    assert_eq!(
+        o.replies,
+        ["554 5.5.1 mx.example.test Protocol error: talked before the greeting"]
+    );
+    assert_eq!(o.events, ["close Pregreet"]);
+    assert!(o.closed && o.deadline.is_none());
+}
+
+#[test]
+fn no_greeting_delay_on_implicit_tls_or_when_unset() {
+    SECURE.with(|s| s.set(true));
+    let secure = run_split_steps(&delayed(300), &[Step::Input(b"NOOP\r\n")]);
+    SECURE.with(|s| s.set(false));
+    assert_eq!(secure.replies[0], "220 mx.example.test ESMTP smtp-edge");
+    assert_eq!(secure.replies[1], "250 2.0.0 Ok");
+    let unset = delivery("NOOP\r\n");
+    assert_eq!(unset.replies, secure.replies);
+}
+
+#[test]
+fn shutdown_while_the_greeting_is_held_sends_421_instead() {
+    let o = run_split_steps(&delayed(300), &[Step::Shutdown]);
+    assert_eq!(
+        o.replies,
+        ["421 4.3.2 mx.example.test Service shutting down"]
+    );
+    assert_eq!(o.events, ["close Shutdown"]);
 }
 
 #[test]
 fn a_command_trickled_byte_by_byte_does_not_extend_the_deadline() {
-    let t0 = Instant::now();
-    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), t0);
-    let step = Duration::from_secs(60);
+    let c = cfg(Role::Delivery);
+    let minute = Duration::from_secs(60);
     // One byte a minute: each arrives before the 5-minute timeout, but the line never ends.
-    for (i, b) in b"NOOP".iter().enumerate() {
-        let _ = conn.handle_input(t0 + step * (i as u32 + 1), std::slice::from_ref(b));
+    let mut steps = Vec::new();
+    for b in [&b"N"[..], b"O", b"O", b"P"] {
+        steps.extend([Step::Wait(minute), Step::Input(b)]);
     }
-    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(300)));
-    conn.handle_timeout(t0 + Duration::from_secs(300));
-    assert!(conn.is_closed());
+    let trickled = run_split_steps(&c, &steps);
+    assert_eq!(trickled.deadline, Some(minute * 5));
+    steps.push(Step::Wait(minute));
+    assert!(run_split_steps(&c, &steps).closed);
     // A complete command does restart the clock.
-    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), t0);
-    let _ = conn.handle_input(t0 + step, b"NOOP\r\n");
-    assert_eq!(
-        conn.poll_timeout(),
-        Some(t0 + step + Duration::from_secs(300))
-    );
+    let o = run_split_steps(&c, &[Step::Wait(minute), Step::Input(b"NOOP\r\n")]);
+    assert_eq!(o.deadline, Some(minute * 6));
 }
 
 #[test]
 fn shutdown_lets_a_message_in_flight_finish() {
-    let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
-    let _ = conn.handle_input(
-        now,
-        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart",
+    let c = cfg(Role::Delivery);
+    let start = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart";
+    let in_flight = run_split_steps(&c, &[Step::Input(start), Step::Shutdown]);
+    assert!(!in_flight.closed);
+    let steps = [
+        Step::Input(start),
+        Step::Shutdown,
+        Step::Input(b"\r\n.\r\n"),
+    ];
+    let o = run_split_steps(&c, &steps);
+    assert!(o.closed);
+    assert_eq!(
+        o.replies[o.replies.len() - 2..],
+        [
+            "250 2.0.0 Ok: queued as QUEUEID",
+            "421 4.3.2 mx.example.test Service shutting down"
+        ]
     );
-    conn.handle_shutdown();
-    assert!(!conn.is_closed());
-    let _ = conn.handle_input(now, b"\r\n.\r\n");
-    let txn = std::iter::from_fn(|| conn.poll_event())
-        .find_map(|e| match e {
-            Event::MessageEnd { txn } => Some(txn),
-            _ => None,
-        })
-        .unwrap();
-    conn.handle_spooled(now, txn, Ok("Q"));
-    assert!(conn.is_closed());
-    let mut out = Vec::new();
-    let _ = conn.poll_transmit(&mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert!(
-        text.ends_with(
-            "250 2.0.0 Ok: queued as Q\r\n421 4.3.2 mx.example.test Service shutting down\r\n"
-        ),
-        "{text}"
-    );
+    assert_eq!(o.messages, [b"part\r\n".to_vec()]);
 
-    let mut idle = Connection::new(Arc::new(cfg(Role::Delivery)), now);
-    idle.handle_shutdown();
-    assert!(idle.is_closed());
+    let idle = run_split_steps(&c, &[Step::Shutdown]);
+    assert!(idle.closed);
+    assert_eq!(idle.events, ["close Shutdown"]);
 }
 
 #[test]
 fn nothing_is_read_after_quit() {
-    let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
-    let input = b"QUIT\r\nNOOP\r\n";
-    assert_eq!(conn.handle_input(now, input), 6);
+    let o = delivery("QUIT\r\nNOOP\r\n");
+    assert_eq!(
+        o.replies,
+        [
+            "220 mx.example.test ESMTP smtp-edge",
+            "221 2.0.0 mx.example.test Bye"
+        ]
+    );
+    assert_eq!(o.events, ["close Quit"]);
 }
 
 fn tls_cfg(role: Role, required: bool) -> EngineConfig {
@@ -680,53 +838,40 @@ fn starttls_is_advertised_and_answered() {
 #[test]
 fn starttls_pipelined_plaintext_dropped() {
     // CVE-2011-0411: commands sent in the clear behind STARTTLS must never run inside TLS.
-    let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(tls_cfg(Role::Delivery, false)), now);
     let input = b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<a@r.test>\r\n";
-    let used = conn.handle_input(now, input);
-    assert_eq!(&input[used..], b"RSET\r\nMAIL FROM:<a@r.test>\r\n");
-    assert!(matches!(conn.poll_event(), Some(Event::StartTls)));
-    // Still nothing is read before the handshake.
-    assert_eq!(conn.handle_input(now, &input[used..]), 0);
-    conn.handle_tls_established(now);
-    assert!(conn.is_secure());
-    let mut out = Vec::new();
-    let _ = conn.poll_transmit(&mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert!(text.ends_with("220 2.0.0 Ready to start TLS\r\n"), "{text}");
-    assert_eq!(
-        text.matches("\r\n250 2.0.0").count(),
-        0,
-        "RSET answered: {text}"
+    let o = run_split_steps(
+        &tls_cfg(Role::Delivery, false),
+        &[Step::Input(input), Step::TlsEstablished],
     );
+    assert_eq!(o.replies.last().unwrap(), "220 2.0.0 Ready to start TLS");
+    assert!(!o.replies.iter().any(|r| r.starts_with("250 2.")), "{o:?}");
+    assert_eq!(o.events, ["starttls"]);
 }
 
 #[test]
 fn after_starttls_the_session_starts_over() {
-    let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(tls_cfg(Role::Delivery, false)), now);
-    let _ = conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nSTARTTLS\r\n");
-    conn.handle_tls_established(now);
-    let mut out = Vec::new();
-    let _ = conn.poll_transmit(&mut out);
-    out.clear();
-    // The transaction and the EHLO are forgotten: MAIL needs a new EHLO.
-    let _ = conn.handle_input(
-        now,
-        b"MAIL FROM:<a@r.test>\r\nEHLO c\r\nSTARTTLS\r\nSTARTTLS x\r\n",
-    );
-    let _ = conn.poll_transmit(&mut out);
-    let text = String::from_utf8(out).unwrap();
+    let steps = [
+        Step::Input(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nSTARTTLS\r\n"),
+        Step::TlsEstablished,
+        // The transaction and the EHLO are forgotten: MAIL needs a new EHLO.
+        Step::Input(b"MAIL FROM:<a@r.test>\r\nEHLO c\r\nSTARTTLS\r\nSTARTTLS x\r\n"),
+    ];
+    let o = run_split_steps(&tls_cfg(Role::Delivery, false), &steps);
+    let after = o
+        .replies
+        .iter()
+        .position(|r| r == "220 2.0.0 Ready to start TLS")
+        .unwrap();
+    let inside = &o.replies[after + 1..];
+    assert_eq!(inside[0], "503 5.5.1 Send HELO/EHLO first");
     assert!(
-        text.starts_with("503 5.5.1 Send HELO/EHLO first\r\n"),
-        "{text}"
+        !inside.iter().any(|r| r[4..] == *"STARTTLS"),
+        "offered again: {inside:?}"
     );
-    assert!(
-        !text.contains("250 STARTTLS"),
-        "STARTTLS offered again: {text}"
+    assert_eq!(
+        inside[inside.len() - 2..],
+        ["503 5.5.1 TLS already active", "501 5.5.4 Syntax: STARTTLS"]
     );
-    assert!(text.contains("503 5.5.1 TLS already active\r\n"), "{text}");
-    assert!(text.ends_with("501 5.5.4 Syntax: STARTTLS\r\n"), "{text}");
 }
 
 #[test]
@@ -912,19 +1057,19 @@ fn auth_is_not_offered_on_delivery() {
 
 #[test]
 fn trusted_networks_submit_without_auth_but_not_bounces() {
-    let now = Instant::now();
-    let mut conn = Connection::new(Arc::new(cfg(Role::Submission)), now);
-    conn.grant_trusted();
-    let _ = conn.handle_input(
-        now,
-        b"EHLO c\r\nMAIL FROM:<>\r\nMAIL FROM:<anyone@example.test>\r\nRCPT TO:<x@remote.test>\r\n",
+    let input =
+        b"EHLO c\r\nMAIL FROM:<>\r\nMAIL FROM:<anyone@example.test>\r\nRCPT TO:<x@remote.test>\r\n";
+    let o = run_split_steps(
+        &cfg(Role::Submission),
+        &[Step::GrantTrusted, Step::Input(input)],
     );
-    let mut out = Vec::new();
-    let _ = conn.poll_transmit(&mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert!(
-        text.ends_with("553 5.7.1 Null sender not allowed on submission\r\n250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"),
-        "{text}"
+    assert_eq!(
+        o.replies[o.replies.len() - 3..],
+        [
+            "553 5.7.1 Null sender not allowed on submission",
+            "250 2.1.0 Sender ok",
+            "250 2.1.5 Recipient ok"
+        ]
     );
 }
 

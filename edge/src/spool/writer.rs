@@ -298,7 +298,7 @@ mod tests {
     fn commit_publishes_exact_bytes_in_queue() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
-        tokio_uring::start(async {
+        crate::transport::run(256, async {
             let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
                 .await
                 .unwrap();
@@ -326,14 +326,14 @@ mod tests {
         const N: usize = 32;
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
-        tokio_uring::start(async {
+        crate::transport::run(256, async {
             let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
                 .await
                 .unwrap();
             let tasks: Vec<_> = (0..N)
                 .map(|i| {
                     let w = w.clone();
-                    tokio_uring::spawn(async move {
+                    crate::transport::spawn(async move {
                         let mut m = w.begin(&envelope(&["a@example.test"]), &trace()).await?;
                         let (res, _) = m.append(format!("message {i}\r\n").into_bytes()).await;
                         res?;
@@ -363,7 +363,7 @@ mod tests {
     fn abort_and_drop_leave_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
-        tokio_uring::start(async {
+        crate::transport::run(256, async {
             let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
                 .await
                 .unwrap();
@@ -390,7 +390,7 @@ mod tests {
     fn errors_name_op_and_path() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
-        tokio_uring::start(async {
+        crate::transport::run(256, async {
             let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
                 .await
                 .unwrap();
@@ -409,7 +409,7 @@ mod tests {
             assert_eq!(err.op, "begin");
         });
         let missing = tempfile::tempdir().unwrap();
-        tokio_uring::start(async {
+        crate::transport::run(256, async {
             let err = SpoolWriter::open(&missing.path().join("nope"), QueueIdGen::new(1, 0))
                 .await
                 .unwrap_err();

@@ -4,12 +4,28 @@
 //! tokio-uring. Buffers are owned and travel into the kernel and back, as io_uring requires: every
 //! call returns its buffer whether it succeeded or not.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio_uring::buf::fixed::{FixedBuf, FixedBufPool};
 use tokio_uring::buf::BoundedBuf;
+
+/// Runs `future` to completion on a new io_uring runtime owning this thread, its ring sized
+/// for `entries` submissions; tasks it spawns ([`spawn`]) stay on this thread.
+pub fn run<F: Future>(entries: u32, future: F) -> F::Output {
+    tokio_uring::builder().entries(entries).start(future)
+}
+
+/// Spawns a task on this thread's ring (within [`run`]).
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    tokio_uring::spawn(task)
+}
 
 /// Backlog of each listening socket; high because an MX sees connection bursts.
 const LISTEN_BACKLOG: i32 = 4096;

@@ -6,6 +6,10 @@
 //! - output, polled after every input: [`Connection::poll_event`] until `None` (events come in
 //!   the order the driver must act on them), [`Connection::poll_transmit`] (replies, in order),
 //!   then [`Connection::poll_timeout`] for the next deadline.
+//!
+//! Every timer is the engine's: the greeting delay, then the command and data timeouts of
+//! RFC 5321 §4.5.3.2. [`Connection::poll_timeout`] gives the next one, and
+//! [`Connection::handle_timeout`] acts on whichever has passed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -92,6 +96,9 @@ pub struct Connection {
     body: Vec<u8>,
     replies: Vec<u8>,
     events: VecDeque<Event>,
+    /// The 220 is held back until then ([`EngineConfig::greet_delay`]); input before it is a
+    /// pregreet.
+    greet_at: Option<Instant>,
     deadline: Instant,
     /// Shutdown asked for while a message was in flight: close after its reply.
     closing: bool,
@@ -138,15 +145,18 @@ impl std::fmt::Debug for Connection {
             .field("phase", &self.phase)
             .field("greeting", &self.greeting)
             .field("bad_commands", &self.bad_commands)
+            .field("greet_at", &self.greet_at)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// A new session; the 220 greeting is queued.
+    /// A new session; the 220 greeting is queued, and held back for
+    /// [`EngineConfig::greet_delay`] if that is set.
     pub fn new(cfg: Arc<EngineConfig>, now: Instant) -> Self {
         let mut conn = Connection {
             deadline: now + cfg.timeouts.command,
+            greet_at: (!cfg.greet_delay.is_zero()).then(|| now + cfg.greet_delay),
             cfg,
             phase: Phase::Command,
             greeting: None,
@@ -168,12 +178,13 @@ impl Connection {
     }
 
     /// A new session on a connection that is already encrypted (implicit TLS, [RFC 8314 §3.3]);
-    /// the 220 greeting is queued.
+    /// the 220 greeting is queued and never held back: the client speaks first, in the handshake.
     ///
     /// [RFC 8314 §3.3]: https://www.rfc-editor.org/rfc/rfc8314#section-3.3
     pub fn new_secure(cfg: Arc<EngineConfig>, now: Instant) -> Self {
         let mut conn = Connection::new(cfg, now);
         conn.secure = true;
+        conn.greet_at = None;
         conn
     }
 
@@ -245,6 +256,9 @@ impl Connection {
     ///
     /// [RFC 2920]: https://www.rfc-editor.org/rfc/rfc2920
     pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> usize {
+        if self.greet_at.is_some() && !input.is_empty() {
+            return self.pregreet(input.len());
+        }
         let lines_before = self.lines_read;
         let mut used = 0;
         while used < input.len() {
@@ -305,8 +319,19 @@ impl Connection {
         }
     }
 
-    /// Ends the session with 421 if its deadline has passed; earlier calls do nothing.
+    /// Acts on the deadline that has passed: releases the held greeting (the command timeout
+    /// then runs from it), or ends the session with 421. Earlier calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        match self.greet_at {
+            Some(at) if now >= at => {
+                // The client waited, as it should: the banner goes out now.
+                self.greet_at = None;
+                self.deadline = now + self.cfg.timeouts.command;
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
         if self.poll_timeout().is_some_and(|d| now >= d) {
             self.reply(Reply::service_closing(&self.cfg.hostname, Closing::Timeout));
             self.close(CloseReason::Timeout);
@@ -316,6 +341,10 @@ impl Connection {
     /// The server is stopping: an idle session gets 421 now; one with a message in flight
     /// finishes it first.
     pub fn handle_shutdown(&mut self) {
+        if self.greet_at.take().is_some() {
+            // The 421 goes out in place of the greeting (RFC 5321 §3.1).
+            self.replies.clear();
+        }
         match self.phase {
             // Between BDAT chunks a message is still in flight.
             Phase::Command if !self.in_message() => self.close_shutdown(),
@@ -324,10 +353,11 @@ impl Connection {
         }
     }
 
-    /// Appends queued replies to `out`; returns whether there were any.
+    /// Appends queued replies to `out`; returns whether there were any. Nothing comes out while
+    /// the greeting is held back.
     #[must_use]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.replies.is_empty() {
+        if self.replies.is_empty() || self.greet_at.is_some() {
             return false;
         }
         out.append(&mut self.replies);
@@ -340,12 +370,16 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// When [`Connection::handle_timeout`] should next be called ([RFC 5321 §4.5.3.2]);
-    /// `None` while the server itself is busy (spooling) or the session is over.
+    /// When [`Connection::handle_timeout`] should next be called: the end of the greeting
+    /// delay, then the client's timeout ([RFC 5321 §4.5.3.2]); `None` while the server itself
+    /// is busy (spooling) or the session is over.
     ///
     /// [RFC 5321 §4.5.3.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.2
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.greet_at.is_some() {
+            return self.greet_at;
+        }
         match self.phase {
             Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => None,
             _ => Some(self.deadline),
@@ -386,6 +420,18 @@ impl Connection {
         self.abort_content();
         self.phase = Phase::Closed;
         self.events.push_back(Event::Close(reason));
+    }
+
+    /// The client talked while the greeting was held back: 554 in place of the 220
+    /// ([RFC 5321 §3.1]), and the session ends without reading any of it.
+    ///
+    /// [RFC 5321 §3.1]: https://www.rfc-editor.org/rfc/rfc5321#section-3.1
+    fn pregreet(&mut self, input_len: usize) -> usize {
+        self.greet_at = None;
+        self.replies.clear();
+        self.reply(Reply::pregreet(&self.cfg.hostname));
+        self.close(CloseReason::Pregreet);
+        input_len
     }
 
     fn close_shutdown(&mut self) {

@@ -1,0 +1,417 @@
+//! One connection on a worker: the thin loop between the ring and the engine.
+//!
+//! Receive into an owned buffer, pass it through TLS when the session has it, feed the engine
+//! with the current time, carry out its events, send its replies. The engine keeps every
+//! protocol timer (greeting delay included); the guard decides admission and bans, and `auth`
+//! decides on each AUTH attempt. This loop decides nothing: it executes.
+
+mod events;
+mod tls;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::context::{ListenerSpec, WorkerCtx};
+use crate::auth::SessionAuth;
+use crate::clock;
+use crate::guard::Admission;
+use crate::metrics::WorkerMetrics;
+use crate::protocol::{Closing, Connection, Reply, Role, TxnId};
+use crate::spool::{Incoming, SpoolError};
+use crate::transport::{RecvBuf, Stream};
+use tls::SessionTls;
+
+/// The message being received, and whether its spool entry is still healthy.
+struct InFlight {
+    txn: TxnId,
+    entry: Result<Incoming, SpoolError>,
+}
+
+/// What the per-session log line reports.
+struct Summary {
+    outcome: &'static str,
+    queue_ids: Vec<String>,
+    rejected: u32,
+}
+
+/// Everything a session owns besides the socket.
+struct Session {
+    /// How long one send may take before the client is given up on.
+    send_timeout: Duration,
+    /// The server is stopping; the engine has been told.
+    stopping: bool,
+    /// Close after the replies now queued: an AUTH decision said so.
+    closing: bool,
+    auth: SessionAuth,
+    ctx: Rc<WorkerCtx>,
+    peer: SocketAddr,
+    conn: Connection,
+    tls: Option<SessionTls>,
+    in_flight: Option<InFlight>,
+    summary: Summary,
+    /// Plaintext replies waiting to be sent (or sealed).
+    out: Vec<u8>,
+    /// Ciphertext waiting to be sent.
+    wire: Vec<u8>,
+    /// Decrypted input waiting for the engine.
+    plain: Vec<u8>,
+}
+
+/// Why the session loop stops: the socket failed, the peer went away, or TLS failed.
+struct Gone;
+
+/// Serves one connection until it closes.
+pub(super) async fn serve(
+    ctx: Rc<WorkerCtx>,
+    stream: Stream,
+    peer: SocketAddr,
+    spec: ListenerSpec,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let now = clock::now();
+    let mut s = Session::new(ctx, peer, &spec, now);
+    // Admission before any TLS or SMTP work.
+    let _slot = match s.ctx.guard.admit(peer.ip(), now) {
+        Admission::Admit(slot) => slot,
+        refused => return s.refuse(&stream, refused).await,
+    };
+    s.begin(&spec, &mut shutdown);
+    if spec.implicit && !s.start_tls(&spec, now) {
+        return s.finish().await;
+    }
+    let mut buf = s.ctx.buffers.take();
+    loop {
+        // Replies first: the client waits for them before it sends more (RFC 2920 §3.1).
+        if s.flush(&stream).await.is_err() {
+            break;
+        }
+        if s.conn.is_closed() || s.closing {
+            stream.shutdown();
+            break;
+        }
+        buf = match s.recv(&stream, buf, &mut shutdown).await {
+            Some(filled) => filled,
+            None => break,
+        };
+        if s.input(buf.filled(), &spec).await.is_err() {
+            // Send what TLS has to say (an alert), then go.
+            let _ = s.flush(&stream).await;
+            break;
+        }
+    }
+    s.finish().await;
+}
+
+impl Session {
+    fn new(ctx: Rc<WorkerCtx>, peer: SocketAddr, spec: &ListenerSpec, now: Instant) -> Session {
+        let conn = if spec.implicit {
+            Connection::new_secure(spec.engine.clone(), now)
+        } else {
+            Connection::new(spec.engine.clone(), now)
+        };
+        Session {
+            send_timeout: spec.engine.timeouts.command,
+            stopping: false,
+            closing: false,
+            auth: SessionAuth::default(),
+            ctx,
+            peer,
+            conn,
+            tls: None,
+            in_flight: None,
+            summary: Summary {
+                outcome: "disconnected",
+                queue_ids: Vec::new(),
+                rejected: 0,
+            },
+            out: Vec::with_capacity(512),
+            wire: Vec::new(),
+            plain: Vec::new(),
+        }
+    }
+
+    fn metrics(&self) -> &WorkerMetrics {
+        self.ctx.metrics()
+    }
+
+    /// Tells the engine what it must know before the first input: a trusted source, a server
+    /// already stopping.
+    fn begin(&mut self, spec: &ListenerSpec, shutdown: &mut watch::Receiver<bool>) {
+        let trusted = self.ctx.auth.config.is_trusted(self.peer.ip());
+        if spec.engine.role == Role::Submission && trusted {
+            self.conn.grant_trusted();
+        }
+        self.stopping = *shutdown.borrow_and_update();
+        if self.stopping {
+            self.conn.handle_shutdown();
+        }
+    }
+
+    /// The guard refused the connection: one 421, then close.
+    async fn refuse(mut self, stream: &Stream, refused: Admission) {
+        let why = if matches!(refused, Admission::TooMany) {
+            self.summary.outcome = "too many connections";
+            Closing::TooManyConnections
+        } else {
+            self.metrics().banned_refused();
+            self.summary.outcome = "banned";
+            Closing::Blocked
+        };
+        let mut out = Vec::new();
+        Reply::service_closing(&self.ctx.hostname, why).write(&mut out);
+        let _ = stream.send_all(out).await;
+        stream.shutdown();
+        self.finish().await;
+    }
+
+    /// The next moment something must happen without input: the engine's next timer, or the
+    /// end of the TLS handshake's allowance.
+    fn deadline(&self) -> Option<Instant> {
+        let handshake = self.tls.as_ref().and_then(SessionTls::deadline);
+        match (self.conn.poll_timeout(), handshake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Waits for input into `buf`, meanwhile handing the engine its deadlines and the
+    /// shutdown; `None` once the session is over.
+    async fn recv(
+        &mut self,
+        stream: &Stream,
+        buf: RecvBuf,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<RecvBuf> {
+        let read = stream.recv(buf);
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                (res, filled) = &mut read => return self.received(res, filled),
+                _ = sleep_until(self.deadline()) => {
+                    let now = clock::now();
+                    if self.tls.as_ref().and_then(SessionTls::deadline).is_some_and(|d| now >= d) {
+                        // No SMTP reply can be sent mid-handshake: just go.
+                        self.metrics().tls_handshake_failed();
+                        self.summary.outcome = "tls handshake timeout";
+                        stream.abort();
+                        return None;
+                    }
+                    self.conn.handle_timeout(now);
+                }
+                // A dropped sender also means the server is going away.
+                _ = shutdown.changed(), if !self.stopping => {
+                    self.stopping = true;
+                    self.conn.handle_shutdown();
+                }
+            }
+            self.drain_events().await;
+            // The greeting the engine released, or its 421; the read in flight goes on.
+            if self.flush(stream).await.is_err() {
+                return None;
+            }
+            if self.conn.is_closed() {
+                // The read in flight ends with the socket.
+                stream.abort();
+                return None;
+            }
+        }
+    }
+
+    /// The outcome of a receive: the buffer to feed, or `None` when the peer has gone.
+    fn received(&mut self, res: std::io::Result<usize>, filled: RecvBuf) -> Option<RecvBuf> {
+        match res {
+            Ok(n) if n > 0 => {
+                self.metrics().bytes_received(n as u64);
+                Some(filled)
+            }
+            _ => {
+                if self.tls.as_ref().is_some_and(SessionTls::is_handshaking) {
+                    self.metrics().tls_handshake_failed();
+                    self.summary.outcome = "tls handshake abandoned";
+                }
+                None
+            }
+        }
+    }
+
+    /// Puts a TLS layer under the engine; false (and the session ends) if there is no context
+    /// or it fails to start a session.
+    fn start_tls(&mut self, spec: &ListenerSpec, now: Instant) -> bool {
+        let Some(ctx) = &spec.tls else {
+            tracing::error!("TLS requested on a listener without a TLS context");
+            return false;
+        };
+        match SessionTls::start(ctx, now, spec.handshake_timeout) {
+            Ok(tls) => {
+                self.tls = Some(tls);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a TLS session");
+                self.metrics().tls_handshake_failed();
+                false
+            }
+        }
+    }
+
+    /// Sends queued replies (sealed, under TLS) and any TLS records.
+    async fn flush(&mut self, stream: &Stream) -> Result<(), Gone> {
+        if self.conn.poll_transmit(&mut self.out) {
+            if let Some(tls) = &mut self.tls {
+                let sealed = tls.seal(&self.out, &mut self.wire);
+                self.out.clear();
+                if let Err(e) = sealed {
+                    tracing::debug!(peer = %self.peer, error = %e, "tls: cannot seal");
+                    return Err(Gone);
+                }
+            } else {
+                let out = std::mem::take(&mut self.out);
+                self.out = self.send(stream, out).await?;
+            }
+        }
+        if self.conn.is_closed() {
+            if let Some(tls) = &mut self.tls {
+                tls.close(&mut self.wire);
+            }
+        }
+        if !self.wire.is_empty() {
+            let wire = std::mem::take(&mut self.wire);
+            self.wire = self.send(stream, wire).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends all of `buf` within the command timeout: a client that stops reading cannot hold
+    /// the session (and its buffers, and its per-source slot) forever.
+    async fn send(&self, stream: &Stream, buf: Vec<u8>) -> Result<Vec<u8>, Gone> {
+        match tokio::time::timeout(self.send_timeout, stream.send_all(buf)).await {
+            Ok((Ok(()), emptied)) => Ok(emptied),
+            Ok((Err(_), _)) => Err(Gone),
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "client stopped reading; closing");
+                stream.abort();
+                Err(Gone)
+            }
+        }
+    }
+
+    /// Feeds received bytes to the engine, through TLS when the session has it.
+    async fn input(&mut self, input: &[u8], spec: &ListenerSpec) -> Result<(), Gone> {
+        if self.tls.is_some() {
+            self.input_tls(input).await
+        } else {
+            self.input_plain(input, spec).await
+        }
+    }
+
+    /// Feeds cleartext input to the engine. After STARTTLS, whatever the client sent behind
+    /// the command is dropped unread (RFC 3207 §4.2; CVE-2011-0411).
+    async fn input_plain(&mut self, mut input: &[u8], spec: &ListenerSpec) -> Result<(), Gone> {
+        while !input.is_empty() {
+            let used = self.conn.handle_input(clock::now(), input);
+            input = input.get(used..).unwrap_or_default();
+            if self.drain_events().await {
+                // The 220 goes out in the clear; everything after it is TLS.
+                let _ = self.conn.poll_transmit(&mut self.out);
+                return self.begin_starttls(spec, clock::now());
+            }
+            if self.conn.is_closed() {
+                // Input after QUIT, or after a 421 or 554, is never read.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine accepted STARTTLS: its 220 is in `out` (still cleartext), the rest of the
+    /// input is gone; put TLS in place for everything that follows.
+    fn begin_starttls(&mut self, spec: &ListenerSpec, now: Instant) -> Result<(), Gone> {
+        let cleartext = std::mem::take(&mut self.out);
+        if !self.start_tls(spec, now) {
+            return Err(Gone);
+        }
+        // The 220 must not be sealed: it travels ahead of the handshake, in the clear.
+        self.wire.extend_from_slice(&cleartext);
+        self.conn.handle_tls_established(now);
+        Ok(())
+    }
+
+    /// Decrypts input and feeds the plaintext to the engine.
+    async fn input_tls(&mut self, input: &[u8]) -> Result<(), Gone> {
+        let mut off = 0;
+        while off < input.len() {
+            let Some(tls) = &mut self.tls else {
+                return Err(Gone);
+            };
+            let was_handshaking = tls.is_handshaking();
+            let cipher = input.get(off..).unwrap_or_default();
+            let fed = match tls.feed(cipher, &mut self.plain, &mut self.wire) {
+                Ok(fed) => fed,
+                Err(e) => {
+                    if was_handshaking {
+                        self.metrics().tls_handshake_failed();
+                        self.summary.outcome = "tls handshake failed";
+                    } else {
+                        self.summary.outcome = "tls error";
+                    }
+                    tracing::debug!(peer = %self.peer, error = %e, "tls");
+                    return Err(Gone);
+                }
+            };
+            off += fed.used;
+            if let Some(version) = fed.handshake_done {
+                self.metrics().tls_handshake(version);
+            }
+            let mut plain = std::mem::take(&mut self.plain);
+            let mut rest: &[u8] = &plain;
+            while !rest.is_empty() && !self.conn.is_closed() {
+                let used = self.conn.handle_input(clock::now(), rest);
+                rest = rest.get(used..).unwrap_or_default();
+                // STARTTLS inside TLS is refused by the engine (503), so no event asks for
+                // a second layer here.
+                let _ = self.drain_events().await;
+            }
+            plain.clear();
+            self.plain = plain;
+            if fed.peer_closed || fed.used == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cleans up and writes the session's log line.
+    async fn finish(mut self) {
+        if let Some(InFlight {
+            entry: Ok(entry), ..
+        }) = self.in_flight.take()
+        {
+            entry.abort().await;
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(SessionTls::trace)
+            .map(|t| t.version.clone())
+            .unwrap_or_default();
+        tracing::info!(
+            peer = %self.peer,
+            helo = %self.conn.helo().unwrap_or_default(),
+            tls = %tls,
+            outcome = self.summary.outcome,
+            queued = %self.summary.queue_ids.join(","),
+            rejected = self.summary.rejected,
+            "session"
+        );
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
