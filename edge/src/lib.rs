@@ -17,6 +17,11 @@
 //! handshakes and password checks. That keeps every protocol rule testable in memory, byte by
 //! byte, without sockets or sleeps, and keeps the ring underneath replaceable: only [`transport`]
 //! names tokio-uring. The [`tls`] pump is sans-IO in the same way.
+//!
+//! The driver decides nothing itself: the [`guard`] admits connections and bans from the
+//! engine's close events, [`auth`] decides on each login attempt (its delay, its verdict, whether
+//! the session goes on), and the driver carries out their decisions. The time comes from
+//! [`clock`], the one place it is read.
 
 #![warn(missing_docs)]
 

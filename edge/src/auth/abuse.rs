@@ -5,7 +5,8 @@
 //!
 //! A source's failures are counted in a fixed window opened by its first failure
 //! (`auth.failure_window_secs`); the `auth.max_failures`-th failure inside it bans the source
-//! for `auth.ban_secs`. A success resets the count. Time is passed in (`now`), never read.
+//! for `auth.ban_secs`. A success does not reset the count: one good account must not clear the
+//! guesses made against others from the same source. Time is passed in (`now`), never read.
 //!
 //! Memory is bounded: at most [`MAX_TRACKED_SOURCES`] sources are held. When the table is full,
 //! entries whose window or ban is over are dropped first; then the non-banned source whose last
@@ -64,8 +65,8 @@ struct Entry {
 }
 
 /// Failed-AUTH counts and bans, shared by all workers (`Arc<AbuseTracker>`). It is touched on
-/// connect ([`is_banned`](Self::is_banned), lock-free while nothing is banned) and on AUTH
-/// results, never on the mail data path.
+/// failed AUTHs only, never on the mail data path; the bans it decides on are enforced by the
+/// guard, and [`is_banned`](Self::is_banned) answers for its own record.
 #[derive(Debug)]
 pub struct AbuseTracker {
     max_failures: u32,

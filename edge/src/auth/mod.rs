@@ -5,7 +5,8 @@
 //! this module holds what sits behind it:
 //!
 //! ```text
-//!  engine: AUTH PLAIN <b64> ──► driver ──► Verifier::verify(user, password) ──► Verdict
+//!  engine: AUTH PLAIN <b64> ──► driver ──► AuthServices::check: CheckSlots (per source), then
+//!                                 │          Verifier::verify(user, password) ──► Verdict
 //!                                 │          (std threads: argon2id is ~tens of ms of CPU,
 //!                                 │           never run on an io_uring worker)
 //!                                 │                 │ looks up
@@ -14,7 +15,8 @@
 //!                                 │                 ▲
 //!  engine: MAIL FROM:<a@b> ───────┼── may_send_as ──┘
 //!                                 ▼
-//!                          AbuseTracker: failures per source (IPv6 by /64) ──► Ban ──► shield
+//!  AuthServices::decide(Verdict) ──► AuthDecision { outcome, tarpit delay, close } ──► driver
+//!            └─► AbuseTracker: failures per source (IPv6 by /64) ──► Ban ──► guard (shield)
 //! ```
 //!
 //! - [`users`]: the users file (`address:$argon2id$...` per line) and the aliases file, loaded

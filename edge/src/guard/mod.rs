@@ -3,7 +3,9 @@
 //! A source is banned for `shield.ban_secs` when it talks before the banner (pregreet, with a
 //! listener's `greet_delay_ms`), exhausts `limits.max_bad_commands`, holds more than
 //! `limits.max_connections_per_ip` connections at once, or fails AUTH too often (the
-//! [`crate::auth::AbuseTracker`] decides; its bans come here too).
+//! [`crate::auth::AbuseTracker`] decides; its bans come here too). The guard judges from what
+//! it is told: the driver hands it each connection ([`Guard::admit`]) and the reason the engine
+//! gave for ending each session ([`Guard::session_closed`]), and only reports back.
 //!
 //! With the XDP [`Shield`] attached, a ban drops the source's packets in the kernel, before a
 //! SYN becomes a socket. Without it (not root, no BPF, `shield.enabled = false`) the same bans

@@ -1,6 +1,8 @@
 //! TLS for SMTP: STARTTLS ([RFC 3207]) and implicit TLS ([RFC 8314 §3.3]), with rustls.
 //!
-//! Two parts, neither of which does I/O or reads a clock:
+//! Two parts. Neither reads a clock, and only the first touches files: certificates are read
+//! when a [`TlsContext`] is built or reloaded, and `certs.rs` writes the self-signed default
+//! when no certificate is configured. Sessions do no I/O at all.
 //!
 //! - [`TlsContext`] builds the one `Arc<rustls::ServerConfig>` every worker shares: TLS 1.2 and
 //!   1.3, the aws-lc-rs provider's default suites and groups (X25519MLKEM768 first), session
