@@ -1113,12 +1113,14 @@ mod fuzz {
         }
 
         #[test]
-        fn one_data_body_is_at_most_one_message(body in alphabet()) {
+        fn one_data_body_is_at_most_one_message(body in alphabet(), at in any::<prop::sample::Index>()) {
             // Whatever the body holds, only its first CRLF.CRLF ends it (the naive oracle says
             // where), and nothing before that is ever executed as a command.
             let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n".to_vec();
             input.extend_from_slice(&body);
             let o = run_with(&cfg(Role::Delivery), &[&input]);
+            let i = at.index(input.len() + 1);
+            prop_assert_eq!(&run_with(&cfg(Role::Delivery), &[&input[..i], &input[i..]]), &o);
             match super::super::data::naive::unstuff(&body, u64::MAX) {
                 None => {
                     prop_assert!(o.messages.is_empty());
