@@ -29,6 +29,7 @@ pub mod auth;
 mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod driver;
 pub mod guard;

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    maildir_files, wait_for_maildir, wait_until, AuthOpts, ListenerTls, Server, DELIVERY_DEADLINE,
+    maildir_files, wait_for_maildir, wait_until, AuthOpts, ListenerTls, Opts, Server,
+    DELIVERY_DEADLINE,
 };
 use crate::maildir::{
     assert_bytes_eq, assert_delivered, assert_one_delivered, new_dir, read, sample_message,
@@ -49,6 +50,15 @@ pub fn auth_server(
     listeners: &[(&'static str, &'static str, Option<bool>)],
     auth: AuthOpts,
 ) -> (Server, TestCert, tempfile::TempDir) {
+    auth_server_with(listeners, auth, |_| {})
+}
+
+/// [`auth_server`], with `tweak` applied to the options last.
+pub fn auth_server_with(
+    listeners: &[(&'static str, &'static str, Option<bool>)],
+    auth: AuthOpts,
+    tweak: impl FnOnce(&mut Opts),
+) -> (Server, TestCert, tempfile::TempDir) {
     let certs = cert_dir();
     let cert = TestCert::generate(certs.path(), "a", MX);
     let pairs: Vec<(&'static str, &'static str)> =
@@ -59,6 +69,7 @@ pub fn auth_server(
         .map(|&(_, mode, require_tls)| ListenerTls { mode, require_tls })
         .collect();
     opts.auth = Some(auth);
+    tweak(&mut opts);
     (Server::start(opts), cert, certs)
 }
 
@@ -733,13 +744,15 @@ fn remote_recipients_go_to_the_outbound_queue_and_local_ones_to_maildir() {
 #[test]
 fn repeated_failures_ban_the_address_until_ban_secs_pass() {
     const BAN_SECS: u64 = 3;
-    let (server, _cert, _certs) = auth_server(
+    let (server, _cert, _certs) = auth_server_with(
         &[("submission", "starttls", None)],
         AuthOpts {
             max_failures: Some(3),
             ban_secs: Some(BAN_SECS),
             ..users()
         },
+        // Loopback is trusted by default, and trusted sources are never banned.
+        |opts| opts.trusted = Some(vec![]),
     );
     let addr = server.listener(0);
     // Two failures on one connection, the third on another: they count per address.

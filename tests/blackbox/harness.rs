@@ -63,6 +63,11 @@ pub struct Opts {
     pub maildir_mode: Option<&'static str>,
     /// More `key = value` lines for `[limits]`.
     pub limits_extra: Vec<String>,
+    /// `[guard] trusted`, written if set; the server's default trusts loopback, so tests of
+    /// bans and per-source limits set it to leave their client address out.
+    pub trusted: Option<Vec<&'static str>>,
+    /// `limits.max_connections_per_ip`, written if set.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -126,6 +131,8 @@ impl Default for Opts {
             maildir: None,
             maildir_mode: None,
             limits_extra: Vec::new(),
+            trusted: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -194,6 +201,13 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     .unwrap();
     for line in &opts.limits_extra {
         writeln!(t, "{line}").unwrap();
+    }
+    if let Some(n) = opts.max_connections_per_ip {
+        writeln!(t, "max_connections_per_ip = {n}").unwrap();
+    }
+    if let Some(trusted) = &opts.trusted {
+        let nets: Vec<String> = trusted.iter().map(|n| format!("{n:?}")).collect();
+        writeln!(t, "\n[guard]\ntrusted = [{}]", nets.join(", ")).unwrap();
     }
     if opts.metrics {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();

@@ -18,6 +18,7 @@ mod session;
 
 mod auth;
 mod auth_clients;
+mod ban;
 mod clients;
 mod config;
 mod crash;

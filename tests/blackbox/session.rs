@@ -203,6 +203,22 @@ impl SmtpConn {
         })
     }
 
+    /// Connects from `source` (a loopback address other than 127.0.0.1 is another host) without
+    /// reading the greeting.
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> io::Result<SmtpConn> {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+        socket.connect_timeout(&SockAddr::from(addr), REPLY_DEADLINE)?;
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(REPLY_DEADLINE))?;
+        Ok(SmtpConn {
+            stream,
+            rx: ReplyReader::default(),
+        })
+    }
+
     /// Connects and expects a `220` greeting.
     pub fn connect(addr: SocketAddr) -> SmtpConn {
         let mut c = SmtpConn::connect_raw(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));

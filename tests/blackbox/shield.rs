@@ -160,9 +160,15 @@ fn banned_source_is_dropped_until_the_ban_expires() {
         "expired bans are not listed"
     );
     // The VLAN source never came back, so its expired entry is still in the kernel map (the
-    // program drops an entry only when its source sends again): prune clears it, once.
-    assert_eq!(shield.prune().unwrap(), 1, "one expired entry left behind");
-    assert_eq!(shield.prune().unwrap(), 0);
+    // program drops an entry only when its source sends again): a sweep clears it, once.
+    let mut sweeper = shield.sweeper().unwrap();
+    let sweep = sweeper.sweep(1, || {}).unwrap();
+    assert_eq!(
+        (sweep.live, sweep.removed),
+        (vec![], 1),
+        "one expired entry left behind"
+    );
+    assert_eq!(sweeper.sweep(1, || {}).unwrap().removed, 0);
 
     // unban lifts a long ban at once.
     shield.ban(ip(CLI4), Duration::from_secs(600)).unwrap();
@@ -579,4 +585,41 @@ fn generic_mode_is_the_fallback_and_still_drops() {
         "banned: the SYN is dropped in generic mode"
     );
     assert!(shield.counters().unwrap().dropped_banned > 0);
+}
+
+/// The server sweeps the kernel's ban map on its guard thread, never on a ring: one pass visits
+/// every entry in bounded steps (a pause between them), deletes the expired ones and reports
+/// the ones in force.
+#[test]
+fn ban_map_sweep_deletes_expired_entries_in_bounded_steps() {
+    let Some(lab) = Lab::new("sweep") else { return };
+    let Some(shield) = lab.shield(ShieldConfig::default()) else {
+        return;
+    };
+    const EXPIRED: u32 = 20_000;
+    const LIVE: u32 = 100;
+    const STEP: usize = 1024;
+    for i in 0..EXPIRED + LIVE {
+        let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a40_0000 + i));
+        let dur = if i < EXPIRED {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(600)
+        };
+        shield.ban(ip, dur).unwrap();
+    }
+    let mut sweeper = shield.sweeper().unwrap();
+    let mut pauses = 0usize;
+    let sweep = sweeper.sweep(STEP, || pauses += 1).unwrap();
+    assert_eq!(sweep.removed, EXPIRED as usize);
+    assert_eq!(sweep.live.len(), LIVE as usize);
+    // A pause after every STEP entries visited, then after every STEP deleted.
+    let steps = (EXPIRED + LIVE) as usize / STEP + EXPIRED as usize / STEP;
+    assert!(
+        pauses >= steps,
+        "{pauses} pauses; a walk of {} entries and {EXPIRED} deletions in steps of {STEP}",
+        EXPIRED + LIVE
+    );
+    assert_eq!(shield.bans_active().unwrap(), LIVE as usize);
+    assert_eq!(sweeper.sweep(STEP, || {}).unwrap().removed, 0);
 }

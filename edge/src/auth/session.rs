@@ -109,7 +109,12 @@ impl AuthServices {
             Verdict::Busy => answer(AuthOutcome::Unavailable),
             Verdict::Invalid => {
                 session.failures += 1;
-                if let Some(ban) = self.abuse.record_failure(ip, now) {
+                if guard.is_trusted(ip) {
+                    // Counted in the metrics and logged, never toward a ban (as Postfix exempts
+                    // $mynetworks): a local webmail relaying one user's typos must not lock
+                    // the host out. The tarpit and the per-session cap still apply.
+                    tracing::info!(%ip, "failed AUTH from a trusted source");
+                } else if let Some(ban) = self.abuse.record_failure(ip, now) {
                     // AUTH bans last `auth.ban_secs`, not the shield's default.
                     let duration = ban.until.saturating_duration_since(now);
                     guard.ban_for(ip, now, BanReason::AuthFailures, duration);
@@ -147,7 +152,8 @@ mod tests {
             enabled: false,
             ..ShieldConfig::default()
         };
-        Guard::start(&cfg, 0).expect("disabled shield always starts")
+        Guard::start(&cfg, &crate::guard::GuardConfig::default(), 0)
+            .expect("disabled shield always starts")
     }
 
     #[test]
@@ -181,6 +187,27 @@ mod tests {
             &guard,
         );
         assert_eq!((d.delay.as_secs(), d.close), (1, false));
+    }
+
+    #[test]
+    fn failures_from_a_trusted_source_are_tarpitted_but_never_ban() {
+        let (auth, guard) = (services(2), guard());
+        let ip: IpAddr = "127.0.0.1".parse().expect("literal");
+        let now = Instant::now();
+        for _ in 0..5 {
+            let d = auth.decide(
+                &mut SessionAuth::default(),
+                ip,
+                now,
+                Verdict::Invalid,
+                &guard,
+            );
+            assert_eq!(
+                (d.outcome, d.delay.as_secs(), d.close),
+                (AuthOutcome::Invalid, 1, false)
+            );
+        }
+        assert!(!guard.is_banned(ip, now));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The `smtp-edge` command: `serve` and `check-config`.
+//! The `smtp-edge` command: `serve` and `check-config`; `user`, `ban` and `shield` are
+//! dispatched to their modules.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,12 +18,14 @@ const USAGE: &str = "\
 usage: smtp-edge serve [--config FILE]
        smtp-edge check-config --config FILE
        smtp-edge user add|passwd|del --users FILE ADDRESS
+       smtp-edge ban list|add ADDR [--secs N]|del ADDR [--config FILE]
        smtp-edge shield status|list|ban ADDR [--secs N]|unban ADDR
 
 serve          run the server; without --config, on the embedded default
                (delivery 127.0.0.1:2525, submission 127.0.0.1:2587, ./var)
 check-config   report every problem in FILE as `key: problem`
 user           edit a users file; the password is read from stdin (or a prompt)
+ban            list, add or lift a running server's bans (its control socket)
 shield         inspect or change a running server's XDP shield (pinned maps)";
 
 /// Exit status for bad usage, a bad config, or a start failure.
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("user") => return smtp_edge::auth::cli::run(&args[1..]),
         Some("shield") => return smtp_edge::shield::cli::run(&args[1..]),
+        Some("ban") => return smtp_edge::control::cli::run(&args[1..]),
         _ => {}
     }
     let (command, config) = match parse_args(&args) {

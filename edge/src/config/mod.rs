@@ -37,6 +37,14 @@
 //! `limits.max_connections_per_ip` (default 50, 0 = no limit, at most 100000) caps the
 //! connections one source holds open at once.
 //!
+//! `[guard]` has one key, `trusted` (default `["127.0.0.0/8", "::1/128"]`): networks of our
+//! own software (webmail, a content filter, reinjection) that are never banned, never held to
+//! `greet_delay_ms` and not counted against `limits.max_connections_per_ip`.
+//!
+//! `[control]` has one key, `socket`: the Unix socket (mode 0600) where the running server
+//! answers `smtp-edge ban ...` ([`crate::control`]); by default `control.sock` in the spool
+//! directory.
+//!
 //! `[shield]` is the XDP shield ([`crate::shield`]), disabled by default; its keys are those
 //! of [`ShieldConfig`], checked by [`ShieldConfig::validate`] (interfaces are looked up when
 //! `shield.enabled` is true). Without `shield.ports` it protects the ports of the delivery
@@ -104,6 +112,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::control::ControlConfig;
+use crate::guard::GuardConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
 use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
@@ -288,6 +298,11 @@ pub struct Config {
     /// absent. Without `shield.ports` in the file, `ports` holds the fixed (non-zero) ports of
     /// the delivery listeners.
     pub shield: ShieldConfig,
+    /// `[guard]`, with its defaults when absent (loopback trusted).
+    pub guard: GuardConfig,
+    /// `[control]`: the control socket (absolute), by default `control.sock` in the spool
+    /// directory.
+    pub control: ControlConfig,
 }
 
 impl Config {

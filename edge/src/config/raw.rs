@@ -34,6 +34,24 @@ pub(super) struct RawConfig {
     pub auth: Option<RawAuth>,
     /// `[shield]`; `None` when absent or when it failed to deserialize (already reported).
     pub shield: Option<RawShield>,
+    /// `[guard]`; `None` when absent or when it failed to deserialize (already reported).
+    pub guard: Option<RawGuard>,
+    /// `[control]`; `None` when absent or when it failed to deserialize (already reported).
+    pub control: Option<RawControl>,
+}
+
+/// `[guard]`; every key is optional and defaults to [`crate::guard::GuardConfig::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    pub trusted: Option<Vec<String>>,
+}
+
+/// `[control]`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    pub socket: Option<String>,
 }
 
 /// `[shield]`: [`ShieldConfig`]'s own serde (its defaults for absent keys), plus whether
@@ -155,6 +173,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tls",
     "auth",
     "shield",
+    "guard",
+    "control",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -177,6 +197,8 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         metrics: take(&mut table, "", "metrics", errors),
         shutdown: take(&mut table, "", "shutdown", errors),
         auth: take(&mut table, "", "auth", errors),
+        guard: take(&mut table, "", "guard", errors),
+        control: take(&mut table, "", "control", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

@@ -144,6 +144,11 @@ fn each_bad_value_names_its_key() {
             "auth.submission_networks[1]",
         ),
         ("[auth]\nsubmission_networks = \"10.0.0.0/8\"", "auth.submission_networks"),
+        ("[guard]\ntrusted = [\"127.0.0.0/8\", \"nope\"]", "guard.trusted[1]"),
+        ("[guard]\ntrusted = \"127.0.0.0/8\"", "guard.trusted"),
+        ("[guard]\ntrustd = []", "guard.trustd"),
+        ("[control]\nsocket = \"\"", "control.socket"),
+        ("[control]\npath = \"/x\"", "control.path"),
         (
             "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\ntls = \"ssl\"",
             "listener[1].tls",
@@ -446,6 +451,46 @@ fn embedded_default_parses() {
     assert!(c.listeners.iter().all(|l| l.greet_delay.is_zero()));
     assert!(!c.shield.enabled, "the shield is off by default");
     assert_eq!(c.shield.ports, [2525], "the delivery listener's port");
+    assert_eq!(c.guard, crate::guard::GuardConfig::default());
+    assert_eq!(c.control.socket, cwd.join("var/control.sock"));
+}
+
+#[test]
+fn guard_trusts_loopback_unless_told_otherwise() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    for ip in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+        assert!(c.guard.is_trusted(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(!c.guard.is_trusted("192.0.2.1".parse().unwrap()));
+    let c = Config::from_toml_str(&format!(
+        "{BASE}\n[guard]\ntrusted = [\"192.0.2.0/24\", \"2001:db8::1\"]\n"
+    ))
+    .unwrap();
+    assert!(c.guard.is_trusted("192.0.2.77".parse().unwrap()));
+    assert!(c.guard.is_trusted("2001:db8::1".parse().unwrap()));
+    assert!(!c.guard.is_trusted("2001:db8::2".parse().unwrap()));
+    assert!(!c.guard.is_trusted("127.0.0.1".parse().unwrap()));
+    let c = Config::from_toml_str(&format!("{BASE}\n[guard]\ntrusted = []\n")).unwrap();
+    assert!(c.guard.trusted.is_empty());
+}
+
+#[test]
+fn control_socket_defaults_into_the_spool_directory() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert_eq!(
+        c.control.socket,
+        std::path::Path::new("/var/spool/smtp-edge/control.sock")
+    );
+    let c =
+        Config::from_toml_str(&format!("{BASE}\n[control]\nsocket = \"/run/se.sock\"\n")).unwrap();
+    assert_eq!(c.control.socket, std::path::Path::new("/run/se.sock"));
+    let long = format!("/{}", "d".repeat(120));
+    let got = errors(&format!("{BASE}\n[control]\nsocket = \"{long}\"\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].to_string().starts_with("control.socket: ") && got[0].problem.contains("107"),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -3,17 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawConfig, RawLimits, RawShield, RawTls};
+use super::raw::{RawAuth, RawConfig, RawControl, RawGuard, RawLimits, RawShield, RawTls};
 use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
 use crate::auth::{
     AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_FAILURES_CEILING,
     MAX_FAILURE_WINDOW_SECS, MAX_TARPIT_MS, MAX_VERIFY_THREADS,
 };
+use crate::control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 use crate::delivery::DEFAULT_FILE_MODE;
+use crate::guard::GuardConfig;
 use crate::protocol::address::{parse_domain, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS};
 use crate::shield::ShieldConfig;
@@ -64,6 +66,9 @@ pub const MAX_CONNECTIONS_PER_IP: u32 = 100_000;
 /// Largest `listener.greet_delay_ms`: 30 s. RFC 5321 §4.5.3.2.1 gives clients 5 minutes for
 /// the greeting, but many give up sooner, and each delayed session holds a connection.
 pub const MAX_GREET_DELAY_MS: u64 = 30_000;
+
+/// Longest Unix socket path, with its terminating NUL (`sun_path`, unix(7)).
+const MAX_SOCKET_PATH: usize = 108;
 
 /// Default `shutdown.grace_secs`.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -124,6 +129,8 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
     let tls = v.tls(raw.tls.unwrap_or_default(), hostname.as_deref());
     let auth = v.auth(raw.auth.unwrap_or_default());
     let shield = v.shield(raw.shield, listeners.as_deref());
+    let guard = v.guard(raw.guard.unwrap_or_default());
+    let control = v.control(raw.control.unwrap_or_default(), spool_dir.as_deref());
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -139,6 +146,8 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         tls: tls?,
         auth: auth?,
         shield: shield?,
+        guard: guard?,
+        control: control?,
     })
 }
 
@@ -520,23 +529,9 @@ impl Validator<'_> {
             self.int_in("auth.verify_threads", n, 1, MAX_VERIFY_THREADS as u64, "")
                 .map(|n| n as usize)
         });
-        let mut networks_ok = true;
-        let mut submission_networks = Vec::new();
-        for (i, text) in raw.submission_networks.iter().flatten().enumerate() {
-            match cidr(text) {
-                Some(net) => submission_networks.push(net),
-                None => {
-                    self.push(
-                        format!("auth.submission_networks[{i}]"),
-                        format!(
-                            "invalid CIDR {text:?} (expected address/prefix, such as \
-                             \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)"
-                        ),
-                    );
-                    networks_ok = false;
-                }
-            }
-        }
+        let submission_networks = raw.submission_networks.map_or(Some(Vec::new()), |list| {
+            self.cidrs("auth.submission_networks", &list)
+        });
         Some(AuthConfig {
             users: users?,
             aliases: aliases?,
@@ -546,9 +541,62 @@ impl Validator<'_> {
             ban: ban?,
             tarpit_max: tarpit_max?,
             verify_threads: verify_threads?,
-            submission_networks: networks_ok.then_some(submission_networks)?,
+            submission_networks: submission_networks?,
             trace_login: raw.trace_login.unwrap_or(d.trace_login),
         })
+    }
+
+    /// `[guard]`: the trusted networks.
+    fn guard(&mut self, raw: RawGuard) -> Option<GuardConfig> {
+        let trusted = match raw.trusted {
+            None => GuardConfig::default().trusted,
+            Some(list) => self.cidrs("guard.trusted", &list)?,
+        };
+        Some(GuardConfig { trusted })
+    }
+
+    /// `[control]`: where the control socket is; by default `control.sock` in the spool
+    /// directory (`None` when that is already reported as missing or invalid).
+    fn control(&mut self, raw: RawControl, spool_dir: Option<&Path>) -> Option<ControlConfig> {
+        let socket = match raw.socket {
+            Some(text) => self.path("control.socket", &text)?,
+            None => spool_dir?.join(DEFAULT_CONTROL_SOCKET),
+        };
+        // sun_path holds 108 octets with its NUL (unix(7)); a longer path fails at bind.
+        if socket.as_os_str().len() >= MAX_SOCKET_PATH {
+            self.push(
+                "control.socket",
+                format!(
+                    "{} is longer than a Unix socket path may be ({} octets at most)",
+                    socket.display(),
+                    MAX_SOCKET_PATH - 1
+                ),
+            );
+            return None;
+        }
+        Some(ControlConfig { socket })
+    }
+
+    /// A list of networks, each reported under `key[i]` if it is not one.
+    fn cidrs(&mut self, key: &str, list: &[String]) -> Option<Vec<ipnet::IpNet>> {
+        let mut ok = true;
+        let mut nets = Vec::with_capacity(list.len());
+        for (i, text) in list.iter().enumerate() {
+            match cidr(text) {
+                Some(net) => nets.push(net),
+                None => {
+                    self.push(
+                        format!("{key}[{i}]"),
+                        format!(
+                            "invalid CIDR {text:?} (expected address/prefix, such as \
+                             \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(nets)
     }
 
     /// `missing` must be set because `present` is.

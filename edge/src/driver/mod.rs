@@ -13,13 +13,14 @@ mod worker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::auth::{AuthServices, CredentialStore};
 use crate::clock;
 use crate::config::{Config, TlsMode};
+use crate::control::ControlServer;
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
 use crate::guard::Guard;
 use crate::metrics::ShieldStats;
@@ -69,6 +70,9 @@ pub enum StartError {
     /// The password verification threads could not start.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// The control socket could not be opened.
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
     /// A worker thread could not be spawned.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
@@ -87,6 +91,8 @@ pub struct Running {
     auth: Arc<AuthServices>,
     /// Held until the server has stopped: no other server may use this spool meanwhile.
     spool_lock: SpoolLock,
+    /// Removed (and its thread stopped) when the server has stopped.
+    control: ControlServer,
 }
 
 /// Asks a running server to stop; cheap to clone and to send to a signal thread.
@@ -177,7 +183,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     )
     .map_err(|e| StartError::Delivery(e.to_string()))?;
 
-    let guard = Guard::start(&cfg.shield, cfg.limits.max_connections_per_ip)?;
+    let guard = Guard::start(&cfg.shield, &cfg.guard, cfg.limits.max_connections_per_ip)?;
     let stats_guard = guard.clone();
     metrics.set_shield_source(Box::new(move || {
         let (c, bans_active) = stats_guard.stats(clock::now());
@@ -188,6 +194,11 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             bans_active,
         }
     }));
+    let control = ControlServer::start(
+        &cfg.control.socket,
+        guard.clone(),
+        Duration::from_secs(cfg.shield.ban_secs),
+    )?;
     let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let (stop, stop_rx) = watch::channel(false);
     let specs: Vec<_> = cfg
@@ -233,6 +244,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         tls,
         auth,
         spool_lock,
+        control,
     })
 }
 
@@ -266,6 +278,7 @@ impl Running {
             }
         }
         drop(self.stop);
+        drop(self.control);
         self.delivery.shutdown();
         drop(self.spool_lock);
         result

@@ -1,34 +1,104 @@
 //! The server's judgement of clients, and the enforcement of its bans.
 //!
 //! A source is banned for `shield.ban_secs` when it talks before the banner (pregreet, with a
-//! listener's `greet_delay_ms`), exhausts `limits.max_bad_commands`, holds more than
-//! `limits.max_connections_per_ip` connections at once, or fails AUTH too often (the
-//! [`crate::auth::AbuseTracker`] decides; its bans come here too). The guard judges from what
-//! it is told: the driver hands it each connection ([`Guard::admit`]) and the reason the engine
-//! gave for ending each session ([`Guard::session_closed`]), and only reports back.
+//! listener's `greet_delay_ms`), exhausts `limits.max_bad_commands`, or fails AUTH too often
+//! (the [`crate::auth::AbuseTracker`] decides; its bans come here too). A source over
+//! `limits.max_connections_per_ip` is not banned: only its extra connection is refused, so its
+//! transfers already under way go on.
+//!
+//! Sources in `guard.trusted` ([`GuardConfig`]; loopback by default) are this host's own
+//! software, as Postfix's `permit_mynetworks` treats them: never banned, never held to the
+//! greeting delay, not counted against the per-source limit.
 //!
 //! With the XDP [`Shield`] attached, a ban drops the source's packets in the kernel, before a
 //! SYN becomes a socket. Without it (not root, no BPF, `shield.enabled = false`) the same bans
-//! are kept in a [`BanList`] and answered with 421 at connect. Either way the log says which.
+//! are kept in the [`BanTable`] only and answered with 421 at connect. Either way the log says which.
 //!
 //! Shared by every worker, touched once per connection (admission and release) and once per
-//! ban, never per command: a mutex is cheap at that rate, and the fast path (nothing banned)
-//! is one atomic load.
+//! ban, never per command. The ban check at admission is lock-free ([`BanTable`]: readers load
+//! a published snapshot); the per-source connection counts are a mutex held for one map
+//! update. What costs O(bans) (folding changes, dropping expired bans, sweeping the kernel
+//! map) runs on the guard's own thread ([`pruner`]), never on an io_uring worker.
+//!
+//! With the shield, the kernel map and the table hold the same bans: the table is what
+//! admission reads (on every port, protected or not), the map is what XDP drops by. A ban
+//! written or lifted by `smtp-edge shield` in the pinned map reaches the table at the next
+//! sweep; `smtp-edge ban` goes through the server and changes both at once.
 
+mod bans;
 mod counts;
+mod pruner;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
+use crate::shield::maps::Source;
+use crate::shield::{Shield, ShieldConfig, ShieldCounters, ShieldError, MAX_BAN_SECS};
+pub use bans::BanTable;
+use bans::KernelBans;
 pub use counts::PerSource;
 
 use crate::protocol::CloseReason;
-use crate::shield::{BanList, Shield, ShieldConfig, ShieldCounters, ShieldError};
 
-/// Most sources remembered in the userspace ban list; the oldest go first.
-const MAX_USERSPACE_BANS: usize = 65_536;
+/// Most sources banned at once, as many as the shield's map holds; past it, the bans that end
+/// soonest are forgotten first.
+const MAX_BANS: usize = crate::shield::maps::MAX_BANS as usize;
+
+/// The network a ban on `ip` covers: its IPv4 address (an IPv4-mapped IPv6 address as IPv4),
+/// or its IPv6 /64.
+pub fn ban_key(ip: IpAddr) -> IpNet {
+    source_net(&Source::from_ip(ip))
+}
+
+/// The network a ban key covers: an IPv4 /32 or an IPv6 /64.
+fn source_net(src: &Source) -> IpNet {
+    let v6 = std::net::Ipv6Addr::from(src.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpNet::V4(v4.into()),
+        None => IpNet::V6(ipnet::Ipv6Net::new(v6, 64).unwrap_or_else(|_| v6.into())),
+    }
+}
+
+/// Default `guard.trusted`: loopback, `127.0.0.0/8` and `::1/128`.
+pub const DEFAULT_TRUSTED: [IpNet; 2] = [
+    IpNet::V4(ipnet::Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(127, 0, 0, 0),
+        8,
+    )),
+    IpNet::V6(ipnet::Ipv6Net::new_assert(
+        std::net::Ipv6Addr::LOCALHOST,
+        128,
+    )),
+];
+
+/// The validated `[guard]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// `guard.trusted`: networks never banned, never pregreet-tested and not subject to
+    /// `limits.max_connections_per_ip`. An IPv4-mapped IPv6 peer is matched as its IPv4
+    /// address.
+    pub trusted: Vec<IpNet>,
+}
+
+impl Default for GuardConfig {
+    /// Loopback trusted: `127.0.0.0/8` and `::1/128`.
+    fn default() -> Self {
+        GuardConfig {
+            trusted: DEFAULT_TRUSTED.to_vec(),
+        }
+    }
+}
+
+impl GuardConfig {
+    /// Whether `ip` is in `guard.trusted`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
 
 /// Why a source was banned, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +107,10 @@ pub enum BanReason {
     Pregreet,
     /// It reached `limits.max_bad_commands`.
     BadCommands,
-    /// It opened more than `limits.max_connections_per_ip` connections at once.
-    TooManyConnections,
     /// It failed AUTH `auth.max_failures` times within the window.
     AuthFailures,
+    /// The operator banned it (`smtp-edge ban add`).
+    Operator,
 }
 
 impl BanReason {
@@ -48,8 +118,8 @@ impl BanReason {
         match self {
             BanReason::Pregreet => "pregreet",
             BanReason::BadCommands => "too many bad commands",
-            BanReason::TooManyConnections => "too many connections",
             BanReason::AuthFailures => "too many failed logins",
+            BanReason::Operator => "by the operator",
         }
     }
 }
@@ -61,8 +131,8 @@ pub enum Admission {
     Admit(Slot),
     /// Its source is banned (only seen without the shield, or before the kernel caught up).
     Banned,
-    /// Its source already holds `limits.max_connections_per_ip` connections (and is banned
-    /// for it).
+    /// Its source already holds `limits.max_connections_per_ip` connections: this connection
+    /// is refused, the others go on.
     TooMany,
 }
 
@@ -78,16 +148,27 @@ fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// One admitted connection, counted against its source until dropped.
+/// One admitted connection, counted against its source (unless trusted) until dropped.
 #[derive(Debug)]
 pub struct Slot {
     guard: Arc<Guard>,
-    ip: IpAddr,
+    /// The source it counts against; `None` for a trusted source.
+    ip: Option<IpAddr>,
+    trusted: bool,
+}
+
+impl Slot {
+    /// Whether the connection comes from `guard.trusted`: no greeting delay, no bans.
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.guard.connections.release(&self.ip);
+        if let Some(ip) = &self.ip {
+            self.guard.connections.release(ip);
+        }
     }
 }
 
@@ -95,18 +176,24 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Guard {
     shield: Option<Shield>,
-    bans: Mutex<BanList>,
-    /// Entries in `bans`, for the lock-free fast path.
-    banned: AtomicUsize,
+    config: GuardConfig,
+    /// Every ban in force, the shield's included: what admission reads, without a lock.
+    bans: BanTable,
     connections: PerSource<IpAddr>,
     max_per_ip: u32,
     ban_for: Duration,
+    /// The pruner thread, woken when bans wait to be folded.
+    pruner: OnceLock<std::thread::Thread>,
 }
 
 impl Guard {
     /// Loads the shield if `shield.enabled`; a failure is an error only if `shield.required`,
-    /// else it is logged and bans are enforced in userspace.
-    pub fn start(cfg: &ShieldConfig, max_per_ip: u32) -> Result<Arc<Guard>, ShieldError> {
+    /// else it is logged and bans are enforced in userspace. Starts the pruner thread.
+    pub fn start(
+        cfg: &ShieldConfig,
+        config: &GuardConfig,
+        max_per_ip: u32,
+    ) -> Result<Arc<Guard>, ShieldError> {
         let shield = if cfg.enabled {
             match Shield::load(cfg) {
                 Ok(shield) => {
@@ -125,40 +212,61 @@ impl Guard {
             tracing::info!("shield disabled; bans enforced in userspace with 421 at connect");
             None
         };
-        Ok(Arc::new(Guard {
+        let sweeper = shield.as_ref().map(Shield::sweeper).transpose()?;
+        let guard = Arc::new(Guard {
             shield,
-            bans: Mutex::new(BanList::new(MAX_USERSPACE_BANS)),
-            banned: AtomicUsize::new(0),
+            config: config.clone(),
+            bans: BanTable::new(MAX_BANS),
             connections: PerSource::default(),
             max_per_ip,
             ban_for: Duration::from_secs(cfg.ban_secs),
-        }))
+            pruner: OnceLock::new(),
+        });
+        match pruner::spawn(Arc::downgrade(&guard), sweeper) {
+            Ok(thread) => {
+                let _ = guard.pruner.set(thread);
+            }
+            // Bans still work; they are folded by the writers' own wake-ups never, so expired
+            // ones linger until restart. Worth a loud line, not a refusal to start.
+            Err(e) => tracing::error!(error = %e, "guard: cannot start the pruner thread"),
+        }
+        Ok(guard)
     }
 
-    /// Decides on a new connection from `ip`; a source over its connection limit is banned.
+    /// Decides on a new connection from `ip`. Takes no lock that a ban, an unban or pruning
+    /// holds: the ban check reads a published snapshot.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
+        if self.config.is_trusted(ip) {
+            return Admission::Admit(Slot {
+                guard: self.clone(),
+                ip: None,
+                trusted: true,
+            });
+        }
         // The shield drops a banned source's SYNs only on `shield.ports`; a ban earned on
-        // another port (failed AUTH on submission, say) is enforced here, from the same map.
+        // another port (failed AUTH on submission, say) is enforced here.
         if self.is_banned(ip, now) {
             return Admission::Banned;
         }
         let source = source_of(ip);
-        // Loopback is this host's own software (a content filter, a local relay, a load test):
-        // exempt from the per-source limit, as Postfix exempts $mynetworks.
-        let cap =
-            (self.max_per_ip != 0 && !ip.to_canonical().is_loopback()).then_some(self.max_per_ip);
+        let cap = (self.max_per_ip != 0).then_some(self.max_per_ip);
         if !self.connections.take(source, cap) {
-            self.ban(ip, now, BanReason::TooManyConnections);
             return Admission::TooMany;
         }
         Admission::Admit(Slot {
             guard: self.clone(),
-            ip: source,
+            ip: Some(source),
+            trusted: false,
         })
     }
 
+    /// Whether `ip` is in `guard.trusted`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.config.is_trusted(ip)
+    }
+
     /// The engine ended a session from `ip` for `reason`: a client that talked before the
-    /// greeting, or that kept sending bad commands, is banned.
+    /// greeting, or that kept sending bad commands, is banned (unless trusted).
     pub fn session_closed(&self, ip: IpAddr, now: Instant, reason: CloseReason) {
         let ban = match reason {
             CloseReason::Pregreet => BanReason::Pregreet,
@@ -168,51 +276,76 @@ impl Guard {
         self.ban(ip, now, ban);
     }
 
-    /// Whether `ip` is banned, in the kernel or in userspace: for sessions that were already
-    /// open when their source was banned.
+    /// Whether `ip` is banned: also for sessions that were already open when their source was
+    /// banned. Lock-free.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
-        let in_kernel = self
-            .shield
-            .as_ref()
-            .is_some_and(|s| s.is_banned(ip).unwrap_or(false));
-        in_kernel || self.banned_in_userspace(ip, now)
-    }
-
-    fn banned_in_userspace(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.banned.load(Relaxed) == 0 {
-            return false;
-        }
-        self.lock_bans().is_banned(ip, now)
+        self.bans.remaining(ip, now).is_some()
     }
 
     /// Bans `ip` for `shield.ban_secs`: in the kernel if the shield is attached (its packets
-    /// never reach us again), else in userspace (421 at connect).
+    /// never reach us again), and in userspace (421 at connect on every port).
     pub fn ban(&self, ip: IpAddr, now: Instant, reason: BanReason) {
         self.ban_for(ip, now, reason, self.ban_for);
     }
 
     /// Bans `ip` for `duration` (AUTH bans last `auth.ban_secs`); otherwise as [`Guard::ban`].
-    pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) {
-        tracing::warn!(%ip, reason = reason.as_str(), secs = duration.as_secs(), "banned");
-        if let Some(shield) = &self.shield {
-            // Bans are rare; clearing out the expired ones now keeps the kernel map from
-            // filling with sources that never came back.
-            if let Err(e) = shield.prune() {
-                tracing::warn!(error = %e, "shield: cannot prune expired bans");
-            }
-            match shield.ban(ip, duration) {
-                // The kernel map is then the one record, so `smtp-edge shield unban` lifts
-                // the ban completely.
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::error!(%ip, error = %e, "shield: cannot write the ban; enforcing it in userspace")
-                }
-            }
+    /// A source in `guard.trusted` is never banned; the attempt is logged, and `false`
+    /// returned.
+    ///
+    /// Costs one map update with the shield and a copy of the few changes not yet folded,
+    /// whatever the number of bans in force: it runs on the rings.
+    pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) -> bool {
+        if self.config.is_trusted(ip) {
+            tracing::info!(%ip, reason = reason.as_str(), "not banned: in guard.trusted");
+            return false;
         }
-        let mut bans = self.lock_bans();
-        bans.prune(now);
-        bans.ban(ip, now, duration);
-        self.banned.store(bans.len(), Relaxed);
+        tracing::warn!(%ip, reason = reason.as_str(), secs = duration.as_secs(), "banned");
+        let in_kernel = match &self.shield {
+            Some(shield) => match shield.ban(ip, duration) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(%ip, error = %e, "shield: cannot write the ban; enforcing it in userspace");
+                    false
+                }
+            },
+            None => false,
+        };
+        let until = now
+            .checked_add(duration)
+            .unwrap_or(now + Duration::from_secs(MAX_BAN_SECS));
+        if self.bans.ban(ip, now, until, in_kernel) >= bans::FOLD_AT {
+            self.wake_pruner();
+        }
+        true
+    }
+
+    /// Lifts the ban on `ip`'s source, in the kernel and in userspace; whether there was one.
+    pub fn unban(&self, ip: IpAddr, now: Instant) -> Result<bool, ShieldError> {
+        let in_kernel = match &self.shield {
+            Some(shield) => shield.unban(ip)?,
+            None => false,
+        };
+        let in_table = self.bans.lift(ip, now);
+        if self.bans.pending() >= bans::FOLD_AT {
+            self.wake_pruner();
+        }
+        Ok(in_kernel || in_table)
+    }
+
+    /// Bans in force (IPv4 address or IPv6 /64), with what remains of each, soonest to end
+    /// first. Bans written to the kernel map by `smtp-edge shield ban` appear after the
+    /// pruner's next sweep.
+    pub fn list(&self, now: Instant) -> Vec<(IpNet, Duration)> {
+        self.bans
+            .list(now)
+            .into_iter()
+            .map(|(src, left)| (source_net(&src), left))
+            .collect()
+    }
+
+    /// Whether the shield (XDP) is attached: bans then drop packets in the kernel too.
+    pub fn has_shield(&self) -> bool {
+        self.shield.is_some()
     }
 
     /// The kernel's counters and the number of active bans, for metrics.
@@ -222,21 +355,19 @@ impl Guard {
             .as_ref()
             .and_then(|s| s.counters().ok())
             .unwrap_or_default();
-        let active = match &self.shield {
-            Some(shield) => shield.bans_active().unwrap_or(0),
-            None => {
-                let mut bans = self.lock_bans();
-                bans.prune(now);
-                self.banned.store(bans.len(), Relaxed);
-                bans.len()
-            }
-        };
-        (counters, active as u64)
+        (counters, self.bans.list(now).len() as u64)
     }
 
-    fn lock_bans(&self) -> std::sync::MutexGuard<'_, BanList> {
-        // A panic elsewhere must not take the ban list down with it: the data is still valid.
-        self.bans.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Folds pending ban changes, forgets expired bans, and with `kernel` (a sweep of the
+    /// shield's map) agrees with the kernel. The pruner thread's work, O(bans).
+    fn prune(&self, now: Instant, kernel: Option<KernelBans>) {
+        self.bans.fold(now, kernel);
+    }
+
+    fn wake_pruner(&self) {
+        if let Some(thread) = self.pruner.get() {
+            thread.unpark();
+        }
     }
 }
 
@@ -251,7 +382,30 @@ mod tests {
             ban_secs: 60,
             ..ShieldConfig::default()
         };
-        Guard::start(&cfg, max_per_ip).expect("disabled shield always starts")
+        Guard::start(&cfg, &GuardConfig::default(), max_per_ip)
+            .expect("disabled shield always starts")
+    }
+
+    #[test]
+    fn trusted_sources_are_never_banned_nor_limited() {
+        let g = guard(1);
+        let now = Instant::now();
+        let local: IpAddr = "127.0.0.9".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        for ip in [local, mapped, v6] {
+            g.ban(ip, now, BanReason::AuthFailures);
+            assert!(!g.is_banned(ip, now), "{ip}");
+            let slots: Vec<_> = (0..3).map(|_| g.admit(ip, now)).collect();
+            assert!(
+                slots
+                    .iter()
+                    .all(|s| matches!(s, Admission::Admit(slot) if slot.is_trusted())),
+                "{ip}"
+            );
+        }
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(matches!(g.admit(other, now), Admission::Admit(ref s) if !s.is_trusted()));
     }
 
     #[test]
@@ -265,20 +419,62 @@ mod tests {
         assert!(locals.iter().all(|s| matches!(s, Admission::Admit(_))));
         let s1 = g.admit(a, now);
         let s2 = g.admit(a, now);
-        let s3 = g.admit(b, now);
-        assert!(matches!(s3, Admission::Admit(_)));
-        drop(s1);
-        assert!(
-            matches!(g.admit(a, now), Admission::Admit(_)),
-            "a slot came free"
-        );
-        assert!(matches!(g.admit(a, now), Admission::Admit(_)));
-        let s4 = g.admit(a, now);
         assert!(matches!(g.admit(a, now), Admission::TooMany));
-        // Over the limit is a ban: a freed slot does not let the source back in.
-        drop((s2, s4));
-        assert!(matches!(g.admit(a, now), Admission::Banned));
-        assert!(!g.is_banned(b, now));
+        assert!(matches!(g.admit(b, now), Admission::Admit(_)));
+        drop(s1);
+        assert!(matches!(g.admit(a, now), Admission::Admit(_)));
+        drop(s2);
+    }
+
+    /// Admission reads a published snapshot: a ban, an unban or a fold in progress (all of
+    /// which hold the table's write lock) cannot hold up an accept.
+    #[test]
+    fn admission_takes_no_lock_that_bans_hold() {
+        let g = guard(10);
+        let now = Instant::now();
+        let banned: IpAddr = "192.0.2.66".parse().unwrap();
+        let other: IpAddr = "192.0.2.67".parse().unwrap();
+        g.ban(banned, now, BanReason::Pregreet);
+        let held = g.bans.hold_write_lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = Arc::clone(&g);
+        std::thread::spawn(move || {
+            let verdicts = [worker.admit(banned, now), worker.admit(other, now)];
+            let _ = tx.send(verdicts.map(|a| matches!(a, Admission::Admit(_))));
+        });
+        let verdicts = rx.recv_timeout(Duration::from_secs(30));
+        drop(held);
+        assert_eq!(
+            verdicts,
+            Ok([false, true]),
+            "admission waited for the ban writer"
+        );
+    }
+
+    /// Bans only append to the table; folding them in and forgetting expired ones is the
+    /// pruner thread's work, which the caller never waits for.
+    #[test]
+    fn the_pruner_thread_folds_bans_and_forgets_expired_ones() {
+        let g = guard(0);
+        let now = Instant::now();
+        for i in 0..bans::FOLD_AT as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i));
+            g.ban_for(ip, now, BanReason::BadCommands, Duration::from_millis(1));
+        }
+        let long: IpAddr = "192.0.2.1".parse().unwrap();
+        g.ban(long, now, BanReason::BadCommands);
+        assert_eq!(
+            g.bans.pending(),
+            bans::FOLD_AT + 1,
+            "the caller did not fold"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while g.bans.held() != 1 {
+            assert!(Instant::now() < deadline, "the pruner never folded");
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        assert_eq!(g.bans.pending(), 0);
+        assert!(g.is_banned(long, now));
     }
 
     #[test]
@@ -314,6 +510,9 @@ mod tests {
         let noisy: IpAddr = "192.0.2.3".parse().unwrap();
         g.session_closed(noisy, now, CloseReason::TooManyErrors);
         assert!(g.is_banned(noisy, now));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        g.session_closed(local, now, CloseReason::Pregreet);
+        assert!(!g.is_banned(local, now), "trusted");
     }
 
     #[test]

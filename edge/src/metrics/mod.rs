@@ -20,6 +20,8 @@
 //! | `smtp_edge_connections_active` | gauge: accepted − closed |
 //! | `smtp_edge_messages_accepted_total` | counter |
 //! | `smtp_edge_messages_rejected_total{reason}` | counter, every [`RejectReason`] always present |
+//! | `smtp_edge_banned_connections_total` | counter: refused at connect, source banned |
+//! | `smtp_edge_connections_refused_total{reason}` | counter: `per_ip`, `max_connections` caps |
 //! | `smtp_edge_bytes_received_total` | counter |
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter |
@@ -40,7 +42,8 @@ use std::sync::{Arc, OnceLock};
 
 pub use http::{serve, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
 pub use worker::{
-    AuthResult, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
+    AuthResult, RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS,
+    TLS_VERSIONS,
 };
 
 /// All the counters of the process: one [`WorkerMetrics`] per worker, the delivery stage's, and

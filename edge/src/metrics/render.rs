@@ -5,7 +5,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::worker::{RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS};
+use super::worker::{
+    RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
+};
 use super::Metrics;
 
 /// Sums the counters of every worker and writes every series.
@@ -76,6 +78,18 @@ pub(super) fn render(m: &Metrics) -> String {
         "smtp_edge_banned_connections_total",
         "Connections refused with 421 because their source is banned.",
         sum(|w| w.banned_refused.load(Relaxed)),
+    );
+    let refused: Vec<&str> = RefuseReason::ALL.iter().map(|r| r.label()).collect();
+    labelled(
+        &mut out,
+        m,
+        Family {
+            name: "smtp_edge_connections_refused_total",
+            help: "Connections refused with 421 by a connection cap (per source, or global).",
+            label: "reason",
+            values: &refused,
+        },
+        |w| &w.connections_refused,
     );
     counter(
         &mut out,

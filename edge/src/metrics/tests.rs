@@ -143,6 +143,7 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_tls_handshakes_total", "counter"),
         ("smtp_edge_auth_total", "counter"),
         ("smtp_edge_banned_connections_total", "counter"),
+        ("smtp_edge_connections_refused_total", "counter"),
         ("smtp_edge_tls_handshake_failures_total", "counter"),
         ("smtp_edge_bytes_received_total", "counter"),
         ("smtp_edge_spool_fsync_seconds", "histogram"),

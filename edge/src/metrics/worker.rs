@@ -131,6 +131,31 @@ pub struct WorkerMetrics {
     pub(super) auth: [AtomicU64; AUTH_RESULTS.len()],
     /// Connections refused at connect because their source is banned.
     pub(super) banned_refused: AtomicU64,
+    /// Connections refused at connect by a cap, indexed like [`RefuseReason::ALL`].
+    pub(super) connections_refused: [AtomicU64; RefuseReason::ALL.len()],
+}
+
+/// Which cap refused a connection; the `reason` label of
+/// `smtp_edge_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseReason {
+    /// Its source already held `limits.max_connections_per_ip` connections.
+    PerIp,
+    /// The server already held `limits.max_connections` connections.
+    MaxConnections,
+}
+
+impl RefuseReason {
+    /// Every reason, in the order they are rendered.
+    pub const ALL: [RefuseReason; 2] = [RefuseReason::PerIp, RefuseReason::MaxConnections];
+
+    /// The Prometheus label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RefuseReason::PerIp => "per_ip",
+            RefuseReason::MaxConnections => "max_connections",
+        }
+    }
 }
 
 /// The `result` label values of `smtp_edge_auth_total`.
@@ -211,6 +236,14 @@ impl WorkerMetrics {
         self.banned_refused.fetch_add(1, Relaxed);
     }
 
+    /// A connection was refused with 421 by the cap `reason` names.
+    #[inline]
+    pub fn connection_refused(&self, reason: RefuseReason) {
+        if let Some(counter) = self.connections_refused.get(reason as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
     /// A TLS handshake failed.
     #[inline]
     pub fn tls_handshake_failed(&self) {
@@ -241,6 +274,13 @@ mod tests {
     fn reasons_index_their_place_in_all() {
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn refuse_reasons_index_their_place_in_all() {
+        for (i, r) in RefuseReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
         }
     }
 

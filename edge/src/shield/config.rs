@@ -39,7 +39,7 @@ const MAX_IFNAME: usize = 15;
 pub struct ShieldConfig {
     /// Load the shield at all.
     pub enabled: bool,
-    /// Refuse to start if it cannot be loaded; otherwise log and go on with [`super::BanList`].
+    /// Refuse to start if it cannot be loaded; otherwise log and go on with bans enforced in userspace.
     pub required: bool,
     /// Interfaces to attach to.
     pub interfaces: Vec<String>,

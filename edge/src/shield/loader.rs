@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray,
+};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
@@ -243,24 +245,24 @@ impl Shield {
         }
     }
 
-    /// Deletes expired bans from the kernel map. The program drops an expired entry only when
-    /// its source sends again; sources that never return would otherwise fill the map, and new
-    /// bans would then fail. Returns how many were removed.
-    pub fn prune(&self) -> Result<usize, ShieldError> {
-        let mut maps = lock(&self.maps);
-        let now = monotonic_ns();
-        let mut expired = Vec::new();
-        for entry in maps.bans.iter() {
-            let (src, until) = entry.map_err(|e| map_error(MAP_BANS, "iterate", e))?;
-            if until <= now {
-                expired.push(src);
-            }
-        }
-        for src in &expired {
-            // Gone already (the program saw the source again): nothing to do.
-            let _ = maps.bans.remove(src);
-        }
-        Ok(expired.len())
+    /// A second handle on the ban map, for walking it on another thread without this shield's
+    /// mutex: a walk of a full map takes tens of milliseconds, and bans written meanwhile must
+    /// not wait for it.
+    pub fn sweeper(&self) -> Result<BanSweeper, ShieldError> {
+        let fd = {
+            let maps = lock(&self.maps);
+            maps.bans
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| pin_error("duplicate the ban map", Path::new(MAP_BANS), e))?
+        };
+        let data = MapData::from_fd(fd).map_err(|e| layout_error(MAP_BANS, e))?;
+        let map = Map::from_map_data(data).map_err(|e| layout_error(MAP_BANS, e))?;
+        Ok(BanSweeper {
+            bans: BpfHashMap::try_from(map).map_err(|e| layout_error(MAP_BANS, e))?,
+        })
     }
 
     /// Bans in force, with what remains of each, soonest to end first.
@@ -353,6 +355,72 @@ impl Shield {
             }
         }
     }
+}
+
+/// Walks the kernel's ban map off the rings ([`Shield::sweeper`]): deletes what has expired and
+/// reports what is in force.
+pub struct BanSweeper {
+    bans: BpfHashMap<MapData, Source, u64>,
+}
+
+impl std::fmt::Debug for BanSweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BanSweeper").finish_non_exhaustive()
+    }
+}
+
+impl BanSweeper {
+    /// One pass over the map: every entry in force with what remains of it; expired entries
+    /// are deleted (the program drops an expired entry only when its source sends again, so
+    /// sources that never return would otherwise fill the map, and new bans would fail).
+    /// `pause` is called after every `step` entries (visited, then deleted), so that a pass
+    /// over a full map is spread out rather than one burst of syscalls.
+    ///
+    /// The kernel gives no snapshot: an entry added or deleted during the pass may or may not
+    /// be seen, and a deletion under the cursor restarts the walk, so a pass visits at most
+    /// twice the map's capacity.
+    pub fn sweep(&mut self, step: usize, mut pause: impl FnMut()) -> Result<Sweep, ShieldError> {
+        let step = step.max(1);
+        let now = monotonic_ns();
+        let mut live = Vec::new();
+        let mut expired = Vec::new();
+        let bound = 2 * maps::MAX_BANS as usize;
+        for (visited, entry) in self.bans.iter().take(bound).enumerate() {
+            let (src, until) = entry.map_err(|e| map_error(MAP_BANS, "iterate", e))?;
+            if until > now {
+                live.push((src, Duration::from_nanos(until - now)));
+            } else {
+                expired.push(src);
+            }
+            if (visited + 1) % step == 0 {
+                pause();
+            }
+        }
+        expired.sort_unstable();
+        expired.dedup();
+        let mut removed = 0;
+        for (i, src) in expired.iter().enumerate() {
+            // Gone already (the program saw the source again): nothing to do.
+            if self.bans.remove(src).is_ok() {
+                removed += 1;
+            }
+            if (i + 1) % step == 0 {
+                pause();
+            }
+        }
+        live.sort_unstable();
+        live.dedup_by_key(|(src, _)| *src);
+        Ok(Sweep { live, removed })
+    }
+}
+
+/// What one [`BanSweeper::sweep`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Bans in force, with what remains of each, by source.
+    pub live: Vec<(Source, Duration)>,
+    /// Expired entries deleted.
+    pub removed: usize,
 }
 
 impl Maps {

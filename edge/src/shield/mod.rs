@@ -18,13 +18,13 @@
 //! the map layouts once; [`maps`] mirrors them.
 //!
 //! Without privilege (CAP_BPF + CAP_NET_ADMIN) or BPF support [`Shield::load`] fails with a
-//! [`ShieldError`] the server logs before going on with a [`BanList`] (unless
-//! `shield.required`): the same judgement at accept, answered with 421.
+//! [`ShieldError`] the server logs before going on without it (unless `shield.required`): the
+//! guard's own ban table ([`crate::guard::BanTable`]) gives the same judgement at accept,
+//! answered with 421.
 //!
 //! Clocks: ban expiries in the kernel are `bpf_ktime_get_ns()`, which is CLOCK_MONOTONIC
 //! (without suspend time); [`Shield`] converts with `clock_gettime(CLOCK_MONOTONIC)`.
 
-mod banlist;
 pub mod cli;
 mod config;
 mod loader;
@@ -33,9 +33,8 @@ mod prefix;
 #[cfg(test)]
 mod tests;
 
-pub use banlist::BanList;
 pub use config::{ShieldConfig, MAX_BAN_SECS, MAX_SOURCES, MAX_SYN_RATE};
-pub use loader::{AttachMode, Shield, PIN_DIR};
+pub use loader::{AttachMode, BanSweeper, Shield, Sweep, PIN_DIR};
 pub use prefix::{IpPrefix, PrefixError};
 
 use std::path::PathBuf;

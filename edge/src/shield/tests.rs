@@ -1,18 +1,11 @@
 //! Unit tests that need no privilege: map layouts against the embedded object, keys, prefixes,
-//! [`BanList`] and config validation. The kernel side is in `tests/blackbox/shield.rs`.
+//! config validation. The kernel side is in `tests/blackbox/shield.rs`.
 
 use std::mem::size_of;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
 
 use super::maps::{self, lpm_key, lpm_prefix, Bucket, Config, LpmKey, Source, Stats};
 use super::*;
-
-/// A base instant: [`BanList`] reads no clock, every call is given `now`.
-#[allow(clippy::disallowed_methods)]
-fn t0() -> Instant {
-    Instant::now()
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -165,63 +158,6 @@ fn prefixes_parse_and_name_typos() {
     assert!(p.contains(ip("10.1.200.3")));
     assert!(!p.contains(ip("10.2.0.1")));
     assert!(!p.contains(ip("::ffff:10.1.0.1")), "families never mix");
-}
-
-#[test]
-fn banlist_judges_like_the_xdp_program() {
-    let t0 = t0();
-    let mut bans = BanList::new(16);
-    bans.ban(ip("192.0.2.1"), t0, Duration::from_secs(60));
-    bans.ban(ip("2001:db8:0:1::5"), t0, Duration::from_secs(30));
-
-    assert!(bans.is_banned(ip("192.0.2.1"), t0));
-    assert!(
-        bans.is_banned(ip("::ffff:192.0.2.1"), t0),
-        "dual-stack peer"
-    );
-    assert!(!bans.is_banned(ip("192.0.2.2"), t0));
-    assert!(
-        bans.is_banned(ip("2001:db8:0:1:dead:beef::9"), t0),
-        "same /64"
-    );
-    assert!(!bans.is_banned(ip("2001:db8:0:2::5"), t0), "next /64");
-
-    let later = t0 + Duration::from_secs(45);
-    assert!(!bans.is_banned(ip("2001:db8:0:1::5"), later), "expired");
-    assert_eq!(
-        bans.remaining(ip("192.0.2.1"), later),
-        Some(Duration::from_secs(15))
-    );
-    assert_eq!(
-        bans.list(later),
-        vec![("192.0.2.1/32".parse().unwrap(), Duration::from_secs(15))]
-    );
-    assert_eq!(bans.prune(later), 1);
-    assert!(bans.unban(ip("192.0.2.1")));
-    assert!(!bans.unban(ip("192.0.2.1")));
-    assert!(bans.is_empty());
-}
-
-#[test]
-fn banlist_keeps_the_longer_ban_and_its_cap() {
-    let t0 = t0();
-    let mut bans = BanList::new(2);
-    bans.ban(ip("192.0.2.1"), t0, Duration::from_secs(60));
-    bans.ban(ip("192.0.2.1"), t0, Duration::from_secs(5));
-    assert_eq!(
-        bans.remaining(ip("192.0.2.1"), t0),
-        Some(Duration::from_secs(60))
-    );
-
-    bans.ban(ip("192.0.2.2"), t0, Duration::from_secs(10));
-    bans.ban(ip("192.0.2.3"), t0, Duration::from_secs(30));
-    assert_eq!(bans.len(), 2, "capped");
-    assert!(
-        !bans.is_banned(ip("192.0.2.2"), t0),
-        "the soonest to end made room"
-    );
-    assert!(bans.is_banned(ip("192.0.2.1"), t0));
-    assert!(bans.is_banned(ip("192.0.2.3"), t0));
 }
 
 fn problems(cfg: &ShieldConfig) -> Vec<String> {

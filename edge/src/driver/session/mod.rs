@@ -18,7 +18,7 @@ use super::context::{ListenerSpec, WorkerCtx};
 use crate::auth::SessionAuth;
 use crate::clock;
 use crate::guard::Admission;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{RefuseReason, WorkerMetrics};
 use crate::protocol::{Closing, Connection, Reply, Role, TxnId};
 use crate::spool::{Incoming, SpoolError};
 use crate::transport::{RecvBuf, Stream};
@@ -74,10 +74,14 @@ pub(super) async fn serve(
     let now = clock::now();
     let mut s = Session::new(ctx, peer, &spec, now);
     // Admission before any TLS or SMTP work.
-    let _slot = match s.ctx.guard.admit(peer.ip(), now) {
+    let slot = match s.ctx.guard.admit(peer.ip(), now) {
         Admission::Admit(slot) => slot,
         refused => return s.refuse(&stream, refused).await,
     };
+    if slot.is_trusted() {
+        // Our own software is not tested for pregreeting.
+        s.conn.skip_greeting_delay();
+    }
     s.begin(&spec, &mut shutdown);
     if spec.implicit && !s.start_tls(&spec, now) {
         return s.finish().await;
@@ -153,6 +157,9 @@ impl Session {
     /// The guard refused the connection: one 421, then close.
     async fn refuse(mut self, stream: &Stream, refused: Admission) {
         let why = if matches!(refused, Admission::TooMany) {
+            // Only this connection is refused: the source's other sessions (a transfer in
+            // DATA, say) go on, and nothing is banned.
+            self.metrics().connection_refused(RefuseReason::PerIp);
             self.summary.outcome = "too many connections";
             Closing::TooManyConnections
         } else {

@@ -208,6 +208,13 @@ impl Connection {
         }
     }
 
+    /// The client is this host's own software (the guard's trusted networks): the 220 goes out
+    /// at once, without the greeting delay, and early input is not a pregreet. Call before the
+    /// first input.
+    pub fn skip_greeting_delay(&mut self) {
+        self.greet_at = None;
+    }
+
     /// The client's address is in the operator's trusted networks: it may submit without
     /// authenticating. Call before the first input.
     pub fn grant_trusted(&mut self) {
