@@ -3,12 +3,24 @@
  * smtp-edge shield: an XDP program that rate-limits new TCP connections (SYNs) per source and
  * drops banned sources, for the protected SMTP ports only. Everything else passes untouched.
  *
- * For a TCP segment to a port in shield_cfg.ports (Ethernet, up to two 802.1Q/802.1ad tags,
- * IPv4 or IPv6), in this order:
- *   1. source in the allowlist trie (shield_allow)   -> pass
+ * Frames: Ethernet, up to two 802.1Q/802.1ad tags, IPv4 or IPv6. A packet is *to a protected
+ * port* when it is TCP whose header is found and whose destination port is in shield_cfg.ports,
+ * or when it may be TCP but its port cannot be read:
+ *   - an IPv4 or IPv6 fragment of a TCP segment (a later fragment carries no port; a first
+ *     fragment too short for the 20-octet TCP header hides it, RFC 1858 §3 / RFC 3128);
+ *   - IPv6 whose extension-header chain is longer than MAX_IPV6_EXT_HEADERS, or truncated.
+ * Legitimate TCP is not fragmented: senders set DF and size segments by MSS and path MTU
+ * discovery (RFC 1191, RFC 8201; IPv6 routers never fragment), so fragments of TCP are the
+ * shape of an evasion, not of mail. Fragments of UDP, ICMP and other protocols pass untouched.
+ *
+ * For a packet to a protected port, in this order:
+ *   1. source in the allowlist trie (shield_allow)   -> pass (shield_stats.passed)
  *   2. source banned and the ban not expired         -> drop (shield_stats.dropped_banned)
- *   3. SYN without ACK and the source's bucket empty -> drop (shield_stats.dropped_rate)
- *   4. otherwise                                     -> pass (shield_stats.passed)
+ *   3. port unreadable, or TCP fragmented            -> drop (shield_stats.dropped_malformed)
+ *   4. SYN without ACK and the source's bucket empty -> drop (shield_stats.dropped_rate)
+ *   5. otherwise                                     -> pass (shield_stats.passed)
+ * The ban is judged on the source address alone (step 2 comes before any look at the TCP
+ * header): whatever follows the IP header, a banned source reaches no protected port.
  * Sources are keyed as in shield.h: IPv4 by address, IPv6 by /64.
  *
  * Build: `cargo xtask build-ebpf` (clang-19 -O2 -g -target bpf; see ebpf/README.md).
@@ -24,8 +36,11 @@
 
 #include "shield.h"
 
-/* How many IPv6 extension headers are walked to find TCP (RFC 8200 §4.1 order). */
-#define MAX_IPV6_EXT_HEADERS 4
+/* How many IPv6 extension headers are walked to find TCP. RFC 8200 §4.1 recommends at most
+ * one of each (Destination Options twice): hop-by-hop, destination, routing, fragment,
+ * authentication, destination, so a legitimate chain has six or fewer. A longer chain is
+ * dropped on protected ports (dropped_malformed), not passed unjudged. */
+#define MAX_IPV6_EXT_HEADERS 8
 /* How many VLAN tags (802.1ad outer + 802.1Q inner) are skipped. */
 #define MAX_VLAN_TAGS 2
 
@@ -80,7 +95,24 @@ struct ipv6_frag {
 	__be32 identification;
 };
 
-enum verdict_kind { PASSED, DROPPED_RATE, DROPPED_BANNED };
+/* IPv6 Authentication Header (RFC 4302 §2.2): its length is in 4-octet units, minus 2. */
+struct ipv6_auth {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__be16 reserved;
+};
+
+enum verdict_kind { PASSED, DROPPED_RATE, DROPPED_BANNED, DROPPED_MALFORMED };
+
+/* What the network layer says follows it. */
+enum l4_kind {
+	/* Not TCP: not the shield's business. */
+	L4_OTHER,
+	/* A TCP header, whole, at `tcp`. */
+	L4_TCP,
+	/* Maybe TCP, but the header is not readable here (see the top of this file). */
+	L4_UNREADABLE,
+};
 
 static __always_inline void count(enum verdict_kind kind)
 {
@@ -94,8 +126,10 @@ static __always_inline void count(enum verdict_kind kind)
 		st->passed++;
 	else if (kind == DROPPED_RATE)
 		st->dropped_rate++;
-	else
+	else if (kind == DROPPED_BANNED)
 		st->dropped_banned++;
+	else
+		st->dropped_malformed++;
 }
 
 static __always_inline int is_protected(const struct shield_config *cfg, __u16 dport)
@@ -108,6 +142,12 @@ static __always_inline int is_protected(const struct shield_config *cfg, __u16 d
 			return 1;
 	}
 	return 0;
+}
+
+static __always_inline int is_ipv6_ext(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	       nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_AH;
 }
 
 /* Returns 1 if a SYN from `src` may pass now (and takes a token), 0 if the bucket is empty. */
@@ -136,6 +176,103 @@ static __always_inline int take_syn_token(const struct shield_config *cfg,
 	return 1;
 }
 
+/* An IPv4 packet: fills the source keys and says what follows. */
+static __always_inline enum l4_kind parse_ipv4(struct iphdr *ip, void *end,
+					       struct shield_lpm_key *full,
+					       struct shield_source *src, struct tcphdr **tcp,
+					       int *fragmented)
+{
+	__u32 hlen, l4_len;
+	__u16 frag;
+
+	if (ip->ihl < 5 || ip->protocol != IPPROTO_TCP)
+		/* A header shorter than 20 octets is refused by the kernel's own checks
+		 * (ip_rcv_core); other protocols are not ours to judge. */
+		return L4_OTHER;
+	full->addr[10] = 0xff;
+	full->addr[11] = 0xff;
+	__builtin_memcpy(&full->addr[12], &ip->saddr, 4);
+	__builtin_memcpy(src->addr, full->addr, 16);
+
+	frag = bpf_ntohs(ip->frag_off);
+	*fragmented = (frag & 0x3fff) != 0; /* more-fragments flag or an offset */
+	if (frag & 0x1fff)
+		/* A later fragment: it carries no TCP header, so no port. */
+		return L4_UNREADABLE;
+	hlen = ip->ihl * 4;
+	l4_len = bpf_ntohs(ip->tot_len);
+	/* By the IP length, not data_end: a short frame is padded to 60 octets on the wire,
+	 * and the padding must not pass for a TCP header (a tiny first fragment). */
+	if (l4_len < hlen + sizeof(struct tcphdr))
+		return L4_UNREADABLE;
+	*tcp = (void *)ip + hlen;
+	if ((void *)(*tcp + 1) > end)
+		return L4_UNREADABLE;
+	return L4_TCP;
+}
+
+/* An IPv6 packet: walks the extension headers, fills the source keys and says what follows. */
+static __always_inline enum l4_kind parse_ipv6(struct ipv6hdr *ip6, void *end,
+					       struct shield_lpm_key *full,
+					       struct shield_source *src, struct tcphdr **tcp,
+					       int *fragmented)
+{
+	void *cur = ip6 + 1;
+	void *payload_end = cur + bpf_ntohs(ip6->payload_len);
+	__u8 nexthdr = ip6->nexthdr;
+
+	__builtin_memcpy(full->addr, &ip6->saddr, 16);
+	/* Keyed by /64: the interface identifier is zeroed. */
+	__builtin_memcpy(src->addr, full->addr, 8);
+
+#pragma unroll
+	for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+		    nexthdr == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr *opt = cur;
+
+			if ((void *)(opt + 1) > end)
+				return L4_UNREADABLE;
+			nexthdr = opt->nexthdr;
+			cur += (opt->hdrlen + 1) * 8;
+		} else if (nexthdr == IPPROTO_AH) {
+			struct ipv6_auth *ah = cur;
+
+			if ((void *)(ah + 1) > end)
+				return L4_UNREADABLE;
+			nexthdr = ah->nexthdr;
+			cur += (ah->hdrlen + 2) * 4;
+		} else if (nexthdr == IPPROTO_FRAGMENT) {
+			struct ipv6_frag *frag = cur;
+
+			if ((void *)(frag + 1) > end)
+				return L4_UNREADABLE;
+			*fragmented = 1;
+			nexthdr = frag->nexthdr;
+			cur = frag + 1;
+			if (frag->frag_off & bpf_htons(0xfff8))
+				/* A later fragment: no header of the fragmentable part is
+				 * here. Its first header's type is, though: a fragment of
+				 * UDP or ICMPv6 is not ours. */
+				return (nexthdr == IPPROTO_TCP || is_ipv6_ext(nexthdr)) ?
+					       L4_UNREADABLE :
+					       L4_OTHER;
+		} else {
+			break;
+		}
+	}
+	if (is_ipv6_ext(nexthdr))
+		/* Still inside the header chain after the walk limit: TCP may follow. */
+		return L4_UNREADABLE;
+	if (nexthdr != IPPROTO_TCP)
+		return L4_OTHER;
+	*tcp = cur;
+	/* Payload length, not data_end, bounds the header (see parse_ipv4). */
+	if ((void *)(*tcp + 1) > end || (void *)(*tcp + 1) > payload_end)
+		return L4_UNREADABLE;
+	return L4_TCP;
+}
+
 SEC("xdp")
 int shield_xdp(struct xdp_md *ctx)
 {
@@ -144,7 +281,9 @@ int shield_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct shield_lpm_key full;
 	struct shield_source src;
-	struct tcphdr *tcp;
+	struct tcphdr *tcp = NULL;
+	enum l4_kind l4;
+	int fragmented = 0;
 	void *cur;
 	__u16 proto;
 	__u32 zero = 0;
@@ -174,64 +313,25 @@ int shield_xdp(struct xdp_md *ctx)
 
 		if ((void *)(ip + 1) > end)
 			return XDP_PASS;
-		if (ip->ihl < 5 || ip->protocol != IPPROTO_TCP)
-			return XDP_PASS;
-		/* A non-first fragment carries no TCP header: nothing to judge. */
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return XDP_PASS;
-		full.addr[10] = 0xff;
-		full.addr[11] = 0xff;
-		__builtin_memcpy(&full.addr[12], &ip->saddr, 4);
-		__builtin_memcpy(src.addr, full.addr, 16);
-		cur = (void *)ip + ip->ihl * 4;
+		l4 = parse_ipv4(ip, end, &full, &src, &tcp, &fragmented);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cur;
-		__u8 nexthdr;
 
 		if ((void *)(ip6 + 1) > end)
 			return XDP_PASS;
-		nexthdr = ip6->nexthdr;
-		cur = ip6 + 1;
-#pragma unroll
-		for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
-			if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
-			    nexthdr == IPPROTO_DSTOPTS) {
-				struct ipv6_opt_hdr *opt = cur;
-
-				if ((void *)(opt + 1) > end)
-					return XDP_PASS;
-				nexthdr = opt->nexthdr;
-				cur += (opt->hdrlen + 1) * 8;
-			} else if (nexthdr == IPPROTO_FRAGMENT) {
-				struct ipv6_frag *frag = cur;
-
-				if ((void *)(frag + 1) > end)
-					return XDP_PASS;
-				/* A non-first fragment carries no TCP header. */
-				if (frag->frag_off & bpf_htons(0xfff8))
-					return XDP_PASS;
-				nexthdr = frag->nexthdr;
-				cur = frag + 1;
-			} else {
-				break;
-			}
-		}
-		if (nexthdr != IPPROTO_TCP)
-			return XDP_PASS;
-		__builtin_memcpy(full.addr, &ip6->saddr, 16);
-		/* Keyed by /64: the interface identifier is zeroed. */
-		__builtin_memcpy(src.addr, full.addr, 8);
+		l4 = parse_ipv6(ip6, end, &full, &src, &tcp, &fragmented);
 	} else {
 		return XDP_PASS;
 	}
-
-	tcp = cur;
-	if ((void *)(tcp + 1) > end)
+	if (l4 == L4_OTHER)
 		return XDP_PASS;
 
 	struct shield_config *cfg = bpf_map_lookup_elem(&shield_cfg, &zero);
 
-	if (!cfg || !is_protected(cfg, bpf_ntohs(tcp->dest)))
+	if (!cfg)
+		return XDP_PASS;
+	/* A readable port decides; an unreadable one may be any port, so it counts as ours. */
+	if (l4 == L4_TCP && (!tcp || !is_protected(cfg, bpf_ntohs(tcp->dest))))
 		return XDP_PASS;
 
 	if (bpf_map_lookup_elem(&shield_allow, &full)) {
@@ -252,6 +352,15 @@ int shield_xdp(struct xdp_md *ctx)
 		}
 		/* Expired: forget it so the map does not fill with stale bans. */
 		bpf_map_delete_elem(&shield_bans, &src);
+	}
+
+	if (l4 != L4_TCP || fragmented || !tcp) {
+		count(DROPPED_MALFORMED);
+		/* XDP_DROP: TCP to a protected port whose header cannot be judged here (a
+		 * fragment, a tiny first fragment, an overlong IPv6 header chain, a truncated
+		 * header). Passing it would let a SYN past the rate limit once the kernel
+		 * reassembles it; no legitimate sender fragments TCP (see the top of the file). */
+		return XDP_DROP;
 	}
 
 	if (tcp->syn && !tcp->ack && !take_syn_token(cfg, &src, now)) {

@@ -62,7 +62,7 @@ struct shield_config {
 	__u16 ports[SHIELD_MAX_PORTS];
 };
 
-/* `shield_stats[0]` (per CPU): segments to protected ports. */
+/* `shield_stats[0]` (per CPU): packets to protected ports (see shield.c for which). */
 struct shield_stats {
 	/* Let through (allowlisted, or neither banned nor over the SYN rate). */
 	__u64 passed;
@@ -70,6 +70,10 @@ struct shield_stats {
 	__u64 dropped_rate;
 	/* Segments dropped because the source was banned. */
 	__u64 dropped_banned;
+	/* Packets dropped because their TCP header could not be judged: fragments of TCP (the
+	 * first too short to hold the header, or any later one), an IPv6 header chain longer
+	 * than the walk limit, or a truncated header. */
+	__u64 dropped_malformed;
 };
 
 #endif /* SMTP_EDGE_SHIELD_H */

@@ -32,6 +32,7 @@ mod metrics;
 mod recipients;
 mod relay;
 mod shield;
+mod shield_frames;
 mod shield_lab;
 mod shield_server;
 mod smuggling;

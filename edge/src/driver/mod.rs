@@ -191,6 +191,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             passed: c.passed,
             dropped_rate: c.dropped_rate,
             dropped_banned: c.dropped_banned,
+            dropped_malformed: c.dropped_malformed,
             bans_active,
         }
     }));

@@ -26,7 +26,7 @@
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter |
 //! | `smtp_edge_delivery_failures_total` | counter |
-//! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned` |
+//! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned`, `dropped_malformed` |
 //! | `smtp_edge_shield_bans_active` | gauge |
 //!
 //! The shield series come from a late-bound source ([`Metrics::set_shield_source`]): the shield
@@ -80,6 +80,9 @@ pub struct ShieldStats {
     pub dropped_rate: u64,
     /// Dropped because the source is banned.
     pub dropped_banned: u64,
+    /// Dropped because the TCP header could not be judged (fragments of TCP, overlong IPv6
+    /// header chains, truncation).
+    pub dropped_malformed: u64,
     /// Bans in force.
     pub bans_active: u64,
 }

@@ -166,6 +166,7 @@ pub(super) fn render(m: &Metrics) -> String {
         ("passed", shield.passed),
         ("dropped_rate", shield.dropped_rate),
         ("dropped_banned", shield.dropped_banned),
+        ("dropped_malformed", shield.dropped_malformed),
     ] {
         let _ = writeln!(
             out,

@@ -168,7 +168,12 @@ fn every_family_has_help_and_type() {
     }
 }
 
-const SHIELD_ACTIONS: [&str; 3] = ["passed", "dropped_rate", "dropped_banned"];
+const SHIELD_ACTIONS: [&str; 4] = [
+    "passed",
+    "dropped_rate",
+    "dropped_banned",
+    "dropped_malformed",
+];
 
 #[test]
 fn shield_series_are_zero_without_a_source() {
@@ -204,6 +209,7 @@ fn shield_source_is_read_on_every_scrape_and_set_once() {
             passed: 100 * n,
             dropped_rate: 7,
             dropped_banned: u64::MAX,
+            dropped_malformed: 3,
             bans_active: 2,
         }
     })));
@@ -223,6 +229,10 @@ fn shield_source_is_read_on_every_scrape_and_set_once() {
     assert_eq!(
         e.get("smtp_edge_shield_packets_total{action=\"dropped_banned\"}"),
         u64::MAX as f64
+    );
+    assert_eq!(
+        e.get("smtp_edge_shield_packets_total{action=\"dropped_malformed\"}"),
+        3.0
     );
     assert_eq!(e.get("smtp_edge_shield_bans_active"), 2.0);
     let e = parse(&m.render());

@@ -124,7 +124,8 @@ fn status(pin_dir: &Path) -> Result<String, CliError> {
         .collect();
     Ok(format!(
         "pin_dir {}\nattached {attached}\nports {}\nsyn_rate {}\nsyn_burst {}\n\
-         passed {}\ndropped_rate {}\ndropped_banned {}\nbans_active {bans}\n",
+         passed {}\ndropped_rate {}\ndropped_banned {}\ndropped_malformed {}\n\
+         bans_active {bans}\n",
         pin_dir.display(),
         ports.join(" "),
         settings.syn_rate,
@@ -132,6 +133,7 @@ fn status(pin_dir: &Path) -> Result<String, CliError> {
         counters.passed,
         counters.dropped_rate,
         counters.dropped_banned,
+        counters.dropped_malformed,
     ))
 }
 

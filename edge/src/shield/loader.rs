@@ -324,6 +324,7 @@ impl Shield {
                 passed: sum.passed.wrapping_add(s.passed),
                 dropped_rate: sum.dropped_rate.wrapping_add(s.dropped_rate),
                 dropped_banned: sum.dropped_banned.wrapping_add(s.dropped_banned),
+                dropped_malformed: sum.dropped_malformed.wrapping_add(s.dropped_malformed),
             }))
     }
 

@@ -127,6 +127,9 @@ pub struct Stats {
     pub dropped_rate: u64,
     /// Segments dropped from banned sources.
     pub dropped_banned: u64,
+    /// Packets dropped because their TCP header could not be judged (fragments, overlong
+    /// IPv6 header chains, truncation).
+    pub dropped_malformed: u64,
 }
 
 /// `struct shield_lpm_key` is aya's `Key<[u8; 16]>`: `prefixlen` then the address.
@@ -155,7 +158,7 @@ const _: () = assert!(size_of::<Source>() == 16);
 const _: () = assert!(size_of::<Bucket>() == 8);
 const _: () = assert!(size_of::<Config>() == 8 + 8 + 4 * 4 + 2 * MAX_PORTS);
 const _: () = assert!(size_of::<Config>() == 64);
-const _: () = assert!(size_of::<Stats>() == 24);
+const _: () = assert!(size_of::<Stats>() == 32);
 const _: () = assert!(size_of::<LpmKey>() == 20);
 
 // SAFETY: each type is #[repr(C)], Copy, made only of integers, and has no padding (the size

@@ -4,14 +4,18 @@
 //!  NIC ──► XDP shield_xdp (ebpf/shield.c) ──► kernel TCP ──► listener ──► driver
 //!            │ allowlist trie ─► pass             ▲
 //!            │ banned source  ─► drop             │ ban(ip, dur) / unban / list / counters
+//!            │ TCP unreadable ─► drop             │
 //!            │ SYN over rate  ─► drop             │
 //!            └ everything else ─► pass       Shield (this module, via aya)
 //! ```
 //!
 //! For TCP to `shield.ports` only (Ethernet with up to two 802.1Q/802.1ad tags, IPv4, IPv6 keyed
 //! by /64): an allowlisted source always passes; a banned source is dropped until its ban
-//! expires; a SYN without ACK takes a token from its source's bucket (`shield.syn_rate` per
-//! second, `shield.syn_burst` at once) or is dropped. Other traffic is not looked at.
+//! expires; TCP whose port cannot be read (fragments of TCP, a first fragment too short for the
+//! header, an IPv6 header chain past the walk limit) is dropped as malformed; a SYN without ACK
+//! takes a token from its source's bucket (`shield.syn_rate` per second, `shield.syn_burst` at
+//! once) or is dropped. The ban is judged before the TCP header: a banned source's fragments
+//! and long chains are dropped as banned. Other traffic is not looked at.
 //!
 //! The program is C, compiled by `cargo xtask build-ebpf` (clang-19) into the checked-in
 //! `ebpf/shield.o`, embedded here, so building smtp-edge needs no clang. `ebpf/shield.h` defines
@@ -48,6 +52,10 @@ pub struct ShieldCounters {
     pub dropped_rate: u64,
     /// Segments dropped because their source was banned.
     pub dropped_banned: u64,
+    /// Packets dropped because the TCP header they may carry could not be judged: fragments
+    /// of TCP (a first one too short for the header, or any later one), an IPv6 header chain
+    /// past the walk limit, a truncated header.
+    pub dropped_malformed: u64,
 }
 
 /// Loading, attaching or using the shield failed.
