@@ -17,11 +17,19 @@
  *   1. source in the allowlist trie (shield_allow)   -> pass (shield_stats.passed)
  *   2. source banned and the ban not expired         -> drop (shield_stats.dropped_banned)
  *   3. port unreadable, or TCP fragmented            -> drop (shield_stats.dropped_malformed)
- *   4. SYN without ACK and the source's bucket empty -> drop (shield_stats.dropped_rate)
+ *   4. SYN without ACK, the listener under SYN pressure and the source's bucket empty
+ *                                                    -> drop (shield_stats.dropped_rate)
  *   5. otherwise                                     -> pass (shield_stats.passed)
  * The ban is judged on the source address alone (step 2 comes before any look at the TCP
  * header): whatever follows the IP header, a banned source reaches no protected port.
  * Sources are keyed as in shield.h: IPv4 by address, IPv6 by /64.
+ *
+ * SYN pressure (step 4): a SYN's source address is not verified, so a per-source budget
+ * charged by every SYN can be spent by anyone who forges the victim's address. Budgets are
+ * therefore charged and enforced only while all SYNs to protected ports together exceed
+ * shield.pressure_syn_rate (and for a hold time after): below it the kernel's SYN queue and
+ * SYN cookies cope unaided and forged SYNs cost the victim nothing; above it (a flood) the
+ * flooding sources are cut to their budgets. See ARCHITECTURE.md, "Spoofed sources".
  *
  * Build: `cargo xtask build-ebpf` (clang-19 -O2 -g -target bpf; see ebpf/README.md).
  */
@@ -75,6 +83,13 @@ struct {
 	__type(key, struct shield_source);
 	__type(value, struct shield_bucket);
 } shield_rate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct shield_pressure);
+} shield_pressure SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -174,6 +189,30 @@ static __always_inline int take_syn_token(const struct shield_config *cfg,
 		return 0;
 	b->tat_ns = tat + cfg->syn_interval_ns;
 	return 1;
+}
+
+/* Feeds one SYN to the global bucket; returns 1 if the listener is under SYN pressure. */
+static __always_inline int under_pressure(const struct shield_config *cfg, __u64 now)
+{
+	__u32 zero = 0;
+	struct shield_pressure *p;
+	__u64 tat;
+
+	if (!cfg->pressure_interval_ns)
+		return 1;
+	p = bpf_map_lookup_elem(&shield_pressure, &zero);
+	if (!p)
+		return 1;
+	/* GCRA over all sources. Shared by every CPU without atomics: a race loses an update
+	 * or two, which moves the onset of pressure by as many SYNs. */
+	tat = p->tat_ns;
+	if (tat < now)
+		tat = now;
+	if (tat - now > cfg->pressure_tolerance_ns)
+		p->until_ns = now + cfg->pressure_hold_ns;
+	else
+		p->tat_ns = tat + cfg->pressure_interval_ns;
+	return now < p->until_ns;
 }
 
 /* An IPv4 packet: fills the source keys and says what follows. */
@@ -363,10 +402,11 @@ int shield_xdp(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
-	if (tcp->syn && !tcp->ack && !take_syn_token(cfg, &src, now)) {
+	if (tcp->syn && !tcp->ack && under_pressure(cfg, now) &&
+	    !take_syn_token(cfg, &src, now)) {
 		count(DROPPED_RATE);
-		/* XDP_DROP: a new connection over the source's SYN rate (shield.syn_rate per
-		 * second, shield.syn_burst at once). Dropping the SYN before the kernel
+		/* XDP_DROP: under SYN pressure, a new connection over the source's SYN rate
+		 * (shield.syn_rate per second, shield.syn_burst at once). Dropping the SYN before the kernel
 		 * allocates a request socket is the point; a well-behaved client retransmits
 		 * it after its SYN timeout, when the bucket has refilled. */
 		return XDP_DROP;

@@ -60,13 +60,35 @@ struct shield_config {
 	__u32 _pad;
 	/* Protected TCP destination ports; 0 never matches. */
 	__u16 ports[SHIELD_MAX_PORTS];
+	/* SYN pressure: the emission interval of the global bucket, 1e9 / pressure_syn_rate;
+	 * 0 means always under pressure (per-source limits always apply). */
+	__u64 pressure_interval_ns;
+	/* Burst tolerance of the global bucket (a tenth of a second of pressure_syn_rate). */
+	__u64 pressure_tolerance_ns;
+	/* How long pressure lasts after the global bucket was last found empty. */
+	__u64 pressure_hold_ns;
+	/* As configured, for inspection. */
+	__u32 pressure_syn_rate;
+	__u32 _pad2;
+};
+
+/* `shield_pressure[0]` (shared by all CPUs): is the listener under SYN pressure? SYNs to
+ * protected ports from every source go through one GCRA bucket of pressure_syn_rate; while it
+ * is empty, and for pressure_hold_ns after, per-source SYN budgets apply. Per-source budgets
+ * are keyed on an address nobody has verified yet (a SYN's source can be forged): applied at
+ * all times, they would let anyone spend a victim's budget with forged SYNs. */
+struct shield_pressure {
+	/* Theoretical arrival time of the next SYN, all sources together. */
+	__u64 tat_ns;
+	/* Under pressure until then (bpf_ktime_get_ns()). */
+	__u64 until_ns;
 };
 
 /* `shield_stats[0]` (per CPU): packets to protected ports (see shield.c for which). */
 struct shield_stats {
 	/* Let through (allowlisted, or neither banned nor over the SYN rate). */
 	__u64 passed;
-	/* SYNs dropped because the source's bucket was empty. */
+	/* SYNs dropped because the source's bucket was empty (only under SYN pressure). */
 	__u64 dropped_rate;
 	/* Segments dropped because the source was banned. */
 	__u64 dropped_banned;

@@ -35,6 +35,7 @@ mod shield;
 mod shield_frames;
 mod shield_lab;
 mod shield_server;
+mod shield_spoof;
 mod smuggling;
 mod spool;
 mod tls;

@@ -265,6 +265,7 @@ fn frames_are_judged_through_vlan_tags_and_ipv6_extension_headers() {
     let cfg = ShieldConfig {
         syn_rate: 1,
         syn_burst: 1,
+        pressure_syn_rate: 0,
         allow: vec![format!("{CLI4_ALLOWED}/32")],
         ..ShieldConfig::default()
     };

@@ -43,7 +43,9 @@ const GREET_DELAY: Duration = Duration::from_millis(300);
 const BAN: Duration = Duration::from_secs(3);
 
 /// The `[shield]` knobs a test sets; the rest is fixed: enabled, required, on `veth-srv`,
-/// `ban_secs = 3`, not pinned, `ports` left to default to the delivery listeners' (2525).
+/// `ban_secs = 3`, not pinned, `ports` left to default to the delivery listeners' (2525), and
+/// `pressure_syn_rate = 0`: the per-source buckets apply from the first SYN, so that what these
+/// tests measure is the bucket (the pressure threshold has its own tests in `shield.rs`).
 struct ShieldOpts {
     syn_rate: u32,
     syn_burst: u32,
@@ -98,7 +100,8 @@ impl NsServer {
         writeln!(
             t,
             "\n[shield]\nenabled = true\nrequired = true\ninterfaces = [\"veth-srv\"]\n\
-             syn_rate = {}\nsyn_burst = {}\nallow = [{}]\nban_secs = {}\npin = false",
+             syn_rate = {}\nsyn_burst = {}\nallow = [{}]\nban_secs = {}\npin = false\n\
+             pressure_syn_rate = 0",
             opts.syn_rate,
             opts.syn_burst,
             allow.join(", "),
@@ -741,7 +744,9 @@ fn shield_cli_reads_and_edits_pinned_maps() {
         "attached veth-srv",
         "ports 2525",
         "syn_rate 1000",
+        "pressure_syn_rate 1000",
         "dropped_banned 0",
+        "dropped_malformed 0",
         "bans_active 0",
     ] {
         assert!(

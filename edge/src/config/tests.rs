@@ -226,6 +226,10 @@ fn each_bad_value_names_its_key() {
         ("[shield]\nallow = [\"10.0.0.0/33\"]", "shield.allow[0]"),
         ("[shield]\nsyn_rate = 0", "shield.syn_rate"),
         ("[shield]\nsyn_burst = 1000001", "shield.syn_burst"),
+        (
+            "[shield]\npressure_syn_rate = 1000001",
+            "shield.pressure_syn_rate",
+        ),
         ("[shield]\nmax_sources = 1", "shield.max_sources"),
         ("[shield]\nban_secs = 0", "shield.ban_secs"),
     ];

@@ -124,12 +124,14 @@ fn status(pin_dir: &Path) -> Result<String, CliError> {
         .collect();
     Ok(format!(
         "pin_dir {}\nattached {attached}\nports {}\nsyn_rate {}\nsyn_burst {}\n\
+         pressure_syn_rate {}\n\
          passed {}\ndropped_rate {}\ndropped_banned {}\ndropped_malformed {}\n\
          bans_active {bans}\n",
         pin_dir.display(),
         ports.join(" "),
         settings.syn_rate,
         settings.syn_burst,
+        settings.pressure_syn_rate,
         counters.passed,
         counters.dropped_rate,
         counters.dropped_banned,

@@ -30,6 +30,7 @@ const MAX_IFNAME: usize = 15;
 /// allow = ["192.0.2.0/24"]    # never limited nor banned
 /// syn_rate = 10               # new connections per second per source (IPv6: per /64)
 /// syn_burst = 20
+/// pressure_syn_rate = 1000    # per-source limits apply only above this many SYNs/s in all
 /// max_sources = 65536         # sources tracked at once (LRU)
 /// ban_secs = 600              # default ban length for the server's bans
 /// pin = false                 # true: stay attached after exit, pinned in /sys/fs/bpf/smtp-edge
@@ -51,6 +52,11 @@ pub struct ShieldConfig {
     pub syn_rate: u32,
     /// SYNs a source may send at once.
     pub syn_burst: u32,
+    /// SYNs per second to the protected ports, all sources together, above which the
+    /// per-source limits apply (and for two seconds after); 0: they always apply. Below it a
+    /// SYN charges no budget, so SYNs forged with a victim's address cannot spend the
+    /// victim's budget while the listener copes anyway.
+    pub pressure_syn_rate: u32,
     /// Capacity of the per-source bucket map.
     pub max_sources: u32,
     /// Default ban length in seconds, for the server's own bans.
@@ -69,6 +75,7 @@ impl Default for ShieldConfig {
             allow: Vec::new(),
             syn_rate: 10,
             syn_burst: 20,
+            pressure_syn_rate: 1000,
             max_sources: 65_536,
             ban_secs: 600,
             pin: false,
@@ -151,6 +158,15 @@ impl ShieldConfig {
                     format!("must be at most {MAX_SYN_RATE}, got {value}"),
                 );
             }
+        }
+        if self.pressure_syn_rate > MAX_SYN_RATE {
+            problem(
+                "shield.pressure_syn_rate".into(),
+                format!(
+                    "must be at most {MAX_SYN_RATE} (0: limits always apply), got {}",
+                    self.pressure_syn_rate
+                ),
+            );
         }
         if !MAX_SOURCES.contains(&self.max_sources) {
             problem(

@@ -17,7 +17,8 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::config::ShieldConfig;
 use super::maps::{
-    self, lpm_key, Config, Source, Stats, MAP_ALLOW, MAP_BANS, MAP_CFG, MAP_RATE, MAP_STATS,
+    self, lpm_key, Config, Source, Stats, MAP_ALLOW, MAP_BANS, MAP_CFG, MAP_PRESSURE, MAP_RATE,
+    MAP_STATS,
 };
 use super::prefix::IpPrefix;
 use super::{ShieldCounters, ShieldError};
@@ -108,7 +109,14 @@ impl Shield {
         if cfg.pin {
             ensure_bpffs(pin_dir)?;
             // A map already pinned there (an earlier run) is reused as is: bans survive.
-            for name in [MAP_CFG, MAP_ALLOW, MAP_BANS, MAP_RATE, MAP_STATS] {
+            for name in [
+                MAP_CFG,
+                MAP_ALLOW,
+                MAP_BANS,
+                MAP_RATE,
+                MAP_STATS,
+                MAP_PRESSURE,
+            ] {
                 loader.map_pin_path(name, pin_dir.join(name));
             }
         }
@@ -444,7 +452,16 @@ impl Maps {
 /// Writes the config entry and makes the allowlist trie hold exactly `allow`.
 fn configure(maps: &mut Maps, cfg: &ShieldConfig, allow: &[IpPrefix]) -> Result<(), ShieldError> {
     maps.cfg
-        .set(0, Config::new(cfg.syn_rate, cfg.syn_burst, &cfg.ports), 0)
+        .set(
+            0,
+            Config::with_pressure(
+                cfg.syn_rate,
+                cfg.syn_burst,
+                &cfg.ports,
+                cfg.pressure_syn_rate,
+            ),
+            0,
+        )
         .map_err(|e| map_error(MAP_CFG, "update", e))?;
     let keys: Vec<_> = allow.iter().map(lpm_key).collect();
     // Stale entries (a pinned trie from an earlier configuration) go first.

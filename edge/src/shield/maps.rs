@@ -26,6 +26,11 @@ pub const MAP_BANS: &str = "shield_bans";
 pub const MAP_RATE: &str = "shield_rate";
 /// Per-CPU counters.
 pub const MAP_STATS: &str = "shield_stats";
+/// The global SYN bucket that says whether the listener is under SYN pressure.
+pub const MAP_PRESSURE: &str = "shield_pressure";
+/// How long SYN pressure lasts after the global bucket was last found empty: per-source
+/// budgets stay on through the short lulls of a pulsed flood.
+pub const PRESSURE_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 /// The XDP program's function name.
 pub const PROGRAM: &str = "shield_xdp";
 
@@ -95,18 +100,49 @@ pub struct Config {
     pub _pad: u32,
     /// Protected destination ports, host order.
     pub ports: [u16; MAX_PORTS],
+    /// 1e9 / pressure_syn_rate; 0: always under pressure.
+    pub pressure_interval_ns: u64,
+    /// A tenth of a second of pressure_syn_rate: (burst - 1) * interval.
+    pub pressure_tolerance_ns: u64,
+    /// [`PRESSURE_HOLD`] in nanoseconds.
+    pub pressure_hold_ns: u64,
+    /// As configured.
+    pub pressure_syn_rate: u32,
+    /// Padding, zero.
+    pub _pad2: u32,
 }
 
 impl Config {
-    /// The map value for a SYN rate, burst and port list (at most [`MAX_PORTS`] are used).
+    /// The map value for a SYN rate, burst and port list (at most [`MAX_PORTS`] are used),
+    /// with per-source limits applied at all times (no pressure threshold).
     pub fn new(syn_rate: u32, syn_burst: u32, ports: &[u16]) -> Config {
+        Config::with_pressure(syn_rate, syn_burst, ports, 0)
+    }
+
+    /// [`Config::new`], with per-source limits applied only while all SYNs together exceed
+    /// `pressure_syn_rate` per second (0: always). The global bucket's burst is a tenth of a
+    /// second of that rate, so a flood is seen within about 100 ms of its start.
+    pub fn with_pressure(
+        syn_rate: u32,
+        syn_burst: u32,
+        ports: &[u16],
+        pressure_syn_rate: u32,
+    ) -> Config {
         let rate = u64::from(syn_rate.max(1));
         let interval = 1_000_000_000 / rate;
+        let (pressure_interval, pressure_burst) = match u64::from(pressure_syn_rate) {
+            0 => (0, 1),
+            r => (1_000_000_000 / r, (r / 10).max(1)),
+        };
         let mut cfg = Config {
             syn_interval_ns: interval,
             syn_tolerance_ns: interval.saturating_mul(u64::from(syn_burst.max(1) - 1)),
             syn_rate,
             syn_burst,
+            pressure_interval_ns: pressure_interval,
+            pressure_tolerance_ns: pressure_interval.saturating_mul(pressure_burst - 1),
+            pressure_hold_ns: PRESSURE_HOLD.as_nanos() as u64,
+            pressure_syn_rate,
             ..Config::default()
         };
         for (slot, port) in cfg.ports.iter_mut().zip(ports) {
@@ -115,6 +151,16 @@ impl Config {
         }
         cfg
     }
+}
+
+/// `struct shield_pressure`: `shield_pressure[0]`, the global SYN bucket (written by XDP only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// When the next SYN (all sources together) is due.
+    pub tat_ns: u64,
+    /// Under pressure until then, `bpf_ktime_get_ns()` nanoseconds.
+    pub until_ns: u64,
 }
 
 /// `struct shield_stats`: `shield_stats[0]`, one per CPU.
@@ -156,8 +202,9 @@ pub fn lpm_prefix(key: &LpmKey) -> Option<IpPrefix> {
 // Sizes from ebpf/shield.h (x86_64 and every other 64-bit target: no implicit padding).
 const _: () = assert!(size_of::<Source>() == 16);
 const _: () = assert!(size_of::<Bucket>() == 8);
-const _: () = assert!(size_of::<Config>() == 8 + 8 + 4 * 4 + 2 * MAX_PORTS);
-const _: () = assert!(size_of::<Config>() == 64);
+const _: () = assert!(size_of::<Config>() == 8 + 8 + 4 * 4 + 2 * MAX_PORTS + 3 * 8 + 2 * 4);
+const _: () = assert!(size_of::<Config>() == 96);
+const _: () = assert!(size_of::<Pressure>() == 16);
 const _: () = assert!(size_of::<Stats>() == 32);
 const _: () = assert!(size_of::<LpmKey>() == 20);
 
@@ -170,3 +217,5 @@ unsafe impl aya::Pod for Bucket {}
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Stats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Pressure {}

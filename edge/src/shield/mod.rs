@@ -14,7 +14,9 @@
 //! expires; TCP whose port cannot be read (fragments of TCP, a first fragment too short for the
 //! header, an IPv6 header chain past the walk limit) is dropped as malformed; a SYN without ACK
 //! takes a token from its source's bucket (`shield.syn_rate` per second, `shield.syn_burst` at
-//! once) or is dropped. The ban is judged before the TCP header: a banned source's fragments
+//! once) or is dropped, but only under SYN pressure (all sources together over
+//! `shield.pressure_syn_rate`): a SYN's source is unverified, and forged SYNs must not spend a
+//! victim's budget. The ban is judged before the TCP header: a banned source's fragments
 //! and long chains are dropped as banned. Other traffic is not looked at.
 //!
 //! The program is C, compiled by `cargo xtask build-ebpf` (clang-19) into the checked-in

@@ -4,7 +4,7 @@
 use std::mem::size_of;
 use std::net::IpAddr;
 
-use super::maps::{self, lpm_key, lpm_prefix, Bucket, Config, LpmKey, Source, Stats};
+use super::maps::{self, lpm_key, lpm_prefix, Bucket, Config, LpmKey, Pressure, Source, Stats};
 use super::*;
 
 fn ip(s: &str) -> IpAddr {
@@ -21,7 +21,7 @@ const LRU_HASH: u32 = 9;
 #[test]
 fn embedded_object_maps_match_the_rust_mirrors() {
     let obj = aya_obj::Object::parse(loader::object()).expect("ebpf/shield.o parses");
-    let expect: [(&str, u32, usize, usize, u32); 5] = [
+    let expect: [(&str, u32, usize, usize, u32); 6] = [
         (maps::MAP_CFG, ARRAY, 4, size_of::<Config>(), 1),
         (
             maps::MAP_ALLOW,
@@ -39,6 +39,7 @@ fn embedded_object_maps_match_the_rust_mirrors() {
             65_536,
         ),
         (maps::MAP_STATS, PERCPU_ARRAY, 4, size_of::<Stats>(), 1),
+        (maps::MAP_PRESSURE, ARRAY, 4, size_of::<Pressure>(), 1),
     ];
     for (name, kind, key, value, max) in expect {
         let map = obj
@@ -123,6 +124,22 @@ fn config_value_encodes_gcra() {
         0,
         "burst 1: no tolerance"
     );
+    assert_eq!(c.pressure_interval_ns, 0, "no threshold: always limited");
+
+    // 1000 SYNs/s in all: a global bucket of 100 (a tenth of a second), held for 2 s.
+    let p = Config::with_pressure(10, 20, &[25], 1000);
+    assert_eq!(p.pressure_interval_ns, 1_000_000);
+    assert_eq!(p.pressure_tolerance_ns, 99 * 1_000_000);
+    assert_eq!(p.pressure_hold_ns, 2_000_000_000);
+    assert_eq!(
+        (p.pressure_syn_rate, p.syn_interval_ns),
+        (1000, 100_000_000)
+    );
+    assert_eq!(
+        Config::with_pressure(10, 20, &[25], 5).pressure_tolerance_ns,
+        0,
+        "a rate under 10/s has a burst of one"
+    );
 }
 
 #[test]
@@ -188,6 +205,7 @@ fn config_validation_names_every_key() {
         ],
         syn_rate: 0,
         syn_burst: 2_000_000,
+        pressure_syn_rate: 1_000_001,
         max_sources: 1,
         ban_secs: 0,
         ..ShieldConfig::default()
@@ -202,6 +220,7 @@ fn config_validation_names_every_key() {
         "shield.allow[2]: prefix length 129 is longer than 128 bits",
         "shield.syn_rate: must be at least 1",
         "shield.syn_burst: must be at most 1000000, got 2000000",
+        "shield.pressure_syn_rate: must be at most 1000000 (0: limits always apply), got 1000001",
         "shield.max_sources: must be 16..=16777216, got 1",
         "shield.ban_secs: must be 1..=2592000 (30 days), got 0",
     ];
@@ -248,6 +267,10 @@ fn config_deserializes_with_defaults_and_refuses_unknown_keys() {
     .unwrap();
     assert_eq!(cfg.syn_rate, 5);
     assert_eq!(cfg.syn_burst, ShieldConfig::default().syn_burst);
+    assert_eq!(
+        cfg.pressure_syn_rate, 1000,
+        "limits apply under pressure only"
+    );
     assert_eq!(cfg.ports, [25, 465, 587]);
     assert_eq!(
         cfg.allow_prefixes().unwrap(),
