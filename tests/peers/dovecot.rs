@@ -1,8 +1,9 @@
 //! Dovecot's LMTP server (Debian `dovecot-lmtpd`), as a throwaway instance: its own config,
 //! base and state directories in a temp dir, listening on a loopback port, delivering to a
 //! Maildir per user. Users come from a passwd-file: `alice` and `bob` exist; anyone else gets
-//! 550 at RCPT. Bob's home is made unwritable, so his delivery fails after the content while
-//! Alice's succeeds: the per-recipient replies of RFC 2033 §4.2.
+//! 550 at RCPT. Bob's home is made inaccessible, so his delivery fails after the content while
+//! Alice's succeeds: the per-recipient replies of RFC 2033 §4.2. Runs as root (mail stored as
+//! `nobody`) or as any other user (mail stored as that user).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,12 +17,48 @@ use crate::dotted_content;
 use crate::driver::{deliver, outgoing};
 use crate::receivers::{free_port, lf, strip_trace, wait_files, wait_listening, Receiver};
 
-/// The uid and gid mail is stored with: `nobody` (Dovecot refuses uid 0 for mail).
-const MAIL_ID: u32 = 65534;
+/// Who stores the mail: `nobody` when we are root (Dovecot refuses uid 0 for mail), else us.
+struct MailUser {
+    uid: u32,
+    gid: u32,
+    /// Our user name when not root: Dovecot's own processes run as it.
+    name: Option<String>,
+}
 
-fn config(dir: &Path, port: u16) -> String {
+fn mail_user() -> MailUser {
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        return MailUser {
+            uid: 65534,
+            gid: 65534,
+            name: None,
+        };
+    }
+    let name = Command::new("id").arg("-un").output().unwrap().stdout;
+    MailUser {
+        uid,
+        gid,
+        name: Some(String::from_utf8(name).unwrap().trim().to_owned()),
+    }
+}
+
+fn config(dir: &Path, port: u16, user: &MailUser) -> String {
     let d = dir.display();
     let mut c = String::new();
+    if let Some(name) = &user.name {
+        // Unprivileged: every Dovecot process runs as us.
+        for key in ["default_internal_user", "default_login_user"] {
+            writeln!(c, "{key} = {name}").unwrap();
+        }
+        let group = Command::new("id").arg("-gn").output().unwrap().stdout;
+        writeln!(
+            c,
+            "default_internal_group = {}",
+            String::from_utf8(group).unwrap().trim()
+        )
+        .unwrap();
+    }
     for line in [
         format!("base_dir = {d}/run"),
         format!("state_dir = {d}/state"),
@@ -50,17 +87,26 @@ fn start() -> Receiver {
     for sub in ["run", "state", "home"] {
         std::fs::create_dir(d.join(sub)).unwrap();
     }
-    std::os::unix::fs::chown(d.join("home"), Some(MAIL_ID), Some(MAIL_ID)).unwrap();
-    // Bob's home belongs to root with mode 0700: his Maildir cannot be created.
+    let user = mail_user();
+    std::os::unix::fs::chown(d.join("home"), Some(user.uid), Some(user.gid)).unwrap();
+    // Bob's home has mode 0: whoever stores his mail cannot enter it, so his Maildir cannot be
+    // created (as root it also belongs to root, not to `nobody`).
     std::fs::create_dir(d.join("home/bob")).unwrap();
-    std::fs::set_permissions(d.join("home/bob"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(d.join("home/bob"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let users: String = ["alice", "bob"]
         .iter()
-        .map(|u| format!("{u}::{MAIL_ID}:{MAIL_ID}::{}/home/{u}::\n", d.display()))
+        .map(|u| {
+            format!(
+                "{u}::{}:{}::{}/home/{u}::\n",
+                user.uid,
+                user.gid,
+                d.display()
+            )
+        })
         .collect();
     std::fs::write(d.join("users"), users).unwrap();
     let port = free_port();
-    std::fs::write(d.join("dovecot.conf"), config(d, port)).unwrap();
+    std::fs::write(d.join("dovecot.conf"), config(d, port, &user)).unwrap();
     let log = d.join("dovecot.log");
     let mut child = Command::new("dovecot")
         .arg("-F")

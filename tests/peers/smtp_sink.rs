@@ -15,14 +15,18 @@ use crate::receivers::{free_port, lf, strip_trace, wait_files, wait_listening, R
 
 fn start(extra: &[&str]) -> Receiver {
     let dir = tempfile::tempdir().unwrap();
-    // smtp-sink drops to `nobody` (-u) before it writes the dumps.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let log = dir.path().join("sink.log");
-    let mut child = Command::new("smtp-sink")
+    let mut cmd = Command::new("smtp-sink");
+    // As root, smtp-sink must drop privileges (-u) before it writes the dumps; the directory is
+    // open to `nobody` for that.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("-u").arg("nobody");
+    }
+    let mut child = cmd
         .args(extra)
-        .arg("-u")
-        .arg("nobody")
         .arg("-d")
         .arg(dir.path().join("msg."))
         .arg(addr.to_string())

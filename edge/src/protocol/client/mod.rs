@@ -222,7 +222,8 @@ impl Client {
 
     /// Hands over a message to send on this session. It goes out when the session is ready and
     /// the messages before it are done; its [`Event::Done`] always comes, at the latest when the
-    /// session ends.
+    /// session ends. Handed over after [`Client::quit`] or the end of the session, it is
+    /// deferred at once (`ConnectionLost(Stage::Quit)`).
     pub fn send_message(&mut self, now: Instant, message: Message) -> MessageId {
         let id = MessageId(self.next_id);
         self.next_id += 1;

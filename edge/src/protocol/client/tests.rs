@@ -1037,3 +1037,61 @@ fn any_2xx_to_auth_is_success() {
     );
     assert_eq!(t.events, ["ready", "closed Quit"]);
 }
+
+proptest::proptest! {
+    /// Whatever a server sends, in whatever pieces: no panic, every message handed over gets
+    /// exactly one report with one outcome per recipient, and the session ends exactly once.
+    #[test]
+    fn any_server_output_reports_every_message_once(
+        replies in proptest::collection::vec(proptest::sample::select(vec![
+            "220 mx\r\n", "250-mx\r\n", "250-PIPELINING\r\n", "250 STARTTLS\r\n", "250 Ok\r\n",
+            "354 Go\r\n", "550 5.1.1 No\r\n", "452 4.2.2 Full\r\n", "421 4.3.2 Bye\r\n",
+            "334 VXNlcm5hbWU6\r\n", "221 Bye\r\n", "garbage\r\n", "250-x\n", "\r\n", "5",
+        ]), 0..40),
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+        split in 1usize..16,
+        lmtp in proptest::prelude::any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let dialect = if lmtp { Dialect::Lmtp } else { Dialect::Smtp };
+        let mut c = Client::new(ClientConfig::new(dialect, "relay.example.test"), now);
+        c.send_message(now, message("a@example.test", &["x@remote.test", "y@remote.test"]));
+        c.send_message(now, message("", &["z@remote.test"]));
+        let mut input: Vec<u8> = replies.concat().into_bytes();
+        input.extend_from_slice(&noise);
+        let mut done = Vec::new();
+        let mut closed = 0;
+        let drain = |c: &mut Client, done: &mut Vec<Report>, closed: &mut usize| {
+            while let Some(ev) = c.poll_event() {
+                match ev {
+                    Event::Ready => c.quit(now),
+                    Event::StartTls => c.handle_tls_established(now),
+                    Event::SendBody(_) => {
+                        c.send_body(now, b".x\r\n");
+                        c.end_body(now);
+                    }
+                    Event::Done(r) => done.push(r),
+                    Event::Closed(_) => *closed += 1,
+                }
+            }
+            let _ = c.poll_transmit(&mut Vec::new());
+        };
+        for piece in input.chunks(split) {
+            let mut rest = piece;
+            loop {
+                let used = c.handle_input(now, rest);
+                rest = &rest[used..];
+                drain(&mut c, &mut done, &mut closed);
+                if rest.is_empty() || used == 0 {
+                    break;
+                }
+            }
+        }
+        c.handle_close();
+        drain(&mut c, &mut done, &mut closed);
+        let ids: Vec<(u64, usize)> = done.iter().map(|r| (r.id.0, r.outcomes.len())).collect();
+        proptest::prop_assert_eq!(ids, vec![(0, 2), (1, 1)]);
+        proptest::prop_assert_eq!(closed, 1);
+        proptest::prop_assert!(c.is_closed());
+    }
+}
