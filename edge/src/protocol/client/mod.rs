@@ -245,7 +245,7 @@ impl Client {
     pub fn send_body(&mut self, now: Instant, content: &[u8]) {
         if let Some(txn) = self.txn.as_mut().filter(|t| t.is_sending_body()) {
             txn.stuff(content, &mut self.out);
-            self.body_deadline = Some(now + self.cfg.timeouts.data_block);
+            self.body_deadline = now.checked_add(self.cfg.timeouts.data_block);
         }
     }
 
@@ -364,7 +364,10 @@ impl Client {
             return None;
         }
         match self.expect.front() {
-            Some(expect) => Some(self.waiting_since + expect.timeout(&self.cfg.timeouts)),
+            // A timeout too large to add is no deadline at all.
+            Some(expect) => self
+                .waiting_since
+                .checked_add(expect.timeout(&self.cfg.timeouts)),
             None => self.body_deadline,
         }
     }

@@ -236,7 +236,7 @@ impl Client {
                     self.push_expect(now, Expect::DiscardedDot);
                 } else {
                     txn.state = State::Body;
-                    self.body_deadline = Some(now + self.cfg.timeouts.data_block);
+                    self.body_deadline = now.checked_add(self.cfg.timeouts.data_block);
                     self.events.push_back(Event::SendBody(txn.id));
                 }
             }
