@@ -863,3 +863,68 @@ fn trusted_networks_submit_without_auth() {
     let r = c.cmd(&format!("MAIL FROM:<{from}>"));
     expect(&r, 530, "5.7.0", "MAIL from outside submission_networks");
 }
+
+/// Logs in on `n` connections to `addr` at once (all AUTH commands released together) and
+/// returns each reply's `code status`.
+fn simultaneous_logins(addr: SocketAddr, n: usize) -> Vec<String> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let (mut c, _) = TlsConn::connect_starttls(addr, Some(MX));
+                barrier.wait();
+                c.cmd(&format!("AUTH PLAIN {}", plain(ALICE, ALICE_PW)))
+                    .status()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .collect()
+}
+
+/// A mail client opening several connections logs in on all of them at once: every one
+/// succeeds (six are within the default `auth.max_checks_per_source` of 8).
+#[test]
+fn six_simultaneous_logins_from_one_address_all_succeed() {
+    let (server, _cert, _certs) = auth_server(&[("submission", "starttls", None)], users());
+    let replies = simultaneous_logins(server.listener(0), 6);
+    assert!(replies.iter().all(|r| r == "235 2.7.0"), "{replies:?}");
+    assert_eq!(
+        server.metric("smtp_edge_auth_total{result=\"success\"}"),
+        6.0
+    );
+    assert_eq!(
+        server.metric("smtp_edge_auth_total{result=\"unavailable\"}"),
+        0.0
+    );
+}
+
+/// Over `auth.max_checks_per_source`, a login waits for the source's checks in flight to end
+/// rather than getting 454; waiting is neither a failure nor a reason to ban.
+#[test]
+fn logins_over_the_per_source_share_wait_their_turn() {
+    let (server, _cert, _certs) = auth_server_with(
+        &[("submission", "starttls", None)],
+        AuthOpts {
+            max_checks_per_source: Some(1),
+            max_failures: Some(1),
+            ..users()
+        },
+        // Not trusted, so that one failure would ban the address.
+        |opts| opts.trusted = Some(vec![]),
+    );
+    let replies = simultaneous_logins(server.listener(0), 4);
+    assert!(replies.iter().all(|r| r == "235 2.7.0"), "{replies:?}");
+    assert_eq!(
+        server.metric("smtp_edge_auth_total{result=\"failure\"}"),
+        0.0
+    );
+    assert_eq!(
+        server.metric("smtp_edge_auth_total{result=\"unavailable\"}"),
+        0.0
+    );
+    assert_eq!(server.metric("smtp_edge_shield_bans_active"), 0.0);
+}

@@ -83,6 +83,7 @@ pub struct AuthOpts {
     pub ban_secs: Option<u64>,
     pub tarpit_max_ms: Option<u64>,
     pub verify_threads: Option<u32>,
+    pub max_checks_per_source: Option<u32>,
     /// `submission_networks`, written if non-empty.
     pub submission_networks: Vec<String>,
     pub trace_login: Option<bool>,
@@ -266,6 +267,10 @@ fn render_auth(t: &mut String, auth: &AuthOpts, root: &Path) {
         ("ban_secs", auth.ban_secs),
         ("tarpit_max_ms", auth.tarpit_max_ms),
         ("verify_threads", auth.verify_threads.map(u64::from)),
+        (
+            "max_checks_per_source",
+            auth.max_checks_per_source.map(u64::from),
+        ),
     ];
     for (key, value) in ints {
         if let Some(v) = value {

@@ -48,7 +48,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use abuse::{source_of, AbuseTracker, Ban, MAX_TRACKED_SOURCES};
-pub use admission::{CheckSlot, CheckSlots, MAX_CHECKS_PER_SOURCE};
+pub use admission::{
+    CheckSlot, CheckSlots, CHECK_WAIT, DEFAULT_MAX_CHECKS_PER_SOURCE, MAX_CHECKS_PER_SOURCE,
+};
 pub use session::{AuthDecision, AuthServices, SessionAuth, MAX_FAILURES_PER_SESSION};
 pub use users::{
     hash_password, normalize_login, CredentialStore, Credentials, HashParams, MAX_AUTH_FILE,
@@ -108,6 +110,10 @@ pub struct AuthConfig {
     pub tarpit_max: Duration,
     /// `auth.verify_threads`: size of the [`Verifier`] pool, `1..=`[`MAX_VERIFY_THREADS`].
     pub verify_threads: usize,
+    /// `auth.max_checks_per_source`: password checks one source (IPv6: its /64) may have in
+    /// flight; more wait for one to end, up to [`CHECK_WAIT`], then get 454.
+    /// `1..=`[`MAX_CHECKS_PER_SOURCE`].
+    pub max_checks_per_source: u32,
     /// `auth.submission_networks`: hosts that may submit without AUTH
     /// ([`AuthConfig::is_trusted`]).
     pub submission_networks: Vec<ipnet::IpNet>,
@@ -128,6 +134,7 @@ impl Default for AuthConfig {
             ban: Duration::from_secs(DEFAULT_BAN_SECS),
             tarpit_max: Duration::from_millis(DEFAULT_TARPIT_MAX_MS),
             verify_threads: DEFAULT_VERIFY_THREADS,
+            max_checks_per_source: DEFAULT_MAX_CHECKS_PER_SOURCE,
             submission_networks: Vec::new(),
             trace_login: false,
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::admission::CheckSlots;
+use super::admission::{CheckSlots, CHECK_WAIT};
 use super::{AbuseTracker, AuthConfig, AuthError, CredentialStore, Verdict, Verifier};
 use crate::guard::{BanReason, Guard};
 use crate::protocol::{AuthOutcome, Credentials as SaslCredentials};
@@ -58,20 +58,21 @@ impl AuthServices {
         Ok(AuthServices {
             verifier: Verifier::new(store.clone(), config.verify_threads)?,
             abuse: AbuseTracker::new(config),
-            checks: CheckSlots::default(),
+            checks: CheckSlots::new(config.max_checks_per_source, CHECK_WAIT),
             config: config.clone(),
             store,
         })
     }
 
     /// Checks `credentials` from `ip` off the ring. A source with its share of checks in
-    /// flight gets [`Verdict::Busy`] (454, try again later) without queueing another.
+    /// flight waits for one to end, and gets [`Verdict::Busy`] (454, try again later) only if
+    /// none does within [`CHECK_WAIT`].
     pub async fn check(&self, ip: IpAddr, credentials: &SaslCredentials) -> Verdict {
         if credentials.authorize_as.is_some() {
             // Acting for another identity is not offered: a failure like any other.
             return Verdict::Invalid;
         }
-        let Some(_slot) = self.checks.begin(ip) else {
+        let Some(_slot) = self.checks.begin(ip).await else {
             return Verdict::Busy;
         };
         let password = Zeroizing::new(credentials.password.expose().to_vec());

@@ -84,6 +84,8 @@
 //! ban_secs = 3600                     # ...ban the source for this long
 //! tarpit_max_ms = 5000                # delay before a failed AUTH's reply: 1 s doubling, capped
 //! verify_threads = 2                  # argon2id threads, off the io_uring workers; 1..=16
+//! max_checks_per_source = 8           # checks in flight per source (IPv6: /64); 1..=16; more
+//!                                     # wait for one to end (up to 30 s), then 454
 //! submission_networks = ["10.0.0.0/8"]  # may submit without AUTH (CIDR or single address)
 //! trace_login = false                 # whether Received: may name the login
 //! ```

@@ -148,6 +148,7 @@ pub(super) struct RawAuth {
     pub ban_secs: Option<i64>,
     pub tarpit_max_ms: Option<i64>,
     pub verify_threads: Option<i64>,
+    pub max_checks_per_source: Option<i64>,
     pub submission_networks: Option<Vec<String>>,
     pub trace_login: Option<bool>,
 }

@@ -134,6 +134,8 @@ fn each_bad_value_names_its_key() {
         ("[auth]\ntarpit_max_ms = 60001", "auth.tarpit_max_ms"),
         ("[auth]\nverify_threads = 0", "auth.verify_threads"),
         ("[auth]\nverify_threads = 17", "auth.verify_threads"),
+        ("[auth]\nmax_checks_per_source = 0", "auth.max_checks_per_source"),
+        ("[auth]\nmax_checks_per_source = 17", "auth.max_checks_per_source"),
         ("[auth]\ntrace_login = \"yes\"", "auth.trace_login"),
         ("[auth]\nuser = \"/x\"", "auth.user"),
         ("[auth]\nusers = \"\"", "auth.users"),
@@ -807,7 +809,7 @@ fn auth_defaults_and_typed_values() {
     assert!(!c.auth.offers_auth());
     let text = format!(
         "{BASE}\n[auth]\nmax_failures = 3\nfailure_window_secs = 60\nban_secs = 120\n\
-         tarpit_max_ms = 0\nverify_threads = 4\ntrace_login = true\n\
+         tarpit_max_ms = 0\nverify_threads = 4\nmax_checks_per_source = 3\ntrace_login = true\n\
          submission_networks = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n"
     );
     let a = Config::from_toml_str(&text).unwrap().auth;
@@ -816,6 +818,8 @@ fn auth_defaults_and_typed_values() {
     assert_eq!(a.ban, Duration::from_secs(120));
     assert_eq!(a.tarpit_max, Duration::ZERO);
     assert_eq!(a.verify_threads, 4);
+    assert_eq!(a.max_checks_per_source, 3);
+    assert_eq!(AuthConfig::default().max_checks_per_source, 8);
     assert!(a.trace_login);
     let nets: Vec<String> = a
         .submission_networks

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::raw::{RawAuth, RawConfig, RawControl, RawGuard, RawLimits, RawShield, RawTls};
 use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
 use crate::auth::{
-    AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_FAILURES_CEILING,
+    AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_CHECKS_PER_SOURCE, MAX_FAILURES_CEILING,
     MAX_FAILURE_WINDOW_SECS, MAX_TARPIT_MS, MAX_VERIFY_THREADS,
 };
 use crate::control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
@@ -529,6 +529,18 @@ impl Validator<'_> {
             self.int_in("auth.verify_threads", n, 1, MAX_VERIFY_THREADS as u64, "")
                 .map(|n| n as usize)
         });
+        let max_checks_per_source =
+            raw.max_checks_per_source
+                .map_or(Some(d.max_checks_per_source), |n| {
+                    self.int_in(
+                        "auth.max_checks_per_source",
+                        n,
+                        1,
+                        u64::from(MAX_CHECKS_PER_SOURCE),
+                        "",
+                    )
+                    .map(|n| n as u32)
+                });
         let submission_networks = raw.submission_networks.map_or(Some(Vec::new()), |list| {
             self.cidrs("auth.submission_networks", &list)
         });
@@ -541,6 +553,7 @@ impl Validator<'_> {
             ban: ban?,
             tarpit_max: tarpit_max?,
             verify_threads: verify_threads?,
+            max_checks_per_source: max_checks_per_source?,
             submission_networks: submission_networks?,
             trace_login: raw.trace_login.unwrap_or(d.trace_login),
         })
