@@ -217,3 +217,115 @@ fn over_the_per_source_limit_only_the_extra_connection_is_refused() {
     });
     assert!(back.is_some(), "still refused after a connection ended");
 }
+
+/// The first reply on a new connection, or `None` if there is none within the deadline.
+fn greeting_of(c: &mut SmtpConn) -> Option<String> {
+    c.try_reply(Duration::from_secs(15))
+        .ok()
+        .map(|r| r.status())
+}
+
+/// Past `limits.max_connections`, a new connection gets 421 4.3.2 and is closed, whoever it is
+/// from; the connections already open carry on, and a freed place is taken again.
+#[test]
+fn past_max_connections_new_connections_get_421_4_3_2() {
+    let server = Server::start(Opts {
+        workers: 1,
+        limits_extra: vec!["max_connections = 3".into()],
+        ..Opts::default()
+    });
+    let addr = server.delivery();
+    let mut sending = SmtpConn::connect(addr);
+    assert_eq!(sending.cmd("EHLO client.test").code, 250);
+    assert_eq!(
+        sending.cmd(&format!("MAIL FROM:<a@{LOCAL_DOMAIN}>")).code,
+        250
+    );
+    assert_eq!(
+        sending.cmd(&format!("RCPT TO:<b@{LOCAL_DOMAIN}>")).code,
+        250
+    );
+    assert_eq!(sending.cmd("DATA").code, 354);
+    let mut idle: Vec<SmtpConn> = (0..2).map(|_| SmtpConn::connect(addr)).collect();
+
+    let mut over = SmtpConn::connect_raw(addr).expect("connect");
+    assert_eq!(greeting_of(&mut over).as_deref(), Some("421 4.3.2"));
+    over.expect_closed(Duration::from_secs(10));
+
+    sending.send(b"Subject: at the cap\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(sending.reply().code, 250);
+    assert_eq!(
+        server.metric("smtp_edge_connections_refused_total{reason=\"max_connections\"}"),
+        1.0
+    );
+    let last = idle.pop().expect("two idle");
+    drop(last);
+    let back = wait_until(Duration::from_secs(10), || {
+        let mut c = SmtpConn::connect_raw(addr).ok()?;
+        (greeting_of(&mut c)? == "220").then_some(())
+    });
+    assert!(back.is_some(), "a freed place was not taken again");
+}
+
+/// Without `limits.max_connections`, the cap comes from the open-file limit: with a low one,
+/// idle connections are refused with 421 4.3.2 before descriptors run out, and a message in
+/// DATA still gets its spool file (250, not 451).
+#[test]
+fn the_derived_cap_keeps_descriptors_for_messages_in_data() {
+    // 256 + 8 per worker are kept back: 24 connections of two descriptors each remain.
+    const NOFILE: u64 = 320;
+    const BOUND: usize = 200;
+    let server = Server::start(Opts {
+        workers: 2,
+        nofile: Some(NOFILE),
+        ..Opts::default()
+    });
+    let addr = server.delivery();
+    let mut sending = SmtpConn::connect(addr);
+    assert_eq!(sending.cmd("EHLO client.test").code, 250);
+    let mut idle = Vec::new();
+    let refused = loop {
+        assert!(idle.len() < BOUND, "no 421 after {BOUND} connections");
+        let mut c = SmtpConn::connect_raw(addr).expect("connect");
+        match greeting_of(&mut c).as_deref() {
+            Some("220") => idle.push(c),
+            Some("421 4.3.2") => break idle.len(),
+            other => panic!(
+                "connection {}: {other:?} instead of 220 or 421 4.3.2\n{}",
+                idle.len() + 1,
+                server.stderr_tail()
+            ),
+        }
+    };
+    assert!(
+        refused >= 10,
+        "refused after only {refused} idle connections"
+    );
+    // Every admitted connection could be in DATA: this one still gets its spool file.
+    assert_eq!(
+        sending.cmd(&format!("MAIL FROM:<a@{LOCAL_DOMAIN}>")).code,
+        250
+    );
+    assert_eq!(
+        sending.cmd(&format!("RCPT TO:<b@{LOCAL_DOMAIN}>")).code,
+        250
+    );
+    assert_eq!(sending.cmd("DATA").code, 354);
+    sending.send(b"Subject: descriptors\r\n\r\nbody\r\n.\r\n");
+    let end = sending.reply();
+    assert_eq!(end.code, 250, "{end:?}\n{}", server.stderr_tail());
+    assert!(
+        !server.stderr_all().contains("accept failed"),
+        "accept ran out of descriptors\n{}",
+        server.stderr_tail()
+    );
+    drop(idle);
+    let back = wait_until(Duration::from_secs(10), || {
+        let mut c = SmtpConn::connect_raw(addr).ok()?;
+        (greeting_of(&mut c)? == "220").then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "still full after the idle connections closed"
+    );
+}

@@ -68,6 +68,8 @@ pub struct Opts {
     pub trusted: Option<Vec<&'static str>>,
     /// `limits.max_connections_per_ip`, written if set.
     pub max_connections_per_ip: Option<u32>,
+    /// The server's RLIMIT_NOFILE (soft and hard), if set.
+    pub nofile: Option<u64>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -134,6 +136,7 @@ impl Default for Opts {
             limits_extra: Vec::new(),
             trusted: None,
             max_connections_per_ip: None,
+            nofile: None,
         }
     }
 }
@@ -340,6 +343,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// Extra environment for the next start (e.g. `LD_PRELOAD` of a fake clock).
     pub env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft and hard) the server starts with, if set.
+    nofile: Option<u64>,
     child: Option<Child>,
     stderr_log: PathBuf,
     starts: u32,
@@ -364,7 +369,7 @@ impl Server {
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");
         let maildir = opts.maildir.clone().unwrap_or_else(|| root.join("mail"));
-        Server::spawn_in(dir, maildir, Some(config))
+        Server::spawn_in(dir, maildir, Some(config), opts.nofile)
     }
 
     /// Starts `smtp-edge serve` with no `--config`: the embedded default, with its fixed ports
@@ -375,12 +380,18 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().to_path_buf();
-        Server::spawn_in(dir, root.join("var/mail"), None)
+        Server::spawn_in(dir, root.join("var/mail"), None, None)
     }
 
     /// Starts the server in `dir` (`--config config`, or none), delivering to `maildir`.
-    fn spawn_in(dir: tempfile::TempDir, maildir: PathBuf, config: Option<PathBuf>) -> Server {
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        maildir: PathBuf,
+        config: Option<PathBuf>,
+        nofile: Option<u64>,
+    ) -> Server {
         let mut server = Server {
+            nofile,
             maildir,
             stderr_log: dir.path().join("stderr.log"),
             config,
@@ -416,6 +427,24 @@ impl Server {
         cmd.arg("serve");
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: between fork and exec the closure only calls setrlimit(2), which is
+            // async-signal-safe, on a value it owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))

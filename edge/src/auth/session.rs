@@ -153,7 +153,7 @@ mod tests {
             enabled: false,
             ..ShieldConfig::default()
         };
-        Guard::start(&cfg, &crate::guard::GuardConfig::default(), 0)
+        Guard::start(&cfg, &crate::guard::GuardConfig::default(), 0, 1_000)
             .expect("disabled shield always starts")
     }
 

@@ -120,7 +120,6 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
-    raise_fd_limit();
     let running = match driver::start(&cfg) {
         Ok(running) => running,
         Err(e) => {
@@ -225,26 +224,5 @@ fn reload(
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificates")
         }
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit: an MX holds one descriptor per
-/// connection, and the usual soft limit of 1024 would refuse connections long before memory or
-/// CPU run out.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
-        || lim.rlim_cur >= lim.rlim_max
-    {
-        return;
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one is always allowed.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        tracing::warn!("cannot raise the open-file limit");
     }
 }

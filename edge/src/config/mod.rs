@@ -35,7 +35,9 @@
 //! allowed with `tls = "implicit"`, where the client speaks first.
 //!
 //! `limits.max_connections_per_ip` (default 50, 0 = no limit, at most 100000) caps the
-//! connections one source holds open at once.
+//! connections one source holds open at once. `limits.max_connections` caps them all together
+//! (1..=10000000); without it the cap is derived at start from the open-file limit
+//! ([`crate::guard::capacity`]).
 //!
 //! `[guard]` has one key, `trusted` (default `["127.0.0.0/8", "::1/128"]`): networks of our
 //! own software (webmail, a content filter, reinjection) that are never banned, never held to
@@ -241,6 +243,10 @@ pub struct Limits {
     /// Connections one source may hold open at once, on every listener together; 0 means no
     /// limit. At most [`MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: u32,
+    /// Connections the server holds at once, from everyone; past it a new connection gets
+    /// `421 4.3.2`. `None`: derived at start from the open-file limit
+    /// ([`crate::guard::capacity`]), so that descriptors never run out.
+    pub max_connections: Option<u32>,
 }
 
 impl Default for Limits {
@@ -255,6 +261,7 @@ impl Default for Limits {
             command_timeout: timeouts.command,
             data_timeout: timeouts.data_block,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_connections: None,
         }
     }
 }

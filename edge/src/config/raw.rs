@@ -127,6 +127,7 @@ pub(super) struct RawLimits {
     pub command_timeout_secs: Option<i64>,
     pub data_timeout_secs: Option<i64>,
     pub max_connections_per_ip: Option<i64>,
+    pub max_connections: Option<i64>,
 }
 
 /// `[metrics]`

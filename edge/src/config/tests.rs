@@ -148,6 +148,8 @@ fn each_bad_value_names_its_key() {
         ("[auth]\nsubmission_networks = \"10.0.0.0/8\"", "auth.submission_networks"),
         ("[guard]\ntrusted = [\"127.0.0.0/8\", \"nope\"]", "guard.trusted[1]"),
         ("[guard]\ntrusted = \"127.0.0.0/8\"", "guard.trusted"),
+        ("[limits]\nmax_connections = 0", "limits.max_connections"),
+        ("[limits]\nmax_connections = 10000001", "limits.max_connections"),
         ("[guard]\ntrustd = []", "guard.trustd"),
         ("[control]\nsocket = \"\"", "control.socket"),
         ("[control]\npath = \"/x\"", "control.path"),

@@ -701,6 +701,16 @@ impl Validator<'_> {
                     )
                     .map(|n| n as u32)
                 });
+        let max_connections = raw.max_connections.map_or(Some(None), |n| {
+            self.int_in(
+                "limits.max_connections",
+                n,
+                1,
+                u64::from(crate::guard::capacity::MAX_CONNECTIONS),
+                " (leave it out to derive it from the open-file limit)",
+            )
+            .map(|n| Some(n as u32))
+        });
         Some(Limits {
             max_message_size: max_message_size?,
             max_recipients: max_recipients?,
@@ -708,6 +718,7 @@ impl Validator<'_> {
             command_timeout: command_timeout?,
             data_timeout: data_timeout?,
             max_connections_per_ip: max_connections_per_ip?,
+            max_connections: max_connections?,
         })
     }
 

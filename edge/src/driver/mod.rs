@@ -22,7 +22,7 @@ use crate::clock;
 use crate::config::{Config, TlsMode};
 use crate::control::ControlServer;
 use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
-use crate::guard::Guard;
+use crate::guard::{capacity, Guard};
 use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
@@ -183,7 +183,13 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     )
     .map_err(|e| StartError::Delivery(e.to_string()))?;
 
-    let guard = Guard::start(&cfg.shield, &cfg.guard, cfg.limits.max_connections_per_ip)?;
+    let max_connections = capacity::max_connections(cfg.limits.max_connections, workers);
+    let guard = Guard::start(
+        &cfg.shield,
+        &cfg.guard,
+        cfg.limits.max_connections_per_ip,
+        max_connections,
+    )?;
     let stats_guard = guard.clone();
     metrics.set_shield_source(Box::new(move || {
         let (c, bans_active) = stats_guard.stats(clock::now());

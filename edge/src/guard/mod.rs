@@ -26,10 +26,12 @@
 //! sweep; `smtp-edge ban` goes through the server and changes both at once.
 
 mod bans;
+pub mod capacity;
 mod counts;
 mod pruner;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -134,6 +136,8 @@ pub enum Admission {
     /// Its source already holds `limits.max_connections_per_ip` connections: this connection
     /// is refused, the others go on.
     TooMany,
+    /// The server already holds `limits.max_connections` connections.
+    Full,
 }
 
 /// The key connections are counted under, as bans are keyed: an IPv4 address (IPv4-mapped
@@ -166,6 +170,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.guard.active.fetch_sub(1, Ordering::AcqRel);
         if let Some(ip) = &self.ip {
             self.guard.connections.release(ip);
         }
@@ -181,6 +186,9 @@ pub struct Guard {
     bans: BanTable,
     connections: PerSource<IpAddr>,
     max_per_ip: u32,
+    /// `limits.max_connections`, and the connections admitted now.
+    max_connections: u32,
+    active: AtomicU32,
     ban_for: Duration,
     /// The pruner thread, woken when bans wait to be folded.
     pruner: OnceLock<std::thread::Thread>,
@@ -193,6 +201,7 @@ impl Guard {
         cfg: &ShieldConfig,
         config: &GuardConfig,
         max_per_ip: u32,
+        max_connections: u32,
     ) -> Result<Arc<Guard>, ShieldError> {
         let shield = if cfg.enabled {
             match Shield::load(cfg) {
@@ -219,6 +228,8 @@ impl Guard {
             bans: BanTable::new(MAX_BANS),
             connections: PerSource::default(),
             max_per_ip,
+            max_connections,
+            active: AtomicU32::new(0),
             ban_for: Duration::from_secs(cfg.ban_secs),
             pruner: OnceLock::new(),
         });
@@ -236,6 +247,21 @@ impl Guard {
     /// Decides on a new connection from `ip`. Takes no lock that a ban, an unban or pruning
     /// holds: the ban check reads a published snapshot.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
+        // Descriptors are finite for everyone, trusted sources included: past the cap, refuse
+        // rather than let accept, or a spool file in DATA, fail for want of one.
+        if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Admission::Full;
+        }
+        // From here, every refusal gives the count back with the dropped slot.
+        let admission = self.admit_source(ip, now);
+        if !matches!(admission, Admission::Admit(_)) {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        admission
+    }
+
+    fn admit_source(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
         if self.config.is_trusted(ip) {
             return Admission::Admit(Slot {
                 guard: self.clone(),
@@ -382,8 +408,36 @@ mod tests {
             ban_secs: 60,
             ..ShieldConfig::default()
         };
-        Guard::start(&cfg, &GuardConfig::default(), max_per_ip)
+        Guard::start(&cfg, &GuardConfig::default(), max_per_ip, 1_000_000)
             .expect("disabled shield always starts")
+    }
+
+    #[test]
+    fn past_the_global_cap_everyone_is_refused_until_a_slot_frees() {
+        let cfg = ShieldConfig {
+            enabled: false,
+            ..ShieldConfig::default()
+        };
+        let g = Guard::start(&cfg, &GuardConfig::default(), 0, 2).unwrap();
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let s1 = g.admit(a, now);
+        let _s2 = g.admit(local, now);
+        assert!(matches!(g.admit(a, now), Admission::Full));
+        assert!(
+            matches!(g.admit(local, now), Admission::Full),
+            "trusted too"
+        );
+        drop(s1);
+        assert!(matches!(g.admit(a, now), Admission::Admit(_)));
+        // A refusal for another reason does not hold a place.
+        let g = Guard::start(&cfg, &GuardConfig::default(), 1, 2).unwrap();
+        let _one = g.admit(a, now);
+        for _ in 0..5 {
+            assert!(matches!(g.admit(a, now), Admission::TooMany));
+        }
+        assert!(matches!(g.admit(local, now), Admission::Admit(_)));
     }
 
     #[test]

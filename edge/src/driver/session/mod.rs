@@ -156,16 +156,26 @@ impl Session {
 
     /// The guard refused the connection: one 421, then close.
     async fn refuse(mut self, stream: &Stream, refused: Admission) {
-        let why = if matches!(refused, Admission::TooMany) {
-            // Only this connection is refused: the source's other sessions (a transfer in
-            // DATA, say) go on, and nothing is banned.
-            self.metrics().connection_refused(RefuseReason::PerIp);
-            self.summary.outcome = "too many connections";
-            Closing::TooManyConnections
-        } else {
-            self.metrics().banned_refused();
-            self.summary.outcome = "banned";
-            Closing::Blocked
+        let why = match refused {
+            Admission::TooMany => {
+                // Only this connection is refused: the source's other sessions (a transfer in
+                // DATA, say) go on, and nothing is banned.
+                self.metrics().connection_refused(RefuseReason::PerIp);
+                self.summary.outcome = "too many connections";
+                Closing::TooManyConnections
+            }
+            Admission::Full => {
+                self.metrics()
+                    .connection_refused(RefuseReason::MaxConnections);
+                self.summary.outcome = "server full";
+                Closing::ServerFull
+            }
+            // `Admit` never comes here: the caller serves it.
+            Admission::Banned | Admission::Admit(_) => {
+                self.metrics().banned_refused();
+                self.summary.outcome = "banned";
+                Closing::Blocked
+            }
         };
         let mut out = Vec::new();
         Reply::service_closing(&self.ctx.hostname, why).write(&mut out);

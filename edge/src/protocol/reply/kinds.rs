@@ -24,6 +24,9 @@ pub enum Closing {
     Blocked,
     /// The client's address has too many connections open (4.7.0).
     TooManyConnections,
+    /// The server holds as many connections as it can serve (4.3.2, "system not accepting
+    /// network messages").
+    ServerFull,
 }
 
 impl Closing {
@@ -40,6 +43,7 @@ impl Closing {
                 (7, 0),
                 "Too many connections from your address; try again later",
             ),
+            Closing::ServerFull => ((3, 2), "Too many connections; try again later"),
         }
     }
 }

@@ -56,6 +56,10 @@ fn each_kind_renders_its_code_and_status() {
             "421 4.7.0 mx.example.test Too many connections from your address; try again later",
         ),
         (
+            Reply::service_closing(host, Closing::ServerFull),
+            "421 4.3.2 mx.example.test Too many connections; try again later",
+        ),
+        (
             Reply::storage_failed(),
             "451 4.3.0 Temporary failure storing the message; try again later",
         ),
