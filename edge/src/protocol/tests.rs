@@ -781,6 +781,31 @@ fn a_command_trickled_byte_by_byte_does_not_extend_the_deadline() {
 }
 
 #[test]
+fn refused_content_restarts_the_command_timeout_however_it_was_split() {
+    // A body refused at its end (bare CR) gets no spool verdict; the command timeout must still
+    // run from the end of the content, not from the last command line before it.
+    let c = cfg(Role::Delivery);
+    let minute = Duration::from_secs(60);
+    for (head, tail) in [
+        (
+            &b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nbare\r"[..],
+            &b"here\r\n.\r\n"[..],
+        ),
+        (
+            &b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nBDAT 9 LAST\r\nbare\r"[..],
+            &b"here"[..],
+        ),
+    ] {
+        let o = run_split_steps(
+            &c,
+            &[Step::Input(head), Step::Wait(minute), Step::Input(tail)],
+        );
+        assert!(o.replies.last().unwrap().starts_with("550 5.6.0"), "{o:?}");
+        assert_eq!(o.deadline, Some(minute * 6), "{o:?}");
+    }
+}
+
+#[test]
 fn shutdown_lets_a_message_in_flight_finish() {
     let c = cfg(Role::Delivery);
     let start = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\npart";

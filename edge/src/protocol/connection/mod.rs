@@ -267,6 +267,7 @@ impl Connection {
             return self.pregreet(input.len());
         }
         let lines_before = self.lines_read;
+        let in_content = matches!(self.phase, Phase::Data(_) | Phase::Bdat(_));
         let mut used = 0;
         while used < input.len() {
             let rest = input.get(used..).unwrap_or_default();
@@ -294,8 +295,10 @@ impl Connection {
             // RFC 5321 §4.5.3.2.5: the data block timeout runs from each piece of content.
             Phase::Data(_) | Phase::Bdat(_) => self.deadline = now + self.cfg.timeouts.data_block,
             // A command must be complete within the command timeout of the previous one: a
-            // line trickled in byte by byte (slowloris) does not push the deadline out.
-            _ if self.lines_read != lines_before => {
+            // line trickled in byte by byte (slowloris) does not push the deadline out. Content
+            // that ended here (refused, so no spool verdict restarts the clock) counts as a
+            // complete line too, so the deadline does not depend on how the input was split.
+            _ if self.lines_read != lines_before || in_content => {
                 self.deadline = now + self.cfg.timeouts.command;
             }
             _ => {}
