@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use smtp_edge::shield::{AttachMode, Shield, ShieldConfig, ShieldError};
+use smtp_edge::shield::{AttachMode, Shield, ShieldConfig};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::harness::{run_client, wait_until};
 use crate::shield_lab::{
-    have, in_netns, ip, unavailable, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6,
-    CLI6_SAME_64, CLI_VLAN, PROTECTED, SRV4, SRV6, SRV_VLAN, UNPROTECTED,
+    in_netns, ip, require, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6, CLI6_SAME_64,
+    CLI_VLAN, PROTECTED, SRV4, SRV6, SRV_VLAN, UNPROTECTED,
 };
 
 /// Accepts (and closes) every connection waiting on `l`; how many.
@@ -34,21 +34,18 @@ fn drain(l: &TcpListener) -> usize {
 
 /// A fast SYN source of its own; both limits: count and wall clock.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn syn_flood_is_dropped_and_accepts_stay_within_the_bucket() {
-    let Some(lab) = Lab::new("flood") else { return };
-    if !have("hping3") && unavailable("`hping3` not found (apt-get install hping3)").is_none() {
-        return;
-    }
+    let lab = Lab::new("flood");
+    require("hping3", "hping3");
     let (rate, burst) = (5u32, 10u32);
-    let Some(shield) = lab.shield(ShieldConfig {
+    let shield = lab.shield(ShieldConfig {
         syn_rate: rate,
         syn_burst: burst,
         // Buckets from the first SYN: this measures the bucket, not the pressure threshold.
         pressure_syn_rate: 0,
         ..ShieldConfig::default()
-    }) else {
-        return;
-    };
+    });
     let listener = lab.listen(PROTECTED);
 
     // 2000 SYNs, 100 µs apart, from CLI4: bounded in count (-c) and by the client deadline.
@@ -107,15 +104,14 @@ fn syn_flood_is_dropped_and_accepts_stay_within_the_bucket() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn banned_source_is_dropped_until_the_ban_expires() {
-    let Some(lab) = Lab::new("ban") else { return };
-    let Some(shield) = lab.shield(ShieldConfig {
+    let lab = Lab::new("ban");
+    let shield = lab.shield(ShieldConfig {
         syn_rate: 1000,
         syn_burst: 1000,
         ..ShieldConfig::default()
-    }) else {
-        return;
-    };
+    });
     let listener = lab.listen(PROTECTED);
     let _other = lab.listen(UNPROTECTED);
 
@@ -182,17 +178,16 @@ fn banned_source_is_dropped_until_the_ban_expires() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn allowlisted_source_is_never_limited_and_other_ports_are_untouched() {
-    let Some(lab) = Lab::new("allow") else { return };
-    let Some(shield) = lab.shield(ShieldConfig {
+    let lab = Lab::new("allow");
+    let shield = lab.shield(ShieldConfig {
         syn_rate: 1,
         syn_burst: 1,
         pressure_syn_rate: 0,
         allow: vec![format!("{CLI4_ALLOWED}/32"), "fd00:77::3/128".into()],
         ..ShieldConfig::default()
-    }) else {
-        return;
-    };
+    });
     let listener = lab.listen(PROTECTED);
     let other = lab.listen(UNPROTECTED);
     // Allowed even when banned: the allowlist is judged first.
@@ -221,15 +216,14 @@ fn allowlisted_source_is_never_limited_and_other_ports_are_untouched() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn ipv6_ban_covers_the_whole_64() {
-    let Some(lab) = Lab::new("v6") else { return };
-    let Some(shield) = lab.shield(ShieldConfig {
+    let lab = Lab::new("v6");
+    let shield = lab.shield(ShieldConfig {
         syn_rate: 1000,
         syn_burst: 1000,
         ..ShieldConfig::default()
-    }) else {
-        return;
-    };
+    });
     let _listener = lab.listen(PROTECTED);
     lab.assert_connects(CLI6_SAME_64, SRV6, PROTECTED, "not banned yet");
 
@@ -260,8 +254,9 @@ fn ipv6_ban_covers_the_whole_64() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn pinned_shield_outlives_its_loader_and_opens_for_a_cli() {
-    let Some(lab) = Lab::new("pin") else { return };
+    let lab = Lab::new("pin");
     let pins = PinDir(PathBuf::from(format!(
         "/sys/fs/bpf/smtp-edge-test-{}",
         std::process::id()
@@ -280,10 +275,6 @@ fn pinned_shield_outlives_its_loader_and_opens_for_a_cli() {
     let load_cfg = cfg.clone();
     let shield = match in_netns(&lab.srv, move || Shield::load_at(&load_cfg, &load_dir)) {
         Ok(s) => s,
-        Err(e @ ShieldError::Load(_)) => {
-            let _ = unavailable(&format!("BPF unavailable: {e}"));
-            return;
-        }
         Err(e) => panic!("Shield::load_at(pin): {e}"),
     };
     let _listener = lab.listen(PROTECTED);
@@ -315,12 +306,11 @@ fn pinned_shield_outlives_its_loader_and_opens_for_a_cli() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn generic_mode_is_the_fallback_and_still_drops() {
     // Loopback has no native XDP: loading on it must fall back to generic (SKB) mode, per
     // interface, and the program must still enforce bans there.
-    let Some(lab) = Lab::new("generic") else {
-        return;
-    };
+    let lab = Lab::new("generic");
     let cfg = ShieldConfig {
         enabled: true,
         interfaces: vec!["lo".into()],
@@ -332,10 +322,6 @@ fn generic_mode_is_the_fallback_and_still_drops() {
     let srv = lab.srv.clone();
     let shield = match in_netns(&srv, move || Shield::load(&cfg)) {
         Ok(shield) => shield,
-        Err(e @ ShieldError::Load(_)) => {
-            unavailable(&format!("BPF unavailable: {e}"));
-            return;
-        }
         Err(e) => panic!("Shield::load on lo: {e}"),
     };
     assert_eq!(
@@ -369,11 +355,10 @@ fn generic_mode_is_the_fallback_and_still_drops() {
 /// every entry in bounded steps (a pause between them), deletes the expired ones and reports
 /// the ones in force.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn ban_map_sweep_deletes_expired_entries_in_bounded_steps() {
-    let Some(lab) = Lab::new("sweep") else { return };
-    let Some(shield) = lab.shield(ShieldConfig::default()) else {
-        return;
-    };
+    let lab = Lab::new("sweep");
+    let shield = lab.shield(ShieldConfig::default());
     const EXPIRED: u32 = 20_000;
     const LIVE: u32 = 100;
     const STEP: usize = 1024;

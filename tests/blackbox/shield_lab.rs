@@ -2,8 +2,8 @@
 //! fixed addresses, and helpers to run code inside either namespace.
 //!
 //! [`Lab::new`] makes `se-srv-<pid>-<tag>` and `se-cli-<pid>-<tag>` (removed on drop, with the
-//! veth pair and its VLAN). Nothing leaves those namespaces. Without root or `ip` the tests
-//! skip with a message, except under `CI=true`, where they fail.
+//! veth pair and its VLAN). Nothing leaves those namespaces. The tests that use it are
+//! `#[ignore = "needs root: ..."]` and, when run, fail naming what is missing (root, `ip`, BPF).
 
 use std::fs::File;
 use std::io;
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use smtp_edge::shield::{Shield, ShieldConfig, ShieldError};
+use smtp_edge::shield::{Shield, ShieldConfig};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// The protected port, and one that is not.
@@ -48,17 +48,12 @@ pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-pub(crate) fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skips (outside CI) or fails (CI=true) when `why` is set.
-pub(crate) fn unavailable(why: &str) -> Option<()> {
-    if ci() {
-        panic!("shield black-box tests cannot run with CI=true: {why}");
-    }
-    eprintln!("skipping shield black-box test: {why}");
-    None
+/// Fails the test, naming the tool to install, when `cmd` is not on the PATH.
+pub(crate) fn require(cmd: &str, package: &str) {
+    assert!(
+        have(cmd),
+        "`{cmd}` not found (apt-get install {package}, or run `cargo xtask test`)"
+    );
 }
 
 pub(crate) fn have(cmd: &str) -> bool {
@@ -78,14 +73,12 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
-    pub(crate) fn new(tag: &str) -> Option<Lab> {
+    /// Fails the test when not root or without `ip`: those tests are ignored unless asked for.
+    pub(crate) fn new(tag: &str) -> Lab {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            unavailable("not root (network namespaces and BPF need root)")?;
-        }
-        if !have("ip") {
-            unavailable("`ip` not found (apt-get install iproute2)")?;
-        }
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "network namespaces and BPF need root");
+        require("ip", "iproute2");
         let pid = std::process::id();
         // Built before any command so that Drop removes whatever a failure leaves behind.
         let mut lab = Lab {
@@ -143,7 +136,7 @@ impl Lab {
         if !lab.vlan {
             eprintln!("no 802.1Q support in this kernel: VLAN cases not run");
         }
-        Some(lab)
+        lab
     }
 
     pub(crate) fn ip(&self, args: &[&str]) {
@@ -156,9 +149,8 @@ impl Lab {
         );
     }
 
-    /// The shield on the server's veth, loaded from inside the server namespace. `None`: no
-    /// BPF here (outside CI).
-    pub(crate) fn shield(&self, cfg: ShieldConfig) -> Option<Shield> {
+    /// The shield on the server's veth, loaded from inside the server namespace.
+    pub(crate) fn shield(&self, cfg: ShieldConfig) -> Shield {
         let cfg = ShieldConfig {
             enabled: true,
             interfaces: vec!["veth-srv".into()],
@@ -169,11 +161,7 @@ impl Lab {
             Ok(shield) => {
                 assert_eq!(shield.attachments().len(), 1);
                 eprintln!("shield attached: {:?}", shield.attachments());
-                Some(shield)
-            }
-            Err(e @ ShieldError::Load(_)) => {
-                unavailable(&format!("BPF unavailable: {e}"))?;
-                None
+                shield
             }
             Err(e) => panic!("Shield::load: {e}"),
         }

@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use smtp_edge::shield::{Shield, ShieldConfig, ShieldError};
+use smtp_edge::shield::{Shield, ShieldConfig};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::harness::{
@@ -33,8 +33,8 @@ use crate::harness::{
     wait_until, BIN, DELIVERY_DEADLINE, READY_DEADLINE, REPLY_DEADLINE,
 };
 use crate::shield_lab::{
-    have, in_netns, ip, unavailable, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6,
-    CLI6_SAME_64, PROTECTED, SRV4, SRV6, UNPROTECTED,
+    in_netns, ip, require, Lab, PinDir, CLI4, CLI4_ALLOWED, CLI4_SPARE, CLI6, CLI6_SAME_64,
+    PROTECTED, SRV4, SRV6, UNPROTECTED,
 };
 
 /// `listener.greet_delay_ms` of the delivery listeners.
@@ -240,26 +240,21 @@ struct Stats {
     bans_active: f64,
 }
 
-/// A lab and a server in it; `None` when the tests must skip (outside CI).
-fn setup(tag: &str, opts: ShieldOpts) -> Option<(Lab, NsServer)> {
-    let lab = Lab::new(tag)?;
-    // The server refuses to start without BPF (`required = true`); find out first, through the
-    // library, so that a machine without BPF skips instead of failing on the server's exit.
+/// A lab and a server in it. The server refuses to start without BPF (`required = true`); a
+/// probe load through the library first makes that failure name its cause.
+fn setup(tag: &str, opts: ShieldOpts) -> (Lab, NsServer) {
+    let lab = Lab::new(tag);
     let probe = ShieldConfig {
         enabled: true,
         interfaces: vec!["veth-srv".into()],
         ports: vec![PROTECTED],
         ..ShieldConfig::default()
     };
-    match in_netns(&lab.srv, move || Shield::load(&probe).map(drop)) {
-        Ok(()) => {}
-        Err(e @ ShieldError::Load(_)) => {
-            unavailable(&format!("BPF unavailable: {e}"))?;
-        }
-        Err(e) => panic!("probe Shield::load: {e}"),
+    if let Err(e) = in_netns(&lab.srv, move || Shield::load(&probe).map(drop)) {
+        panic!("probe Shield::load: {e}");
     }
     let server = NsServer::start(&lab, &opts);
-    Some((lab, server))
+    (lab, server)
 }
 
 /// A TCP connection from `src` (an address of the client namespace) to `dst`.
@@ -406,21 +401,18 @@ fn wait_bans(server: &NsServer, n: f64, why: &str) {
 /// (a) + (b): a flood from A is dropped over the rate and the server accepts no more than the
 /// bucket lets through, while B (allowlisted) delivers 100 messages, every one answered 250.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn server_syn_flood_is_dropped_while_an_allowlisted_client_delivers() {
-    if !have("hping3") && unavailable("`hping3` not found (apt-get install hping3)").is_none() {
-        return;
-    }
+    require("hping3", "hping3");
     let (rate, burst) = (5u32, 10u32);
-    let Some((lab, server)) = setup(
+    let (lab, server) = setup(
         "srvflood",
         ShieldOpts {
             syn_rate: rate,
             syn_burst: burst,
             allow: vec![format!("{CLI4_ALLOWED}/32")],
         },
-    ) else {
-        return;
-    };
+    );
     let before = server.shield();
 
     // B delivers while A floods: 10 sessions of 10 messages, from the allowlisted address.
@@ -509,17 +501,16 @@ fn server_syn_flood_is_dropped_while_an_allowlisted_client_delivers() {
 /// dropped in the kernel (the server never sees them) until the ban expires, while other
 /// addresses and unprotected ports are untouched.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn server_bans_a_pregreeting_client_in_the_kernel_until_the_ban_expires() {
-    let Some((lab, server)) = setup(
+    let (lab, server) = setup(
         "srvpregreet",
         ShieldOpts {
             syn_rate: 100,
             syn_burst: 100,
             allow: Vec::new(),
         },
-    ) else {
-        return;
-    };
+    );
 
     // A polite client waits for the greeting, which comes after greet_delay_ms.
     let (smtp, took) = Smtp::open(&lab, CLI4, v4(PROTECTED));
@@ -586,17 +577,16 @@ fn server_bans_a_pregreeting_client_in_the_kernel_until_the_ban_expires() {
 
 /// (d): the same over IPv6, where the ban covers the pregreeter's whole /64.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn server_ipv6_pregreet_bans_the_whole_64() {
-    let Some((lab, server)) = setup(
+    let (lab, server) = setup(
         "srvv6",
         ShieldOpts {
             syn_rate: 100,
             syn_burst: 100,
             allow: Vec::new(),
         },
-    ) else {
-        return;
-    };
+    );
     assert_eq!(
         deliver(&lab, CLI6_SAME_64, v6(PROTECTED), 1, 1),
         [250],
@@ -648,17 +638,16 @@ fn server_ipv6_pregreet_bans_the_whole_64() {
 /// (e): with a rate of one SYN per second, allowlisted sources (IPv4 and IPv6) connect as often
 /// as they like, and any source reaches the unprotected port; a source not on the list gets one.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn server_allowlisted_sources_and_unprotected_ports_are_never_limited() {
-    let Some((lab, server)) = setup(
+    let (lab, server) = setup(
         "srvallow",
         ShieldOpts {
             syn_rate: 1,
             syn_burst: 1,
             allow: vec![format!("{CLI4_ALLOWED}/32"), format!("{CLI6_SAME_64}/128")],
         },
-    ) else {
-        return;
-    };
+    );
     let before = server.shield();
     let mut held = Vec::new();
     for i in 0..20 {
@@ -702,8 +691,9 @@ fn server_allowlisted_sources_and_unprotected_ports_are_never_limited() {
 /// `smtp-edge shield status|list|ban|unban --pin-dir` against a pinned shield: what it prints,
 /// what it changes in the kernel, and its exit statuses.
 #[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
 fn shield_cli_reads_and_edits_pinned_maps() {
-    let Some(lab) = Lab::new("cli") else { return };
+    let lab = Lab::new("cli");
     let pins = PinDir(PathBuf::from(format!(
         "/sys/fs/bpf/smtp-edge-test-cli-{}",
         std::process::id()
@@ -721,10 +711,6 @@ fn shield_cli_reads_and_edits_pinned_maps() {
     let load_dir = pins.0.clone();
     let shield = match in_netns(&lab.srv, move || Shield::load_at(&cfg, &load_dir)) {
         Ok(s) => s,
-        Err(e @ ShieldError::Load(_)) => {
-            let _ = unavailable(&format!("BPF unavailable: {e}"));
-            return;
-        }
         Err(e) => panic!("Shield::load_at(pin): {e}"),
     };
     let _listener = lab.listen(PROTECTED);

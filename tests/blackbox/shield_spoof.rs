@@ -85,13 +85,12 @@ fn shield(lab: &Lab, pressure_syn_rate: u32) -> Shield {
         pressure_syn_rate,
         ..ShieldConfig::default()
     })
-    .expect("the shield loads (needs root and BPF)")
 }
 
 #[test]
 #[ignore = "needs root: network namespaces, BPF and hping3"]
 fn forged_syns_do_not_spend_a_victims_budget() {
-    let lab = Lab::new("spoof").expect("needs root");
+    let lab = Lab::new("spoof");
     let _listener = lab.listen(PROTECTED);
 
     // The attack, with budgets charged by every SYN: the forger takes each token as it
