@@ -137,14 +137,14 @@ fn a_maildir_mode_for_a_mail_group_holds_whatever_the_umask() {
     assert_eq!(mode(&server.dir.path().join("spool")), 0o700);
 }
 
-/// libfaketime, from Debian's `faketime` package (installed by `.ci/run`).
+/// libfaketime, from Debian's `faketime` package (installed by `cargo xtask test`).
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 #[test]
 fn queue_ids_never_repeat_across_restarts_even_when_the_clock_goes_back() {
     assert!(
         Path::new(FAKETIME_LIB).exists(),
-        "{FAKETIME_LIB} missing: apt-get install faketime (see .ci/run)"
+        "{FAKETIME_LIB} missing: apt-get install faketime (cargo xtask test installs it)"
     );
     // One worker, so every run's first message would get the same worker and counter: only
     // the top of the id tells runs apart.

@@ -21,13 +21,8 @@ const CLANG_MAJOR: &str = "19";
 const SOURCE: &str = "ebpf/shield.c";
 const OBJECT: &str = "ebpf/shield.o";
 
-/// Runs the task; `args` are the words after `build-ebpf`.
-pub fn main(args: &[String]) -> Result<()> {
-    let check = match args {
-        [] => false,
-        [flag] if flag == "--check" => true,
-        _ => bail!("usage: cargo xtask build-ebpf [--check]"),
-    };
+/// Rebuilds the object; with `check`, into `target/ebpf/`, failing if it differs.
+pub fn main(check: bool) -> Result<()> {
     let root = workspace_root()?;
     let clang = std::env::var("CLANG").unwrap_or_else(|_| DEFAULT_CLANG.into());
     let version = clang_version(&clang)?;

@@ -1,48 +1,66 @@
-//! Project tasks: `cargo xtask <task>`.
+//! Project tasks: `cargo xtask <task>`; `cargo xtask --help` lists them.
 //!
-//! - `ci`: what CI checks, in order: formatting, clippy with warnings denied, every test.
+//! - `test` (alias `ci`): the README's test command and CI's: tools, the eBPF object check,
+//!   formatting, clippy with warnings denied, then every test. See `suite.rs`.
+//! - `build-ebpf [--check]`: rebuild (or check) the checked-in XDP object. See `ebpf.rs`.
 //! - `bench`: release build, then smtp-edge under load on loopback (optionally beside a
 //!   throwaway Postfix and smtp-sink); one table, JSON under `target/bench/`. See `bench/mod.rs`.
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
 mod bench;
 mod ebpf;
+mod suite;
+mod tools;
 
-const USAGE: &str = "usage: cargo xtask ci | cargo xtask bench [--help]";
+/// Project tasks for smtp-edge.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check (and install, as root on Debian) the tools the tests need, check the eBPF object,
+    /// formatting and clippy, then run every test (as root, the root-only ones too).
+    #[command(alias = "ci")]
+    Test,
+    /// Rebuild ebpf/shield.o from ebpf/shield.c with clang-19.
+    BuildEbpf {
+        /// Rebuild into target/ebpf/ and fail if it differs from the checked-in object.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Measure throughput, latency and memory on loopback (see BENCHMARKS.md).
+    Bench {
+        /// The bench's own options (`cargo xtask bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
 
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1);
-    match task.as_deref() {
-        Some("ci") => ci(),
-        Some("build-ebpf") => ebpf::main(&std::env::args().skip(2).collect::<Vec<_>>()),
-        Some("bench") => {
-            let args: Vec<String> = std::env::args().skip(2).collect();
-            bench::main(&args)
-        }
-        _ => bail!("{USAGE}"),
+    match Cli::parse().task {
+        Task::Test => suite::run(),
+        Task::BuildEbpf { check } => ebpf::main(check),
+        Task::Bench { args } => bench::main(&args),
     }
 }
 
-fn ci() -> Result<()> {
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&["test", "--workspace"])
+/// The cargo that runs this task (so `cargo +toolchain xtask` keeps its toolchain).
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// Runs `cargo ARGS`, echoing the command; fails when it does.
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
+    let status = Command::new(cargo_bin())
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
