@@ -745,7 +745,9 @@ pub fn run_client(cmd: &str, args: &[&str], stdin: &[u8], deadline: Duration) ->
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed? see .ci/run)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cmd}: {e} (is it installed? `cargo xtask test` installs it)")
+        });
     let pid = child.id() as libc::pid_t;
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();

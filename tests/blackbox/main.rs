@@ -5,7 +5,8 @@
 //! replies on the wire, the files in Maildir, the exit status, the metrics.
 //!
 //! Run: `cargo test -p smtp-edge --test blackbox` (needs `python3`, `swaks` and `curl`; the
-//! disk-full test needs root to mount a tmpfs, see `.ci/run`).
+//! root-only tests are ignored unless run with `--include-ignored`, as `cargo xtask test` does
+//! as root).
 
 // `clippy.toml` bans clock reads so that `protocol/` stays deterministic. These tests drive real
 // processes and sockets, and every wait in them has a wall-clock deadline.

@@ -31,7 +31,7 @@ fn start(tls: bool) -> (Receiver, Option<std::sync::Arc<rustls::ClientConfig>>) 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 must be installed (see .ci/run)");
+        .expect("python3 must be installed (`cargo xtask test` installs it)");
     // The script prints its port once it listens; EOF first means it failed to start.
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -41,7 +41,7 @@ fn start(tls: bool) -> (Receiver, Option<std::sync::Arc<rustls::ClientConfig>>) 
         .trim()
         .strip_prefix("PORT ")
         .unwrap_or_else(|| {
-            panic!("aiosmtpd did not start (is it installed? see .ci/run): {line:?}")
+            panic!("aiosmtpd did not start (is it installed? `cargo xtask test` installs it): {line:?}")
         })
         .parse()
         .unwrap();

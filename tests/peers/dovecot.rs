@@ -115,7 +115,7 @@ fn start() -> Receiver {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join("master.err")).unwrap())
         .spawn()
-        .expect("dovecot must be installed (Debian dovecot-lmtpd, see .ci/run)");
+        .expect("dovecot must be installed (Debian dovecot-lmtpd, `cargo xtask test` installs it)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "dovecot", &log);
     Receiver { child, addr, dir }

@@ -3,7 +3,7 @@
 //! on a loopback port, driven over a plain blocking `TcpStream` by [`driver::deliver`].
 //!
 //! Run: `cargo test -p smtp-edge --test peers` (needs `python3` with `aiosmtpd`, `smtp-sink`
-//! from Debian's `postfix`, and `dovecot` from `dovecot-lmtpd`; `.ci/run` installs them).
+//! from Debian's `postfix`, and `dovecot` from `dovecot-lmtpd`; `cargo xtask test` installs them).
 
 // Real processes and sockets: every wait here has a wall-clock deadline.
 #![allow(clippy::disallowed_methods)]

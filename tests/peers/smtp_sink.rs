@@ -34,7 +34,7 @@ fn start(extra: &[&str]) -> Receiver {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .expect("smtp-sink must be installed (Debian postfix, see .ci/run)");
+        .expect("smtp-sink must be installed (Debian postfix, `cargo xtask test` installs it)");
     wait_listening(addr, &mut child, "smtp-sink", &log);
     Receiver { child, addr, dir }
 }
