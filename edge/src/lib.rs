@@ -35,6 +35,7 @@ pub mod driver;
 pub mod guard;
 pub mod metrics;
 pub mod protocol;
+pub mod relay;
 pub mod shield;
 pub mod spool;
 pub mod tls;

@@ -104,6 +104,7 @@
 
 mod raw;
 mod recipients;
+mod relay;
 mod validate;
 
 #[cfg(test)]
@@ -119,10 +120,12 @@ use crate::auth::AuthConfig;
 use crate::control::ControlConfig;
 use crate::guard::GuardConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
+use crate::relay::RelayConfig;
 use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
 
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
+pub use relay::{MAX_NAMESERVERS, MAX_RELAY_AGE_SECS, MAX_RETRY_STEPS};
 pub use validate::{
     MAX_BAD_COMMANDS_CEILING, MAX_CONNECTIONS_PER_IP, MAX_GREET_DELAY_MS,
     MAX_HANDSHAKE_TIMEOUT_SECS, MAX_MESSAGE_SIZE_CEILING, MAX_RECIPIENTS_CEILING,
@@ -312,6 +315,10 @@ pub struct Config {
     /// `[control]`: the control socket (absolute), by default `control.sock` in the spool
     /// directory.
     pub control: ControlConfig,
+    /// `[relay]` and `[dns]`, with their defaults when absent (local mail to Maildir, remote
+    /// mail by MX through the system resolver). A smarthost password file named in it was read
+    /// at load.
+    pub relay: RelayConfig,
 }
 
 impl Config {

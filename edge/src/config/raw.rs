@@ -38,6 +38,10 @@ pub(super) struct RawConfig {
     pub guard: Option<RawGuard>,
     /// `[control]`; `None` when absent or when it failed to deserialize (already reported).
     pub control: Option<RawControl>,
+    /// `[relay]`; `None` when absent or when it failed to deserialize (already reported).
+    pub relay: Option<RawRelay>,
+    /// `[dns]`; `None` when absent or when it failed to deserialize (already reported).
+    pub dns: Option<RawDns>,
 }
 
 /// `[guard]`; every key is optional and defaults to [`crate::guard::GuardConfig::default`].
@@ -154,6 +158,29 @@ pub(super) struct RawAuth {
     pub trace_login: Option<bool>,
 }
 
+/// `[relay]`; every key is optional. Integers are `i64` for our range messages, as in
+/// [`RawLimits`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub smarthost_user: Option<String>,
+    pub smarthost_password_file: Option<String>,
+    pub mx_port: Option<i64>,
+    pub tls: Option<String>,
+    pub max_connections_per_domain: Option<i64>,
+    pub retry_secs: Option<Vec<i64>>,
+    pub max_age_secs: Option<i64>,
+}
+
+/// `[dns]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns {
+    pub nameservers: Option<Vec<String>>,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +204,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "shield",
     "guard",
     "control",
+    "relay",
+    "dns",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -201,6 +230,8 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         auth: take(&mut table, "", "auth", errors),
         guard: take(&mut table, "", "guard", errors),
         control: take(&mut table, "", "control", errors),
+        relay: take(&mut table, "", "relay", errors),
+        dns: take(&mut table, "", "dns", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

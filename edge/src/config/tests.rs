@@ -923,3 +923,146 @@ fn delivery_mode_is_an_octal_file_mode_for_a_mail_group() {
         );
     }
 }
+
+#[test]
+fn relay_defaults_when_absent() {
+    use crate::protocol::client::TlsPolicy;
+    use crate::relay::{RelayConfig, Route};
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert_eq!(c.relay, RelayConfig::new("mx.example.test"));
+    assert_eq!(c.relay.local, Route::Maildir);
+    assert_eq!(c.relay.remote, Route::Mx);
+    assert_eq!(c.relay.mx_port, 25);
+    assert_eq!(c.relay.tls, TlsPolicy::Opportunistic);
+    assert_eq!(c.relay.max_connections_per_domain, 10);
+    assert_eq!(c.relay.helo, "mx.example.test");
+    assert!(c.relay.nameservers.is_empty());
+    assert!(c.relay.smarthost_credentials.is_none());
+    assert_eq!(c.relay.max_age, Duration::from_secs(5 * 24 * 3600));
+    // The schedule: each listed wait, then the last one repeating.
+    let waits: Vec<u64> = (1..=7).map(|n| c.relay.retry_delay(n).as_secs()).collect();
+    assert_eq!(waits, [60, 300, 900, 3600, 14400, 14400, 14400]);
+    // The embedded default spells the same relay defaults out.
+    let d = Config::embedded_default();
+    assert_eq!(d.relay, RelayConfig::new(&d.hostname));
+}
+
+#[test]
+fn relay_keys_are_typed() {
+    use crate::protocol::client::TlsPolicy;
+    use crate::relay::{Host, NextHop, Route};
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\nignored second line\n").unwrap();
+    let text = format!(
+        "{BASE}\n[relay]\nlocal = \"lmtp+unix:///run/dovecot/lmtp\"\n\
+         remote = \"smtp://smarthost.example.test:587\"\n\
+         smarthost_user = \"relay@example.test\"\n\
+         smarthost_password_file = \"{}\"\nmx_port = 2525\ntls = \"required\"\n\
+         max_connections_per_domain = 3\nretry_secs = [5, 10]\nmax_age_secs = 3600\n\
+         [dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n",
+        pw.display()
+    );
+    let r = Config::from_toml_str(&text).unwrap().relay;
+    assert_eq!(r.local, Route::LmtpUnix("/run/dovecot/lmtp".into()));
+    assert_eq!(
+        r.remote,
+        Route::Smtp(NextHop {
+            host: Host::Name("smarthost.example.test".into()),
+            port: 587
+        })
+    );
+    let creds = r.smarthost_credentials.as_ref().unwrap();
+    assert_eq!(creds.username, "relay@example.test");
+    assert_eq!(creds.password.expose(), b"s3cret");
+    assert!(!creds.allow_plaintext);
+    assert_eq!(r.mx_port, 2525);
+    assert_eq!(r.tls, TlsPolicy::Required);
+    assert_eq!(r.max_connections_per_domain, 3);
+    assert_eq!(r.retry, [Duration::from_secs(5), Duration::from_secs(10)]);
+    assert_eq!(r.retry_delay(9), Duration::from_secs(10));
+    assert_eq!(r.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        r.nameservers,
+        [
+            "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(r.route(true), &r.local);
+    assert_eq!(r.route(false), &r.remote);
+    // Credentials never show in Debug output.
+    assert!(!format!("{r:?}").contains("s3cret"));
+}
+
+#[test]
+fn relay_errors_name_their_keys() {
+    let bad = |section: &str| format!("{BASE}\n{section}\n");
+    let cases: &[(&str, &[&str])] = &[
+        ("[relay]\nlocal = \"mx\"", &["relay.local"]),
+        ("[relay]\nlocal = \"pop3://a:1\"", &["relay.local"]),
+        ("[relay]\nremote = \"maildir\"", &["relay.remote"]),
+        (
+            "[relay]\nremote = \"lmtp://127.0.0.1:24\"",
+            &["relay.remote"],
+        ),
+        ("[relay]\nremote = \"smtp://host\"", &["relay.remote"]),
+        ("[relay]\nmx_port = 0", &["relay.mx_port"]),
+        ("[relay]\nmx_port = 70000", &["relay.mx_port"]),
+        ("[relay]\ntls = \"may\"", &["relay.tls"]),
+        (
+            "[relay]\nmax_connections_per_domain = 0",
+            &["relay.max_connections_per_domain"],
+        ),
+        ("[relay]\nretry_secs = []", &["relay.retry_secs"]),
+        ("[relay]\nretry_secs = [60, -1]", &["relay.retry_secs[1]"]),
+        ("[relay]\nmax_age_secs = 1", &["relay.max_age_secs"]),
+        (
+            "[relay]\nsmarthost_user = \"u\"",
+            &["relay.smarthost_password_file"],
+        ),
+        (
+            "[relay]\nsmarthost_password_file = \"/etc/hostname\"",
+            &["relay.smarthost_user"],
+        ),
+        (
+            // AUTH with MX delivery: credentials for whom?
+            "[relay]\nsmarthost_user = \"u\"\nsmarthost_password_file = \"/etc/hostname\"",
+            &["relay.smarthost_user"],
+        ),
+        (
+            "[relay]\nremote = \"smtp://a.test:25\"\nsmarthost_user = \"u\"\n\
+             smarthost_password_file = \"/nonexistent/pw\"",
+            &["relay.smarthost_password_file"],
+        ),
+        ("[relay]\nbogus = 1", &["relay.bogus"]),
+        (
+            "[dns]\nnameservers = [\"localhost\"]",
+            &["dns.nameservers[0]"],
+        ),
+        (
+            "[dns]\nnameservers = [\"127.0.0.1:0\", \"1.2.3.4\"]",
+            &["dns.nameservers[0]"],
+        ),
+        ("[dns]\nservers = []", &["dns.servers"]),
+        // Every problem at once, none hiding another.
+        (
+            "[relay]\nlocal = \"x\"\nremote = \"y\"\nmx_port = 0\n[dns]\nnameservers = [\"z\"]",
+            &[
+                "relay.local",
+                "relay.remote",
+                "relay.mx_port",
+                "dns.nameservers[0]",
+            ],
+        ),
+    ];
+    for (section, want) in cases {
+        assert_eq!(keys(&bad(section)), *want, "{section}");
+    }
+    let e = errors(&bad("[relay]\nremote = \"smtp://host\""));
+    assert!(
+        e[0].problem.contains("port is required"),
+        "{}",
+        e[0].problem
+    );
+}

@@ -131,6 +131,11 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
     let shield = v.shield(raw.shield, listeners.as_deref());
     let guard = v.guard(raw.guard.unwrap_or_default());
     let control = v.control(raw.control.unwrap_or_default(), spool_dir.as_deref());
+    let relay = v.relay(
+        raw.relay.unwrap_or_default(),
+        raw.dns.unwrap_or_default(),
+        hostname.as_deref(),
+    );
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -148,16 +153,17 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         shield: shield?,
         guard: guard?,
         control: control?,
+        relay: relay?,
     })
 }
 
 /// Holds the error list; each check returns `Some(value)` or pushes an error and returns `None`.
-struct Validator<'e> {
+pub(super) struct Validator<'e> {
     errors: &'e mut Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn push(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, problem: impl Into<String>) {
         self.errors.push(ConfigError::new(key, problem));
     }
 
@@ -625,7 +631,7 @@ impl Validator<'_> {
     }
 
     /// A path (as [`Self::path`]) naming a regular file that can be opened for reading now.
-    fn readable_file(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+    pub(super) fn readable_file(&mut self, key: &str, text: &str) -> Option<PathBuf> {
         let path = self.path(key, text)?;
         let problem = match std::fs::File::open(&path).and_then(|f| f.metadata()) {
             Ok(meta) if meta.is_file() => return Some(path),
@@ -745,7 +751,14 @@ impl Validator<'_> {
     }
 
     /// `n` within `min..=max`, or an error naming the range, the `why` and the value.
-    fn int_in(&mut self, key: &str, n: i64, min: u64, max: u64, why: &str) -> Option<u64> {
+    pub(super) fn int_in(
+        &mut self,
+        key: &str,
+        n: i64,
+        min: u64,
+        max: u64,
+        why: &str,
+    ) -> Option<u64> {
         match u64::try_from(n) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
@@ -755,7 +768,7 @@ impl Validator<'_> {
         }
     }
 
-    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+    pub(super) fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -772,7 +785,7 @@ impl Validator<'_> {
     }
 
     /// A non-empty path, made absolute against the current directory.
-    fn path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+    pub(super) fn path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
         if text.is_empty() {
             self.push(key, "must not be empty");
             return None;

@@ -26,6 +26,7 @@
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter |
 //! | `smtp_edge_delivery_failures_total` | counter |
+//! | `smtp_edge_delivery_attempts_total{via,result}` | counter: one per recipient per attempt; `via` = `maildir`, `lmtp`, `smtp`, `mx`; `result` = `sent`, `deferred`, `bounced` |
 //! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned`, `dropped_malformed` |
 //! | `smtp_edge_shield_bans_active` | gauge |
 //!
@@ -39,6 +40,8 @@ mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+
+use crate::relay::{Verdict, Via};
 
 pub use http::{serve, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
 pub use worker::{
@@ -94,7 +97,12 @@ pub struct ShieldStats {
 struct DeliveryMetrics {
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// `[via][result]`, indexed like [`Via::ALL`] and [`VERDICTS`].
+    attempts: [[AtomicU64; 3]; 4],
 }
+
+/// The `result` label values of `smtp_edge_delivery_attempts_total`, in index order.
+pub const VERDICTS: [Verdict; 3] = [Verdict::Delivered, Verdict::Deferred, Verdict::Failed];
 
 impl Metrics {
     /// Counters for `workers` worker threads, all zero. Pass
@@ -141,6 +149,15 @@ impl Metrics {
     /// The delivery stage failed to deliver a message (it stays in the spool).
     pub fn delivery_failed(&self) {
         self.delivery.failed.fetch_add(1, Relaxed);
+    }
+
+    /// One recipient's attempt went `via` and ended in `verdict`
+    /// (`smtp_edge_delivery_attempts_total{via,result}`). Called from the delivery and relay
+    /// threads, off the rings.
+    pub fn delivery_attempt(&self, via: Via, verdict: Verdict) {
+        let v = Via::ALL.iter().position(|&x| x == via).unwrap_or(0);
+        let r = VERDICTS.iter().position(|&x| x == verdict).unwrap_or(0);
+        self.delivery.attempts[v][r].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every series, summed across workers.

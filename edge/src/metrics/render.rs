@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::worker::{
     RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
 };
-use super::Metrics;
+use super::{Metrics, VERDICTS};
+use crate::relay::Via;
 
 /// Sums the counters of every worker and writes every series.
 pub(super) fn render(m: &Metrics) -> String {
@@ -152,6 +153,20 @@ pub(super) fn render(m: &Metrics) -> String {
         "Delivery attempts that failed; the message stays spooled.",
         m.delivery.failed.load(Relaxed),
     );
+    let name = "smtp_edge_delivery_attempts_total";
+    header(
+        &mut out,
+        name,
+        "Delivery attempts per recipient, by route kind and result.",
+        "counter",
+    );
+    for (v, via) in Via::ALL.iter().enumerate() {
+        for (r, verdict) in VERDICTS.iter().enumerate() {
+            let n = m.delivery.attempts[v][r].load(Relaxed);
+            let (via, result) = (via.as_str(), verdict.as_str());
+            let _ = writeln!(out, "{name}{{via=\"{via}\",result=\"{result}\"}} {n}");
+        }
+    }
 
     // Both families always, zeros before the shield (or without one), so that rate() and
     // alerts see the series from the first scrape.

@@ -149,6 +149,7 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_spool_fsync_seconds", "histogram"),
         ("smtp_edge_messages_delivered_total", "counter"),
         ("smtp_edge_delivery_failures_total", "counter"),
+        ("smtp_edge_delivery_attempts_total", "counter"),
         ("smtp_edge_shield_packets_total", "counter"),
         ("smtp_edge_shield_bans_active", "gauge"),
     ];
@@ -166,6 +167,32 @@ fn every_family_has_help_and_type() {
             .unwrap_or(name);
         assert!(e.types.contains_key(family), "{sample} has no TYPE");
     }
+}
+
+#[test]
+fn delivery_attempts_by_via_and_result_all_exported() {
+    use crate::relay::{Verdict, Via};
+    let m = Metrics::new(1);
+    m.delivery_attempt(Via::Mx, Verdict::Delivered);
+    m.delivery_attempt(Via::Mx, Verdict::Delivered);
+    m.delivery_attempt(Via::Lmtp, Verdict::Deferred);
+    m.delivery_attempt(Via::Smtp, Verdict::Failed);
+    let e = parse(&m.render());
+    let get = |via: &str, result: &str| {
+        e.get(&format!(
+            "smtp_edge_delivery_attempts_total{{via=\"{via}\",result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(get("mx", "sent"), 2.0);
+    assert_eq!(get("lmtp", "deferred"), 1.0);
+    assert_eq!(get("smtp", "bounced"), 1.0);
+    assert_eq!(get("maildir", "sent"), 0.0);
+    let series = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("smtp_edge_delivery_attempts_total"))
+        .count();
+    assert_eq!(series, 12);
 }
 
 const SHIELD_ACTIONS: [&str; 4] = [
