@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use clap::Parser as _;
 use smtp_bench::client::Script;
 use smtp_bench::driver::{self, Job, Shared, Stats, TlsJob};
 use smtp_bench::message::Corpus;
 use smtp_bench::now;
-use smtp_bench::options::{Options, USAGE};
+use smtp_bench::options::{Cli, Options};
 use smtp_bench::report::{Cpu, Report};
 use smtp_bench::tls;
 
@@ -17,15 +18,11 @@ use smtp_bench::tls;
 const IDLE_SETUP: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match Options::parse(&args) {
+    // Usage errors: clap prints them and exits 2; --help and --version exit 0.
+    let options = match Options::from_cli(Cli::parse()) {
         Ok(o) => o,
-        Err(msg) if msg.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
         Err(msg) => {
-            eprintln!("smtp-bench: {msg}\n{USAGE}");
+            eprintln!("smtp-bench: {msg} (see `smtp-bench --help`)");
             return ExitCode::from(2);
         }
     };

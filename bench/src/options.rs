@@ -10,42 +10,106 @@ use crate::client::{Auth, Mechanism};
 use crate::message::SizeSpec;
 use crate::tls::{Mode, TlsOptions, Verify};
 
-/// Usage text.
-pub const USAGE: &str = "\
-usage: smtp-bench [OPTIONS] HOST:PORT
+/// The command line as written; [`Options::from_cli`] checks how the flags combine.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "smtp-bench",
+    version,
+    about = "SMTP load generator: a sans-IO client engine driven by one epoll loop per core"
+)]
+pub struct Cli {
+    /// The server.
+    #[arg(value_name = "HOST:PORT")]
+    server: String,
 
-load
-  -c, --sessions N        concurrent sessions (default 10)
-  -n, --messages N        total messages to send (default 1000)
-  -d, --duration SECS     stop starting messages after SECS (default 120; always a bound)
-  -s, --size SIZE         content octets: 10240, 10k, 1m, or a range 1k..64k (default 10k)
-  -r, --rcpts N           recipients per message (default 1)
-  -m, --per-session N     messages per session; 1 = a new connection per message; 0 = none:
-                          connect, (TLS, AUTH,) EHLO, QUIT, and -n counts sessions (default 100)
-      --pipelining on|off pipeline commands when the server offers PIPELINING (default on)
-      --threads N         I/O threads (default: one per core)
-envelope
-      --from ADDR         reverse-path (default bench@smtp-bench.invalid)
-      --to ADDR           recipient; repeat for more; with --rcpts above the count given,
-                          `local+K@domain` variants are used (default user@example.test)
-      --helo NAME         EHLO argument (default smtp-bench.invalid)
-idle connections
-      --idle N            open N sessions, read the greeting, EHLO, then hold them; prints
-                          `established N` once they are all up
-      --hold SECS         how long to hold them (default 10)
-tls
-      --starttls          STARTTLS after EHLO (RFC 3207), then EHLO again
-      --tls               implicit TLS from the first byte (RFC 8314, port 465)
-      --ca FILE           trust the certificates in this PEM file (default verification)
-      --insecure          accept any server certificate (danger: benchmarks only)
-      --sni NAME          server name sent and checked (default: the server's IP address)
-      --no-resume         full handshakes only (default: resume, one session cache per thread)
-auth (inside TLS)
-      --auth PLAIN|LOGIN  authenticate before the first message (RFC 4954)
-      --user USER         the login; also the default --from
-      --password PASS     its password
-output
-      --json              one JSON object on stdout instead of the table";
+    /// Concurrent sessions.
+    #[arg(short = 'c', long, value_name = "N", default_value = "10", value_parser = count, help_heading = "Load")]
+    sessions: u64,
+    /// Total messages to send.
+    #[arg(short = 'n', long, value_name = "N", default_value = "1000", value_parser = count, help_heading = "Load")]
+    messages: u64,
+    /// Stop starting messages after SECS (always a bound).
+    #[arg(short = 'd', long, value_name = "SECS", default_value = "120", value_parser = secs, help_heading = "Load")]
+    duration: Duration,
+    /// Content octets: 10240, 10k, 1m, or a range 1k..64k.
+    #[arg(short = 's', long, value_name = "SIZE", default_value = "10k", value_parser = SizeSpec::parse, help_heading = "Load")]
+    size: SizeSpec,
+    /// Recipients per message.
+    #[arg(short = 'r', long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Load")]
+    rcpts: u64,
+    /// Messages per session; 1 = a new connection per message; 0 = none: connect, (TLS,
+    /// AUTH,) EHLO, QUIT, and -n counts sessions.
+    #[arg(short = 'm', long, value_name = "N", default_value = "100", value_parser = clap::value_parser!(u64).range(0..=MAX_COUNT), help_heading = "Load")]
+    per_session: u64,
+    /// Pipeline commands when the server offers PIPELINING.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set, help_heading = "Load")]
+    pipelining: bool,
+    /// I/O threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024), help_heading = "Load")]
+    threads: Option<u64>,
+
+    /// Reverse-path (default: --user, or bench@smtp-bench.invalid).
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    from: Option<String>,
+    /// Recipient; repeat for more. With --rcpts above the count given, `local+K@domain`
+    /// variants are used (default user@example.test).
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    to: Vec<String>,
+    /// EHLO argument.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "smtp-bench.invalid",
+        help_heading = "Envelope"
+    )]
+    helo: String,
+
+    /// Open N sessions, read the greeting, EHLO, then hold them; prints `established N` once
+    /// they are all up.
+    #[arg(long, value_name = "N", value_parser = count, help_heading = "Idle connections")]
+    idle: Option<u64>,
+    /// How long to hold them.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs, help_heading = "Idle connections")]
+    hold: Duration,
+
+    /// STARTTLS after EHLO (RFC 3207), then EHLO again.
+    #[arg(long, conflicts_with = "tls", help_heading = "TLS")]
+    starttls: bool,
+    /// Implicit TLS from the first byte (RFC 8314, port 465).
+    #[arg(long, help_heading = "TLS")]
+    tls: bool,
+    /// Trust the certificates in this PEM file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "insecure",
+        help_heading = "TLS"
+    )]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (danger: benchmarks only).
+    #[arg(long, help_heading = "TLS")]
+    insecure: bool,
+    /// Server name sent and checked (default: the server's IP address).
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    sni: Option<String>,
+    /// Full handshakes only (default: resume, one session cache per thread).
+    #[arg(long, help_heading = "TLS")]
+    no_resume: bool,
+
+    /// Authenticate before the first message (RFC 4954), inside TLS.
+    #[arg(long, value_name = "PLAIN|LOGIN", value_parser = mechanism, requires_all = ["user", "password"], help_heading = "AUTH")]
+    auth: Option<Mechanism>,
+    /// The login; also the default --from.
+    #[arg(long, value_name = "USER", requires = "auth", help_heading = "AUTH")]
+    user: Option<String>,
+    /// Its password.
+    #[arg(long, value_name = "PASS", requires = "auth", help_heading = "AUTH")]
+    password: Option<String>,
+
+    /// One JSON object on stdout instead of the table.
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+}
 
 /// Everything the command line sets.
 #[derive(Debug, Clone)]
@@ -92,153 +156,106 @@ pub const MAX_COUNT: u64 = 1_000_000_000;
 pub const MAX_SECS: u64 = 24 * 3600;
 
 impl Options {
-    /// Parses the arguments after the program name.
-    pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut o = Options {
-            server: SocketAddr::from(([127, 0, 0, 1], 25)),
-            sessions: 10,
-            messages: 1000,
-            duration: Duration::from_secs(120),
-            size: SizeSpec {
-                min: 10240,
-                max: 10240,
-            },
-            rcpts: 1,
-            per_session: 100,
-            pipelining: true,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            from: "bench@smtp-bench.invalid".into(),
-            to: Vec::new(),
-            helo: "smtp-bench.invalid".into(),
-            idle: None,
-            hold: Duration::from_secs(10),
-            json: false,
-            tls: None,
-            auth: None,
-        };
-        let mut server = None;
-        let (mut mode, mut ca, mut insecure, mut sni, mut resume) = (None, None, false, None, true);
-        let (mut mech, mut user, mut password, mut from_given) = (None, None, None, false);
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || -> Result<String, String> {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
-            match name {
-                "-c" | "--sessions" => o.sessions = count(name, &value()?)? as usize,
-                "-n" | "--messages" => o.messages = count(name, &value()?)?,
-                "-d" | "--duration" => o.duration = secs(name, &value()?)?,
-                "-s" | "--size" => o.size = SizeSpec::parse(&value()?)?,
-                "-r" | "--rcpts" => o.rcpts = count(name, &value()?)?.min(10_000) as usize,
-                "-m" | "--per-session" => {
-                    let v = value()?;
-                    o.per_session = if v == "0" { 0 } else { count(name, &v)? };
-                }
-                "--pipelining" => {
-                    o.pipelining = match value()?.as_str() {
-                        "on" | "yes" | "true" => true,
-                        "off" | "no" | "false" => false,
-                        v => return Err(format!("--pipelining: on or off, got {v:?}")),
-                    }
-                }
-                "--threads" => o.threads = count(name, &value()?)?.min(1024) as usize,
-                "--from" => {
-                    o.from = value()?;
-                    from_given = true;
-                }
-                "--to" => o.to.push(value()?),
-                "--helo" => o.helo = value()?,
-                "--idle" => o.idle = Some(count(name, &value()?)? as usize),
-                "--hold" => o.hold = secs(name, &value()?)?,
-                "--json" => o.json = true,
-                "--tls" | "--starttls" => {
-                    let m = if name == "--tls" {
-                        Mode::Implicit
-                    } else {
-                        Mode::StartTls
-                    };
-                    if mode.is_some_and(|old| old != m) {
-                        return Err("--tls and --starttls exclude each other".into());
-                    }
-                    mode = Some(m);
-                }
-                "--ca" => ca = Some(PathBuf::from(value()?)),
-                "--insecure" => insecure = true,
-                "--sni" => sni = Some(value()?),
-                "--no-resume" => resume = false,
-                "--auth" => {
-                    mech = Some(match value()?.to_ascii_uppercase().as_str() {
-                        "PLAIN" => Mechanism::Plain,
-                        "LOGIN" => Mechanism::Login,
-                        v => return Err(format!("--auth: PLAIN or LOGIN, got {v:?}")),
-                    })
-                }
-                "--user" => user = Some(value()?),
-                "--password" => password = Some(value()?),
-                "-h" | "--help" => return Err(String::new()),
-                s if !s.starts_with('-') && server.is_none() => server = Some(s.to_owned()),
-                s => return Err(format!("unexpected argument {s:?}")),
-            }
-        }
-        let server = server.ok_or("missing HOST:PORT")?;
-        o.server = server
+    /// Parses the arguments after the program name (tests); see [`Options::from_cli`].
+    pub fn parse(args: &[&str]) -> Result<Options, String> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("smtp-bench").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Options::from_cli(cli)
+    }
+
+    /// Checks how the flags combine and resolves the server address.
+    pub fn from_cli(c: Cli) -> Result<Options, String> {
+        let server = c
+            .server
             .to_socket_addrs()
-            .map_err(|e| format!("{server}: {e}"))?
+            .map_err(|e| format!("{}: {e}", c.server))?
             .find(SocketAddr::is_ipv4)
-            .ok_or_else(|| format!("{server}: no IPv4 address"))?;
-        if o.to.is_empty() {
-            o.to.push("user@example.test".into());
-        }
-        if let Some(mode) = mode {
-            let verify = match (ca, insecure) {
-                (Some(_), true) => return Err("--ca and --insecure exclude each other".into()),
-                (Some(path), false) => Verify::Ca(path),
-                (None, true) => Verify::Insecure,
-                (None, false) => {
-                    return Err("TLS needs --ca FILE (or --insecure to skip verification)".into())
-                }
-            };
-            let server_name = match sni {
-                Some(n) => {
-                    ServerName::try_from(n.clone()).map_err(|e| format!("--sni {n:?}: {e}"))?
-                }
-                None => ServerName::IpAddress(o.server.ip().into()),
-            };
-            o.tls = Some(TlsOptions {
-                mode,
-                verify,
-                resume,
-                server_name,
-            });
-        } else if ca.is_some() || insecure || sni.is_some() || !resume {
-            return Err("--ca, --insecure, --sni and --no-resume need --tls or --starttls".into());
-        }
-        match (mech, user, password) {
-            (None, None, None) => {}
+            .ok_or_else(|| format!("{}: no IPv4 address", c.server))?;
+        let mode = match (c.tls, c.starttls) {
+            (true, _) => Some(Mode::Implicit),
+            (false, true) => Some(Mode::StartTls),
+            (false, false) => None,
+        };
+        let tls = match mode {
+            Some(mode) => {
+                let verify = match (c.ca, c.insecure) {
+                    (Some(path), _) => Verify::Ca(path),
+                    (None, true) => Verify::Insecure,
+                    (None, false) => {
+                        return Err(
+                            "TLS needs --ca FILE (or --insecure to skip verification)".into()
+                        )
+                    }
+                };
+                let server_name = match c.sni {
+                    Some(n) => {
+                        ServerName::try_from(n.clone()).map_err(|e| format!("--sni {n:?}: {e}"))?
+                    }
+                    None => ServerName::IpAddress(server.ip().into()),
+                };
+                Some(TlsOptions {
+                    mode,
+                    verify,
+                    resume: !c.no_resume,
+                    server_name,
+                })
+            }
+            None if c.ca.is_some() || c.insecure || c.sni.is_some() || c.no_resume => {
+                return Err(
+                    "--ca, --insecure, --sni and --no-resume need --tls or --starttls".into(),
+                )
+            }
+            None => None,
+        };
+        let auth = match (c.auth, c.user, c.password) {
             (Some(mechanism), Some(user), Some(password)) => {
-                if o.tls.is_none() {
+                if tls.is_none() {
                     return Err("--auth needs --tls or --starttls (passwords go inside TLS)".into());
                 }
-                if !from_given {
-                    o.from = user.clone();
-                }
-                o.auth = Some(Auth {
+                Some(Auth {
                     mechanism,
                     user,
                     password,
-                });
+                })
             }
-            _ => return Err("--auth, --user and --password go together".into()),
-        }
-        o.threads = o.threads.min(o.sessions.max(o.idle.unwrap_or(0))).max(1);
-        Ok(o)
+            // clap's `requires` makes the three go together.
+            _ => None,
+        };
+        let from = c
+            .from
+            .or_else(|| auth.as_ref().map(|a| a.user.clone()))
+            .unwrap_or_else(|| "bench@smtp-bench.invalid".into());
+        let to = if c.to.is_empty() {
+            vec!["user@example.test".into()]
+        } else {
+            c.to
+        };
+        let sessions = c.sessions as usize;
+        let idle = c.idle.map(|n| n as usize);
+        let threads = c.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        );
+        Ok(Options {
+            server,
+            sessions,
+            messages: c.messages,
+            duration: c.duration,
+            size: c.size,
+            rcpts: c.rcpts as usize,
+            per_session: c.per_session,
+            pipelining: c.pipelining,
+            threads: threads.min(sessions.max(idle.unwrap_or(0))).max(1),
+            from,
+            to,
+            helo: c.helo,
+            idle,
+            hold: c.hold,
+            json: c.json,
+            tls,
+            auth,
+        })
     }
 
     /// The recipients of every message: `--to` in turn, then `local+K@domain` variants.
@@ -256,16 +273,114 @@ impl Options {
     }
 }
 
-fn count(name: &str, v: &str) -> Result<u64, String> {
+fn count(v: &str) -> Result<u64, String> {
     match v.parse::<u64>() {
         Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
-        _ => Err(format!("{name}: a count 1..={MAX_COUNT}, got {v:?}")),
+        _ => Err(format!("a count 1..={MAX_COUNT}")),
     }
 }
 
-fn secs(name: &str, v: &str) -> Result<Duration, String> {
+fn secs(v: &str) -> Result<Duration, String> {
     match v.trim_end_matches('s').parse::<f64>() {
         Ok(s) if s > 0.0 && s <= MAX_SECS as f64 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{name}: seconds in (0, {MAX_SECS}], got {v:?}")),
+        _ => Err(format!("seconds in (0, {MAX_SECS}]")),
+    }
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err("on or off".into()),
+    }
+}
+
+fn mechanism(v: &str) -> Result<Mechanism, String> {
+    match v.to_ascii_uppercase().as_str() {
+        "PLAIN" => Ok(Mechanism::Plain),
+        "LOGIN" => Ok(Mechanism::Login),
+        _ => Err("PLAIN or LOGIN".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_flag_combinations() {
+        let o = Options::parse(&["127.0.0.1:2525"]).unwrap();
+        assert_eq!(
+            (o.sessions, o.messages, o.per_session, o.pipelining),
+            (10, 1000, 100, true)
+        );
+        assert_eq!(
+            o.size,
+            SizeSpec {
+                min: 10240,
+                max: 10240
+            }
+        );
+        assert_eq!(o.from, "bench@smtp-bench.invalid");
+        assert_eq!(o.to, ["user@example.test"]);
+        assert!(o.tls.is_none() && o.auth.is_none());
+
+        let o = Options::parse(&[
+            "-c",
+            "4",
+            "-m",
+            "0",
+            "--pipelining=off",
+            "--tls",
+            "--insecure",
+            "--auth",
+            "plain",
+            "--user",
+            "a@example.test",
+            "--password",
+            "pw",
+            "127.0.0.1:465",
+        ])
+        .unwrap();
+        assert_eq!((o.sessions, o.per_session, o.pipelining), (4, 0, false));
+        assert_eq!(o.from, "a@example.test", "--user is the default --from");
+        assert!(matches!(
+            o.tls,
+            Some(TlsOptions {
+                mode: Mode::Implicit,
+                ..
+            })
+        ));
+
+        for bad in [
+            &[][..],
+            &["-c", "0", "127.0.0.1:25"],
+            &["--tls", "--starttls", "--insecure", "127.0.0.1:25"],
+            &["--tls", "127.0.0.1:25"],
+            &["--ca", "x.pem", "127.0.0.1:25"],
+            &["--auth", "PLAIN", "--user", "u", "127.0.0.1:25"],
+            &[
+                "--auth",
+                "PLAIN",
+                "--user",
+                "u",
+                "--password",
+                "p",
+                "127.0.0.1:25",
+            ],
+            &[
+                "--auth",
+                "CRAM-MD5",
+                "--user",
+                "u",
+                "--password",
+                "p",
+                "127.0.0.1:25",
+            ],
+            &["--pipelining", "maybe", "127.0.0.1:25"],
+            &["-s", "64k..1k", "127.0.0.1:25"],
+        ] {
+            assert!(Options::parse(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cidr;
 mod cli;
 pub mod clock;
 pub mod config;

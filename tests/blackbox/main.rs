@@ -21,6 +21,7 @@ mod auth;
 mod auth_clients;
 mod ban;
 mod clients;
+mod command_line;
 mod config;
 mod crash;
 mod disk_full;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{unmap, AuthConfig, MAX_BAN_SECS};
+use super::{AuthConfig, MAX_BAN_SECS};
 
 /// Most sources tracked at once: each entry is ~64 octets, so the table stays under ~8 MiB.
 pub const MAX_TRACKED_SOURCES: usize = 65_536;
@@ -32,7 +32,7 @@ const TARPIT_BASE: Duration = Duration::from_secs(1);
 /// The source `ip` is counted under: an IPv4 address as a /32 (IPv4-mapped IPv6 included), an
 /// IPv6 address as its /64.
 pub fn source_of(ip: IpAddr) -> IpNet {
-    match unmap(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
         IpAddr::V6(v6) => {
             let masked = Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64));

@@ -27,26 +27,48 @@ use super::users::{hash_password, login_address, HashParams};
 /// Longest password accepted, in octets: far beyond any passphrase, and it bounds the read.
 const MAX_PASSWORD: usize = 1024;
 
-const USAGE: &str = "usage: smtp-edge user add|passwd|del --users FILE ADDRESS
-  add     create ADDRESS; its password is read from standard input
-  passwd  set a new password for ADDRESS, read from standard input
-  del     remove ADDRESS
-On a terminal the password is prompted for twice, without echo; otherwise it is the first line.";
+/// `smtp-edge user add|passwd|del --users FILE ADDRESS`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(
+    after_help = "On a terminal the password is prompted for twice, without echo; \
+                        otherwise it is the first line of standard input. Send SIGHUP to a \
+                        running server to apply the change."
+)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    op: Op,
+}
 
-/// Runs `smtp-edge user ...`. `args` are the arguments after `user` (a leading `"user"` is
-/// skipped too), such as `["add", "--users", "/etc/smtp-edge/users", "alice@example.test"]`.
-/// Prints one line on success (stdout) or failure (stderr); never prints the password.
-pub fn run(args: &[String]) -> ExitCode {
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+enum Op {
+    /// Create ADDRESS; its password is read from standard input.
+    Add(Target),
+    /// Set a new password for ADDRESS, read from standard input.
+    Passwd(Target),
+    /// Remove ADDRESS.
+    Del(Target),
+}
+
+/// Which file, and which login in it.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+struct Target {
+    /// The users file (`address:$argon2id$...` per line).
+    #[arg(long, value_name = "FILE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    users: String,
+    /// The login: an address such as alice@example.test.
+    #[arg(value_name = "ADDRESS")]
+    address: String,
+}
+
+/// Runs `smtp-edge user ...` and prints one line on success (stdout) or failure (stderr);
+/// never prints the password.
+pub fn run(args: &UserArgs) -> ExitCode {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     // SAFETY: isatty only inspects the descriptor number; 0 is standard input.
     let tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     match execute(args, &mut input, tty, HashParams::OWASP) {
-        Ok(Outcome::Help) => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Done(message)) => {
+        Ok(message) => {
             println!("{message}");
             ExitCode::SUCCESS
         }
@@ -54,66 +76,52 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Help,
-    Done(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Add,
-    Passwd,
-    Del,
-}
-
 /// The test seam: `run` with the password read from `input` as from a pipe, and `params` (tests
 /// use cheap ones).
 #[cfg(test)]
 pub(crate) fn run_with_input(
-    args: &[String],
+    args: &UserArgs,
     input: &mut dyn BufRead,
     params: HashParams,
-) -> Result<Outcome, CliError> {
+) -> Result<String, CliError> {
     execute(args, input, false, params)
 }
 
 fn execute(
-    args: &[String],
+    args: &UserArgs,
     input: &mut dyn BufRead,
     tty: bool,
     params: HashParams,
-) -> Result<Outcome, CliError> {
-    let Some((op, users, address)) = parse_args(args)? else {
-        return Ok(Outcome::Help);
-    };
-    let login = login_address(&address).map_err(CliError::Usage)?;
+) -> Result<String, CliError> {
+    let (Op::Add(target) | Op::Passwd(target) | Op::Del(target)) = &args.op;
+    let login = login_address(&target.address).map_err(CliError::Usage)?;
+    let users = PathBuf::from(&target.users);
     // Edit the file a symlink points to, not the link: the rename would replace the link.
     let path = fs::canonicalize(&users).unwrap_or(users);
     let existing = match fs::read(&path) {
         Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && op == Op::Add => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && matches!(args.op, Op::Add(_)) => None,
         Err(e) => return Err(failed(format!("cannot read {}: {e}", path.display()))),
     };
     let text = existing.as_deref().unwrap_or_default();
     let found = text
         .split(|&b| b == b'\n')
         .any(|line| line_login(line).as_deref() == Some(&*login));
-    match (op, found) {
-        (Op::Add, true) => {
+    match (&args.op, found) {
+        (Op::Add(_), true) => {
             return Err(failed(format!(
                 "{login} already exists in {}",
                 path.display()
             )))
         }
-        (Op::Passwd | Op::Del, false) => {
+        (Op::Passwd(_) | Op::Del(_), false) => {
             return Err(failed(format!("{login} is not in {}", path.display())))
         }
         _ => {}
     }
-    let new_line = match op {
-        Op::Del => None,
-        Op::Add | Op::Passwd => {
+    let new_line = match args.op {
+        Op::Del(_) => None,
+        Op::Add(_) | Op::Passwd(_) => {
             let password = if tty {
                 prompt_twice(input, &login)?
             } else {
@@ -134,67 +142,19 @@ fn execute(
     };
     write_atomically(&path, &contents, meta.as_ref())
         .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
-    let verb = match op {
-        Op::Add => "added",
-        Op::Passwd => "changed the password of",
-        Op::Del => "removed",
+    let verb = match args.op {
+        Op::Add(_) => "added",
+        Op::Passwd(_) => "changed the password of",
+        Op::Del(_) => "removed",
     };
-    Ok(Outcome::Done(format!(
+    Ok(format!(
         "{verb} {login} in {}; send SIGHUP to smtp-edge to apply",
         path.display()
-    )))
+    ))
 }
 
 fn failed(problem: String) -> CliError {
     CliError::Failed(problem)
-}
-
-/// `OP --users FILE ADDRESS` in any order after OP, or `None` for help.
-fn parse_args(args: &[String]) -> Result<Option<(Op, PathBuf, String)>, CliError> {
-    let usage = |p: &str| CliError::Usage(p.to_owned());
-    let mut args = args.iter().map(String::as_str).peekable();
-    if args.peek() == Some(&"user") {
-        args.next();
-    }
-    let op = match args.next() {
-        None => return Err(usage("missing command: add, passwd or del")),
-        Some("-h" | "--help" | "help") => return Ok(None),
-        Some("add") => Op::Add,
-        Some("passwd") => Op::Passwd,
-        Some("del") => Op::Del,
-        Some(other) => {
-            return Err(CliError::Usage(format!(
-                "unknown command {other:?}: expected add, passwd or del"
-            )))
-        }
-    };
-    let (mut users, mut address) = (None, None);
-    while let Some(arg) = args.next() {
-        match arg {
-            "-h" | "--help" => return Ok(None),
-            "--users" => match args.next() {
-                Some(file) => users = Some(PathBuf::from(file)),
-                None => return Err(usage("--users needs a FILE")),
-            },
-            _ if arg.starts_with("--users=") => {
-                users = Some(PathBuf::from(&arg["--users=".len()..]));
-            }
-            _ if arg.starts_with('-') => {
-                return Err(CliError::Usage(format!("unknown option {arg:?}")))
-            }
-            _ if address.is_some() => {
-                return Err(CliError::Usage(format!(
-                    "unexpected argument {arg:?}: one ADDRESS only"
-                )))
-            }
-            _ => address = Some(arg.to_owned()),
-        }
-    }
-    let users = users
-        .filter(|u| !u.as_os_str().is_empty())
-        .ok_or_else(|| usage("missing --users FILE"))?;
-    let address = address.ok_or_else(|| usage("missing ADDRESS"))?;
-    Ok(Some((op, users, address)))
 }
 
 /// The login a users-file line defines, as the loader reads it; `None` for blank, comment and
@@ -394,8 +354,19 @@ mod tests {
     use crate::auth::users::tests::FAST;
     use crate::auth::Credentials;
 
-    fn cli(args: &[&str], stdin: &str) -> Result<Outcome, CliError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        user: UserArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<UserArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("user").chain(args.iter().copied())).map(|c| c.user)
+    }
+
+    fn cli(args: &[&str], stdin: &str) -> Result<String, CliError> {
+        let args = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         run_with_input(&args, &mut stdin.as_bytes(), FAST)
     }
 
@@ -408,10 +379,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users");
         let p = path.to_str().unwrap();
-        assert!(matches!(
-            cli(&["add", "--users", p, "Alice@Example.TEST"], "s3cret\n"),
-            Ok(Outcome::Done(_))
-        ));
+        let done = cli(&["add", "--users", p, "Alice@Example.TEST"], "s3cret\n").unwrap();
+        assert!(done.starts_with("added alice@example.test in "), "{done}");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -422,7 +391,7 @@ mod tests {
         fs::write(&path, &text).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         cli(
-            &["user", "add", &format!("--users={p}"), "bob@example.test"],
+            &["add", &format!("--users={p}"), "bob@example.test"],
             "pw\r\n",
         )
         .unwrap();
@@ -491,17 +460,22 @@ mod tests {
 
     #[test]
     fn usage_and_input_errors() {
-        let usage = |args: &[&str]| matches!(cli(args, "pw\n"), Err(CliError::Usage(_)));
-        assert!(usage(&[]));
-        assert!(usage(&["frob", "--users", "/tmp/x", "a@b.test"]));
-        assert!(usage(&["add", "a@b.test"]));
-        assert!(usage(&["add", "--users"]));
-        assert!(usage(&["add", "--users", "/tmp/x"]));
-        assert!(usage(&["add", "--users", "/tmp/x", "a@b.test", "c@d.test"]));
-        assert!(usage(&["add", "--users", "/tmp/x", "--force", "a@b.test"]));
-        assert!(usage(&["add", "--users", "/tmp/x", "not-an-address"]));
-        assert_eq!(cli(&["--help"], ""), Ok(Outcome::Help));
-        assert_eq!(cli(&["add", "-h"], ""), Ok(Outcome::Help));
+        for args in [
+            &[][..],
+            &["frob", "--users", "/tmp/x", "a@b.test"],
+            &["add", "a@b.test"],
+            &["add", "--users"],
+            &["add", "--users", "", "a@b.test"],
+            &["add", "--users", "/tmp/x"],
+            &["add", "--users", "/tmp/x", "a@b.test", "c@d.test"],
+            &["add", "--users", "/tmp/x", "--force", "a@b.test"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} parsed");
+        }
+        assert!(matches!(
+            cli(&["add", "--users", "/tmp/x", "not-an-address"], "pw\n"),
+            Err(CliError::Usage(_))
+        ));
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("users");

@@ -152,16 +152,8 @@ impl AuthConfig {
     /// IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as a dual-stack socket reports IPv4 peers)
     /// is matched as the IPv4 address it carries.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = unmap(ip);
+        let ip = ip.to_canonical();
         self.submission_networks.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address unchanged.
-pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }
 

@@ -1,9 +1,12 @@
-//! The `smtp-edge` command: `serve` and `check-config`; `user`, `ban` and `shield` are
-//! dispatched to their modules.
+//! The `smtp-edge` command: `serve` and `check-config` here; `user`, `ban` and `shield` in their
+//! modules. The command line is clap's derive: a new subcommand is one variant of [`Command`]
+//! (its arguments a `clap::Args` struct next to the code that runs it) and one arm in `main`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 use smtp_edge::auth::CredentialStore;
 use smtp_edge::config::Config;
@@ -14,89 +17,99 @@ use smtp_edge::tls::TlsContext;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "\
-usage: smtp-edge serve [--config FILE]
-       smtp-edge check-config --config FILE
-       smtp-edge user add|passwd|del --users FILE ADDRESS
-       smtp-edge ban list|add ADDR [--secs N]|del ADDR [--config FILE]
-       smtp-edge shield status|list|ban ADDR [--secs N]|unban ADDR
+/// An SMTP edge for inbound MX and authenticated submission, on io_uring.
+///
+/// A bad configuration or a port that cannot be bound is one line on stderr and exit status 2,
+/// as is a command line that does not parse.
+#[derive(Parser)]
+#[command(name = "smtp-edge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-serve          run the server; without --config, on the embedded default
-               (delivery 127.0.0.1:2525, submission 127.0.0.1:2587, ./var)
-check-config   report every problem in FILE as `key: problem`
-user           edit a users file; the password is read from stdin (or a prompt)
-ban            list, add or lift a running server's bans (its control socket)
-shield         inspect or change a running server's XDP shield (pinned maps)";
+/// The subcommands; each is one variant here and one arm in `main`.
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server; without --config, on the embedded default (delivery 127.0.0.1:2525,
+    /// submission 127.0.0.1:2587, state under ./var).
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Report every problem in FILE as `key: problem`; exit 2 if any.
+    CheckConfig {
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Edit a users file; the password is read from stdin (or a prompt).
+    User(smtp_edge::auth::cli::UserArgs),
+    /// List, add or lift a running server's bans (its control socket).
+    Ban(smtp_edge::control::cli::BanArgs),
+    /// Inspect or change a running server's XDP shield (pinned maps).
+    Shield(smtp_edge::shield::cli::ShieldArgs),
+}
 
 /// Exit status for bad usage, a bad config, or a start failure.
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("user") => return smtp_edge::auth::cli::run(&args[1..]),
-        Some("shield") => return smtp_edge::shield::cli::run(&args[1..]),
-        Some("ban") => return smtp_edge::control::cli::run(&args[1..]),
-        _ => {}
-    }
-    let (command, config) = match parse_args(&args) {
-        Ok(parsed) => parsed,
-        Err(msg) => {
-            eprintln!("smtp-edge: {msg}\n{USAGE}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
     };
-    match command.as_str() {
-        "serve" => serve(config),
-        "check-config" => {
-            let Some(path) = config else {
-                eprintln!("smtp-edge: check-config needs --config FILE\n{USAGE}");
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            match Config::load(&path) {
-                Ok(_) => {
-                    println!("{}: ok", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    for e in &errors.0 {
-                        println!("{e}");
-                    }
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
-        }
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("smtp-edge: unknown command {other:?}\n{USAGE}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::User(args) => smtp_edge::auth::cli::run(&args),
+        Command::Ban(args) => smtp_edge::control::cli::run(&args),
+        Command::Shield(args) => smtp_edge::shield::cli::run(&args),
     }
 }
 
-fn parse_args(args: &[String]) -> Result<(String, Option<PathBuf>), String> {
-    let mut command = None;
-    let mut config = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                let file = it.next().ok_or("--config needs a FILE")?;
-                config = Some(PathBuf::from(file));
+/// `--help` and `--version` print in full (exit 0); a command line that does not parse is one
+/// line on stderr, like every other startup error, and exit status 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let problem = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "a command is needed".to_owned()
+    } else {
+        // clap's message runs up to the first blank line (the usage follows): fold it into one.
+        let text = e.to_string();
+        let message: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let message = message.join(" ");
+        message
+            .strip_prefix("error: ")
+            .unwrap_or(&message)
+            .to_owned()
+    };
+    eprintln!("smtp-edge: {problem} (see `smtp-edge --help`)");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
             }
-            s if s.starts_with("--config=") => {
-                config = Some(PathBuf::from(&s["--config=".len()..]));
-            }
-            s if command.is_none() && !s.starts_with('-') || s == "--help" || s == "-h" => {
-                command = Some(s.to_owned());
-            }
-            s => return Err(format!("unexpected argument {s:?}")),
+            ExitCode::from(EXIT_CONFIG)
         }
     }
-    Ok((command.ok_or("no command given")?, config))
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
@@ -187,7 +200,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
 /// handshakes and its users and aliases for the next AUTH. Anything that fails leaves what is
 /// running in place, and says why.
 fn reload(
-    path: Option<&std::path::Path>,
+    path: Option<&Path>,
     running: &Config,
     tls: Option<&TlsContext>,
     credentials: &CredentialStore,

@@ -601,16 +601,10 @@ impl Validator<'_> {
         let mut ok = true;
         let mut nets = Vec::with_capacity(list.len());
         for (i, text) in list.iter().enumerate() {
-            match cidr(text) {
-                Some(net) => nets.push(net),
-                None => {
-                    self.push(
-                        format!("{key}[{i}]"),
-                        format!(
-                            "invalid CIDR {text:?} (expected address/prefix, such as \
-                             \"10.0.0.0/8\" or \"2001:db8::/32\", or one address)"
-                        ),
-                    );
+            match crate::cidr::parse(text) {
+                Ok(net) => nets.push(net),
+                Err(e) => {
+                    self.push(format!("{key}[{i}]"), e.to_string());
                     ok = false;
                 }
             }
@@ -801,16 +795,6 @@ impl Validator<'_> {
             }
         }
     }
-}
-
-/// A network `address/prefix`, or one address as a host network (/32 or /128). Host bits are
-/// cleared: `10.1.2.3/8` means `10.0.0.0/8`.
-fn cidr(text: &str) -> Option<ipnet::IpNet> {
-    let text = text.trim();
-    text.parse::<ipnet::IpNet>()
-        .map(|net| net.trunc())
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .ok()
 }
 
 /// A domain name (not an address literal), lower-cased, or why it is not one.

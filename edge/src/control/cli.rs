@@ -19,35 +19,63 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 use super::protocol::{Request, Response, MAX_LINE};
 use crate::cli::CliError;
 use crate::config::Config;
 use crate::shield::MAX_BAN_SECS;
 
-const USAGE: &str = "usage: smtp-edge ban COMMAND [--config FILE]
-  list                   the bans in force: one `prefix remaining_secs` line each
-  add ADDR [--secs N]    refuse ADDR (IPv6: its /64) for N seconds (default shield.ban_secs,
-                         at most 2592000); with the shield, its packets are dropped too
-  del ADDR               lift the ban on ADDR (IPv6: its /64)
-Talks to the running server on control.socket of FILE (default: the embedded configuration).";
+/// `smtp-edge ban list|add|del`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(
+    after_help = "Talks to the running server on control.socket of FILE (default: the \
+                        embedded configuration)."
+)]
+pub struct BanArgs {
+    #[command(subcommand)]
+    command: Command,
+    /// The running server's configuration (TOML), which names its control socket.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
 
 /// How long the server may take to answer.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
 
-/// One parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Command {
-    Help,
-    Send {
-        config: Option<PathBuf>,
-        request: Request,
+/// One command.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+enum Command {
+    /// The bans in force: one `prefix remaining_secs` line each.
+    List,
+    /// Refuse ADDR (IPv6: its /64) for N seconds; with the shield, its packets are dropped too.
+    Add {
+        /// An address, or the prefix `list` prints (a /32, or an IPv6 /64).
+        #[arg(value_name = "ADDR", value_parser = crate::cidr::ban_source)]
+        addr: IpAddr,
+        /// How long, in seconds (default shield.ban_secs, at most 30 days).
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_BAN_SECS))]
+        secs: Option<u64>,
+    },
+    /// Lift the ban on ADDR (IPv6: its /64).
+    Del {
+        /// An address, or the prefix `list` prints.
+        #[arg(value_name = "ADDR", value_parser = crate::cidr::ban_source)]
+        addr: IpAddr,
     },
 }
 
-/// Runs `smtp-edge ban ...`; `args` are the arguments after `ban`.
-pub fn run(args: &[String]) -> ExitCode {
+impl Command {
+    fn request(&self) -> Request {
+        match *self {
+            Command::List => Request::BanList {},
+            Command::Add { addr, secs } => Request::BanAdd { addr, secs },
+            Command::Del { addr } => Request::BanDel { addr },
+        }
+    }
+}
+
+/// Runs `smtp-edge ban ...`.
+pub fn run(args: &BanArgs) -> ExitCode {
     match execute(args) {
         Ok(text) => {
             print!("{text}");
@@ -57,13 +85,9 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-fn execute(args: &[String]) -> Result<String, CliError> {
-    let (config, request) = match parse_args(args)? {
-        Command::Help => return Ok(format!("{USAGE}\n")),
-        Command::Send { config, request } => (config, request),
-    };
-    let socket = socket_of(config.as_deref())?;
-    match exchange(&socket, &request)? {
+fn execute(args: &BanArgs) -> Result<String, CliError> {
+    let socket = socket_of(args.config.as_deref())?;
+    match exchange(&socket, &args.command.request())? {
         Response::Bans { bans } => Ok(bans
             .iter()
             .map(|b| format!("{} {}\n", b.source, b.secs))
@@ -123,114 +147,36 @@ pub(crate) fn exchange(socket: &Path, request: &Request) -> Result<Response, Cli
     })
 }
 
-pub(crate) fn parse_args(args: &[String]) -> Result<Command, CliError> {
-    let args = match args.first() {
-        Some(first) if first == "ban" => &args[1..],
-        _ => args,
-    };
-    let mut config = None;
-    let mut secs: Option<u64> = None;
-    let mut words: Vec<&str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "-h" | "--help" | "help" => return Ok(Command::Help),
-            "--config" | "-c" => {
-                let file = it.next().ok_or_else(|| usage("--config needs a FILE"))?;
-                config = Some(PathBuf::from(file));
-            }
-            "--secs" => {
-                let n = it.next().ok_or_else(|| usage("--secs needs a number"))?;
-                secs = Some(match n.parse::<u64>() {
-                    Ok(n) if (1..=MAX_BAN_SECS).contains(&n) => n,
-                    _ => {
-                        return Err(usage(format!(
-                            "--secs must be 1..={MAX_BAN_SECS} (30 days), got {n:?}"
-                        )))
-                    }
-                });
-            }
-            flag if flag.starts_with('-') => {
-                return Err(usage(format!("unknown option {flag}")));
-            }
-            word => words.push(word),
-        }
-    }
-    let request = match words.as_slice() {
-        [] => return Err(usage("a command is needed: list, add or del")),
-        ["list"] => Request::BanList {},
-        ["add", addr] => Request::BanAdd {
-            addr: source_ip(addr)?,
-            secs,
-        },
-        ["del", addr] => Request::BanDel {
-            addr: source_ip(addr)?,
-        },
-        ["add" | "del"] => return Err(usage(format!("{} needs an address", words[0]))),
-        ["list" | "add" | "del", ..] => {
-            return Err(usage(format!("too many arguments for {}", words[0])))
-        }
-        [other, ..] => {
-            return Err(usage(format!(
-                "unknown command {other:?}; expected list, add or del"
-            )))
-        }
-    };
-    if secs.is_some() && !matches!(request, Request::BanAdd { .. }) {
-        return Err(usage("--secs is only for add"));
-    }
-    Ok(Command::Send { config, request })
-}
-
-/// An address, or the prefix a ban covers as `list` prints it (`192.0.2.7/32`,
-/// `2001:db8:1:2::/64`): bans are per IPv4 address and per IPv6 /64.
-fn source_ip(text: &str) -> Result<IpAddr, CliError> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let net: IpNet = text.parse().map_err(|_| {
-        usage(format!(
-            "{text:?} is not an address (such as 192.0.2.7 or 2001:db8::1) or a ban's prefix"
-        ))
-    })?;
-    match net {
-        IpNet::V4(n) if n.prefix_len() == 32 => Ok(IpAddr::V4(n.addr())),
-        IpNet::V6(n) if n.prefix_len() >= 64 => Ok(IpAddr::V6(n.addr())),
-        _ => Err(usage(format!(
-            "{text}: bans are per IPv4 address or IPv6 /64, not wider prefixes"
-        ))),
-    }
-}
-
-fn usage(problem: impl Into<String>) -> CliError {
-    CliError::Usage(problem.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, CliError> {
-        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ban: BanArgs,
     }
 
-    fn send(config: Option<&str>, request: Request) -> Command {
-        Command::Send {
-            config: config.map(PathBuf::from),
-            request,
-        }
+    fn parse(args: &[&str]) -> Result<BanArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("ban").chain(args.iter().copied())).map(|c| c.ban)
+    }
+
+    fn request(args: &[&str]) -> (Option<PathBuf>, Request) {
+        let a = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        (a.config.clone(), a.command.request())
     }
 
     #[test]
     fn commands_parse() {
-        assert_eq!(parse(&["list"]).unwrap(), send(None, Request::BanList {}));
+        assert_eq!(request(&["list"]), (None, Request::BanList {}));
         assert_eq!(
-            parse(&["ban", "list", "--config", "/etc/se.toml"]).unwrap(),
-            send(Some("/etc/se.toml"), Request::BanList {})
+            request(&["list", "--config", "/etc/se.toml"]),
+            (Some("/etc/se.toml".into()), Request::BanList {})
         );
         assert_eq!(
-            parse(&["add", "192.0.2.7", "--secs", "60"]).unwrap(),
-            send(
+            request(&["add", "192.0.2.7", "--secs", "60"]),
+            (
                 None,
                 Request::BanAdd {
                     addr: "192.0.2.7".parse().unwrap(),
@@ -239,34 +185,41 @@ mod tests {
             )
         );
         assert_eq!(
-            parse(&["del", "2001:db8:1:2::/64", "-c", "x.toml"]).unwrap(),
-            send(
-                Some("x.toml"),
+            request(&["del", "2001:db8:1:2::/64", "-c", "x.toml"]),
+            (
+                Some("x.toml".into()),
                 Request::BanDel {
                     addr: "2001:db8:1:2::".parse().unwrap()
                 }
             )
         );
-        assert_eq!(parse(&["--help"]).unwrap(), Command::Help);
+        let help = parse(&["--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
     }
 
     #[test]
     fn usage_errors_say_what_is_wrong() {
         let cases: [(&[&str], &str); 9] = [
-            (&[], "a command is needed"),
-            (&["lst"], "unknown command"),
-            (&["add"], "add needs an address"),
-            (&["del", "a", "b"], "too many arguments"),
-            (&["add", "nope"], "is not an address"),
+            (&[], "Usage"),
+            (&["lst"], "unrecognized subcommand 'lst'"),
+            (&["add"], "<ADDR>"),
+            (&["del", "192.0.2.1", "b"], "unexpected argument 'b'"),
+            (&["add", "nope"], "is not an IP address"),
             (&["add", "10.0.0.0/8"], "not wider prefixes"),
-            (&["add", "192.0.2.1", "--secs", "0"], "--secs must be"),
-            (&["list", "--secs", "5"], "--secs is only for add"),
-            (&["list", "--pin-dir", "x"], "unknown option"),
+            (
+                &["add", "192.0.2.1", "--secs", "0"],
+                "0 is not in 1..=2592000",
+            ),
+            (&["list", "--secs", "5"], "unexpected argument '--secs'"),
+            (
+                &["list", "--pin-dir", "x"],
+                "unexpected argument '--pin-dir'",
+            ),
         ];
         for (args, problem) in cases {
             match parse(args) {
-                Err(CliError::Usage(e)) => assert!(e.contains(problem), "{args:?}: {e}"),
-                other => panic!("{args:?}: {other:?}"),
+                Err(e) => assert!(e.to_string().contains(problem), "{args:?}: {e}"),
+                Ok(other) => panic!("{args:?}: {other:?}"),
             }
         }
     }

@@ -1,6 +1,12 @@
 //! The Prometheus text exposition format, version 0.0.4.
 //!
 //! <https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format>
+//!
+//! Written by hand rather than with the `prometheus` or `metrics` crates: their registries own
+//! the counters (shared atomics or a global recorder, behind locks or hashing on every
+//! update), while ours live in per-worker cache lines that only a scrape sums. Rendering those
+//! sums is a few `writeln!`s per series; a crate would add a second copy of every counter or a
+//! lookup on the hot path, for a format this small.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

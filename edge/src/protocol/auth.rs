@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
 use super::reply::Reply;
 
 /// Longest AUTH command or response line, CRLF included ([RFC 4954 §4] raises the 512-octet
@@ -15,14 +18,14 @@ use super::reply::Reply;
 /// [RFC 4954 §4]: https://www.rfc-editor.org/rfc/rfc4954#section-4
 pub const MAX_AUTH_LINE: usize = 12288;
 
-/// A secret that is wiped when dropped and never printed.
+/// A secret that is wiped when dropped (its whole allocation, by `zeroize`) and never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Zeroizing<Vec<u8>>);
 
 impl Secret {
     /// Wraps `bytes`.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Secret(bytes)
+        Secret(Zeroizing::new(bytes))
     }
 
     /// The secret bytes.
@@ -34,16 +37,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: `b` is a valid, aligned, exclusive reference into our own buffer; the
-            // volatile write keeps the compiler from eliding a store to memory about to be freed.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
     }
 }
 
@@ -181,40 +174,12 @@ fn plain(message: &[u8]) -> SaslStep {
 }
 
 /// Decodes standard base64 with padding ([RFC 4648 §4]), as RFC 4954 requires; `None` on any
-/// invalid character, misplaced padding or bad length.
+/// invalid character, misplaced padding, bad length or non-zero trailing bits: only the
+/// canonical encoding of a value is accepted (RFC 4648 §3.5), so `QR==` is refused.
 ///
 /// [RFC 4648 §4]: https://www.rfc-editor.org/rfc/rfc4648#section-4
 pub fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    if !input.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let quads = input.len() / 4;
-    for (i, quad) in input.chunks_exact(4).enumerate() {
-        let last = i + 1 == quads;
-        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for (j, &c) in quad.iter().enumerate() {
-            let v = if j >= 4 - pad { 0 } else { value(c)? };
-            n = (n << 6) | v;
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(bytes.get(..3 - pad).unwrap_or_default());
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(input).ok()
 }
 
 #[cfg(test)]
@@ -236,7 +201,11 @@ mod tests {
         ] {
             assert_eq!(decode_base64(b64.as_bytes()).unwrap(), plain.as_bytes());
         }
-        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9v!", "Zm 9v"] {
+        // QR== and Zh== carry set bits past the last octet: non-canonical encodings of "A" and
+        // "f" (RFC 4648 §3.5).
+        for bad in [
+            "Zg=", "Z===", "Zg==Zg==", "Zm9v!", "Zm 9v", "Zg", "QR==", "Zh==", "Zm9=",
+        ] {
             assert_eq!(decode_base64(bad.as_bytes()), None, "{bad}");
         }
     }
@@ -255,6 +224,22 @@ mod tests {
             format!("{c:?}").matches("secret").count(),
             0,
             "password in Debug"
+        );
+    }
+
+    #[test]
+    fn plain_with_a_non_canonical_encoding_is_refused() {
+        // As above, with the last quantum's unused bits set (`ZXR=` for `ZXQ=`): the same
+        // octets to a lax decoder, refused as invalid base64 here.
+        let (ex, step) = SaslExchange::start("PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXR=");
+        assert!(ex.is_none());
+        assert!(
+            matches!(step, SaslStep::Fail(ref r) if *r == Reply::bad_base64()),
+            "{step:?}"
+        );
+        let (ex, _) = SaslExchange::start("PLAIN");
+        assert!(
+            matches!(ex.unwrap().respond(b"QR=="), SaslStep::Fail(r) if r == Reply::bad_base64())
         );
     }
 

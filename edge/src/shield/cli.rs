@@ -19,28 +19,57 @@
 use crate::cli::CliError;
 use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::config::{ShieldConfig, MAX_BAN_SECS};
 use super::maps::MAP_BANS;
-use super::prefix::IpPrefix;
 use super::{Shield, PIN_DIR};
 
-const USAGE: &str = "usage: smtp-edge shield COMMAND [--pin-dir DIR]
-  status                 where the shield is attached, its settings, counters and bans in force
-  list                   the bans in force: one `prefix remaining_secs` line each
-  ban ADDR [--secs N]    drop ADDR (IPv6: its /64) on the protected ports for N seconds
-                         (default 600, at most 2592000)
-  unban ADDR             lift the ban on ADDR (IPv6: its /64)
-The server must run with shield.pin = true; its maps are under /sys/fs/bpf/smtp-edge unless
---pin-dir names another directory. Needs root (or CAP_BPF).";
+/// `smtp-edge shield status|list|ban|unban`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(
+    after_help = "The server must run with shield.pin = true; its maps are under \
+                        /sys/fs/bpf/smtp-edge unless --pin-dir names another directory. \
+                        Needs root (or CAP_BPF)."
+)]
+pub struct ShieldArgs {
+    #[command(subcommand)]
+    command: Command,
+    /// Where the running server pinned its maps.
+    #[arg(long, global = true, value_name = "DIR", default_value = PIN_DIR,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pin_dir: String,
+}
 
-/// Runs `smtp-edge shield ...`. `args` are the arguments after `shield` (a leading `"shield"`
-/// is skipped too), such as `["ban", "192.0.2.7", "--secs", "60"]`. Prints the result on
-/// stdout, or one line on stderr.
-pub fn run(args: &[String]) -> ExitCode {
+/// One command.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Where the shield is attached, its settings, counters and bans in force.
+    Status,
+    /// The bans in force: one `prefix remaining_secs` line each.
+    List,
+    /// Drop ADDR (IPv6: its /64) on the protected ports for N seconds.
+    Ban {
+        /// An address, or the prefix `list` prints (a /32, or an IPv6 /64).
+        #[arg(value_name = "ADDR", value_parser = crate::cidr::ban_source)]
+        ip: IpAddr,
+        /// How long, in seconds (at most 30 days).
+        #[arg(long, value_name = "N", default_value_t = ShieldConfig::default().ban_secs,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_BAN_SECS))]
+        secs: u64,
+    },
+    /// Lift the ban on ADDR (IPv6: its /64).
+    Unban {
+        /// An address, or the prefix `list` prints.
+        #[arg(value_name = "ADDR", value_parser = crate::cidr::ban_source)]
+        ip: IpAddr,
+    },
+}
+
+/// Runs `smtp-edge shield ...`. Prints the result on stdout, or one line on stderr.
+pub fn run(args: &ShieldArgs) -> ExitCode {
     match execute(args) {
         Ok(text) => {
             print!("{text}");
@@ -50,50 +79,29 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-/// One parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Command {
-    Help,
-    Status {
-        pin_dir: PathBuf,
-    },
-    List {
-        pin_dir: PathBuf,
-    },
-    Ban {
-        pin_dir: PathBuf,
-        ip: IpAddr,
-        secs: u64,
-    },
-    Unban {
-        pin_dir: PathBuf,
-        ip: IpAddr,
-    },
-}
-
-/// Parses and runs; the text to print on success (ending in a newline).
-fn execute(args: &[String]) -> Result<String, CliError> {
-    match parse_args(args)? {
-        Command::Help => Ok(format!("{USAGE}\n")),
-        Command::Status { pin_dir } => status(&pin_dir),
-        Command::List { pin_dir } => {
-            let shield = open(&pin_dir)?;
+/// Runs the command; the text to print on success (ending in a newline).
+fn execute(args: &ShieldArgs) -> Result<String, CliError> {
+    let pin_dir = Path::new(&args.pin_dir);
+    match args.command {
+        Command::Status => status(pin_dir),
+        Command::List => {
+            let shield = open(pin_dir)?;
             let bans = shield.list().map_err(failed)?;
             Ok(bans
                 .iter()
                 .map(|(prefix, left)| format!("{prefix} {}\n", ceil_secs(*left)))
                 .collect())
         }
-        Command::Ban { pin_dir, ip, secs } => {
-            let shield = open(&pin_dir)?;
+        Command::Ban { ip, secs } => {
+            let shield = open(pin_dir)?;
             shield.ban(ip, Duration::from_secs(secs)).map_err(failed)?;
             Ok(format!(
                 "banned {} for {secs}s\n",
                 super::maps::Source::from_ip(ip).prefix()
             ))
         }
-        Command::Unban { pin_dir, ip } => {
-            let shield = open(&pin_dir)?;
+        Command::Unban { ip } => {
+            let shield = open(pin_dir)?;
             let prefix = super::maps::Source::from_ip(ip).prefix();
             if shield.unban(ip).map_err(failed)? {
                 Ok(format!("unbanned {prefix}\n"))
@@ -175,176 +183,124 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-pub(crate) fn parse_args(args: &[String]) -> Result<Command, CliError> {
-    let args = match args.first() {
-        Some(first) if first == "shield" => &args[1..],
-        _ => args,
-    };
-    let mut pin_dir = PathBuf::from(PIN_DIR);
-    let mut secs: Option<u64> = None;
-    let mut words: Vec<&str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "-h" | "--help" | "help" => return Ok(Command::Help),
-            "--pin-dir" => {
-                let dir = it
-                    .next()
-                    .ok_or_else(|| usage("--pin-dir needs a directory"))?;
-                if dir.is_empty() {
-                    return Err(usage("--pin-dir must not be empty"));
-                }
-                pin_dir = PathBuf::from(dir);
-            }
-            "--secs" => {
-                let n = it.next().ok_or_else(|| usage("--secs needs a number"))?;
-                secs = Some(match n.parse::<u64>() {
-                    Ok(n) if (1..=MAX_BAN_SECS).contains(&n) => n,
-                    _ => {
-                        return Err(usage(format!(
-                            "--secs must be 1..={MAX_BAN_SECS} (30 days), got {n:?}"
-                        )))
-                    }
-                });
-            }
-            flag if flag.starts_with("--") => {
-                return Err(usage(format!("unknown option {flag}")));
-            }
-            word => words.push(word),
-        }
-    }
-    let command = match words.as_slice() {
-        [] => return Err(usage("a command is needed: status, list, ban or unban")),
-        ["status"] => Command::Status { pin_dir },
-        ["list"] => Command::List { pin_dir },
-        ["ban", addr] => Command::Ban {
-            pin_dir,
-            ip: source_ip(addr)?,
-            secs: secs.unwrap_or(ShieldConfig::default().ban_secs),
-        },
-        ["unban", addr] => Command::Unban {
-            pin_dir,
-            ip: source_ip(addr)?,
-        },
-        ["ban" | "unban"] => return Err(usage(format!("{} needs an address", words[0]))),
-        ["status" | "list" | "ban" | "unban", ..] => {
-            return Err(usage(format!("too many arguments for {}", words[0])))
-        }
-        [other, ..] => {
-            return Err(usage(format!(
-                "unknown command {other:?}; expected status, list, ban or unban"
-            )))
-        }
-    };
-    if secs.is_some() && !matches!(command, Command::Ban { .. }) {
-        return Err(usage("--secs is only for ban"));
-    }
-    Ok(command)
-}
-
-/// An address, or the prefix a ban covers as `list` prints it (`192.0.2.7/32`,
-/// `2001:db8:1:2::/64`): bans are per IPv4 address and per IPv6 /64.
-fn source_ip(text: &str) -> Result<IpAddr, CliError> {
-    let prefix: IpPrefix = text.parse().map_err(|e| usage(format!("{e}")))?;
-    match (prefix.addr(), prefix.len()) {
-        (IpAddr::V4(_), 32) | (IpAddr::V6(_), 64..=128) => Ok(prefix.addr()),
-        _ => Err(usage(format!(
-            "{text}: bans are per IPv4 address or IPv6 /64, not wider prefixes"
-        ))),
-    }
-}
-
-fn usage(problem: impl Into<String>) -> CliError {
-    CliError::Usage(problem.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, CliError> {
-        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shield: ShieldArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ShieldArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("shield").chain(args.iter().copied())).map(|c| c.shield)
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    fn args(pin_dir: &str, command: Command) -> ShieldArgs {
+        ShieldArgs {
+            command,
+            pin_dir: pin_dir.into(),
+        }
+    }
+
     #[test]
     fn commands_parse() {
-        let pin = PathBuf::from(PIN_DIR);
+        assert_eq!(parse(&["status"]).unwrap(), args(PIN_DIR, Command::Status));
         assert_eq!(
-            parse(&["status"]).unwrap(),
-            Command::Status {
-                pin_dir: pin.clone()
-            }
-        );
-        assert_eq!(
-            parse(&["shield", "list", "--pin-dir", "/tmp/x"]).unwrap(),
-            Command::List {
-                pin_dir: "/tmp/x".into()
-            }
+            parse(&["list", "--pin-dir", "/tmp/x"]).unwrap(),
+            args("/tmp/x", Command::List)
         );
         assert_eq!(
             parse(&["ban", "192.0.2.7"]).unwrap(),
-            Command::Ban {
-                pin_dir: pin.clone(),
-                ip: ip("192.0.2.7"),
-                secs: 600
-            }
+            args(
+                PIN_DIR,
+                Command::Ban {
+                    ip: ip("192.0.2.7"),
+                    secs: 600
+                }
+            )
         );
         assert_eq!(
             parse(&["ban", "--secs", "60", "2001:db8:1:2::/64"]).unwrap(),
-            Command::Ban {
-                pin_dir: pin.clone(),
-                ip: ip("2001:db8:1:2::"),
-                secs: 60
-            }
+            args(
+                PIN_DIR,
+                Command::Ban {
+                    ip: ip("2001:db8:1:2::"),
+                    secs: 60
+                }
+            )
         );
         assert_eq!(
-            parse(&["unban", "192.0.2.7/32", "--pin-dir", "/p"]).unwrap(),
-            Command::Unban {
-                pin_dir: "/p".into(),
-                ip: ip("192.0.2.7")
-            }
+            parse(&["--pin-dir", "/p", "unban", "192.0.2.7/32"]).unwrap(),
+            args(
+                "/p",
+                Command::Unban {
+                    ip: ip("192.0.2.7")
+                }
+            )
         );
-        assert_eq!(parse(&["--help"]).unwrap(), Command::Help);
-        assert_eq!(parse(&["ban", "-h"]).unwrap(), Command::Help);
+        for help in [&["--help"][..], &["ban", "-h"]] {
+            let e = parse(help).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{help:?}");
+        }
     }
 
     #[test]
     fn usage_errors_say_what_is_wrong() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "a command is needed"),
-            (&["stats"], "unknown command \"stats\""),
-            (&["ban"], "ban needs an address"),
-            (&["unban"], "unban needs an address"),
-            (&["status", "extra"], "too many arguments for status"),
-            (&["ban", "1.2.3.4", "5.6.7.8"], "too many arguments for ban"),
+            (&[], "Usage"),
+            (&["stats"], "unrecognized subcommand 'stats'"),
+            (&["ban"], "<ADDR>"),
+            (&["unban"], "<ADDR>"),
+            (&["status", "extra"], "unexpected argument 'extra'"),
+            (
+                &["ban", "1.2.3.4", "5.6.7.8"],
+                "unexpected argument '5.6.7.8'",
+            ),
             (&["ban", "mx.example.test"], "is not an IP address"),
             (&["ban", "10.0.0.0/8"], "not wider prefixes"),
             (&["unban", "2001:db8::/48"], "not wider prefixes"),
             (&["ban", "10.0.0.1/8"], "host bits"),
-            (&["ban", "1.2.3.4", "--secs"], "--secs needs a number"),
-            (&["ban", "1.2.3.4", "--secs", "0"], "--secs must be 1..="),
-            (&["ban", "1.2.3.4", "--secs", "-5"], "--secs must be 1..="),
+            (
+                &["ban", "1.2.3.4", "--secs"],
+                "a value is required for '--secs <N>'",
+            ),
+            (
+                &["ban", "1.2.3.4", "--secs", "0"],
+                "0 is not in 1..=2592000",
+            ),
+            (
+                &["ban", "1.2.3.4", "--secs", "-5"],
+                "unexpected argument '-5'",
+            ),
             (
                 &["ban", "1.2.3.4", "--secs", "2592001"],
-                "--secs must be 1..=",
+                "is not in 1..=2592000",
             ),
-            (&["list", "--secs", "5"], "--secs is only for ban"),
-            (&["list", "--pin-dir"], "--pin-dir needs a directory"),
-            (&["list", "--verbose"], "unknown option --verbose"),
+            (&["list", "--secs", "5"], "unexpected argument '--secs'"),
+            (
+                &["list", "--pin-dir"],
+                "a value is required for '--pin-dir <DIR>'",
+            ),
+            (&["list", "--pin-dir", ""], "--pin-dir <DIR>"),
+            (&["list", "--verbose"], "unexpected argument '--verbose'"),
         ];
         for (args, want) in cases {
             match parse(args) {
-                Err(CliError::Usage(problem)) => {
+                Err(e) => {
+                    let problem = e.to_string();
                     assert!(
                         problem.contains(want),
                         "{args:?}: {problem:?} lacks {want:?}"
                     )
                 }
-                other => panic!("{args:?}: expected a usage error, got {other:?}"),
+                Ok(other) => panic!("{args:?}: expected a usage error, got {other:?}"),
             }
         }
     }
@@ -354,11 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nothing-pinned");
         for cmd in ["status", "list"] {
-            let args = [
-                cmd.to_string(),
-                "--pin-dir".into(),
-                missing.display().to_string(),
-            ];
+            let args = parse(&[cmd, "--pin-dir", missing.to_str().unwrap()]).unwrap();
             match execute(&args) {
                 Err(CliError::Failed(problem)) => assert!(
                     problem.starts_with("no pinned shield in ") && problem.contains("shield.pin"),

@@ -6,7 +6,9 @@ use std::ffi::CString;
 use serde::Deserialize;
 
 use super::maps::{MAX_ALLOW, MAX_PORTS};
-use super::prefix::IpPrefix;
+use ipnet::IpNet;
+
+use crate::cidr;
 
 /// Largest `shield.syn_rate` and `shield.syn_burst`: a million SYNs per second per source is
 /// already no limit; past it the nanosecond interval loses its precision.
@@ -141,7 +143,7 @@ impl ShieldConfig {
             );
         }
         for (i, text) in self.allow.iter().enumerate() {
-            if let Err(e) = text.trim().parse::<IpPrefix>() {
+            if let Err(e) = cidr::parse(text) {
                 problem(format!("shield.allow[{i}]"), e.to_string());
             }
         }
@@ -192,11 +194,11 @@ impl ShieldConfig {
     }
 
     /// The allowlist, parsed; `Err` carries the problems as [`ShieldConfig::validate`] does.
-    pub fn allow_prefixes(&self) -> Result<Vec<IpPrefix>, Vec<(String, String)>> {
+    pub fn allow_prefixes(&self) -> Result<Vec<IpNet>, Vec<(String, String)>> {
         let mut prefixes = Vec::with_capacity(self.allow.len());
         let mut problems = Vec::new();
         for (i, text) in self.allow.iter().enumerate() {
-            match text.trim().parse::<IpPrefix>() {
+            match cidr::parse(text) {
                 Ok(p) => prefixes.push(p),
                 Err(e) => problems.push((format!("shield.allow[{i}]"), e.to_string())),
             }

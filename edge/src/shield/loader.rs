@@ -20,8 +20,8 @@ use super::maps::{
     self, lpm_key, Config, Source, Stats, MAP_ALLOW, MAP_BANS, MAP_CFG, MAP_PRESSURE, MAP_RATE,
     MAP_STATS,
 };
-use super::prefix::IpPrefix;
 use super::{ShieldCounters, ShieldError};
+use ipnet::IpNet;
 
 /// Where `shield.pin = true` leaves the maps and links, and where [`Shield::open_pinned`] looks.
 pub const PIN_DIR: &str = "/sys/fs/bpf/smtp-edge";
@@ -274,7 +274,7 @@ impl Shield {
     }
 
     /// Bans in force, with what remains of each, soonest to end first.
-    pub fn list(&self) -> Result<Vec<(IpPrefix, Duration)>, ShieldError> {
+    pub fn list(&self) -> Result<Vec<(IpNet, Duration)>, ShieldError> {
         let maps = lock(&self.maps);
         let now = monotonic_ns();
         let mut out = Vec::new();
@@ -450,7 +450,7 @@ impl Maps {
 }
 
 /// Writes the config entry and makes the allowlist trie hold exactly `allow`.
-fn configure(maps: &mut Maps, cfg: &ShieldConfig, allow: &[IpPrefix]) -> Result<(), ShieldError> {
+fn configure(maps: &mut Maps, cfg: &ShieldConfig, allow: &[IpNet]) -> Result<(), ShieldError> {
     maps.cfg
         .set(
             0,

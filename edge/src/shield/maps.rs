@@ -7,7 +7,7 @@
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::prefix::IpPrefix;
+use ipnet::IpNet;
 
 /// `SHIELD_MAX_PORTS`: most protected TCP ports (`shield.ports`).
 pub const MAX_PORTS: usize = 16;
@@ -65,11 +65,12 @@ impl Source {
     }
 
     /// What this key covers: an IPv4 /32 or an IPv6 /64.
-    pub fn prefix(&self) -> IpPrefix {
+    pub fn prefix(&self) -> IpNet {
         let v6 = Ipv6Addr::from(self.addr);
         match v6.to_ipv4_mapped() {
-            Some(v4) => IpPrefix::host(IpAddr::V4(v4)),
-            None => IpPrefix::new(IpAddr::V6(v6), 64).unwrap_or_else(|_| IpPrefix::host(v6.into())),
+            Some(v4) => IpNet::from(IpAddr::V4(v4)),
+            None => IpNet::new(IpAddr::V6(v6), 64)
+                .map_or_else(|_| IpNet::from(IpAddr::V6(v6)), |net| net.trunc()),
         }
     }
 }
@@ -182,20 +183,21 @@ pub struct Stats {
 pub type LpmKey = aya::maps::lpm_trie::Key<[u8; 16]>;
 
 /// The trie key for an allowlist prefix: IPv4 `a.b.c.d/n` is `::ffff:a.b.c.d/(96 + n)`.
-pub fn lpm_key(prefix: &IpPrefix) -> LpmKey {
-    match prefix.addr() {
-        IpAddr::V4(v4) => LpmKey::new(96 + u32::from(prefix.len()), v4.to_ipv6_mapped().octets()),
-        IpAddr::V6(v6) => LpmKey::new(u32::from(prefix.len()), v6.octets()),
+pub fn lpm_key(prefix: &IpNet) -> LpmKey {
+    let len = u32::from(prefix.prefix_len());
+    match prefix.network() {
+        IpAddr::V4(v4) => LpmKey::new(96 + len, v4.to_ipv6_mapped().octets()),
+        IpAddr::V6(v6) => LpmKey::new(len, v6.octets()),
     }
 }
 
 /// The prefix an allowlist trie key stands for.
-pub fn lpm_prefix(key: &LpmKey) -> Option<IpPrefix> {
+pub fn lpm_prefix(key: &LpmKey) -> Option<IpNet> {
     let v6 = Ipv6Addr::from(key.data());
     let len = u8::try_from(key.prefix_len()).ok()?;
     match v6.to_ipv4_mapped() {
-        Some(v4) if len >= 96 => IpPrefix::new(IpAddr::V4(v4), len - 96).ok(),
-        _ => IpPrefix::new(IpAddr::V6(v6), len).ok(),
+        Some(v4) if len >= 96 => IpNet::new(IpAddr::V4(v4), len - 96).ok(),
+        _ => IpNet::new(IpAddr::V6(v6), len).ok(),
     }
 }
 

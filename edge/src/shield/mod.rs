@@ -35,13 +35,11 @@ pub mod cli;
 mod config;
 mod loader;
 pub mod maps;
-mod prefix;
 #[cfg(test)]
 mod tests;
 
 pub use config::{ShieldConfig, MAX_BAN_SECS, MAX_SOURCES, MAX_SYN_RATE};
 pub use loader::{AttachMode, BanSweeper, Shield, Sweep, PIN_DIR};
-pub use prefix::{IpPrefix, PrefixError};
 
 use std::path::PathBuf;
 
