@@ -55,8 +55,12 @@ pub fn run() -> Result<()> {
             println!("  {} {why}: {}", tests.len(), tests.join(", "));
         }
     }
-    if !ok || totals.failed > 0 {
+    if totals.failed > 0 {
         bail!("tests failed");
+    }
+    if let Err(status) = ok {
+        // No failed test, yet cargo failed: a test binary that did not build or was killed.
+        bail!("cargo test failed ({status}) without a failed test; see its output above");
     }
     Ok(())
 }
@@ -106,7 +110,7 @@ impl Totals {
 }
 
 /// Runs `cargo ARGS`, echoing its output as it comes, and totals libtest's result lines.
-fn cargo_test(args: &[&str]) -> Result<(bool, Totals)> {
+fn cargo_test(args: &[&str]) -> Result<(Result<(), std::process::ExitStatus>, Totals)> {
     eprintln!("$ cargo {}", args.join(" "));
     let mut child = Command::new(cargo_bin())
         .args(args)
@@ -121,7 +125,14 @@ fn cargo_test(args: &[&str]) -> Result<(bool, Totals)> {
         totals.line(&line);
     }
     let status = child.wait().context("waiting for cargo test")?;
-    Ok((status.success(), totals))
+    Ok((
+        if status.success() {
+            Ok(())
+        } else {
+            Err(status)
+        },
+        totals,
+    ))
 }
 
 #[cfg(test)]
