@@ -9,7 +9,7 @@
 //!                                                 has TLS)             │
 //!          auth (password checks, off the ring) ◄─ Authenticate ───────┤
 //!          spool (tmp/ → fsync → queue/, then 250) ◄─ message content ──┘
-//!            └─► delivery (Maildir for our domains, outbound/ for the rest)
+//!            └─► queue (per-recipient state, retries, notices) ─► delivery (Maildir)
 //! ```
 //!
 //! The [`protocol`] engine performs no I/O and reads no clock: the [`driver`] feeds it bytes and the
@@ -36,7 +36,9 @@ pub mod driver;
 pub mod guard;
 pub mod metrics;
 pub mod protocol;
+pub mod queue;
 pub mod relay;
+pub mod rewrite;
 pub mod shield;
 pub mod spool;
 pub mod tls;

@@ -70,6 +70,10 @@ pub struct Opts {
     pub max_connections_per_ip: Option<u32>,
     /// The server's RLIMIT_NOFILE (soft and hard), if set.
     pub nofile: Option<u64>,
+    /// More `key = value` lines for `[delivery]` (aliases, catch_all, recipient_delimiter).
+    pub delivery_extra: Vec<String>,
+    /// `key = value` lines of a `[relay]` section, written if non-empty.
+    pub relay: Vec<String>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -137,6 +141,8 @@ impl Default for Opts {
             trusted: None,
             max_connections_per_ip: None,
             nofile: None,
+            delivery_extra: Vec::new(),
+            relay: Vec::new(),
         }
     }
 }
@@ -191,6 +197,12 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
             root.join("recipients").display().to_string()
         )
         .unwrap();
+    }
+    for line in &opts.delivery_extra {
+        writeln!(t, "{line}").unwrap();
+    }
+    if !opts.relay.is_empty() {
+        writeln!(t, "\n[relay]\n{}", opts.relay.join("\n")).unwrap();
     }
     writeln!(
         t,

@@ -90,7 +90,7 @@ fn spool_and_maildir_are_private_to_the_server() {
     let mut c = half_sent(&server);
     let tmp_files = files_in(&spool.join("tmp"));
     assert_eq!(mode(&tmp_files[0]), 0o600, "{}", tmp_files[0].display());
-    for dir in ["", "tmp", "queue", "outbound"] {
+    for dir in ["", "tmp", "queue", "state"] {
         assert_eq!(mode(&spool.join(dir)), 0o700, "spool/{dir}");
     }
     assert_eq!(mode(&spool.join("generation")), 0o600);

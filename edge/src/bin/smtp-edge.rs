@@ -12,6 +12,7 @@ use smtp_edge::auth::CredentialStore;
 use smtp_edge::config::Config;
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
+use smtp_edge::rewrite::Rewriter;
 use smtp_edge::tls::TlsContext;
 
 #[global_allocator]
@@ -48,6 +49,8 @@ enum Command {
     User(smtp_edge::auth::cli::UserArgs),
     /// List, add or lift a running server's bans (its control socket).
     Ban(smtp_edge::control::cli::BanArgs),
+    /// List, show, retry, delete or bounce a running server's queued mail (its control socket).
+    Queue(smtp_edge::queue::cli::QueueArgs),
     /// Inspect or change a running server's XDP shield (pinned maps).
     Shield(smtp_edge::shield::cli::ShieldArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::User(args) => smtp_edge::auth::cli::run(&args),
         Command::Ban(args) => smtp_edge::control::cli::run(&args),
+        Command::Queue(args) => smtp_edge::queue::cli::run(&args),
         Command::Shield(args) => smtp_edge::shield::cli::run(&args),
     }
 }
@@ -223,6 +227,12 @@ fn reload(
         },
         None => running,
     };
+    // The recipients, aliases and catch-alls: the engines and the queue share the running
+    // table, so putting the new one in place is the reload.
+    running
+        .rewrite
+        .replace(Rewriter::clone(&cfg.rewrite.load()));
+    tracing::info!("SIGHUP: recipients, aliases and catch-alls reloaded");
     match credentials.reload(&cfg.auth) {
         Ok(()) => tracing::info!("SIGHUP: users and aliases reloaded"),
         Err(e) => {

@@ -95,7 +95,8 @@
 //! The users and aliases files are read and checked when the configuration is loaded; a bad
 //! line is reported as `auth.users: line 3: ...`.
 //!
-//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, the `[tls]` paths,
+//! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, `delivery.aliases`,
+//! the `[tls]` paths,
 //! `auth.users`, `auth.aliases`)
 //! are resolved against the current working directory at load time, so a later `chdir` cannot
 //! change their meaning.
@@ -121,6 +122,7 @@ use crate::control::ControlConfig;
 use crate::guard::GuardConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
 use crate::relay::RelayConfig;
+use crate::rewrite::SharedRewriter;
 use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
 
@@ -292,6 +294,10 @@ pub struct Config {
     /// If `delivery.recipients` is set, the only local recipients that exist, as lower-cased
     /// `local@domain`, each in one of `local_domains`. Loaded once, at config time.
     pub recipients: Option<Arc<HashSet<String>>>,
+    /// The local recipient rewriting (`delivery.aliases`, `delivery.catch_all`,
+    /// `delivery.recipient_delimiter`, with `recipients`), shared with the engines and the
+    /// queue; a reload puts a new table in place through it.
+    pub rewrite: Arc<SharedRewriter>,
     /// Per-connection and per-transaction limits.
     pub limits: Limits,
     /// Where to serve Prometheus metrics; `None` when `[metrics]` is absent.
@@ -394,7 +400,7 @@ impl Config {
                     .cloned()
                     .unwrap_or_else(|| self.hostname.clone())
             },
-            recipients: self.recipients.clone(),
+            recipients: Some(self.rewrite.clone()),
             max_message_size: self.limits.max_message_size,
             max_recipients: self.limits.max_recipients,
             max_bad_commands: self.limits.max_bad_commands,

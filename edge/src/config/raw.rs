@@ -116,6 +116,9 @@ pub(super) struct RawDelivery {
     pub maildir: String,
     pub recipients: Option<String>,
     pub mode: Option<String>,
+    pub aliases: Option<String>,
+    pub catch_all: Option<std::collections::BTreeMap<String, String>>,
+    pub recipient_delimiter: Option<String>,
 }
 
 /// `[limits]`; every key is optional and defaults to [`super::Limits::default`].

@@ -670,9 +670,76 @@ fn recipients_file_is_loaded_and_normalised() {
     let set = c.recipients.as_ref().unwrap();
     assert_eq!(set.len(), 2);
     assert!(set.contains("alice@example.test") && set.contains("bob@example.test"));
-    // The engine gets the same set, shared.
+    // The engine asks the same set, through the shared rewriting table.
+    assert!(Arc::ptr_eq(
+        c.rewrite.load().recipients.as_ref().unwrap(),
+        set
+    ));
     let e = c.engine_config(&c.listeners[0]);
-    assert!(Arc::ptr_eq(e.recipients.as_ref().unwrap(), set));
+    let check = e.recipients.as_ref().unwrap();
+    assert!(check.exists("ALICE", "example.test"));
+    assert!(check.exists("alice+news", "example.test"), "+tag");
+    assert!(!check.exists("carol", "example.test"));
+}
+
+/// BASE with an aliases file of `contents` and `extra` lines in `[delivery]`.
+fn with_aliases(contents: &str, extra: &str) -> (tempfile::NamedTempFile, String) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
+    let text = edit(
+        "maildir = \"/var/mail/smtp-edge\"",
+        &format!(
+            "maildir = \"/var/mail/smtp-edge\"\naliases = {:?}\n{extra}",
+            file.path().to_str().unwrap()
+        ),
+    );
+    (file, text)
+}
+
+#[test]
+fn aliases_catch_all_and_delimiter_are_loaded() {
+    let (_file, text) = with_aliases(
+        "# staff\nPostmaster@example.test: alice@example.test, ops@remote.test\n",
+        "recipient_delimiter = \"-\"\ncatch_all = { \"Example.TEST\" = \"bob@example.test\" }",
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    let r = c.rewrite.load();
+    assert_eq!(
+        r.aliases["postmaster@example.test"],
+        ["alice@example.test", "ops@remote.test"]
+    );
+    assert_eq!(r.catch_all["example.test"], "bob@example.test");
+    assert_eq!(r.delimiter, "-");
+    assert_eq!(
+        Config::from_toml_str(BASE)
+            .unwrap()
+            .rewrite
+            .load()
+            .delimiter,
+        "+"
+    );
+}
+
+#[test]
+fn alias_loops_and_bad_rewriting_keys_are_reported() {
+    let (_file, text) = with_aliases(
+        "a@example.test: b@example.test\nb@example.test: c@example.test, a@example.test\nx@other.test: a@example.test\nbad line\n",
+        "catch_all = { \"other.test\" = \"a@example.test\", \"example.test\" = \"not an address\" }\nrecipient_delimiter = \"@\"",
+    );
+    let shown: Vec<String> = errors(&text).iter().map(|e| e.to_string()).collect();
+    for want in [
+        "delivery.recipient_delimiter: ",
+        "delivery.aliases: line 3: \"x@other.test\": an alias must be in local_domains",
+        "delivery.aliases: line 4: ",
+        "delivery.aliases: line 1: alias loop: a@example.test -> b@example.test -> a@example.test",
+        "delivery.catch_all.other.test: not one of local_domains",
+        "delivery.catch_all.example.test: \"not an address\" is not an address",
+    ] {
+        assert!(
+            shown.iter().any(|s| s.starts_with(want)),
+            "missing {want:?} in {shown:#?}"
+        );
+    }
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! The one validation pass: raw structs in, typed [`Config`] out, every problem pushed as it is
 //! found so that none hides another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawAuth, RawConfig, RawControl, RawGuard, RawLimits, RawShield, RawTls};
-use super::{recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode};
+use super::{
+    recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode, MAX_REPORTED_LINE_ERRORS,
+};
 use crate::auth::{
     AuthConfig, AuthError, Credentials, MAX_BAN_SECS, MAX_CHECKS_PER_SOURCE, MAX_FAILURES_CEILING,
     MAX_FAILURE_WINDOW_SECS, MAX_TARPIT_MS, MAX_VERIFY_THREADS,
@@ -16,8 +18,9 @@ use crate::auth::{
 use crate::control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 use crate::delivery::DEFAULT_FILE_MODE;
 use crate::guard::GuardConfig;
-use crate::protocol::address::{parse_domain, Domain};
+use crate::protocol::address::{parse_domain, parse_mailbox, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS};
+use crate::rewrite::{self, Rewriter, SharedRewriter, DEFAULT_DELIMITER};
 use crate::shield::ShieldConfig;
 use crate::tls::{
     CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SELF_SIGNED_DIR,
@@ -91,7 +94,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         Some(spool) => v.path("spool.dir", &spool.dir),
         None => v.missing("spool.dir"),
     };
-    let (maildir, recipients, maildir_mode) = match raw.delivery {
+    let (maildir, recipients, maildir_mode, rewrite) = match raw.delivery {
         Some(delivery) => {
             let maildir = v.path("delivery.maildir", &delivery.maildir);
             let mode = delivery.mode.map_or(Some(DEFAULT_FILE_MODE), |m| {
@@ -106,12 +109,22 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
                     recipients::load(&path, domains, v.errors).map(|set| Some(set.into()))
                 }),
             };
-            (maildir, recipients, mode)
+            let rewrite = v.rewrite(
+                delivery.aliases,
+                delivery.catch_all,
+                delivery.recipient_delimiter,
+                local_domains.as_deref(),
+            );
+            (maildir, recipients, mode, rewrite)
         }
         None => (
             v.missing("delivery.maildir"),
             Some(None),
             Some(DEFAULT_FILE_MODE),
+            Some(Rewriter {
+                delimiter: DEFAULT_DELIMITER.to_owned(),
+                ..Rewriter::default()
+            }),
         ),
     };
     let limits = v.limits(raw.limits.unwrap_or_default());
@@ -136,6 +149,14 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         raw.dns.unwrap_or_default(),
         hostname.as_deref(),
     );
+    let rewrite = match (rewrite, &local_domains, &recipients) {
+        (Some(mut rewrite), Some(domains), Some(known)) => {
+            rewrite.local_domains = domains.iter().cloned().collect();
+            rewrite.recipients = known.clone();
+            Some(SharedRewriter::new(rewrite))
+        }
+        _ => None,
+    };
     Some(Config {
         hostname: hostname?,
         local_domains: local_domains?,
@@ -144,6 +165,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         spool_dir: spool_dir?,
         maildir: maildir?,
         maildir_mode: maildir_mode?,
+        rewrite: rewrite?,
         recipients: recipients?,
         limits: limits?,
         metrics_addr: metrics_addr?,
@@ -745,6 +767,73 @@ impl Validator<'_> {
     }
 
     /// `n` within `min..=max`, or an error naming the range, the `why` and the value.
+    /// `delivery.aliases`, `delivery.catch_all` and `delivery.recipient_delimiter` (the
+    /// domains and recipients are filled in by the caller).
+    fn rewrite(
+        &mut self,
+        aliases: Option<String>,
+        catch_all: Option<std::collections::BTreeMap<String, String>>,
+        delimiter: Option<String>,
+        local_domains: Option<&[String]>,
+    ) -> Option<Rewriter> {
+        let domains: HashSet<String> = local_domains?.iter().cloned().collect();
+        let delimiter = delimiter.unwrap_or_else(|| DEFAULT_DELIMITER.to_owned());
+        let mut ok = true;
+        if delimiter
+            .chars()
+            .any(|c| c == '@' || c.is_whitespace() || c.is_control())
+        {
+            self.push(
+                "delivery.recipient_delimiter",
+                format!("{delimiter:?}: may not hold '@', spaces or control characters"),
+            );
+            ok = false;
+        }
+        let mut table = HashMap::new();
+        if let Some(path) = aliases {
+            match self.path("delivery.aliases", &path).map(|p| read_text(&p)) {
+                Some(Ok(text)) => {
+                    let (parsed, bad) = rewrite::aliases::parse(&text, &domains);
+                    ok &= bad.is_empty();
+                    for (line, problem) in bad.into_iter().take(MAX_REPORTED_LINE_ERRORS) {
+                        self.push("delivery.aliases", format!("line {line}: {problem}"));
+                    }
+                    table = parsed;
+                }
+                Some(Err(problem)) => {
+                    self.push("delivery.aliases", problem);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let mut catch = HashMap::new();
+        for (domain, target) in catch_all.unwrap_or_default() {
+            let key = format!("delivery.catch_all.{domain}");
+            let lower = domain.to_ascii_lowercase();
+            if !domains.contains(&lower) {
+                self.push(&key, "not one of local_domains");
+                ok = false;
+                continue;
+            }
+            match parse_mailbox(&target) {
+                Ok(m) => {
+                    catch.insert(lower, m.to_string());
+                }
+                Err(_) => {
+                    self.push(&key, format!("{target:?} is not an address"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| Rewriter {
+            aliases: table,
+            catch_all: catch,
+            delimiter,
+            ..Rewriter::default()
+        })
+    }
+
     pub(super) fn int_in(
         &mut self,
         key: &str,
@@ -809,4 +898,23 @@ pub(super) fn domain_name(text: &str) -> Result<String, String> {
              and inner hyphens, at most 63 octets each, separated by dots)"
         )),
     }
+}
+
+/// A text file of at most [`rewrite::aliases::MAX_ALIASES_FILE`] octets, or why not.
+fn read_text(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(rewrite::aliases::MAX_ALIASES_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > rewrite::aliases::MAX_ALIASES_FILE {
+        return Err(format!(
+            "{} is larger than {} bytes",
+            path.display(),
+            rewrite::aliases::MAX_ALIASES_FILE
+        ));
+    }
+    Ok(text)
 }

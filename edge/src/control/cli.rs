@@ -95,11 +95,14 @@ fn execute(args: &BanArgs) -> Result<String, CliError> {
         Response::Banned { source, secs } => Ok(format!("banned {source} for {secs}s\n")),
         Response::Unbanned { source } => Ok(format!("unbanned {source}\n")),
         Response::Error { message } => Err(CliError::Failed(message)),
+        Response::Queue { .. } | Response::QueueDone { .. } => Err(CliError::Failed(
+            "the server answered with a queue listing".into(),
+        )),
     }
 }
 
 /// `control.socket` of the configuration at `path`, or of the embedded default.
-fn socket_of(path: Option<&Path>) -> Result<PathBuf, CliError> {
+pub(crate) fn socket_of(path: Option<&Path>) -> Result<PathBuf, CliError> {
     let config = match path {
         Some(path) => Config::load(path).map_err(|errors| {
             let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();

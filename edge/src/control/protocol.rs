@@ -10,11 +10,18 @@
 //! {"response":"banned","source":"192.0.2.7/32","secs":600}
 //! {"response":"unbanned","source":"192.0.2.7/32"}
 //! {"response":"error","message":"192.0.2.7/32 is not banned"}
+//!
+//! {"request":"queue_list"}                                 also queue_show, queue_delete,
+//! {"request":"queue_flush","id":"000SGMW79BH90000R00000001A"}   queue_bounce (id required);
+//! {"response":"queue","messages":[{"id":...,"recipients":[...]}]}   flush without id: all
+//! {"response":"queue_done","messages":1}
 //! ```
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::queue::MessageInfo;
 
 /// Longest request or response line, newline included: a ban list of the shield's 65,536
 /// sources fits (about 50 octets each).
@@ -39,6 +46,29 @@ pub enum Request {
         /// Any address of the source.
         addr: IpAddr,
     },
+    /// Every queued message, oldest first.
+    QueueList {},
+    /// One queued message.
+    QueueShow {
+        /// Its queue id.
+        id: String,
+    },
+    /// Attempt a message (or, without `id`, every one) now, deferred recipients too.
+    QueueFlush {
+        /// Its queue id; `None` for all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Remove a message, without a notice to its sender.
+    QueueDelete {
+        /// Its queue id.
+        id: String,
+    },
+    /// Fail every recipient of a message not yet delivered, with a notice to its sender.
+    QueueBounce {
+        /// Its queue id.
+        id: String,
+    },
 }
 
 /// What the server answers.
@@ -61,6 +91,16 @@ pub enum Response {
     Unbanned {
         /// The source whose ban was lifted.
         source: String,
+    },
+    /// To [`Request::QueueList`] and [`Request::QueueShow`] (one message).
+    Queue {
+        /// The messages.
+        messages: Vec<MessageInfo>,
+    },
+    /// To [`Request::QueueFlush`], [`Request::QueueDelete`] and [`Request::QueueBounce`].
+    QueueDone {
+        /// How many messages the request concerned.
+        messages: usize,
     },
     /// The request could not be carried out (or parsed): why, in one line.
     Error {
@@ -126,7 +166,8 @@ mod tests {
     #[test]
     fn unknown_requests_and_fields_are_refused() {
         for wire in [
-            r#"{"request":"queue_flush"}"#,
+            r#"{"request":"queue_purge"}"#,
+            r#"{"request":"queue_show"}"#,
             r#"{"request":"ban_list","x":1}"#,
             r#"{"request":"ban_add","addr":"not an address"}"#,
             r#"{"request":"ban_add"}"#,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::protocol::{BanEntry, Request, Response, MAX_LINE};
 use crate::clock;
 use crate::guard::{ban_key, BanReason, Guard};
+use crate::queue::{self, Answer, QueueHandle, QueueId};
 use crate::shield::MAX_BAN_SECS;
 
 /// How long a client may take to send its request, and to read the response: a client that
@@ -62,6 +63,7 @@ impl ControlServer {
         path: &Path,
         guard: Arc<Guard>,
         default_ban: Duration,
+        queue: QueueHandle,
     ) -> Result<ControlServer, ControlError> {
         let io = |source| ControlError::Io {
             path: path.to_owned(),
@@ -94,7 +96,7 @@ impl ControlServer {
                         return;
                     }
                     match conn {
-                        Ok(conn) => serve(conn, &guard, default_ban),
+                        Ok(conn) => serve(conn, &guard, default_ban, &queue),
                         Err(e) => tracing::warn!(error = %e, "control: accept failed"),
                     }
                 }
@@ -123,7 +125,7 @@ impl Drop for ControlServer {
 }
 
 /// Reads one request, answers it, closes.
-fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration) {
+fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration, queue: &QueueHandle) {
     let _ = conn.set_read_timeout(Some(CLIENT_DEADLINE));
     let _ = conn.set_write_timeout(Some(CLIENT_DEADLINE));
     let mut line = Vec::new();
@@ -133,7 +135,7 @@ fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration) {
     let response = match read {
         Ok(0) => return,
         Ok(_) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => handle(request, guard, default_ban),
+            Ok(request) => handle(request, guard, default_ban, queue),
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -151,9 +153,17 @@ fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration) {
 }
 
 /// What each request does.
-fn handle(request: Request, guard: &Guard, default_ban: Duration) -> Response {
+fn handle(request: Request, guard: &Guard, default_ban: Duration, queue: &QueueHandle) -> Response {
     let now = clock::now();
     match request {
+        Request::QueueList {} => answer(queue.request(queue::Request::List)),
+        Request::QueueShow { id } => ask(queue, &id, queue::Request::Show),
+        Request::QueueFlush { id: None } => answer(queue.request(queue::Request::Flush(None))),
+        Request::QueueFlush { id: Some(id) } => {
+            ask(queue, &id, |id| queue::Request::Flush(Some(id)))
+        }
+        Request::QueueDelete { id } => ask(queue, &id, queue::Request::Delete),
+        Request::QueueBounce { id } => ask(queue, &id, queue::Request::Bounce),
         Request::BanList {} => Response::Bans {
             bans: guard
                 .list(now)
@@ -196,4 +206,23 @@ fn handle(request: Request, guard: &Guard, default_ban: Duration) -> Response {
 
 fn error(message: String) -> Response {
     Response::Error { message }
+}
+
+/// Asks the queue about the message `id` names, if it names one.
+fn ask(queue: &QueueHandle, id: &str, request: impl FnOnce(QueueId) -> queue::Request) -> Response {
+    match id.parse::<QueueId>() {
+        Ok(id) => answer(queue.request(request(id))),
+        Err(e) => error(format!("{id:?}: {e}")),
+    }
+}
+
+fn answer(answer: Answer) -> Response {
+    match answer {
+        Answer::List(messages) => Response::Queue { messages },
+        Answer::Show(message) => Response::Queue {
+            messages: vec![message],
+        },
+        Answer::Done(messages) => Response::QueueDone { messages },
+        Answer::Error(message) => Response::Error { message },
+    }
 }

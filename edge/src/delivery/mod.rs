@@ -1,17 +1,15 @@
-//! Local delivery: moves committed messages from the spool's `queue/` into Maildirs, on a thread
-//! of its own with blocking `std::fs`, off the io_uring data path.
+//! Maildir delivery: puts queued messages into Maildirs, exactly once per mailbox, with
+//! blocking `std::fs` on the queue's thread (off the io_uring data path).
 //!
-//! A worker calls [`DeliveryHandle::enqueue`] after its commit succeeded. The thread takes every
-//! id waiting (up to [`MAX_BATCH`]) and delivers the batch in four steps:
+//! The queue's scheduler hands [`Maildir::deliver`] every due message with its local
+//! recipients, and one call delivers the batch in four steps:
 //!
-//! 1. for each message and distinct local mailbox, write `tmp/<name>` (headers, then the spooled
-//!    bytes); if it has recipients outside our domains (authenticated submission), write one
-//!    outbound copy with only those recipients to `<spool>/outbound/.<id>.tmp`;
+//! 1. for each message and distinct mailbox, write `tmp/<name>` (headers, then the spooled
+//!    bytes);
 //! 2. `syncfs`: all those entries' data is on disk;
-//! 3. rename each `tmp/<name>` to `new/<name>`, and each outbound copy to `outbound/<id>`, where
-//!    the relay picks it up;
-//! 4. `syncfs` again: the renames (and any new directories) are on disk; only then unlink the
-//!    spool files.
+//! 3. rename each `tmp/<name>` to `new/<name>`;
+//! 4. `syncfs` again: the renames (and any new directories) are on disk; only then does the
+//!    queue record the recipients as delivered.
 //!
 //! **Why `syncfs`, twice.** An entry is renamed only after its data is durable (step 2), so an
 //! entry that exists under `new/` or `cur/` is always complete; that is what lets a restart
@@ -22,34 +20,24 @@
 //! sampled when the descriptor was opened, so each filesystem's descriptor is opened **before**
 //! the entries on it are written. A mailbox on another filesystem than the Maildir root gets its
 //! own descriptor and `syncfs`. An error from `syncfs` may belong to another file on the same
-//! filesystem; the batch then fails as a whole (conservative, retried at the next start).
+//! filesystem; the batch then fails as a whole (every recipient in it is deferred and retried).
 //!
-//! Nothing half-written stays behind: an entry or outbound copy whose write fails (a full disk)
-//! is removed at once, so a failure does not also eat the space that is already short.
+//! Nothing half-written stays behind: an entry whose write fails (a full disk) is removed at
+//! once, so a failure does not also eat the space that is already short.
 //!
-//! Entries are created with [`DeliveryConfig::file_mode`] (0600 unless `delivery.mode` says
+//! Entries are created with the configured file mode (0600 unless `delivery.mode` says
 //! otherwise) and the directories delivery creates with the matching [`dir_mode`], both set
-//! explicitly so that the umask cannot widen or narrow them; outbound copies are spool files
-//! (0600).
-//!
-//! A message that cannot be delivered stays in `queue/`, is logged and reported as
-//! [`DeliveryOutcome::Failed`], and is retried after 30 s, then at doubling intervals up to an
-//! hour (and at the next start).
+//! explicitly so that the umask cannot widen or narrow them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use crate::clock;
-use crate::protocol::{Domain, Mailbox};
-use crate::spool::{self, queue_path, QueueId, Queued, SpoolError};
+use crate::protocol::Mailbox;
+use crate::spool::Queued;
 
 mod maildir;
 
@@ -58,245 +46,210 @@ pub use maildir::{dir_mode, path_component, target, Target, TargetError, DEFAULT
 /// Most messages delivered in one batch (one pair of `syncfs` calls).
 pub const MAX_BATCH: usize = 256;
 
-/// Where delivery reads from and writes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryConfig {
-    /// The spool directory (`spool.dir`), holding `queue/`.
-    pub spool_dir: PathBuf,
-    /// The root of the Maildirs: `<maildir>/<domain>/<local part>/`.
-    pub maildir: PathBuf,
-    /// Our host name, for log lines. Deliberately not part of entry names: a renamed host must
-    /// still recognise the entries it wrote before a crash.
-    pub hostname: String,
-    /// Our domains (lower-cased): their recipients get Maildir entries; every other recipient
-    /// (authenticated submission only) goes to the outbound queue, `<spool>/outbound/`.
-    pub local_domains: HashSet<String>,
-    /// Delay before the first retry of a failed delivery; it doubles up to an hour.
-    pub first_retry: Duration,
-    /// Permission bits of Maildir entries (`delivery.mode`, [`DEFAULT_FILE_MODE`] by default);
-    /// the directories delivery creates get [`dir_mode`] of it.
-    pub file_mode: u32,
-}
-
-/// The default [`DeliveryConfig::first_retry`].
-pub const FIRST_RETRY: Duration = Duration::from_secs(30);
-
-/// What became of one queued message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    /// Every distinct recipient mailbox holds the message (some perhaps from an earlier,
-    /// interrupted attempt) and the spool file is gone.
-    Delivered {
-        /// The message.
-        id: QueueId,
-        /// Distinct mailboxes delivered to.
-        recipients: usize,
-    },
-    /// The message stays in `queue/` until the next start.
-    Failed {
-        /// The message.
-        id: QueueId,
-        /// What went wrong, naming the operation and path.
-        error: String,
-    },
-}
-
-/// Why delivery could not start.
+/// Why the Maildir root cannot be used at all.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DeliveryError {
-    /// Preparing or recovering the spool failed.
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-    /// The Maildir root could not be created or opened.
-    #[error("maildir {op} {}: {source}", path.display())]
-    Maildir {
-        /// What was being done.
-        op: &'static str,
-        /// To which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
+#[error("maildir {op} {}: {source}", path.display())]
+pub struct MaildirError {
+    /// What was being done.
+    pub op: &'static str,
+    /// To which path.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// One message of a batch and the local recipients to deliver it to.
+#[derive(Debug)]
+pub struct MaildirJob<'a> {
+    /// The message.
+    pub queued: &'a Queued,
+    /// Its recipients in our domains (after rewriting).
+    pub rcpts: Vec<Mailbox>,
+    /// Whether an earlier attempt (before a crash, or one that failed) may have published some
+    /// entries: then `cur/` is scanned for entries a reader has moved and flagged.
+    pub resumed: bool,
+}
+
+/// What became of one recipient of a [`MaildirJob`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    /// The mailbox holds the message (perhaps from an earlier, interrupted attempt).
+    Delivered {
+        /// The mailbox directory.
+        mailbox: PathBuf,
     },
-    /// The thread could not be spawned.
-    #[error("spawning the delivery thread: {0}")]
-    Spawn(#[source] io::Error),
+    /// Try again later (a full disk, a quota, a permission): what went wrong, naming the
+    /// operation and path.
+    Deferred(String),
+    /// This address can never have a mailbox here (an address literal, an empty local part).
+    Failed(TargetError),
 }
 
-enum Command {
-    Deliver(QueueId),
-    Shutdown,
+/// The Maildir root and the `syncfs` descriptors of the filesystems it spans.
+pub struct Maildir {
+    root: PathBuf,
+    file_mode: u32,
+    fs: Filesystems,
 }
 
-/// Hands committed messages to the delivery thread. Cheap to clone (one per worker); `Send`.
-///
-/// Dropping the last handle lets the thread finish what is queued and then joins it; so does
-/// [`DeliveryHandle::shutdown`].
-#[derive(Clone)]
-pub struct DeliveryHandle {
-    // Field order matters: `tx` drops before `thread`, so when the last handle goes the thread
-    // sees the channel close before `Joiner::drop` waits for it.
-    tx: mpsc::Sender<Command>,
-    thread: Arc<Joiner>,
-}
-
-impl std::fmt::Debug for DeliveryHandle {
+impl std::fmt::Debug for Maildir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryHandle").finish_non_exhaustive()
+        f.debug_struct("Maildir").field("root", &self.root).finish()
     }
 }
 
-struct Joiner(Mutex<Option<JoinHandle<()>>>);
-
-impl Joiner {
-    fn join(&self) {
-        let handle = self.0.lock().map(|mut h| h.take()).unwrap_or(None);
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                tracing::error!("delivery thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        self.join();
-    }
-}
-
-impl DeliveryHandle {
-    /// Queues a committed message for delivery. Never blocks. If the thread is gone the id is
-    /// logged; the message stays in `queue/` and is delivered at the next start.
-    pub fn enqueue(&self, id: QueueId) {
-        if self.tx.send(Command::Deliver(id)).is_err() {
-            tracing::error!(%id, "delivery thread gone; message stays queued until restart");
-        }
-    }
-
-    /// Delivers everything enqueued so far (by any handle), then stops the thread and joins it.
-    pub fn shutdown(self) {
-        let _ = self.tx.send(Command::Shutdown);
-        self.thread.join();
-    }
-}
-
-/// Starts the delivery thread. It first recovers the spool ([`spool::recover`]: empties `tmp/`)
-/// and delivers what `queue/` holds (the resume after a crash), then waits for
-/// [`DeliveryHandle::enqueue`]. Call it **before** any worker opens a `SpoolWriter`.
-///
-/// `on_delivered` is called on the delivery thread once per message attempt.
-pub fn start(
-    cfg: DeliveryConfig,
-    on_delivered: Box<dyn Fn(DeliveryOutcome) + Send>,
-) -> Result<DeliveryHandle, DeliveryError> {
-    let backlog = spool::recover(&cfg.spool_dir)?;
-    create_dirs(&cfg.maildir, dir_mode(cfg.file_mode)).map_err(|source| {
-        DeliveryError::Maildir {
-            op: "create dir",
-            path: cfg.maildir.clone(),
+impl Maildir {
+    /// Creates `root` if missing (with [`dir_mode`] of `file_mode`) and opens it.
+    pub fn open(root: &Path, file_mode: u32) -> Result<Maildir, MaildirError> {
+        let err = |op, source| MaildirError {
+            op,
+            path: root.to_owned(),
             source,
+        };
+        create_dirs(root, dir_mode(file_mode)).map_err(|e| err("create dir", e))?;
+        let fs = Filesystems::open(root).map_err(|e| err("open", e))?;
+        Ok(Maildir {
+            root: root.to_owned(),
+            file_mode,
+            fs,
+        })
+    }
+
+    /// The Maildir root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Delivers a batch (at most [`MAX_BATCH`] jobs, or the `syncfs` pair covers more): one
+    /// result per recipient of each job, in order.
+    pub fn deliver(&mut self, jobs: &[MaildirJob<'_>]) -> Vec<Vec<RcptResult>> {
+        // Step 1: entries into tmp/.
+        let mut work: Vec<Work> = jobs.iter().map(|job| self.write_entries(job)).collect();
+        // Step 2: their data is durable before any of them becomes visible.
+        if let Err(e) = self.fs.sync() {
+            let error = format!("syncfs {}: {e}", self.root.display());
+            work.iter_mut().for_each(|w| w.fail_all(&error));
         }
-    })?;
-    let fs = Filesystems::open(&cfg.maildir).map_err(|source| DeliveryError::Maildir {
-        op: "open",
-        path: cfg.maildir.clone(),
-        source,
-    })?;
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name("smtp-edge-delivery".into())
-        .spawn(move || run(&cfg, fs, &rx, backlog, &*on_delivered))
-        .map_err(DeliveryError::Spawn)?;
-    Ok(DeliveryHandle {
-        tx,
-        thread: Arc::new(Joiner(Mutex::new(Some(handle)))),
-    })
+        // Step 3: publish.
+        for w in &mut work {
+            for m in w.mailboxes.iter_mut().filter(|m| m.state == Step::Written) {
+                let (from, to) = (
+                    m.target.dir.join("tmp").join(&m.target.name),
+                    m.target.dir.join("new").join(&m.target.name),
+                );
+                m.state = match fs::rename(&from, &to) {
+                    Ok(()) => Step::Done,
+                    Err(e) => Step::Error(format!("rename {}: {e}", from.display())),
+                };
+            }
+        }
+        // Step 4: the renames are durable before anyone is told.
+        if let Err(e) = self.fs.sync() {
+            let error = format!("syncfs {}: {e}", self.root.display());
+            work.iter_mut().for_each(|w| w.fail_all(&error));
+        }
+        work.into_iter().map(Work::results).collect()
+    }
+
+    /// Step 1 for one job: maps its recipients to mailboxes, writes each missing entry to
+    /// `tmp/`.
+    fn write_entries(&mut self, job: &MaildirJob<'_>) -> Work {
+        let mut work = Work {
+            mailboxes: Vec::new(),
+            of_rcpt: Vec::with_capacity(job.rcpts.len()),
+        };
+        for rcpt in &job.rcpts {
+            let target = match maildir::target(&self.root, &job.queued.id, rcpt) {
+                Ok(t) => t,
+                Err(e) => {
+                    work.of_rcpt.push(Err(e));
+                    continue;
+                }
+            };
+            // Two spellings of one mailbox share a directory: one entry for both.
+            if let Some(i) = work
+                .mailboxes
+                .iter()
+                .position(|m| m.target.dir == target.dir)
+            {
+                work.of_rcpt.push(Ok(i));
+                continue;
+            }
+            let state = match write_entry(&mut self.fs, job, &target, self.file_mode) {
+                Ok(true) => Step::Written,
+                Ok(false) => {
+                    tracing::debug!(id = %job.queued.id, mailbox = %target.dir.display(), "already delivered; skipped");
+                    Step::Done
+                }
+                Err(e) => Step::Error(e),
+            };
+            work.of_rcpt.push(Ok(work.mailboxes.len()));
+            work.mailboxes.push(Entry { target, state });
+        }
+        work
+    }
 }
 
-/// The thread: the backlog first, then batches from the channel until shutdown or until every
-/// handle is gone.
-fn run(
-    cfg: &DeliveryConfig,
-    mut fs: Filesystems,
-    rx: &mpsc::Receiver<Command>,
-    backlog: Vec<QueueId>,
-    report: &dyn Fn(DeliveryOutcome),
-) {
-    if !backlog.is_empty() {
-        tracing::info!(messages = backlog.len(), host = %cfg.hostname, "delivery: resuming queue");
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// In `tmp/`, waiting for its rename.
+    Written,
+    /// In `new/` (or already there from an earlier attempt).
+    Done,
+    Error(String),
+}
+
+/// One distinct mailbox of a job.
+struct Entry {
+    target: Target,
+    state: Step,
+}
+
+/// One job's progress through a batch.
+struct Work {
+    mailboxes: Vec<Entry>,
+    /// For each recipient, its mailbox's index, or why it has none.
+    of_rcpt: Vec<Result<usize, TargetError>>,
+}
+
+impl Work {
+    /// A `syncfs` failed: nothing of this batch is known to be durable.
+    fn fail_all(&mut self, error: &str) {
+        for m in &mut self.mailboxes {
+            if !matches!(m.state, Step::Error(_)) {
+                m.state = Step::Error(error.to_owned());
+            }
+        }
     }
-    for chunk in backlog.chunks(MAX_BATCH) {
-        deliver_batch(cfg, &mut fs, chunk, true)
+
+    fn results(self) -> Vec<RcptResult> {
+        // An entry left in tmp/ by a failure is removed: it would only hold space.
+        for m in &self.mailboxes {
+            if matches!(m.state, Step::Error(_)) {
+                let _ = fs::remove_file(m.target.dir.join("tmp").join(&m.target.name));
+            }
+        }
+        self.of_rcpt
             .into_iter()
-            .for_each(report);
+            .map(|r| match r {
+                Err(e) => RcptResult::Failed(e),
+                Ok(i) => match self.mailboxes.get(i) {
+                    Some(Entry {
+                        target,
+                        state: Step::Done,
+                    }) => RcptResult::Delivered {
+                        mailbox: target.dir.clone(),
+                    },
+                    Some(Entry {
+                        state: Step::Error(e),
+                        ..
+                    }) => RcptResult::Deferred(e.clone()),
+                    _ => RcptResult::Deferred("entry not published".into()),
+                },
+            })
+            .collect()
     }
-    // Messages whose delivery failed (a full disk, a quota, too many open files), retried with
-    // a growing delay: each attempt's count, and when the next round is due.
-    let mut retries: Vec<(QueueId, u32)> = Vec::new();
-    let mut due: Option<Instant> = None;
-    loop {
-        let mut batch = Vec::new();
-        let first = match due {
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(clock::now())),
-        };
-        let mut stop = match first {
-            Ok(Command::Deliver(id)) => {
-                batch.push(id);
-                false
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
-        };
-        while !stop && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Command::Deliver(id)) => batch.push(id),
-                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => stop = true,
-                Err(mpsc::TryRecvError::Empty) => break,
-            }
-        }
-        let mut failed = Vec::new();
-        if !batch.is_empty() {
-            for outcome in deliver_batch(cfg, &mut fs, &batch, false) {
-                if let DeliveryOutcome::Failed { id, .. } = &outcome {
-                    failed.push((*id, 0));
-                }
-                report(outcome);
-            }
-        }
-        if !stop && due.is_some_and(|at| clock::now() >= at) {
-            // Resumed: an earlier attempt may have published some entries already.
-            let ids: Vec<QueueId> = retries.iter().map(|(id, _)| *id).collect();
-            let attempts: HashMap<QueueId, u32> = retries.drain(..).collect();
-            for chunk in ids.chunks(MAX_BATCH) {
-                for outcome in deliver_batch(cfg, &mut fs, chunk, true) {
-                    if let DeliveryOutcome::Failed { id, .. } = &outcome {
-                        failed.push((*id, attempts.get(id).copied().unwrap_or(0) + 1));
-                    }
-                    report(outcome);
-                }
-            }
-        }
-        retries.extend(failed);
-        due = retries
-            .iter()
-            .map(|(_, n)| retry_delay(cfg.first_retry, *n))
-            .min()
-            .map(|d| clock::now() + d);
-        if stop {
-            return;
-        }
-    }
-}
-
-/// How long before the next attempt at a message that failed `attempts` retries already:
-/// `first`, doubling, at most an hour. Failures are rare and usually wait on an operator
-/// (space, permissions), so there is no hurry, but mail must not wait for a restart either.
-fn retry_delay(first: Duration, attempts: u32) -> Duration {
-    const MAX: Duration = Duration::from_secs(3600);
-    first.saturating_mul(1 << attempts.min(7)).min(MAX)
 }
 
 /// The `syncfs` descriptors: the Maildir root's, opened at start, plus one per other
@@ -335,207 +288,21 @@ impl Filesystems {
     }
 }
 
-/// One message's progress through a batch.
-struct Job {
-    id: QueueId,
-    /// Entries written to `tmp/` this time, waiting for their rename.
-    pending: Vec<Target>,
-    /// Distinct mailboxes, including those already delivered earlier, plus remote recipients.
-    recipients: usize,
-    /// The outbound copy written to `outbound/.<id>.tmp` this time, waiting for its rename.
-    outbound: Option<PathBuf>,
-    error: Option<String>,
-}
-
-impl Job {
-    fn fail(&mut self, error: String) {
-        if self.error.is_none() {
-            tracing::warn!(id = %self.id, %error, "delivery failed; message stays queued");
-            self.error = Some(error);
-        }
-    }
-}
-
-fn deliver_batch(
-    cfg: &DeliveryConfig,
-    fs: &mut Filesystems,
-    ids: &[QueueId],
-    resumed: bool,
-) -> Vec<DeliveryOutcome> {
-    // Step 1: entries into tmp/.
-    let mut jobs: Vec<Job> = ids
-        .iter()
-        .map(|&id| write_entries(cfg, fs, id, resumed))
-        .collect();
-    // Step 2: their data is durable before any of them becomes visible.
-    if let Err(e) = fs.sync() {
-        let error = format!("syncfs {}: {e}", cfg.maildir.display());
-        for job in jobs.iter_mut().filter(|j| j.error.is_none()) {
-            job.fail(error.clone());
-        }
-    }
-    // Step 3: publish. A failed job's entries stay in tmp/ (removed below).
-    for job in &mut jobs {
-        if job.error.is_some() {
-            continue;
-        }
-        for t in std::mem::take(&mut job.pending) {
-            let (from, to) = (
-                t.dir.join("tmp").join(&t.name),
-                t.dir.join("new").join(&t.name),
-            );
-            if let Err(e) = fs::rename(&from, &to) {
-                job.fail(format!("rename {}: {e}", from.display()));
-                job.pending.push(t);
-            }
-        }
-        if let Some(tmp) = job.outbound.take() {
-            let to = outbound_path(cfg, &job.id);
-            if let Err(e) = fs::rename(&tmp, &to) {
-                job.fail(format!("rename {}: {e}", tmp.display()));
-                job.outbound = Some(tmp);
-            }
-        }
-    }
-    // Step 4: the renames are durable, then the spool copies can go.
-    if let Err(e) = fs.sync() {
-        let error = format!("syncfs {}: {e}", cfg.maildir.display());
-        for job in jobs.iter_mut().filter(|j| j.error.is_none()) {
-            job.fail(error.clone());
-        }
-    }
-    jobs.into_iter()
-        .map(|job| match job.error {
-            Some(error) => {
-                for t in &job.pending {
-                    let _ = fs::remove_file(t.dir.join("tmp").join(&t.name));
-                }
-                if let Some(tmp) = &job.outbound {
-                    let _ = fs::remove_file(tmp);
-                }
-                DeliveryOutcome::Failed { id: job.id, error }
-            }
-            None => {
-                let path = queue_path(&cfg.spool_dir, &job.id);
-                // Not synced: if this unlink is lost in a crash, the restart finds every entry
-                // present and only unlinks again.
-                if let Err(e) = fs::remove_file(&path) {
-                    tracing::warn!(id = %job.id, error = %e, "delivered, but could not remove spool file");
-                }
-                tracing::debug!(id = %job.id, recipients = job.recipients, "delivered");
-                DeliveryOutcome::Delivered {
-                    id: job.id,
-                    recipients: job.recipients,
-                }
-            }
-        })
-        .collect()
-}
-
-/// Step 1 for one message: reads it, maps its recipients, writes each missing entry to `tmp/`.
-fn write_entries(cfg: &DeliveryConfig, fs: &mut Filesystems, id: QueueId, resumed: bool) -> Job {
-    let mut job = Job {
-        id,
-        pending: Vec::new(),
-        recipients: 0,
-        outbound: None,
-        error: None,
-    };
-    let queued = match spool::read_queued(&queue_path(&cfg.spool_dir, &id)) {
-        Ok(q) => q,
-        Err(e) => {
-            job.fail(e.to_string());
-            return job;
-        }
-    };
-    // Map every recipient before writing anything: one refused address fails the message
-    // without a partial delivery.
-    let mut targets = Vec::new();
-    let mut seen = HashSet::new();
-    let (local, remote): (Vec<&Mailbox>, Vec<&Mailbox>) = queued
-        .envelope
-        .rcpt_to
-        .iter()
-        .partition(|m| matches!(&m.domain, Domain::Name(d) if cfg.local_domains.contains(d)));
-    for rcpt in local {
-        match maildir::target(&cfg.maildir, &id, rcpt) {
-            Ok(t) if seen.insert(t.dir.clone()) => targets.push(t),
-            Ok(_) => {} // another spelling of a mailbox already in the list
-            Err(e) => {
-                job.fail(e.to_string());
-                return job;
-            }
-        }
-    }
-    job.recipients = targets.len() + remote.len();
-    if !remote.is_empty() {
-        match write_outbound(cfg, fs, &queued, remote) {
-            Ok(tmp) => job.outbound = tmp,
-            Err(e) => {
-                job.fail(e);
-                return job;
-            }
-        }
-    }
-    for t in targets {
-        match write_entry(fs, &queued, &t, resumed, cfg.file_mode) {
-            Ok(true) => job.pending.push(t),
-            Ok(false) => {
-                tracing::info!(%id, mailbox = %t.dir.display(), "already delivered; skipped")
-            }
-            Err(e) => {
-                job.fail(e);
-                break;
-            }
-        }
-    }
-    job
-}
-
-/// Where the outbound copy of `id` lives once published.
-fn outbound_path(cfg: &DeliveryConfig, id: &QueueId) -> PathBuf {
-    cfg.spool_dir.join(spool::OUTBOUND_DIR).join(id.as_str())
-}
-
-/// Writes the outbound copy of `queued` (its envelope cut down to the `remote` recipients) to
-/// `outbound/.<id>.tmp`, published by the rename of step 3. `Ok(None)` if it is already there
-/// (a resumed delivery).
-fn write_outbound(
-    cfg: &DeliveryConfig,
-    fs: &mut Filesystems,
-    queued: &Queued,
-    remote: Vec<&Mailbox>,
-) -> Result<Option<PathBuf>, String> {
-    let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
-    let dir = cfg.spool_dir.join(spool::OUTBOUND_DIR);
-    create_dirs(&dir, spool::DIR_MODE).map_err(|e| err("create dir", &dir, e))?;
-    fs.track(&dir).map_err(|e| err("open", &dir, e))?;
-    if outbound_path(cfg, &queued.id).exists() {
-        return Ok(None);
-    }
-    let mut envelope = queued.envelope.clone();
-    envelope.rcpt_to = remote.into_iter().cloned().collect();
-    let bytes = spool::encode_file(&envelope, &queued.id, queued.message());
-    let tmp = dir.join(format!(".{}.tmp", queued.id));
-    write_file(&tmp, spool::FILE_MODE, &[&bytes]).map_err(|e| err("write", &tmp, e))?;
-    Ok(Some(tmp))
-}
-
 /// Writes one entry to `<mailbox>/tmp/`; `Ok(false)` if the mailbox already has it.
 fn write_entry(
     fs: &mut Filesystems,
-    queued: &Queued,
+    job: &MaildirJob<'_>,
     t: &Target,
-    resumed: bool,
     file_mode: u32,
 ) -> Result<bool, String> {
+    let queued = job.queued;
     let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
     for sub in ["tmp", "new", "cur"] {
         let dir = t.dir.join(sub);
         create_dirs(&dir, dir_mode(file_mode)).map_err(|e| err("create dir", &dir, e))?;
     }
     fs.track(&t.dir).map_err(|e| err("open", &t.dir, e))?;
-    if already_delivered(t, resumed).map_err(|e| err("check", &t.dir, e))? {
+    if already_delivered(t, job.resumed).map_err(|e| err("check", &t.dir, e))? {
         return Ok(false);
     }
     let path = t.dir.join("tmp").join(&t.name);

@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::auth::AuthServices;
-use crate::delivery::DeliveryHandle;
 use crate::guard::Guard;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::protocol::EngineConfig;
+use crate::queue::QueueHandle;
 use crate::spool::SpoolWriter;
 use crate::tls::TlsContext;
 use crate::transport::BufferPool;
@@ -37,7 +37,7 @@ pub(super) struct ListenerSpec {
 pub(super) struct WorkerCtx {
     pub(super) buffers: BufferPool,
     pub(super) spool: Rc<SpoolWriter>,
-    pub(super) delivery: DeliveryHandle,
+    pub(super) queue: QueueHandle,
     pub(super) hostname: String,
     pub(super) auth: Arc<AuthServices>,
     pub(super) guard: Arc<Guard>,

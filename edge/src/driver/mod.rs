@@ -3,8 +3,7 @@
 //!
 //! Startup order matters for "never lose mail": the spool is locked first (a second server on
 //! the same spool stops there, before it binds or recovers anything), then prepared, and the
-//! delivery stage has taken over whatever a crash left in it before any worker accepts a
-//! connection.
+//! queue has taken over whatever a crash left in it before any worker accepts a connection.
 
 mod context;
 mod session;
@@ -21,11 +20,11 @@ use crate::auth::{AuthServices, CredentialStore};
 use crate::clock;
 use crate::config::{Config, TlsMode};
 use crate::control::ControlServer;
-use crate::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryOutcome};
 use crate::guard::{capacity, Guard};
 use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
+use crate::queue::{self, QueueConfig, QueueHandle};
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
@@ -58,9 +57,9 @@ pub enum StartError {
     /// The spool directory is locked by another server, or cannot be locked.
     #[error("spool.dir: {0}")]
     SpoolLock(#[from] LockError),
-    /// The delivery stage could not start.
-    #[error("delivery: {0}")]
-    Delivery(String),
+    /// The queue could not start.
+    #[error("queue: {0}")]
+    Queue(String),
     /// The TLS certificates could not be loaded.
     #[error("{0}")]
     Tls(#[from] TlsError),
@@ -86,7 +85,7 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<std::io::Result<()>>>,
-    delivery: DeliveryHandle,
+    queue: QueueHandle,
     tls: Option<Arc<TlsContext>>,
     auth: Arc<AuthServices>,
     /// Held until the server has stopped: no other server may use this spool meanwhile.
@@ -163,25 +162,21 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let generation = spool::next_generation(&cfg.spool_dir, now_micros)?;
-    let delivery_metrics = metrics.clone();
-    let delivery = delivery::start(
-        DeliveryConfig {
+    let queue = queue::start(
+        QueueConfig {
             spool_dir: cfg.spool_dir.clone(),
-            maildir: cfg.maildir.clone(),
+            generation,
             hostname: cfg.hostname.clone(),
             local_domains: cfg.local_domains.iter().cloned().collect(),
-            first_retry: delivery::FIRST_RETRY,
-            file_mode: cfg.maildir_mode,
+            maildir: cfg.maildir.clone(),
+            maildir_mode: cfg.maildir_mode,
+            retry: queue::RetryPolicy::of(&cfg.relay),
+            routes: (cfg.relay.local.clone(), cfg.relay.remote.clone()),
+            rewrite: cfg.rewrite.clone(),
         },
-        Box::new(move |outcome| match outcome {
-            DeliveryOutcome::Delivered { .. } => delivery_metrics.message_delivered(),
-            DeliveryOutcome::Failed { id, error } => {
-                delivery_metrics.delivery_failed();
-                tracing::error!(queue_id = %id, %error, "delivery failed; the message stays queued");
-            }
-        }),
+        metrics.clone(),
     )
-    .map_err(|e| StartError::Delivery(e.to_string()))?;
+    .map_err(|e| StartError::Queue(e.to_string()))?;
 
     let max_connections = capacity::max_connections(cfg.limits.max_connections, workers);
     let guard = Guard::start(
@@ -205,6 +200,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         &cfg.control.socket,
         guard.clone(),
         Duration::from_secs(cfg.shield.ban_secs),
+        queue.clone(),
     )?;
     let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let (stop, stop_rx) = watch::channel(false);
@@ -229,7 +225,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             spool_dir: cfg.spool_dir.clone(),
             hostname: cfg.hostname.clone(),
             generation,
-            delivery: delivery.clone(),
+            queue: queue.clone(),
             metrics: metrics.clone(),
             shutdown: stop_rx.clone(),
             grace: cfg.shutdown_grace,
@@ -247,7 +243,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         metrics: metrics_addr,
         stop,
         workers: handles,
-        delivery,
+        queue,
         tls,
         auth,
         spool_lock,
@@ -274,7 +270,7 @@ impl Running {
         self.auth.store.clone()
     }
 
-    /// Waits for every worker to finish, then for the delivery stage to drain its queue.
+    /// Waits for every worker to finish, then for the queue to finish its round.
     pub fn wait(self) -> std::io::Result<()> {
         let mut result = Ok(());
         for handle in self.workers {
@@ -286,7 +282,7 @@ impl Running {
         }
         drop(self.stop);
         drop(self.control);
-        self.delivery.shutdown();
+        self.queue.shutdown();
         drop(self.spool_lock);
         result
     }

@@ -13,9 +13,9 @@ use tokio::sync::{watch, Notify};
 use super::context::{ListenerSpec, WorkerCtx};
 use super::session;
 use crate::auth::AuthServices;
-use crate::delivery::DeliveryHandle;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::queue::QueueHandle;
 use crate::spool::{QueueIdGen, SpoolWriter};
 use crate::transport::{self, BufferPool, Listener};
 
@@ -46,7 +46,7 @@ pub struct WorkerSetup {
     /// across restarts.
     pub generation: u64,
     /// Where accepted messages go next.
-    pub delivery: DeliveryHandle,
+    pub queue: QueueHandle,
     /// Shared metrics; this worker writes only its own slot.
     pub metrics: Arc<Metrics>,
     /// Becomes `true` when the server stops.
@@ -77,7 +77,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
         let ctx = Rc::new(WorkerCtx {
             buffers,
             spool,
-            delivery: setup.delivery,
+            queue: setup.queue,
             hostname: setup.hostname,
             auth: setup.auth,
             guard: setup.guard,

@@ -3,7 +3,7 @@
 //! ```text
 //!  worker 0 ──► WorkerMetrics[0] ─┐
 //!  worker 1 ──► WorkerMetrics[1] ─┼──► Metrics::render (sums) ──► GET /metrics (serve thread)
-//!  delivery ──► delivery counters ┘
+//!  queue ────► delivery counters ┘
 //! ```
 //!
 //! Each io_uring worker thread counts into its own [`WorkerMetrics`], on cache lines no other
@@ -24,9 +24,9 @@
 //! | `smtp_edge_connections_refused_total{reason}` | counter: `per_ip`, `max_connections` caps |
 //! | `smtp_edge_bytes_received_total` | counter |
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
-//! | `smtp_edge_messages_delivered_total` | counter |
-//! | `smtp_edge_delivery_failures_total` | counter |
+//! | `smtp_edge_messages_delivered_total` | counter: recipients delivered (Maildir or next hop) |
 //! | `smtp_edge_delivery_attempts_total{via,result}` | counter: one per recipient per attempt; `via` = `maildir`, `lmtp`, `smtp`, `mx`; `result` = `sent`, `deferred`, `bounced` |
+//! | `smtp_edge_queue_messages{state}` | gauge: `active` (not attempted yet), `deferred` |
 //! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned`, `dropped_malformed` |
 //! | `smtp_edge_shield_bans_active` | gauge |
 //!
@@ -90,15 +90,16 @@ pub struct ShieldStats {
     pub bans_active: u64,
 }
 
-/// The delivery stage's counters. It is one thread, off the rings, so these need no per-thread
-/// split; the alignment keeps them off the workers' lines all the same.
+/// The queue's counters. It is one thread, off the rings, so these need no per-thread split;
+/// the alignment keeps them off the workers' lines all the same.
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct DeliveryMetrics {
     delivered: AtomicU64,
-    failed: AtomicU64,
     /// `[via][result]`, indexed like [`Via::ALL`] and [`VERDICTS`].
     attempts: [[AtomicU64; 3]; 4],
+    queued_active: AtomicU64,
+    queued_deferred: AtomicU64,
 }
 
 /// The `result` label values of `smtp_edge_delivery_attempts_total`, in index order.
@@ -141,23 +142,23 @@ impl Metrics {
         self.workers.len()
     }
 
-    /// The delivery stage put a message in a Maildir.
-    pub fn message_delivered(&self) {
-        self.delivery.delivered.fetch_add(1, Relaxed);
-    }
-
-    /// The delivery stage failed to deliver a message (it stays in the spool).
-    pub fn delivery_failed(&self) {
-        self.delivery.failed.fetch_add(1, Relaxed);
+    /// The queue now holds `active` messages not attempted yet and `deferred` ones waiting
+    /// for a retry.
+    pub fn set_queue_size(&self, active: u64, deferred: u64) {
+        self.delivery.queued_active.store(active, Relaxed);
+        self.delivery.queued_deferred.store(deferred, Relaxed);
     }
 
     /// One recipient's attempt went `via` and ended in `verdict`
-    /// (`smtp_edge_delivery_attempts_total{via,result}`). Called from the delivery and relay
-    /// threads, off the rings.
+    /// (`smtp_edge_delivery_attempts_total{via,result}`); a delivery also counts in
+    /// `smtp_edge_messages_delivered_total`. Called from the queue's thread, off the rings.
     pub fn delivery_attempt(&self, via: Via, verdict: Verdict) {
         let v = Via::ALL.iter().position(|&x| x == via).unwrap_or(0);
         let r = VERDICTS.iter().position(|&x| x == verdict).unwrap_or(0);
         self.delivery.attempts[v][r].fetch_add(1, Relaxed);
+        if verdict == Verdict::Delivered {
+            self.delivery.delivered.fetch_add(1, Relaxed);
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every series, summed across workers.

@@ -150,14 +150,8 @@ pub(super) fn render(m: &Metrics) -> String {
     counter(
         &mut out,
         "smtp_edge_messages_delivered_total",
-        "Messages delivered to a local Maildir.",
+        "Message copies delivered: one per recipient, to a Maildir or accepted by the next hop.",
         m.delivery.delivered.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "smtp_edge_delivery_failures_total",
-        "Delivery attempts that failed; the message stays spooled.",
-        m.delivery.failed.load(Relaxed),
     );
     let name = "smtp_edge_delivery_attempts_total";
     header(
@@ -172,6 +166,22 @@ pub(super) fn render(m: &Metrics) -> String {
             let (via, result) = (via.as_str(), verdict.as_str());
             let _ = writeln!(out, "{name}{{via=\"{via}\",result=\"{result}\"}} {n}");
         }
+    }
+    header(
+        &mut out,
+        "smtp_edge_queue_messages",
+        "Messages in the queue: active (not attempted yet) or deferred (waiting for a retry).",
+        "gauge",
+    );
+    for (state, n) in [
+        ("active", &m.delivery.queued_active),
+        ("deferred", &m.delivery.queued_deferred),
+    ] {
+        let _ = writeln!(
+            out,
+            "smtp_edge_queue_messages{{state=\"{state}\"}} {}",
+            n.load(Relaxed)
+        );
     }
 
     // Both families always, zeros before the shield (or without one), so that rate() and

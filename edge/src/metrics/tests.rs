@@ -72,9 +72,10 @@ fn render_sums_workers() {
     m.worker(2).message_rejected(RejectReason::BareNewline);
     m.worker(0).bytes_received(1000);
     m.worker(2).bytes_received(24);
-    m.message_delivered();
-    m.message_delivered();
-    m.delivery_failed();
+    m.delivery_attempt(crate::relay::Via::Maildir, crate::relay::Verdict::Delivered);
+    m.delivery_attempt(crate::relay::Via::Mx, crate::relay::Verdict::Delivered);
+    m.delivery_attempt(crate::relay::Via::Mx, crate::relay::Verdict::Deferred);
+    m.set_queue_size(3, 1);
 
     let e = parse(&m.render());
     assert_eq!(e.get("smtp_edge_connections_accepted_total"), 3.0);
@@ -90,7 +91,16 @@ fn render_sums_workers() {
     );
     assert_eq!(e.get("smtp_edge_bytes_received_total"), 1024.0);
     assert_eq!(e.get("smtp_edge_messages_delivered_total"), 2.0);
-    assert_eq!(e.get("smtp_edge_delivery_failures_total"), 1.0);
+    assert_eq!(
+        e.get("smtp_edge_delivery_attempts_total{via=\"mx\",result=\"deferred\"}"),
+        1.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_delivery_attempts_total{via=\"lmtp\",result=\"bounced\"}"),
+        0.0
+    );
+    assert_eq!(e.get("smtp_edge_queue_messages{state=\"active\"}"), 3.0);
+    assert_eq!(e.get("smtp_edge_queue_messages{state=\"deferred\"}"), 1.0);
 }
 
 #[test]
@@ -148,8 +158,8 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_bytes_received_total", "counter"),
         ("smtp_edge_spool_fsync_seconds", "histogram"),
         ("smtp_edge_messages_delivered_total", "counter"),
-        ("smtp_edge_delivery_failures_total", "counter"),
         ("smtp_edge_delivery_attempts_total", "counter"),
+        ("smtp_edge_queue_messages", "gauge"),
         ("smtp_edge_shield_packets_total", "counter"),
         ("smtp_edge_shield_bans_active", "gauge"),
     ];

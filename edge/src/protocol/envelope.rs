@@ -121,8 +121,7 @@ fn check_local(path: &Mailbox, cfg: &EngineConfig) -> Result<(), Refusal> {
         return relay_denied();
     }
     if let Some(known) = &cfg.recipients {
-        let key = format!("{}@{}", local.to_ascii_lowercase(), domain);
-        if !known.contains(&key) {
+        if !known.exists(&local, domain) {
             return Err((Reply::unknown_user(), Some(Rejection::UnknownRecipient)));
         }
     }

@@ -25,7 +25,9 @@ pub use command::{Command, CommandError};
 pub use connection::{AuthOutcome, Connection};
 pub use data::{DataFault, DataReceiver, LineCheck};
 pub use event::{CloseReason, Event, Rejection, SpoolFault};
-pub use policy::{EngineConfig, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS};
+pub use policy::{
+    EngineConfig, RecipientCheck, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS,
+};
 pub use reply::{Closing, Code, Reply, Status};
 pub use transaction::{BodyType, Envelope, Greeting, TxnId};
 

@@ -59,9 +59,8 @@ pub struct EngineConfig {
     pub local_domains: HashSet<String>,
     /// The local domain `<postmaster>` without a domain is delivered to (RFC 5321 §4.5.1).
     pub postmaster_domain: String,
-    /// If set, the only local recipients that exist (lower-cased `local@domain`); others get
-    /// 550 5.1.1 at RCPT.
-    pub recipients: Option<Arc<HashSet<String>>>,
+    /// If set, decides which local recipients exist; others get 550 5.1.1 at RCPT.
+    pub recipients: Option<Arc<dyn RecipientCheck>>,
     /// Largest message accepted, in octets (RFC 1870).
     pub max_message_size: u64,
     /// Most recipients per transaction.
@@ -110,5 +109,19 @@ impl EngineConfig {
             auth_offered: false,
             greet_delay: Duration::ZERO,
         }
+    }
+}
+
+/// Which recipients in our domains exist, decided outside the engine (a recipients file,
+/// aliases, catch-alls) and asked at `RCPT`. Pure: no I/O behind it.
+pub trait RecipientCheck: Send + Sync + std::fmt::Debug {
+    /// Whether `local@domain` exists; `local` is unquoted, `domain` one of `local_domains`.
+    fn exists(&self, local: &str, domain: &str) -> bool;
+}
+
+/// A set of lower-cased `local@domain` addresses: exactly those exist.
+impl RecipientCheck for HashSet<String> {
+    fn exists(&self, local: &str, domain: &str) -> bool {
+        self.contains(&format!("{}@{domain}", local.to_ascii_lowercase()))
     }
 }

@@ -48,9 +48,6 @@ use crate::protocol::Envelope;
 pub const TMP_DIR: &str = "tmp";
 /// Subdirectory of committed files waiting for delivery.
 pub const QUEUE_DIR: &str = "queue";
-/// Messages for other domains, from authenticated submission, waiting for the relay: same file
-/// format as `queue/`, with only the remote recipients in the envelope.
-pub const OUTBOUND_DIR: &str = "outbound";
 
 /// Mode of every spool directory: the owner's alone.
 pub const DIR_MODE: u32 = 0o700;
@@ -93,11 +90,11 @@ pub fn queue_path(dir: &Path, id: &QueueId) -> PathBuf {
     dir.join(QUEUE_DIR).join(id.as_str())
 }
 
-/// Creates `dir` and its `tmp/`, `queue/` and `outbound/` if missing, and makes each of them
+/// Creates `dir` and its `tmp/` and `queue/` if missing, and makes each of them
 /// mode 0700, whatever they were (blocking; startup only).
 pub fn prepare(dir: &Path) -> Result<(), SpoolError> {
     instance::create_private_dir(dir)?;
-    for sub in [TMP_DIR, QUEUE_DIR, OUTBOUND_DIR] {
+    for sub in [TMP_DIR, QUEUE_DIR] {
         instance::create_private_dir(&dir.join(sub))?;
     }
     Ok(())

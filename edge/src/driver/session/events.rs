@@ -123,7 +123,7 @@ impl Session {
                 self.metrics().message_accepted();
                 self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
                 self.summary.queue_ids.push(id.to_string());
-                self.ctx.delivery.enqueue(id);
+                self.ctx.queue.enqueue(id);
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool: commit failed; replying 451");

@@ -1,0 +1,819 @@
+//! The queue: every accepted message, what has become of each of its recipients, and the
+//! scheduler that attempts them when they are due.
+//!
+//! ```text
+//!  worker ── enqueue(qid) ──► scheduler thread ◄── list/show/flush/delete/bounce (control)
+//!                               │  timers: (next attempt, qid), earliest first
+//!                               ├─► Maildir (batched syncfs)      local domains
+//!                               └─► relay (network)               other domains, next hops
+//!                               results ─► Record (state/<qid>) ─► DSN for failures ─► queue
+//! ```
+//!
+//! - [`store`]: [`Store`], the storage of messages and records; the only code that knows the
+//!   layout on disk.
+//! - [`record`]: [`Record`], the per-recipient state (pending, delivered, deferred with attempt
+//!   count, last reply and next attempt time, failed) and the [`RetryPolicy`].
+//! - [`dsn`]: the delivery status notification for failed recipients.
+//! - [`cli`]: `smtp-edge queue ...`, through the control socket (the operator's [`Request`]s
+//!   reach the scheduler from the control thread and are answered between rounds).
+//!
+//! A message's recipients are rewritten ([`crate::rewrite`]: aliases, catch-alls, `+tag`) when
+//! it is first attempted; its record keeps the final addresses, each with the original one.
+//!
+//! **The scheduler** is one thread with blocking `std::fs`, off the io_uring rings. It keeps
+//! one timer per message (its earliest due recipient) and sleeps until the earliest, or until a
+//! command arrives; each round attempts every message that is due, new or retried alike, so a
+//! steady stream of new mail never postpones a retry. A round delivers its Maildir recipients
+//! together (one pair of `syncfs` for the whole batch, see [`crate::delivery`]), then records
+//! the outcome of every recipient, then writes the notices for those that failed.
+//!
+//! **Never lost, never twice.** A message enters the queue already durable (the spool's
+//! commit). A recipient is recorded as delivered only after its delivery is durable; a crash
+//! before the record is written redoes the attempt, which for a Maildir finds the entry (its
+//! name is the queue id and mailbox) and skips it. A record is replaced whole. A notice is
+//! queued (durably) before the failure is recorded as reported, so a crash can repeat a notice,
+//! never drop one.
+//!
+//! **Retries.** A temporary failure (4xx, a timeout, a lost connection, a full disk) defers the
+//! recipient for `relay.retry_secs[attempts - 1]` (the last step repeating); once the message is
+//! older than `relay.max_age_secs`, or on a permanent failure (5xx), the recipient fails and its
+//! sender gets one report per message and attempt (none for the null sender `<>`).
+//!
+//! **Logging.** One INFO line per recipient per attempt, the way Postfix operators read
+//! them: `<qid>: from=<...>, to=<...>, relay=..., delay=..., tls=..., status=sent (reply)`.
+
+pub mod cli;
+mod dsn;
+pub mod record;
+mod store;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::delivery::{Maildir, MaildirError, MaildirJob, RcptResult, MAX_BATCH};
+use crate::metrics::Metrics;
+use crate::protocol::address::parse_mailbox;
+use crate::protocol::{Domain, Mailbox};
+use crate::relay::{Route as RelayRoute, Verdict, Via};
+use crate::rewrite::SharedRewriter;
+pub use crate::spool::QueueId;
+use crate::spool::{Queued, SpoolError};
+
+pub use record::{Recipient, Record, RetryPolicy, State};
+pub use store::Store;
+
+/// What the queue needs to run.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The spool directory (`spool.dir`), prepared and locked.
+    pub spool_dir: PathBuf,
+    /// This run's generation (`spool::next_generation`): the ids of the notices.
+    pub generation: u64,
+    /// Our host name: log lines, and the sender of notices (`MAILER-DAEMON@hostname`).
+    pub hostname: String,
+    /// Our domains (lower-cased): their recipients go to the Maildir.
+    pub local_domains: HashSet<String>,
+    /// The Maildir root.
+    pub maildir: PathBuf,
+    /// Permission bits of Maildir entries (`delivery.mode`).
+    pub maildir_mode: u32,
+    /// When to retry, when to give up.
+    pub retry: RetryPolicy,
+    /// `relay.local` and `relay.remote`: where recipients in and outside our domains go.
+    pub routes: (RelayRoute, RelayRoute),
+    /// Aliases, catch-alls and tags: applied when a message is first attempted.
+    pub rewrite: Arc<SharedRewriter>,
+}
+
+/// Why the queue could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Opening the store failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The Maildir root is unusable.
+    #[error(transparent)]
+    Maildir(#[from] MaildirError),
+    /// The thread could not be spawned.
+    #[error("spawning the queue thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// An operator's request (`smtp-edge queue ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Every queued message.
+    List,
+    /// One message.
+    Show(QueueId),
+    /// Attempt one message, or all, now: deferred recipients too.
+    Flush(Option<QueueId>),
+    /// Remove a message without a notice.
+    Delete(QueueId),
+    /// Fail every recipient not yet delivered, and notify the sender.
+    Bounce(QueueId),
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// To `List`: oldest first.
+    List(Vec<MessageInfo>),
+    /// To `Show`.
+    Show(MessageInfo),
+    /// To `Flush`, `Delete` and `Bounce`: how many messages it concerned.
+    Done(usize),
+    /// The request could not be carried out: why.
+    Error(String),
+}
+
+/// One queued message, as `queue list` and `queue show` print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageInfo {
+    /// Its queue id.
+    pub id: String,
+    /// The envelope sender; empty for `<>`.
+    pub from: String,
+    /// Its size in octets.
+    pub size: u64,
+    /// When it arrived, in seconds since the Unix epoch.
+    pub arrival: u64,
+    /// `active` (some recipient never attempted) or `deferred`.
+    pub state: String,
+    /// Each recipient's state.
+    pub recipients: Vec<Recipient>,
+}
+
+enum Command {
+    Enqueue(QueueId),
+    Control(Request, mpsc::Sender<Answer>),
+    Shutdown,
+}
+
+/// Hands committed messages and operator requests to the scheduler. Cheap to clone; `Send`.
+///
+/// Dropping the last handle lets the thread finish the round in progress and joins it; so
+/// does [`QueueHandle::shutdown`].
+#[derive(Clone)]
+pub struct QueueHandle {
+    // Field order matters: `tx` drops before `thread`, so when the last handle goes the thread
+    // sees the channel close before `Joiner::drop` waits for it.
+    tx: mpsc::Sender<Command>,
+    thread: Arc<Joiner>,
+}
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueHandle").finish_non_exhaustive()
+    }
+}
+
+struct Joiner(Mutex<Option<JoinHandle<()>>>);
+
+impl Joiner {
+    fn join(&self) {
+        let handle = self.0.lock().map(|mut h| h.take()).unwrap_or(None);
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("queue thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+impl QueueHandle {
+    /// Queues a committed message for its first attempt. Never blocks. If the thread is gone
+    /// the message stays on disk and is attempted at the next start.
+    pub fn enqueue(&self, id: QueueId) {
+        if self.tx.send(Command::Enqueue(id)).is_err() {
+            tracing::error!(%id, "queue thread gone; message stays queued until restart");
+        }
+    }
+
+    /// Carries out an operator's request and waits for the answer (blocking: the control
+    /// thread's side, never a ring's).
+    pub fn request(&self, request: Request) -> Answer {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Command::Control(request, tx)).is_err() {
+            return Answer::Error("the queue is shutting down".into());
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Answer::Error("the queue is shutting down".into()))
+    }
+
+    /// Finishes the round in progress and what is due now, then stops the thread and joins it.
+    pub fn shutdown(self) {
+        let _ = self.tx.send(Command::Shutdown);
+        self.thread.join();
+    }
+}
+
+/// Opens the store (recovering what a crash left: see [`Store::open`]) and the Maildir, and
+/// starts the scheduler with every queued message due at its record's time. Call it **before**
+/// any worker opens a `SpoolWriter`.
+pub fn start(cfg: QueueConfig, metrics: Arc<Metrics>) -> Result<QueueHandle, QueueError> {
+    let (store, backlog) = Store::open(&cfg.spool_dir, cfg.generation)?;
+    let maildir = Maildir::open(&cfg.maildir, cfg.maildir_mode)?;
+    let mut scheduler = Scheduler {
+        cfg,
+        store,
+        maildir,
+        metrics,
+        timers: BTreeSet::new(),
+        entries: HashMap::new(),
+        forced: HashSet::new(),
+    };
+    if !backlog.is_empty() {
+        tracing::info!(messages = backlog.len(), "queue: resuming");
+    }
+    for id in backlog {
+        let due = match scheduler.store.record(&id) {
+            Ok(Some(record)) => record.next_due_ms().unwrap_or(0),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "queue: unreadable record; attempting the message anew");
+                0
+            }
+        };
+        scheduler.schedule(id, due, true);
+    }
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("smtp-edge-queue".into())
+        .spawn(move || scheduler.run(&rx))
+        .map_err(QueueError::Spawn)?;
+    Ok(QueueHandle {
+        tx,
+        thread: Arc::new(Joiner(Mutex::new(Some(handle)))),
+    })
+}
+
+/// The wall clock in ms since the Unix epoch: next-attempt times outlive the process.
+fn now_ms() -> u64 {
+    clock::wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A queued message the scheduler knows of.
+struct Entry {
+    /// When it is due, ms since the epoch; its key in `timers`.
+    due_ms: u64,
+    /// Whether an earlier attempt (or an earlier run) may have delivered some of it.
+    resumed: bool,
+    /// `active` or `deferred`, for the gauge.
+    deferred: bool,
+}
+
+struct Scheduler {
+    cfg: QueueConfig,
+    store: Store,
+    maildir: Maildir,
+    metrics: Arc<Metrics>,
+    timers: BTreeSet<(u64, QueueId)>,
+    entries: HashMap<QueueId, Entry>,
+    /// Messages flushed by the operator: their deferred recipients are due now.
+    forced: HashSet<QueueId>,
+}
+
+/// Where one recipient goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Written here, by [`crate::delivery`].
+    Maildir,
+    /// Over the network (`relay.local` other than `maildir`, or `relay.remote`).
+    Remote(Via),
+}
+
+/// One message of a round.
+struct Attempt {
+    queued: Queued,
+    record: Record,
+    /// Indexes into `record.recipients` attempted in this round, with their route.
+    due: Vec<(usize, Route)>,
+}
+
+impl Scheduler {
+    fn run(mut self, rx: &mpsc::Receiver<Command>) {
+        loop {
+            let now = now_ms();
+            let first = match self.timers.first() {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(&(due, _)) if due <= now => rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                }),
+                Some(&(due, _)) => rx.recv_timeout(Duration::from_millis(due - now)),
+            };
+            let mut stop = match first {
+                Ok(command) => self.handle(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            while !stop {
+                match rx.try_recv() {
+                    Ok(command) => stop = self.handle(command),
+                    Err(mpsc::TryRecvError::Disconnected) => stop = true,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.round(now_ms());
+            self.publish_size();
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Carries out one command; true to stop.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Enqueue(id) => {
+                self.schedule(id, 0, false);
+                false
+            }
+            Command::Control(request, reply) => {
+                let _ = reply.send(self.control(request));
+                false
+            }
+            Command::Shutdown => true,
+        }
+    }
+
+    fn schedule(&mut self, id: QueueId, due_ms: u64, resumed: bool) {
+        if let Some(old) = self.entries.get(&id) {
+            self.timers.remove(&(old.due_ms, id));
+        }
+        let deferred = due_ms > 0;
+        self.entries.insert(
+            id,
+            Entry {
+                due_ms,
+                resumed,
+                deferred,
+            },
+        );
+        self.timers.insert((due_ms, id));
+    }
+
+    fn forget(&mut self, id: &QueueId) {
+        if let Some(old) = self.entries.remove(id) {
+            self.timers.remove(&(old.due_ms, *id));
+        }
+        self.forced.remove(id);
+    }
+
+    fn publish_size(&self) {
+        let deferred = self.entries.values().filter(|e| e.deferred).count() as u64;
+        self.metrics
+            .set_queue_size(self.entries.len() as u64 - deferred, deferred);
+    }
+
+    /// Attempts every message due at `now`, in batches of [`MAX_BATCH`].
+    fn round(&mut self, now: u64) {
+        loop {
+            let due: Vec<QueueId> = self
+                .timers
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .take(MAX_BATCH)
+                .map(|(_, id)| *id)
+                .collect();
+            if due.is_empty() {
+                return;
+            }
+            self.attempt(&due, now);
+        }
+    }
+
+    /// One batch: loads each message and record, delivers its due recipients, records what
+    /// became of them, notifies senders of failures, reschedules or removes each message.
+    fn attempt(&mut self, ids: &[QueueId], now: u64) {
+        let mut attempts = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let force = self.forced.remove(&id);
+            match self.load(id, now) {
+                Ok(Some((queued, record))) => {
+                    let due = record
+                        .recipients
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.is_due(now, force))
+                        .map(|(i, r)| (i, self.route(&r.address)))
+                        .collect();
+                    attempts.push(Attempt {
+                        queued,
+                        record,
+                        due,
+                    });
+                }
+                Ok(None) => self.forget(&id),
+                Err(e) => {
+                    // Unreadable (a disk error, a corrupt file): keep it, try again later.
+                    tracing::error!(%id, error = %e, "queue: cannot read message; retrying later");
+                    let later = now + self.cfg.retry.delay(1).as_millis() as u64;
+                    self.schedule(id, later, true);
+                }
+            }
+        }
+        self.deliver_maildir(&mut attempts, now);
+        self.deliver_remote(&mut attempts, now);
+        self.notify(&mut attempts, now);
+        self.settle(attempts);
+    }
+
+    /// The message and its record (built from the envelope on its first attempt); `None` if
+    /// it is no longer queued.
+    fn load(&self, id: QueueId, now: u64) -> Result<Option<(Queued, Record)>, SpoolError> {
+        if !self.store.contains(&id) {
+            return Ok(None);
+        }
+        let queued = self.store.message(&id)?;
+        let record = match self.store.record(&id)? {
+            Some(record) => record,
+            None => {
+                let rewrite = self.cfg.rewrite.load();
+                let mut recipients: Vec<Recipient> = Vec::new();
+                for rcpt in &queued.envelope.rcpt_to {
+                    let original = rcpt.to_string();
+                    for address in rewrite.expand(rcpt) {
+                        let original = (address != original).then(|| original.clone());
+                        recipients.push(Recipient::pending(address, original));
+                    }
+                }
+                Record {
+                    arrival_ms: now,
+                    recipients,
+                }
+            }
+        };
+        Ok(Some((queued, record)))
+    }
+
+    fn route(&self, address: &str) -> Route {
+        let local = matches!(
+            parse_mailbox(address).map(|m| m.domain),
+            Ok(Domain::Name(d)) if self.cfg.local_domains.contains(&d.to_ascii_lowercase())
+        );
+        let (local_route, remote_route) = &self.cfg.routes;
+        match if local { local_route } else { remote_route } {
+            RelayRoute::Maildir => Route::Maildir,
+            other => Route::Remote(other.via()),
+        }
+    }
+
+    /// Every Maildir recipient of the batch, in one [`Maildir::deliver`] call.
+    fn deliver_maildir(&mut self, attempts: &mut [Attempt], now: u64) {
+        let mut jobs = Vec::new();
+        let mut owners = Vec::new();
+        for (a, attempt) in attempts.iter().enumerate() {
+            // Addresses come from the envelope or the rewriting tables, both parsed already.
+            let (which, rcpts): (Vec<usize>, Vec<Mailbox>) = attempt
+                .due
+                .iter()
+                .filter(|(_, route)| *route == Route::Maildir)
+                .filter_map(|&(i, _)| {
+                    let r = attempt.record.recipients.get(i)?;
+                    Some((i, parse_mailbox(&r.address).ok()?))
+                })
+                .unzip();
+            if rcpts.is_empty() {
+                continue;
+            }
+            let resumed = self
+                .entries
+                .get(&attempt.queued.id)
+                .is_none_or(|e| e.resumed);
+            jobs.push(MaildirJob {
+                queued: &attempt.queued,
+                rcpts,
+                resumed,
+            });
+            owners.push((a, which));
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let results = self.maildir.deliver(&jobs);
+        drop(jobs);
+        for ((a, which), results) in owners.into_iter().zip(results) {
+            let Some(attempt) = attempts.get_mut(a) else {
+                continue;
+            };
+            for (i, result) in which.into_iter().zip(results) {
+                let outcome = match result {
+                    RcptResult::Delivered { mailbox } => Outcome::Sent {
+                        relay: format!("maildir[{}]", mailbox.display()),
+                        reply: "250 2.0.0 delivered to maildir".into(),
+                    },
+                    RcptResult::Deferred(error) => Outcome::Deferred {
+                        relay: "maildir".into(),
+                        reply: format!("451 4.3.0 {error}"),
+                    },
+                    RcptResult::Failed(e) => Outcome::Failed {
+                        relay: "maildir".into(),
+                        reply: format!("550 5.1.1 {e}"),
+                    },
+                };
+                self.record_outcome(attempt, i, Via::Maildir, outcome, "none", now);
+            }
+        }
+    }
+
+    /// Every recipient outside our domains: there is no network route yet, so they wait
+    /// (and fail once too old, like any deferred recipient).
+    fn deliver_remote(&mut self, attempts: &mut [Attempt], now: u64) {
+        for attempt in attempts.iter_mut() {
+            let remote: Vec<(usize, Via)> = attempt
+                .due
+                .iter()
+                .filter_map(|&(i, route)| match route {
+                    Route::Remote(via) => Some((i, via)),
+                    Route::Maildir => None,
+                })
+                .collect();
+            for (i, via) in remote {
+                let outcome = Outcome::Deferred {
+                    relay: "none".into(),
+                    reply: "451 4.4.0 no route to remote destinations".into(),
+                };
+                self.record_outcome(attempt, i, via, outcome, "none", now);
+            }
+        }
+    }
+
+    /// Records what became of recipient `i`, logs it and counts it.
+    fn record_outcome(
+        &self,
+        attempt: &mut Attempt,
+        i: usize,
+        via: Via,
+        outcome: Outcome,
+        tls: &str,
+        now: u64,
+    ) {
+        let arrival = attempt.record.arrival_ms;
+        let Some(r) = attempt.record.recipients.get_mut(i) else {
+            return;
+        };
+        r.attempts += 1;
+        let (result, relay, reply) = match outcome {
+            Outcome::Sent { relay, reply } => {
+                r.state = State::Delivered;
+                (Verdict::Delivered, relay, reply)
+            }
+            Outcome::Deferred { relay, reply } if !self.cfg.retry.expired(arrival, now) => {
+                r.state = State::Deferred;
+                r.next_attempt_ms = now + self.cfg.retry.delay(r.attempts).as_millis() as u64;
+                (Verdict::Deferred, relay, reply)
+            }
+            Outcome::Deferred { relay, reply } => {
+                r.state = State::Failed;
+                (
+                    Verdict::Failed,
+                    relay,
+                    format!("{reply} (gave up: message older than relay.max_age_secs)"),
+                )
+            }
+            Outcome::Failed { relay, reply } => {
+                r.state = State::Failed;
+                (Verdict::Failed, relay, reply)
+            }
+        };
+        self.metrics.delivery_attempt(via, result);
+        log_attempt(
+            &attempt.queued,
+            r,
+            &relay,
+            now.saturating_sub(arrival),
+            tls,
+            result,
+            &reply,
+        );
+        r.last_reply = Some(reply);
+    }
+
+    /// Queues one notice per message for the recipients that failed and were not reported yet.
+    fn notify(&mut self, attempts: &mut [Attempt], now: u64) {
+        for attempt in attempts.iter_mut() {
+            let failed: Vec<&Recipient> = attempt
+                .record
+                .recipients
+                .iter()
+                .filter(|r| r.state == State::Failed && !r.notified)
+                .collect();
+            if failed.is_empty() {
+                continue;
+            }
+            let wall = UNIX_EPOCH + Duration::from_millis(now);
+            let notice = dsn::build(
+                &self.cfg.hostname,
+                &attempt.queued,
+                attempt.record.arrival_ms,
+                &failed,
+                wall,
+            );
+            let id = attempt.queued.id;
+            match notice {
+                None => {
+                    tracing::info!(%id, "no notice of failure: the sender is <>");
+                }
+                Some((envelope, content)) => match self.store.insert(&envelope, &content) {
+                    Ok(notice_id) => {
+                        tracing::info!(%id, notice = %notice_id, "sender notified of failure");
+                        self.schedule(notice_id, 0, false);
+                    }
+                    Err(e) => {
+                        // The failures stay unreported and the message queued: retried later.
+                        tracing::error!(%id, error = %e, "cannot queue the notice of failure");
+                        continue;
+                    }
+                },
+            }
+            for r in &mut attempt.record.recipients {
+                if r.state == State::Failed {
+                    r.notified = true;
+                }
+            }
+        }
+    }
+
+    /// Saves each record that leaves work to do and reschedules its message; removes the
+    /// messages that are done.
+    fn settle(&mut self, attempts: Vec<Attempt>) {
+        let mut keep = Vec::new();
+        for attempt in &attempts {
+            let id = attempt.queued.id;
+            if attempt.record.is_done() {
+                if let Err(e) = self.store.remove(&id) {
+                    tracing::warn!(%id, error = %e, "done, but could not remove the message");
+                }
+                self.forget(&id);
+            } else {
+                keep.push((id, &attempt.record));
+            }
+        }
+        if let Err(e) = self.store.save(&keep) {
+            // The attempt stands (a delivered Maildir entry is found again); the next round
+            // redoes what this record would have said.
+            tracing::error!(error = %e, "queue: cannot save records");
+        }
+        for (id, record) in keep {
+            let retry = self.cfg.retry.delay(1).as_millis() as u64;
+            let due = record.next_due_ms().unwrap_or_else(|| now_ms() + retry);
+            self.schedule(id, due, true);
+        }
+    }
+
+    fn control(&mut self, request: Request) -> Answer {
+        match request {
+            Request::List => {
+                let mut ids: Vec<QueueId> = self.entries.keys().copied().collect();
+                ids.sort();
+                Answer::List(ids.iter().filter_map(|id| self.info(id).ok()).collect())
+            }
+            Request::Show(id) => match self.info(&id) {
+                Ok(info) => Answer::Show(info),
+                Err(e) => Answer::Error(e),
+            },
+            Request::Flush(None) => {
+                let ids: Vec<QueueId> = self.entries.keys().copied().collect();
+                for &id in &ids {
+                    self.forced.insert(id);
+                    self.schedule(id, 0, true);
+                }
+                Answer::Done(ids.len())
+            }
+            Request::Flush(Some(id)) => {
+                if !self.entries.contains_key(&id) {
+                    return Answer::Error(format!("{id}: not in the queue"));
+                }
+                self.forced.insert(id);
+                self.schedule(id, 0, true);
+                Answer::Done(1)
+            }
+            Request::Delete(id) => {
+                if !self.entries.contains_key(&id) {
+                    return Answer::Error(format!("{id}: not in the queue"));
+                }
+                if let Err(e) = self.store.remove(&id) {
+                    return Answer::Error(e.to_string());
+                }
+                tracing::info!(%id, "removed by the operator");
+                self.forget(&id);
+                Answer::Done(1)
+            }
+            Request::Bounce(id) => self.bounce(id),
+        }
+    }
+
+    /// Fails every recipient of `id` not delivered yet, with a notice to the sender.
+    fn bounce(&mut self, id: QueueId) -> Answer {
+        if !self.entries.contains_key(&id) {
+            return Answer::Error(format!("{id}: not in the queue"));
+        }
+        let now = now_ms();
+        let (queued, record) = match self.load(id, now) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Answer::Error(format!("{id}: not in the queue")),
+            Err(e) => return Answer::Error(e.to_string()),
+        };
+        let mut attempt = Attempt {
+            queued,
+            record,
+            due: Vec::new(),
+        };
+        for r in &mut attempt.record.recipients {
+            if !r.state.is_final() {
+                r.state = State::Failed;
+                r.last_reply = Some(match r.last_reply.take() {
+                    Some(last) => format!("554 5.0.0 returned by the operator; last reply: {last}"),
+                    None => "554 5.0.0 returned by the operator".into(),
+                });
+                tracing::info!(
+                    "{id}: to=<{}>, relay=none, status=bounced (returned by the operator)",
+                    r.address
+                );
+            }
+        }
+        let mut attempts = vec![attempt];
+        self.notify(&mut attempts, now);
+        self.settle(attempts);
+        Answer::Done(1)
+    }
+
+    fn info(&self, id: &QueueId) -> Result<MessageInfo, String> {
+        let (queued, record) = match self.load(*id, now_ms()) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return Err(format!("{id}: not in the queue")),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(MessageInfo {
+            id: id.to_string(),
+            from: queued
+                .envelope
+                .mail_from
+                .as_ref()
+                .map(Mailbox::to_string)
+                .unwrap_or_default(),
+            size: queued.message().len() as u64,
+            arrival: record.arrival_ms / 1000,
+            state: record.summary().to_owned(),
+            recipients: record.recipients,
+        })
+    }
+}
+
+/// What one attempt at one recipient came to, before the retry policy decides its state.
+enum Outcome {
+    Sent { relay: String, reply: String },
+    Deferred { relay: String, reply: String },
+    Failed { relay: String, reply: String },
+}
+
+/// The log line of one attempt at one recipient.
+fn log_attempt(
+    queued: &Queued,
+    r: &Recipient,
+    relay: &str,
+    delay_ms: u64,
+    tls: &str,
+    result: Verdict,
+    reply: &str,
+) {
+    let from = queued
+        .envelope
+        .mail_from
+        .as_ref()
+        .map(Mailbox::to_string)
+        .unwrap_or_default();
+    let orig = match &r.original {
+        Some(o) => format!(", orig_to=<{o}>"),
+        None => String::new(),
+    };
+    tracing::info!(
+        "{}: from=<{from}>, to=<{}>{orig}, relay={relay}, delay={:.2}, tls={tls}, status={} ({reply})",
+        queued.id,
+        r.address,
+        delay_ms as f64 / 1000.0,
+        result.as_str(),
+    );
+}
+
+#[cfg(test)]
+mod tests;
