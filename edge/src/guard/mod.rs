@@ -369,6 +369,12 @@ impl Guard {
             .collect()
     }
 
+    /// Ban changes the pruner thread has not folded yet: each accept scans them, so they are
+    /// kept few (benchmarks wait for zero before timing).
+    pub fn pending_bans(&self) -> usize {
+        self.bans.pending()
+    }
+
     /// Whether the shield (XDP) is attached: bans then drop packets in the kernel too.
     pub fn has_shield(&self) -> bool {
         self.shield.is_some()
