@@ -21,8 +21,8 @@
 //! The driver decides nothing itself: the [`guard`] admits connections and bans from the
 //! engine's close events, [`auth`] decides on each login attempt (its delay, its verdict, whether
 //! the session goes on), and the driver carries out their decisions. The time comes from
-//! [`clock`], the one place it is read. The [`control`] socket lets `smtp-edge ban` list, add
-//! and lift the guard's bans on a running server, off the rings.
+//! [`clock`], the one place it is read. The [`control`] socket lets `smtp-edge ban` and
+//! `smtp-edge queue` act on a running server, off the rings.
 
 #![warn(missing_docs)]
 
