@@ -108,6 +108,12 @@ const TOOLS: &[Tool] = &[
         root_only: false,
     },
     Tool {
+        probe: Probe::Program("dnsmasq"),
+        package: Source::Apt("dnsmasq-base"),
+        needed_by: "tests/relay (MX, A and AAAA records for MX delivery)",
+        root_only: false,
+    },
+    Tool {
         probe: Probe::PythonModule("pip"),
         package: Source::Apt("python3-pip"),
         needed_by: "installing aiosmtpd",

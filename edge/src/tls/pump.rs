@@ -1,4 +1,5 @@
-//! [`TlsPump`]: a sans-IO adapter between the ring's buffers and a `rustls::ServerConnection`.
+//! [`TlsPump`]: a sans-IO adapter between the ring's buffers and a rustls connection: the
+//! server side of our listeners, or the client side of the relay's STARTTLS.
 //!
 //! ```text
 //!   socket bytes ──feed(cipher)──► TlsPump ──plain──► protocol::Connection::handle_input
@@ -12,7 +13,8 @@
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use rustls::{HandshakeKind, ProtocolVersion, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection, HandshakeKind, ProtocolVersion, ServerConnection};
 
 use super::TlsError;
 
@@ -28,7 +30,7 @@ use super::TlsError;
 /// [RFC 8446 §5.1]: https://www.rfc-editor.org/rfc/rfc8446#section-5.1
 pub const MAX_BUFFERED: usize = 16 * 1024;
 
-/// One server-side TLS session, driven by the caller's bytes.
+/// One TLS session (server or client side), driven by the caller's bytes.
 ///
 /// Method kinds: [`feed`](Self::feed) takes ciphertext in; [`seal`](Self::seal) and
 /// [`close`](Self::close) take plaintext or intent in; all three append records to `wire`, which
@@ -38,7 +40,7 @@ pub const MAX_BUFFERED: usize = 16 * 1024;
 /// Errors are sticky: after the first, every call returns [`TlsError::Poisoned`]. The failing
 /// call has already appended any alert to `wire`; the caller sends it and closes the socket.
 pub struct TlsPump {
-    conn: ServerConnection,
+    conn: Connection,
     poisoned: bool,
     peer_closed: bool,
 }
@@ -52,7 +54,8 @@ pub struct TlsInfo {
     pub version: &'static str,
     /// The IANA-style rustls name of the cipher suite, such as `"TLS13_AES_256_GCM_SHA384"`.
     pub cipher: &'static str,
-    /// The name the client asked for (SNI, [RFC 6066 §3]), if it sent one.
+    /// The name the client asked for (SNI, [RFC 6066 §3]), if it sent one; always `None` for
+    /// a client session.
     ///
     /// [RFC 6066 §3]: https://www.rfc-editor.org/rfc/rfc6066#section-3
     pub sni: Option<String>,
@@ -67,13 +70,32 @@ impl TlsPump {
     /// A new session for `config`, waiting for the ClientHello. Its outbound buffers are
     /// bounded by [`MAX_BUFFERED`].
     pub fn new(config: Arc<rustls::ServerConfig>) -> Result<TlsPump, TlsError> {
-        let mut conn = ServerConnection::new(config)?;
+        Ok(TlsPump::with(ServerConnection::new(config)?.into()))
+    }
+
+    /// A client session for `config` to `name` (sent as SNI when it is a domain name), its
+    /// ClientHello already queued: the first [`seal`](Self::seal) or [`feed`](Self::feed)
+    /// (even of nothing) appends it to `wire`. Outbound buffers are bounded as for a server.
+    pub fn client(
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<TlsPump, TlsError> {
+        Ok(TlsPump::with(ClientConnection::new(config, name)?.into()))
+    }
+
+    fn with(mut conn: Connection) -> TlsPump {
         conn.set_buffer_limit(Some(MAX_BUFFERED));
-        Ok(TlsPump {
+        TlsPump {
             conn,
             poisoned: false,
             peer_closed: false,
-        })
+        }
+    }
+
+    /// Appends whatever rustls has queued to send (the ClientHello of a new client session) to
+    /// `wire`.
+    pub fn flush_to(&mut self, wire: &mut Vec<u8>) {
+        self.flush(wire);
     }
 
     /// Consumes ciphertext from the peer: appends the decrypted plaintext to `plain` and any
@@ -195,7 +217,10 @@ impl TlsPump {
         Some(TlsInfo {
             version,
             cipher,
-            sni: self.conn.server_name().map(str::to_owned),
+            sni: match &self.conn {
+                Connection::Server(server) => server.server_name().map(str::to_owned),
+                Connection::Client(_) => None,
+            },
             kx_group: self
                 .conn
                 .negotiated_key_exchange_group()

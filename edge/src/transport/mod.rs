@@ -1,4 +1,5 @@
-//! The seam between smtp-edge and the ring: accept, recv, send, file write, fsync, rename.
+//! The seam between smtp-edge and the ring: accept, connect, recv, send, file read and write,
+//! fsync, rename.
 //!
 //! Everything above this module (driver, spool) speaks these few types; only this module names
 //! tokio-uring. Buffers are owned and travel into the kernel and back, as io_uring requires: every
@@ -60,12 +61,18 @@ impl Listener {
         let (stream, peer) = self.0.accept().await?;
         // Replies are small and the client waits for them: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        Ok((Stream(stream), peer))
+        Ok((Stream(Socket::Tcp(stream)), peer))
     }
 }
 
-/// A connected TCP stream on this worker's ring.
-pub struct Stream(tokio_uring::net::TcpStream);
+/// A connected stream on this thread's ring: TCP (accepted, or connected by the relay) or a
+/// Unix socket (the relay's LMTP to a local mail store).
+pub struct Stream(Socket);
+
+enum Socket {
+    Tcp(tokio_uring::net::TcpStream),
+    Unix(tokio_uring::net::UnixStream),
+}
 
 /// A receive buffer: a registered (fixed) buffer from the worker's pool when one is free, else a
 /// heap buffer, so a burst of connections never waits for the pool.
@@ -138,17 +145,40 @@ impl BufferPool {
 }
 
 impl Stream {
+    /// Connects to `addr` over TCP (the caller bounds the wait).
+    pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+        let stream = tokio_uring::net::TcpStream::connect(addr).await?;
+        // Commands are small and the server waits for them, as replies are on our listeners.
+        let _ = stream.set_nodelay(true);
+        Ok(Stream(Socket::Tcp(stream)))
+    }
+
+    /// Connects to the Unix stream socket at `path`.
+    pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
+        let stream = tokio_uring::net::UnixStream::connect(path).await?;
+        Ok(Stream(Socket::Unix(stream)))
+    }
+
     /// Receives into `buf`, replacing what it held; `Ok(0)` is the peer's end of stream.
     pub async fn recv(&self, buf: RecvBuf) -> (io::Result<usize>, RecvBuf) {
         // Reads land at the start of the buffer; `len` says how much of it is this read's.
-        let (res, mem) = match buf.mem {
-            RecvMem::Fixed(b) => {
-                let (res, b) = self.0.read_fixed(b).await;
+        let (res, mem) = match (&self.0, buf.mem) {
+            (Socket::Tcp(s), RecvMem::Fixed(b)) => {
+                let (res, b) = s.read_fixed(b).await;
                 (res, RecvMem::Fixed(b))
             }
-            RecvMem::Heap(mut v) => {
+            (Socket::Unix(s), RecvMem::Fixed(b)) => {
+                let (res, b) = s.read_fixed(b).await;
+                (res, RecvMem::Fixed(b))
+            }
+            (Socket::Tcp(s), RecvMem::Heap(mut v)) => {
                 v.clear();
-                let (res, v) = self.0.read(v).await;
+                let (res, v) = s.read(v).await;
+                (res, RecvMem::Heap(v))
+            }
+            (Socket::Unix(s), RecvMem::Heap(mut v)) => {
+                v.clear();
+                let (res, v) = s.read(v).await;
                 (res, RecvMem::Heap(v))
             }
         };
@@ -158,20 +188,30 @@ impl Stream {
 
     /// Sends all of `buf` and hands it back emptied.
     pub async fn send_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, mut buf) = self.0.write_all(buf).await;
+        let (res, mut buf) = match &self.0 {
+            Socket::Tcp(s) => s.write_all(buf).await,
+            Socket::Unix(s) => s.write_all(buf).await,
+        };
         buf.clear();
         (res, buf)
     }
 
     /// Shuts down the write side, so the peer sees end of stream after the last reply.
     pub fn shutdown(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        self.shutdown_how(std::net::Shutdown::Write);
     }
 
     /// Shuts down both directions: a receive still in flight completes at once, so the socket
     /// is released now rather than when the peer next sends (a silent peer never would).
     pub fn abort(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
+        self.shutdown_how(std::net::Shutdown::Both);
+    }
+
+    fn shutdown_how(&self, how: std::net::Shutdown) {
+        let _ = match &self.0 {
+            Socket::Tcp(s) => s.shutdown(how),
+            Socket::Unix(s) => s.shutdown(how),
+        };
     }
 }
 
@@ -189,6 +229,18 @@ impl File {
             .open(path)
             .await
             .map(File)
+    }
+
+    /// Opens `path` for reading.
+    pub async fn open(path: &Path) -> io::Result<File> {
+        tokio_uring::fs::File::open(path).await.map(File)
+    }
+
+    /// Reads into `buf` (up to its capacity, replacing what it held) from `offset`; hands it
+    /// back holding what was read, empty at the end of the file.
+    pub async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
+        buf.clear();
+        self.0.read_at(buf, offset).await
     }
 
     /// Opens a directory so that it can be synced.

@@ -1,0 +1,353 @@
+//! Destinations and their connections, on the relay thread: attempts wait per destination,
+//! at most `relay.max_connections_per_domain` connections serve each, and every connection
+//! carries waiting attempts until none is left.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::protocol::client::{ClientConfig as SessionConfig, Dialect, Outcome, TlsPolicy};
+use crate::transport::{self, Stream};
+
+use super::resolve::{Resolver, Target};
+use super::session::{self, Ended, CONNECT_TIMEOUT};
+use super::{outcome, Attempt, AttemptResult, Peer, RcptOutcome, RelayConfig, Route, Verdict, Via};
+
+/// Attempts that share connections: the same recipient domain by MX, or the same configured
+/// next hop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum DestKey {
+    /// `relay.remote = "mx"`: the domain's MX hosts.
+    Mx(String),
+    /// A configured next hop (LMTP or SMTP).
+    Hop(Route),
+}
+
+impl DestKey {
+    fn of(attempt: &Attempt) -> DestKey {
+        match &attempt.route {
+            Route::Mx => DestKey::Mx(attempt.domain.to_ascii_lowercase()),
+            route => DestKey::Hop(route.clone()),
+        }
+    }
+
+    fn via(&self) -> Via {
+        match self {
+            DestKey::Mx(_) => Via::Mx,
+            DestKey::Hop(route) => route.via(),
+        }
+    }
+}
+
+/// One destination: what waits for it, and how many connections serve it.
+#[derive(Default)]
+struct Dest {
+    pending: VecDeque<Attempt>,
+    active: usize,
+}
+
+/// Everything the relay thread's tasks share (the thread is single-threaded: `Rc` and
+/// `RefCell`, borrowed only between awaits).
+pub(super) struct Shared {
+    pub(super) cfg: Arc<RelayConfig>,
+    pub(super) tls: Arc<ClientConfig>,
+    metrics: Arc<Metrics>,
+    resolver: Resolver,
+    results: Sender<AttemptResult>,
+    dests: RefCell<HashMap<DestKey, Dest>>,
+    /// Attempts submitted and not yet reported, by token: what shutdown reports deferred.
+    outstanding: RefCell<HashMap<u64, Attempt>>,
+    /// Signalled whenever a connection ends.
+    pub(super) idle: Notify,
+}
+
+/// Where one connection goes.
+enum Endpoint {
+    Tcp(Target),
+    Unix(std::path::PathBuf),
+}
+
+impl Shared {
+    pub(super) fn new(
+        cfg: Arc<RelayConfig>,
+        metrics: Arc<Metrics>,
+        results: Sender<AttemptResult>,
+        resolver: Resolver,
+        tls: Arc<ClientConfig>,
+    ) -> Shared {
+        Shared {
+            cfg,
+            tls,
+            metrics,
+            resolver,
+            results,
+            dests: RefCell::default(),
+            outstanding: RefCell::default(),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Queues `attempt` for its destination and opens a connection if the destination may
+    /// have one more.
+    pub(super) fn submit(self: &Rc<Self>, attempt: Attempt) {
+        if attempt.route == Route::Maildir || attempt.to.is_empty() {
+            let detail = "maildir is written by the delivery stage, not the relay".to_owned();
+            let outcome = outcome::local(Verdict::Deferred, "4.3.5", detail);
+            return self.report(
+                Via::Maildir,
+                &attempt,
+                vec![outcome; attempt.to.len()],
+                None,
+            );
+        }
+        self.outstanding
+            .borrow_mut()
+            .insert(attempt.token, attempt.clone());
+        let key = DestKey::of(&attempt);
+        self.dests
+            .borrow_mut()
+            .entry(key.clone())
+            .or_default()
+            .pending
+            .push_back(attempt);
+        self.maybe_connect(&key);
+    }
+
+    /// A new connection for `key` when more attempts wait than connections serve it, within
+    /// the per-destination bound.
+    fn maybe_connect(self: &Rc<Self>, key: &DestKey) {
+        let mut dests = self.dests.borrow_mut();
+        let Some(dest) = dests.get_mut(key) else {
+            return;
+        };
+        if dest.pending.len() > dest.active && dest.active < self.cfg.max_connections_per_domain {
+            dest.active += 1;
+            let shared = Rc::clone(self);
+            let key = key.clone();
+            transport::spawn(async move {
+                shared.connection(&key).await;
+                shared.connection_ended(&key);
+            });
+        }
+    }
+
+    fn connection_ended(self: &Rc<Self>, key: &DestKey) {
+        {
+            let mut dests = self.dests.borrow_mut();
+            if let Some(dest) = dests.get_mut(key) {
+                dest.active -= 1;
+                if dest.active == 0 && dest.pending.is_empty() {
+                    dests.remove(key);
+                }
+            }
+        }
+        self.maybe_connect(key);
+        self.idle.notify_waiters();
+    }
+
+    /// The next attempt waiting for `key`, for a session that is ready.
+    pub(super) fn take_next(&self, key: &DestKey) -> Option<Attempt> {
+        self.dests.borrow_mut().get_mut(key)?.pending.pop_front()
+    }
+
+    /// Reports every attempt still waiting for `key` with `outcome` for each recipient: the
+    /// destination cannot be reached now.
+    fn fail_waiting(&self, key: &DestKey, outcome: &RcptOutcome, peer: Option<Peer>) {
+        let waiting: Vec<Attempt> = match self.dests.borrow_mut().get_mut(key) {
+            Some(dest) => dest.pending.drain(..).collect(),
+            None => Vec::new(),
+        };
+        for attempt in waiting {
+            let outcomes = vec![outcome.clone(); attempt.to.len()];
+            self.finish(key, &attempt, outcomes, peer.clone());
+        }
+    }
+
+    /// Reports the result of `attempt`.
+    pub(super) fn finish(
+        &self,
+        key: &DestKey,
+        attempt: &Attempt,
+        outcomes: Vec<RcptOutcome>,
+        peer: Option<Peer>,
+    ) {
+        self.outstanding.borrow_mut().remove(&attempt.token);
+        self.report(key.via(), attempt, outcomes, peer);
+    }
+
+    fn report(&self, via: Via, attempt: &Attempt, outcomes: Vec<RcptOutcome>, peer: Option<Peer>) {
+        for outcome in &outcomes {
+            self.metrics.delivery_attempt(via, outcome.verdict);
+        }
+        tracing::debug!(
+            queue_id = %attempt.queue_id,
+            via = via.as_str(),
+            relay = %peer.as_ref().map(ToString::to_string).unwrap_or_default(),
+            outcomes = ?outcomes.iter().map(|o| o.verdict.as_str()).collect::<Vec<_>>(),
+            "relay attempt"
+        );
+        // A closed channel means the queue is gone (shutting down): nothing to tell.
+        let _ = self.results.send(AttemptResult {
+            token: attempt.token,
+            queue_id: attempt.queue_id.clone(),
+            via,
+            outcomes,
+            peer,
+        });
+    }
+
+    /// Shutdown: every attempt not yet started is deferred now.
+    pub(super) fn defer_waiting(&self) {
+        let keys: Vec<DestKey> = self.dests.borrow().keys().cloned().collect();
+        let outcome = outcome::local(
+            Verdict::Deferred,
+            "4.3.2",
+            "the relay is shutting down".to_owned(),
+        );
+        for key in keys {
+            self.fail_waiting(&key, &outcome, None);
+        }
+    }
+
+    /// Whether no connection is open.
+    pub(super) fn is_idle(&self) -> bool {
+        self.dests.borrow().values().all(|d| d.active == 0)
+    }
+
+    /// Shutdown, after the grace: attempts still in a session are deferred.
+    pub(super) fn defer_outstanding(&self) {
+        let left: Vec<Attempt> = self
+            .outstanding
+            .borrow_mut()
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for attempt in left {
+            let detail = "the relay stopped during delivery".to_owned();
+            let outcome = outcome::local(Verdict::Deferred, "4.3.2", detail);
+            let via = DestKey::of(&attempt).via();
+            self.report(via, &attempt, vec![outcome; attempt.to.len()], None);
+        }
+    }
+
+    /// One connection for `key`: finds its hosts, tries them in order until one carries
+    /// mail, and defers what waits if none does.
+    async fn connection(self: &Rc<Self>, key: &DestKey) {
+        let endpoints = match key {
+            DestKey::Mx(domain) => self.resolver.mx(domain, self.cfg.mx_port).await,
+            DestKey::Hop(Route::Lmtp(hop) | Route::Smtp(hop)) => self.resolver.next_hop(hop).await,
+            DestKey::Hop(Route::LmtpUnix(path)) => {
+                return self
+                    .try_endpoints(key, vec![Endpoint::Unix(path.clone())])
+                    .await;
+            }
+            // Never keyed: submit answers Maildir itself, and Mx keys by domain.
+            DestKey::Hop(Route::Maildir | Route::Mx) => Ok(Vec::new()),
+        };
+        match endpoints {
+            Ok(targets) => {
+                let endpoints = targets.into_iter().map(Endpoint::Tcp).collect();
+                self.try_endpoints(key, endpoints).await;
+            }
+            Err(unreachable) => {
+                let outcome =
+                    outcome::local(unreachable.verdict, unreachable.status, unreachable.detail);
+                self.fail_waiting(key, &outcome, None);
+            }
+        }
+    }
+
+    async fn try_endpoints(self: &Rc<Self>, key: &DestKey, endpoints: Vec<Endpoint>) {
+        let mut last = outcome::local(
+            Verdict::Deferred,
+            "4.4.1",
+            "no host to connect to".to_owned(),
+        );
+        let mut last_peer = None;
+        for endpoint in endpoints {
+            if self
+                .dests
+                .borrow()
+                .get(key)
+                .is_none_or(|d| d.pending.is_empty())
+            {
+                return;
+            }
+            let (connected, peer) = match &endpoint {
+                Endpoint::Tcp(target) => {
+                    let peer = Peer {
+                        host: target.host.clone(),
+                        addr: Some(target.addr),
+                        tls: None,
+                    };
+                    let connect = Stream::connect(target.addr);
+                    let res = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                        Ok(res) => res,
+                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                    };
+                    (res, peer)
+                }
+                Endpoint::Unix(path) => {
+                    let peer = Peer {
+                        host: path.display().to_string(),
+                        addr: None,
+                        tls: None,
+                    };
+                    (Stream::connect_unix(path).await, peer)
+                }
+            };
+            let stream = match connected {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // X.4.1: no answer from host.
+                    last = outcome::local(
+                        Verdict::Deferred,
+                        "4.4.1",
+                        format!("connect to {peer}: {e}"),
+                    );
+                    last_peer = None;
+                    continue;
+                }
+            };
+            match session::run(self, key, stream, peer.clone(), self.session_config(key)).await {
+                Ended::Served => return,
+                Ended::Unready(cause) => {
+                    // RFC 5321 §5.1: a host that will not take mail now sends us to the next.
+                    let mut o = outcome::from_engine(&Outcome::Deferred(cause));
+                    o.verdict = Verdict::Deferred;
+                    if let Some(rest) = o.status.strip_prefix('5') {
+                        o.status = format!("4{rest}");
+                    }
+                    o.detail = format!("host {peer} said: {}", o.detail);
+                    last = o;
+                    last_peer = Some(peer);
+                }
+            }
+        }
+        self.fail_waiting(key, &last, last_peer);
+    }
+
+    /// The client engine's settings for a session to `key`.
+    fn session_config(&self, key: &DestKey) -> SessionConfig {
+        let (dialect, tls) = match key {
+            // A mail store is local: LMTP never uses STARTTLS.
+            DestKey::Hop(Route::Lmtp(_) | Route::LmtpUnix(_)) => (Dialect::Lmtp, TlsPolicy::None),
+            _ => (Dialect::Smtp, self.cfg.tls),
+        };
+        let mut cfg = SessionConfig::new(dialect, &self.cfg.helo);
+        cfg.tls = tls;
+        cfg.timeouts = self.cfg.timeouts;
+        let smarthost =
+            matches!(key, DestKey::Hop(route @ Route::Smtp(_)) if *route == self.cfg.remote);
+        if smarthost {
+            cfg.credentials = self.cfg.smarthost_credentials.clone();
+        }
+        cfg
+    }
+}

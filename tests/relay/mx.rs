@@ -1,0 +1,140 @@
+//! MX delivery (RFC 5321 §5) with records served by dnsmasq: preference order, the next MX
+//! when the first refuses connections, the implicit MX, null MX (RFC 7505), a domain that
+//! does not exist, and IPv6.
+
+use smtp_edge::relay::{RelayConfig, Route, Verdict};
+
+use crate::dns;
+use crate::dotted_content;
+use crate::harness::{aiosmtpd, config, start, stored, verdicts};
+use crate::receivers::Receiver;
+
+/// The relay's configuration for MX delivery: `dns` as the nameserver, MX hosts on `port`.
+fn mx_config(dns: &Receiver, port: u16) -> RelayConfig {
+    let mut cfg = config();
+    cfg.nameservers = vec![dns.addr];
+    cfg.mx_port = port;
+    cfg
+}
+
+#[test]
+fn lowest_preference_first_and_the_next_mx_when_the_first_refuses() {
+    // order.test: MX 10 is A (127.0.0.3), MX 20 is B (127.0.0.4): all mail goes to A.
+    // fallback.test: MX 5 at 127.0.0.5 where nobody listens, MX 50 is B.
+    let a = aiosmtpd("127.0.0.3", 0, &[]);
+    let port = a.addr.port();
+    let b = aiosmtpd("127.0.0.4", port, &[]);
+    let dns = dns::start(&[
+        "--mx-host=order.test,mx-b.order.test,20".into(),
+        "--mx-host=order.test,mx-a.order.test,10".into(),
+        "--host-record=mx-a.order.test,127.0.0.3".into(),
+        "--host-record=mx-b.order.test,127.0.0.4".into(),
+        "--mx-host=fallback.test,dead.fallback.test,5".into(),
+        "--mx-host=fallback.test,mx-b.order.test,50".into(),
+        "--host-record=dead.fallback.test,127.0.0.5".into(),
+    ]);
+    let mut relay = start(mx_config(&dns, port));
+    let content = dotted_content();
+    for i in 0..3 {
+        let to = format!("user{i}@order.test");
+        relay.submit(&Route::Mx, "sender@example.test", &[&to], &content);
+    }
+    relay.submit(
+        &Route::Mx,
+        "sender@example.test",
+        &["x@fallback.test"],
+        &content,
+    );
+    let results = relay.results(4);
+    for r in &results {
+        assert_eq!(verdicts(r), [Verdict::Delivered], "{r:#?}");
+    }
+    let peer = |i: usize| results[i].peer.clone().unwrap();
+    assert_eq!(peer(0).host, "mx-a.order.test");
+    assert_eq!(peer(0).addr, Some(a.addr));
+    assert_eq!(peer(3).host, "mx-b.order.test", "{:#?}", results[3]);
+    let at_a = stored(a.dir.path(), 3);
+    for m in &at_a {
+        assert_eq!(m.content, content);
+        assert!(m.rcpts()[0].ends_with("@order.test"));
+    }
+    let at_b = stored(b.dir.path(), 1);
+    assert_eq!(at_b[0].rcpts(), ["x@fallback.test"]);
+    assert_eq!(at_b[0].content, content);
+}
+
+#[test]
+fn implicit_mx_null_mx_and_missing_domains() {
+    let a = aiosmtpd("127.0.0.6", 0, &[]);
+    let dns = dns::start(&[
+        // No MX: the domain's own address is its mail host (RFC 5321 §5.1). Authoritative
+        // for the zone, dnsmasq answers the MX query with no records (NOERROR) rather than
+        // refusing it for want of an upstream server.
+        "--host-record=implicit.test,127.0.0.6".into(),
+        "--auth-server=ns.test,127.0.0.1".into(),
+        "--auth-zone=implicit.test".into(),
+        "--auth-zone=null.test".into(),
+        // RFC 7505: MX 0 "." (preference 0, the root name).
+        "--dns-rr=null.test,15,000000".into(),
+        "--host-record=null.test,127.0.0.6".into(),
+        // A zone without missing.nx.test: NXDOMAIN.
+        "--auth-zone=nx.test".into(),
+    ]);
+    let mut relay = start(mx_config(&dns, a.addr.port()));
+    let content = b"Subject: t\r\n\r\nhello\r\n";
+    relay.submit(&Route::Mx, "s@example.test", &["u@implicit.test"], content);
+    relay.submit(
+        &Route::Mx,
+        "s@example.test",
+        &["u@null.test", "v@null.test"],
+        content,
+    );
+    relay.submit(
+        &Route::Mx,
+        "s@example.test",
+        &["u@missing.nx.test"],
+        content,
+    );
+    let r = relay.results(3);
+    assert_eq!(verdicts(&r[0]), [Verdict::Delivered], "{:#?}", r[0]);
+    assert_eq!(r[0].peer.as_ref().unwrap().host, "implicit.test");
+    assert_eq!(
+        verdicts(&r[1]),
+        [Verdict::Failed, Verdict::Failed],
+        "{:#?}",
+        r[1]
+    );
+    assert_eq!(r[1].outcomes[0].status, "5.1.10");
+    assert!(r[1].outcomes[0].detail.contains("null MX"), "{:#?}", r[1]);
+    assert_eq!(r[1].peer, None, "null MX: no connection at all");
+    assert_eq!(verdicts(&r[2]), [Verdict::Failed], "{:#?}", r[2]);
+    assert_eq!(r[2].outcomes[0].status, "5.1.2");
+    // Only the implicit-MX message arrived.
+    assert_eq!(stored(a.dir.path(), 1)[0].rcpts(), ["u@implicit.test"]);
+    let metrics = relay.metrics.render();
+    assert!(metrics.contains("smtp_edge_delivery_attempts_total{via=\"mx\",result=\"sent\"} 1"));
+    assert!(metrics.contains("smtp_edge_delivery_attempts_total{via=\"mx\",result=\"bounced\"} 3"));
+}
+
+#[test]
+fn ipv6_mx_host() {
+    let a = aiosmtpd("::1", 0, &[]);
+    let dns = dns::start(&[
+        "--mx-host=six.test,mx.six.test,10".into(),
+        "--host-record=mx.six.test,::1".into(),
+    ]);
+    let mut relay = start(mx_config(&dns, a.addr.port()));
+    relay.submit(
+        &Route::Mx,
+        "s@example.test",
+        &["u@six.test"],
+        b"Subject: v6\r\n\r\nhi\r\n",
+    );
+    let r = relay.result();
+    assert_eq!(verdicts(&r), [Verdict::Delivered], "{r:#?}");
+    assert_eq!(r.peer.unwrap().addr, Some(a.addr));
+    assert_eq!(
+        stored(a.dir.path(), 1)[0].get("peer").split(' ').next(),
+        Some("::1")
+    );
+}
