@@ -154,6 +154,50 @@ fn starttls_opportunistic_reports_the_cipher_and_required_defers_without_it() {
 }
 
 #[test]
+fn opportunistic_tls_that_fails_its_handshake_falls_back_to_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = test_cert(dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    // STARTTLS is offered, but only TLS 1.1, which the relay (TLS 1.2 and 1.3) refuses.
+    let rx = aiosmtpd_in(
+        dir,
+        "127.0.0.1",
+        0,
+        &["--tls", &cert, &key, "--tls-1.1-only"],
+    );
+    let mut relay = start(config());
+    let content = dotted_content();
+    relay.submit(
+        &smtp(rx.addr),
+        "s@example.test",
+        &["u@remote.test"],
+        &content,
+    );
+    let r = relay.result();
+    assert_eq!(verdicts(&r), [Verdict::Delivered], "{r:#?}");
+    assert_eq!(r.peer.unwrap().tls, None);
+    let got = stored(rx.dir.path(), 1);
+    assert_eq!(got[0].get("tls"), "no");
+    assert_eq!(got[0].content, content);
+    // The broken handshake, then the plaintext session.
+    assert_eq!(connections(rx.dir.path()).0, 2);
+
+    // With TLS required, the same host gets nothing.
+    let mut cfg = config();
+    cfg.tls = TlsPolicy::Required;
+    let mut relay = start(cfg);
+    relay.submit(
+        &smtp(rx.addr),
+        "s@example.test",
+        &["u@remote.test"],
+        &content,
+    );
+    let r = relay.result();
+    assert_eq!(verdicts(&r), [Verdict::Deferred], "{r:#?}");
+    assert_eq!(stored(rx.dir.path(), 1).len(), 1);
+}
+
+#[test]
 fn smarthost_with_auth_inside_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = test_cert(dir.path());

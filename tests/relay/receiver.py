@@ -1,6 +1,7 @@
 """An aiosmtpd receiver for the relay's tests.
 
-Usage: receiver.py OUT_DIR HOST PORT [--tls CERT KEY] [--auth USER PASSWORD] [--slow-ms N]
+Usage: receiver.py OUT_DIR HOST PORT [--tls CERT KEY] [--tls-1.1-only] [--auth USER PASSWORD]
+                   [--slow-ms N]
 
 Listens on HOST:PORT (PORT 0: the kernel picks) and prints "PORT <n>" once it accepts.
 Recipients whose local part starts with "nobody" get 550 5.1.1, "later" 451 4.2.0. Each
@@ -8,7 +9,8 @@ accepted message is stored as OUT_DIR/<n>.eml (the content exactly as received, 
 unstuffing) with OUT_DIR/<n>.env, written last: "peer <ip> <port>", "tls yes|no",
 "auth <login>|-", "mail <parameters>", then "rcpt <address>" per recipient. OUT_DIR/connections
 holds "<total> <most at once>" and is replaced whenever a connection opens. With --tls it
-offers STARTTLS; with --auth it offers AUTH (inside TLS only) for that one user; with
+offers STARTTLS (with --tls-1.1-only, at most TLS 1.1, which no current client completes);
+with --auth it offers AUTH (inside TLS only) for that one user; with
 --slow-ms each DATA is answered after that delay.
 """
 
@@ -87,6 +89,10 @@ def main():
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(args[1], args[2])
             args = args[3:]
+        elif args[0] == "--tls-1.1-only":
+            tls.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            tls.maximum_version = ssl.TLSVersion.TLSv1_1
+            args = args[1:]
         elif args[0] == "--auth":
             auth = (args[1].encode(), args[2].encode())
             args = args[3:]

@@ -44,7 +44,8 @@ pub struct RelayConfig {
     ///
     /// - `"opportunistic"` (default, Postfix `may`): STARTTLS when offered, certificates not
     ///   verified ([RFC 7435] opportunistic security: an unverified channel still beats
-    ///   plaintext against passive listeners); a failed handshake defers the mail.
+    ///   plaintext against passive listeners); when the handshake fails, the same host gets
+    ///   the mail in the clear on a new connection (as Postfix does).
     /// - `"required"` (Postfix `encrypt`): no mail without TLS; a server without STARTTLS gets
     ///   its recipients deferred. Certificates are still not verified: MX certificates are
     ///   routinely self-signed or for another name, and the MX name itself came from

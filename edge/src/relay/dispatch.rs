@@ -279,29 +279,19 @@ impl Shared {
             {
                 return;
             }
-            let (connected, peer) = match &endpoint {
-                Endpoint::Tcp(target) => {
-                    let peer = Peer {
-                        host: target.host.clone(),
-                        addr: Some(target.addr),
-                        tls: None,
-                    };
-                    let connect = Stream::connect(target.addr);
-                    let res = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                        Ok(res) => res,
-                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-                    };
-                    (res, peer)
-                }
-                Endpoint::Unix(path) => {
-                    let peer = Peer {
-                        host: path.display().to_string(),
-                        addr: None,
-                        tls: None,
-                    };
-                    (Stream::connect_unix(path).await, peer)
-                }
+            let peer = match &endpoint {
+                Endpoint::Tcp(target) => Peer {
+                    host: target.host.clone(),
+                    addr: Some(target.addr),
+                    tls: None,
+                },
+                Endpoint::Unix(path) => Peer {
+                    host: path.display().to_string(),
+                    addr: None,
+                    tls: None,
+                },
             };
+            let connected = self.reconnect(&endpoint).await;
             let stream = match connected {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -315,9 +305,21 @@ impl Shared {
                     continue;
                 }
             };
-            match session::run(self, key, stream, peer.clone(), self.session_config(key)).await {
+            let cfg = self.session_config(key);
+            let plaintext_retry = cfg.tls == TlsPolicy::Opportunistic;
+            let mut ended = session::run(self, key, stream, peer.clone(), cfg).await;
+            if let (Ended::TlsFailed(_), true) = (&ended, plaintext_retry) {
+                // Opportunistic TLS (Postfix's `may`): a host whose TLS is broken still
+                // gets its mail, in the clear, on a new connection without STARTTLS.
+                if let Ok(stream) = self.reconnect(&endpoint).await {
+                    let mut cfg = self.session_config(key);
+                    cfg.tls = TlsPolicy::None;
+                    ended = session::run(self, key, stream, peer.clone(), cfg).await;
+                }
+            }
+            match ended {
                 Ended::Served => return,
-                Ended::Unready(cause) => {
+                Ended::Unready(cause) | Ended::TlsFailed(cause) => {
                     // RFC 5321 §5.1: a host that will not take mail now sends us to the next.
                     let mut o = outcome::from_engine(&Outcome::Deferred(cause));
                     o.verdict = Verdict::Deferred;
@@ -331,6 +333,19 @@ impl Shared {
             }
         }
         self.fail_waiting(key, &last, last_peer);
+    }
+
+    /// A connection to `endpoint`, within [`CONNECT_TIMEOUT`].
+    async fn reconnect(&self, endpoint: &Endpoint) -> std::io::Result<Stream> {
+        match endpoint {
+            Endpoint::Tcp(target) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(target.addr)).await {
+                    Ok(res) => res,
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Endpoint::Unix(path) => Stream::connect_unix(path).await,
+        }
     }
 
     /// The client engine's settings for a session to `key`.

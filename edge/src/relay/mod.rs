@@ -53,7 +53,8 @@
 //! STARTTLS or AUTH failure), moves on to the next address (RFC 5321 §5.1). When none
 //! takes the mail, everything waiting for the destination is deferred with the last cause.
 //! STARTTLS follows [`RelayConfig::tls`] (whose doc says why certificates are not verified);
-//! LMTP never uses it.
+//! with `"opportunistic"`, a host whose handshake fails gets a second, plaintext connection.
+//! LMTP never uses STARTTLS.
 //!
 //! Message content goes as it was spooled: intake refuses lines over 998 octets (RFC 5321
 //! §4.5.3.1.6), so no spooled message has one and the relay never folds or refuses lines.

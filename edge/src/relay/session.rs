@@ -32,6 +32,9 @@ pub(super) enum Ended {
     /// The session never became ready (greeting, EHLO, STARTTLS or AUTH failed, or the
     /// connection dropped first): the next host may do better. Nothing was taken.
     Unready(Cause),
+    /// The TLS handshake after STARTTLS failed, before any mail: with opportunistic TLS the
+    /// same host is worth a plaintext session.
+    TlsFailed(Cause),
 }
 
 /// The attempt a message of the session carries.
@@ -55,6 +58,8 @@ struct Session<'a> {
     input: Vec<u8>,
     in_flight: HashMap<MessageId, InFlight>,
     ready_once: bool,
+    /// The STARTTLS handshake failed.
+    tls_failed: bool,
     /// The receive buffer, `None` while a read is in flight.
     buf: Option<RecvBuf>,
     pool: BufferPool,
@@ -81,6 +86,7 @@ pub(super) async fn run(
         input: Vec::new(),
         in_flight: HashMap::new(),
         ready_once: false,
+        tls_failed: false,
         buf: Some(pool.take()),
         pool,
     };
@@ -132,6 +138,7 @@ impl Session<'_> {
             }
             Event::StartTls => {
                 if !self.start_tls().await {
+                    self.tls_failed = true;
                     self.client.handle_close();
                 } else {
                     self.client.handle_tls_established(clock::now());
@@ -154,6 +161,9 @@ impl Session<'_> {
                 }
                 self.stream.shutdown();
                 return Some(match end {
+                    SessionEnd::Failed(cause) if !self.ready_once && self.tls_failed => {
+                        Ended::TlsFailed(cause)
+                    }
                     SessionEnd::Failed(cause) if !self.ready_once => Ended::Unready(cause),
                     _ => Ended::Served,
                 });
