@@ -1,13 +1,17 @@
 //! MX delivery (RFC 5321 §5) with records served by dnsmasq: preference order, the next MX
-//! when the first refuses connections, the implicit MX, null MX (RFC 7505), a domain that
+//! when the first refuses connections or answers 421 at the greeting, the implicit MX, null MX (RFC 7505), a domain that
 //! does not exist, and IPv6.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 
 use smtp_edge::relay::{RelayConfig, Route, Verdict};
 
 use crate::dns;
 use crate::dotted_content;
 use crate::harness::{aiosmtpd, config, start, stored, verdicts};
-use crate::receivers::Receiver;
+use crate::receivers::{wait_listening, Receiver};
 
 /// The relay's configuration for MX delivery: `dns` as the nameserver, MX hosts on `port`.
 fn mx_config(dns: &Receiver, port: u16) -> RelayConfig {
@@ -137,4 +141,42 @@ fn ipv6_mx_host() {
         stored(a.dir.path(), 1)[0].get("peer").split(' ').next(),
         Some("::1")
     );
+}
+
+#[test]
+fn a_host_that_answers_421_at_the_greeting_sends_the_mail_to_the_next_mx() {
+    // busy.test: MX 10 is Postfix's smtp-sink answering 421 to every connection, MX 20 is A.
+    let a = aiosmtpd("127.0.0.8", 0, &[]);
+    let port = a.addr.port();
+    let sink_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sink_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sink_addr = SocketAddr::from(([127, 0, 0, 7], port));
+    let log = sink_dir.path().join("sink.log");
+    let mut child = Command::new("smtp-sink")
+        .args(["-u", "nobody", "-Q", "CONNECT"])
+        .arg(sink_addr.to_string())
+        .arg("10")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("smtp-sink must be installed (Debian postfix, see .ci/run)");
+    wait_listening(sink_addr, &mut child, "smtp-sink", &log);
+    let _sink = Receiver {
+        child,
+        addr: sink_addr,
+        dir: sink_dir,
+    };
+    let dns = dns::start(&[
+        "--mx-host=busy.test,busy.busy.test,10".into(),
+        "--mx-host=busy.test,ok.busy.test,20".into(),
+        "--host-record=busy.busy.test,127.0.0.7".into(),
+        "--host-record=ok.busy.test,127.0.0.8".into(),
+    ]);
+    let mut relay = start(mx_config(&dns, port));
+    let content = dotted_content();
+    relay.submit(&Route::Mx, "s@example.test", &["u@busy.test"], &content);
+    let r = relay.result();
+    assert_eq!(verdicts(&r), [Verdict::Delivered], "{r:#?}");
+    assert_eq!(r.peer.unwrap().host, "ok.busy.test");
+    assert_eq!(stored(a.dir.path(), 1)[0].content, content);
 }

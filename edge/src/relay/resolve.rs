@@ -250,7 +250,14 @@ fn absolute(domain: &str) -> Result<Name, Unreachable> {
 /// [RFC 5321 §5.1]: https://www.rfc-editor.org/rfc/rfc5321#section-5.1
 fn shuffle_equal_preferences<T>(hosts: &mut [(u16, T)], seed: u64) {
     hosts.sort_by_key(|(pref, _)| *pref);
-    let mut state = seed | 1;
+    // splitmix64's finalizer spreads any seed (even 0, 1, 2, ...) over all 64 bits;
+    // xorshift then must not start at zero.
+    let mut state = {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) | 1
+    };
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
