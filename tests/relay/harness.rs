@@ -8,7 +8,6 @@ use std::sync::mpsc::{channel, Receiver as Results};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_edge::metrics::Metrics;
 use smtp_edge::protocol::address::parse_mailbox;
 use smtp_edge::relay::{
     Attempt, AttemptResult, Content, Relay, RelayConfig, RelayHandle, Route, Verdict,
@@ -20,7 +19,6 @@ use crate::receivers::{wait_files, Receiver, DEADLINE};
 pub struct Running {
     pub handle: RelayHandle,
     pub results: Results<AttemptResult>,
-    pub metrics: Arc<Metrics>,
     /// The spool files the attempts point at.
     pub spool: tempfile::TempDir,
     next_token: u64,
@@ -35,13 +33,11 @@ pub fn config() -> RelayConfig {
 }
 
 pub fn start(cfg: RelayConfig) -> Running {
-    let metrics = Metrics::new(1);
     let (tx, results) = channel();
-    let handle = Relay::start(Arc::new(cfg), metrics.clone(), tx).expect("relay starts");
+    let handle = Relay::start(Arc::new(cfg), tx).expect("relay starts");
     Running {
         handle,
         results,
-        metrics,
         spool: tempfile::tempdir().unwrap(),
         next_token: 1,
     }

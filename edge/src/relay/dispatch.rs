@@ -11,7 +11,6 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
 use crate::protocol::client::{ClientConfig as SessionConfig, Dialect, Outcome, TlsPolicy};
 use crate::transport::{self, Stream};
 
@@ -57,7 +56,6 @@ struct Dest {
 pub(super) struct Shared {
     pub(super) cfg: Arc<RelayConfig>,
     pub(super) tls: Arc<ClientConfig>,
-    metrics: Arc<Metrics>,
     resolver: Resolver,
     results: Sender<AttemptResult>,
     dests: RefCell<HashMap<DestKey, Dest>>,
@@ -76,7 +74,6 @@ enum Endpoint {
 impl Shared {
     pub(super) fn new(
         cfg: Arc<RelayConfig>,
-        metrics: Arc<Metrics>,
         results: Sender<AttemptResult>,
         resolver: Resolver,
         tls: Arc<ClientConfig>,
@@ -84,7 +81,6 @@ impl Shared {
         Shared {
             cfg,
             tls,
-            metrics,
             resolver,
             results,
             dests: RefCell::default(),
@@ -182,9 +178,6 @@ impl Shared {
     }
 
     fn report(&self, via: Via, attempt: &Attempt, outcomes: Vec<RcptOutcome>, peer: Option<Peer>) {
-        for outcome in &outcomes {
-            self.metrics.delivery_attempt(via, outcome.verdict);
-        }
         tracing::debug!(
             queue_id = %attempt.queue_id,
             via = via.as_str(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::metrics::Metrics;
 use crate::transport;
 
 use super::dispatch::Shared;
@@ -35,7 +34,6 @@ impl Relay {
     /// is used; if it has no configuration, MX lookups defer (and a warning says why).
     pub fn start(
         cfg: Arc<RelayConfig>,
-        metrics: Arc<Metrics>,
         results: Sender<AttemptResult>,
     ) -> std::io::Result<RelayHandle> {
         let (tx, rx) = unbounded_channel();
@@ -53,7 +51,7 @@ impl Relay {
                         }
                     };
                     let _ = up_tx.send(Ok(()));
-                    let shared = Rc::new(Shared::new(cfg, metrics, results, resolver, tls));
+                    let shared = Rc::new(Shared::new(cfg, results, resolver, tls));
                     serve(shared, rx).await;
                 });
             })?;

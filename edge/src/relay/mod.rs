@@ -14,7 +14,7 @@
 //!
 //! # The API
 //!
-//! - [`Relay::start`]`(cfg, metrics, results)` starts the relay thread (its own io_uring
+//! - [`Relay::start`]`(cfg, results)` starts the relay thread (its own io_uring
 //!   runtime, so intake never waits for the network) and returns a [`RelayHandle`]; results
 //!   come back on `results`, a `std::sync::mpsc::Sender<AttemptResult>` whose receiver the
 //!   queue's scheduler owns (`recv_timeout` until its next retry is due).
@@ -29,8 +29,8 @@
 //!   `Lmtp`, `LmtpUnix`, `Smtp` (a next hop, or the smarthost when it is
 //!   [`RelayConfig::remote`]: then AUTH with [`RelayConfig::smarthost_credentials`]) or `Mx`.
 //!   [`Route::via`] gives the [`Via`] label for logs and
-//!   `smtp_edge_delivery_attempts_total{via,result}`, which the relay counts for what it
-//!   carries (one per recipient per attempt).
+//!   `smtp_edge_delivery_attempts_total{via,result}`, which the queue counts for every
+//!   outcome, the relay's included ([`AttemptResult::via`]).
 //! - [`Attempt`]: the caller's token and queue id, the route, the recipients' domain, the
 //!   envelope, and where the content is ([`Content`]: a file, an offset and a length; the
 //!   queue keeps the file until the result is in).
