@@ -31,6 +31,7 @@ mod guard;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod next_hop;
 mod queue;
 mod recipients;
 mod relay;

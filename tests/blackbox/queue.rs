@@ -85,6 +85,20 @@ fn queue_commands_act_on_a_running_server() {
     );
     // alice got her copy of the first at once; bob's waits.
     wait_for_maildir(&new_dir(&server.maildir, ALICE), 1, DELIVERY_DEADLINE);
+    // The gauge and the attempt counters say the same.
+    assert_eq!(
+        server.metric("smtp_edge_queue_messages{state=\"deferred\"}"),
+        3.0
+    );
+    assert_eq!(
+        server.metric("smtp_edge_delivery_attempts_total{via=\"maildir\",result=\"deferred\"}"),
+        3.0
+    );
+    assert_eq!(
+        server.metric("smtp_edge_delivery_attempts_total{via=\"maildir\",result=\"sent\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("smtp_edge_messages_delivered_total"), 1.0);
 
     // list (text): one line per message, one per recipient with its state and reason.
     let (code, text) = queue(&server, &["list"]);

@@ -104,7 +104,7 @@ const TOOLS: &[Tool] = &[
     Tool {
         probe: Probe::Program("dovecot"),
         package: Source::Apt("dovecot-lmtpd"),
-        needed_by: "tests/peers (the client engine against Dovecot LMTP)",
+        needed_by: "tests/peers and tests/blackbox/next_hop.rs (Dovecot LMTP as a mail store)",
         root_only: false,
     },
     Tool {
@@ -122,7 +122,7 @@ const TOOLS: &[Tool] = &[
     Tool {
         probe: Probe::PythonModule("aiosmtpd"),
         package: Source::Pip("aiosmtpd"),
-        needed_by: "tests/peers (the client engine against aiosmtpd)",
+        needed_by: "tests/peers and tests/blackbox/next_hop.rs (aiosmtpd receivers)",
         root_only: false,
     },
     Tool {

@@ -24,7 +24,8 @@ use crate::guard::{capacity, Guard};
 use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
-use crate::queue::{self, QueueConfig, QueueHandle};
+use crate::queue::{self, QueueConfig, QueueHandle, RelayLink};
+use crate::relay::Relay;
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
@@ -162,6 +163,10 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let generation = spool::next_generation(&cfg.spool_dir, now_micros)?;
+    // The relay first: the queue hands it network recipients as soon as it starts.
+    let (results_tx, results) = std::sync::mpsc::channel();
+    let relay = Relay::start(Arc::new(cfg.relay.clone()), results_tx)
+        .map_err(|e| StartError::Queue(format!("starting the relay: {e}")))?;
     let queue = queue::start(
         QueueConfig {
             spool_dir: cfg.spool_dir.clone(),
@@ -175,6 +180,11 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             rewrite: cfg.rewrite.clone(),
         },
         metrics.clone(),
+        Some(RelayLink {
+            handle: relay,
+            results,
+            grace: cfg.shutdown_grace,
+        }),
     )
     .map_err(|e| StartError::Queue(e.to_string()))?;
 

@@ -119,11 +119,14 @@ fn reply_of(r: &Recipient) -> &str {
         .unwrap_or("550 5.0.0 delivery failed")
 }
 
-/// The recipient's status code ([RFC 3463]): the enhanced code of its last reply if it has
-/// one, else one from the reply's class.
+/// The recipient's status code ([RFC 3463]): the one its route gave, else the enhanced code of
+/// its last reply if it has one, else one from the reply's class.
 ///
 /// [RFC 3463]: https://www.rfc-editor.org/rfc/rfc3463
 pub fn status_of(r: &Recipient) -> String {
+    if let Some(status) = r.status.as_ref().filter(|s| is_enhanced(s)) {
+        return status.clone();
+    }
     let reply = reply_of(r);
     let mut words = reply.split([' ', '-']);
     let code = words.next().unwrap_or("");

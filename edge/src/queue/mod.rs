@@ -24,13 +24,19 @@
 //! one timer per message (its earliest due recipient) and sleeps until the earliest, or until a
 //! command arrives; each round attempts every message that is due, new or retried alike, so a
 //! steady stream of new mail never postpones a retry. A round delivers its Maildir recipients
-//! together (one pair of `syncfs` for the whole batch, see [`crate::delivery`]), then records
-//! the outcome of every recipient, then writes the notices for those that failed.
+//! together (one pair of `syncfs` for the whole batch, see [`crate::delivery`]) and hands its
+//! network recipients (`relay.local` other than `maildir`, and `relay.remote`) to the relay,
+//! one [`crate::relay::Attempt`] per route (per recipient domain for MX); it records the
+//! outcome of every recipient and writes the notices for those that failed once every result
+//! of the message is in. A message with relay attempts in progress is not attempted again,
+//! deleted or bounced meanwhile: the relay is reading its file.
 //!
 //! **Never lost, never twice.** A message enters the queue already durable (the spool's
 //! commit). A recipient is recorded as delivered only after its delivery is durable; a crash
 //! before the record is written redoes the attempt, which for a Maildir finds the entry (its
-//! name is the queue id and mailbox) and skips it. A record is replaced whole. A notice is
+//! name is the queue id and mailbox) and skips it; a next hop may get the message again (at
+//! least once, as with every MTA: the 250 and our record cannot be one atomic step). A record
+//! is replaced whole. A notice is
 //! queued (durably) before the failure is recorded as reported, so a crash can repeat a notice,
 //! never drop one.
 //!
@@ -61,7 +67,9 @@ use crate::delivery::{Maildir, MaildirError, MaildirJob, RcptResult, MAX_BATCH};
 use crate::metrics::Metrics;
 use crate::protocol::address::parse_mailbox;
 use crate::protocol::{Domain, Mailbox};
-use crate::relay::{Route as RelayRoute, Verdict, Via};
+use crate::relay::{
+    Attempt as RelayAttempt, AttemptResult, RelayHandle, Route as RelayRoute, Verdict, Via,
+};
 use crate::rewrite::SharedRewriter;
 pub use crate::spool::QueueId;
 use crate::spool::{Queued, SpoolError};
@@ -156,7 +164,21 @@ pub struct MessageInfo {
 enum Command {
     Enqueue(QueueId),
     Control(Request, mpsc::Sender<Answer>),
+    /// The relay's verdicts on one attempt (forwarded from its results channel).
+    Relayed(AttemptResult),
     Shutdown,
+}
+
+/// The relay as the queue uses it: where attempts go, where their results come back, and how
+/// long attempts in progress may take to finish at shutdown.
+#[derive(Debug)]
+pub struct RelayLink {
+    /// Takes attempts.
+    pub handle: RelayHandle,
+    /// The other end of the channel given to [`crate::relay::Relay::start`].
+    pub results: mpsc::Receiver<AttemptResult>,
+    /// At shutdown, how long sessions in progress get before the rest is deferred.
+    pub grace: Duration,
 }
 
 /// Hands committed messages and operator requests to the scheduler. Cheap to clone; `Send`.
@@ -226,9 +248,38 @@ impl QueueHandle {
 /// Opens the store (recovering what a crash left: see [`Store::open`]) and the Maildir, and
 /// starts the scheduler with every queued message due at its record's time. Call it **before**
 /// any worker opens a `SpoolWriter`.
-pub fn start(cfg: QueueConfig, metrics: Arc<Metrics>) -> Result<QueueHandle, QueueError> {
+///
+/// Without a `relay`, recipients of network routes wait (deferred) until they are too old.
+/// With one, the queue's thread must be stopped with [`QueueHandle::shutdown`] (which also
+/// stops the relay): the relay's results keep the queue's channel open.
+pub fn start(
+    cfg: QueueConfig,
+    metrics: Arc<Metrics>,
+    relay: Option<RelayLink>,
+) -> Result<QueueHandle, QueueError> {
     let (store, backlog) = Store::open(&cfg.spool_dir, cfg.generation)?;
     let maildir = Maildir::open(&cfg.maildir, cfg.maildir_mode)?;
+    let (tx, rx) = mpsc::channel();
+    let (relay, relay_grace) = match relay {
+        None => (None, Duration::ZERO),
+        Some(link) => {
+            // The relay reports on a channel of its own; one small thread moves each result
+            // into the scheduler's, so the scheduler waits on one channel for everything.
+            let forward = tx.clone();
+            let results = link.results;
+            std::thread::Builder::new()
+                .name("smtp-edge-relay-results".into())
+                .spawn(move || {
+                    for result in results {
+                        if forward.send(Command::Relayed(result)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(QueueError::Spawn)?;
+            (Some(link.handle), link.grace)
+        }
+    };
     let mut scheduler = Scheduler {
         cfg,
         store,
@@ -237,6 +288,11 @@ pub fn start(cfg: QueueConfig, metrics: Arc<Metrics>) -> Result<QueueHandle, Que
         timers: BTreeSet::new(),
         entries: HashMap::new(),
         forced: HashSet::new(),
+        relay,
+        relay_grace,
+        next_token: 0,
+        flights: HashMap::new(),
+        busy: HashMap::new(),
     };
     if !backlog.is_empty() {
         tracing::info!(messages = backlog.len(), "queue: resuming");
@@ -252,7 +308,6 @@ pub fn start(cfg: QueueConfig, metrics: Arc<Metrics>) -> Result<QueueHandle, Que
         };
         scheduler.schedule(id, due, true);
     }
-    let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("smtp-edge-queue".into())
         .spawn(move || scheduler.run(&rx))
@@ -289,15 +344,38 @@ struct Scheduler {
     entries: HashMap<QueueId, Entry>,
     /// Messages flushed by the operator: their deferred recipients are due now.
     forced: HashSet<QueueId>,
+    relay: Option<RelayHandle>,
+    relay_grace: Duration,
+    /// The token of the next relay attempt.
+    next_token: u64,
+    /// Relay attempts in progress, by token: whose, and which of its recipients.
+    flights: HashMap<u64, Flight>,
+    /// Messages with relay attempts in progress: not due again, nor deleted, until every
+    /// result is in (the relay reads their file meanwhile).
+    busy: HashMap<QueueId, Busy>,
+}
+
+/// One relay attempt in progress.
+struct Flight {
+    id: QueueId,
+    /// Indexes into the record's recipients, in the attempt's order.
+    rcpts: Vec<usize>,
+}
+
+/// A message waiting for relay results.
+struct Busy {
+    attempt: Attempt,
+    /// Relay attempts still to report.
+    outstanding: usize,
 }
 
 /// Where one recipient goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     /// Written here, by [`crate::delivery`].
     Maildir,
-    /// Over the network (`relay.local` other than `maildir`, or `relay.remote`).
-    Remote(Via),
+    /// Over the network by the relay (`relay.local` other than `maildir`, or `relay.remote`).
+    Remote(RelayRoute),
 }
 
 /// One message of a round.
@@ -333,10 +411,12 @@ impl Scheduler {
                 }
             }
             self.round(now_ms());
-            self.publish_size();
             if stop {
+                self.stop_relay(rx);
+                self.publish_size();
                 return;
             }
+            self.publish_size();
         }
     }
 
@@ -349,6 +429,10 @@ impl Scheduler {
             }
             Command::Control(request, reply) => {
                 let _ = reply.send(self.control(request));
+                false
+            }
+            Command::Relayed(result) => {
+                self.relayed(result);
                 false
             }
             Command::Shutdown => true,
@@ -432,9 +516,28 @@ impl Scheduler {
             }
         }
         self.deliver_maildir(&mut attempts, now);
-        self.deliver_remote(&mut attempts, now);
-        self.notify(&mut attempts, now);
-        self.settle(attempts);
+        let mut done = Vec::with_capacity(attempts.len());
+        for mut attempt in attempts {
+            let flights = self.submit_remote(&mut attempt, now);
+            let id = attempt.queued.id;
+            if flights == 0 {
+                done.push(attempt);
+            } else {
+                // Not due again until its results are in.
+                if let Some(entry) = self.entries.get(&id) {
+                    self.timers.remove(&(entry.due_ms, id));
+                }
+                self.busy.insert(
+                    id,
+                    Busy {
+                        attempt,
+                        outstanding: flights,
+                    },
+                );
+            }
+        }
+        self.notify(&mut done, now);
+        self.settle(done);
     }
 
     /// The message and its record (built from the envelope on its first attempt); `None` if
@@ -473,7 +576,7 @@ impl Scheduler {
         let (local_route, remote_route) = &self.cfg.routes;
         match if local { local_route } else { remote_route } {
             RelayRoute::Maildir => Route::Maildir,
-            other => Route::Remote(other.via()),
+            other => Route::Remote(other.clone()),
         }
     }
 
@@ -530,29 +633,182 @@ impl Scheduler {
                         reply: format!("550 5.1.1 {e}"),
                     },
                 };
-                self.record_outcome(attempt, i, Via::Maildir, outcome, "none", now);
+                self.record_outcome(attempt, i, Via::Maildir, outcome, None, now);
             }
         }
     }
 
-    /// Every recipient outside our domains: there is no network route yet, so they wait
-    /// (and fail once too old, like any deferred recipient).
-    fn deliver_remote(&mut self, attempts: &mut [Attempt], now: u64) {
-        for attempt in attempts.iter_mut() {
-            let remote: Vec<(usize, Via)> = attempt
-                .due
+    /// Hands the message's due network recipients to the relay, one attempt per route (and,
+    /// for MX, per recipient domain); returns how many attempts are in progress. Without a
+    /// relay, or once it has stopped, they are deferred.
+    fn submit_remote(&mut self, attempt: &mut Attempt, now: u64) -> usize {
+        let mut groups: Vec<((RelayRoute, String), Vec<usize>)> = Vec::new();
+        for (i, route) in &attempt.due {
+            let Route::Remote(route) = route else {
+                continue;
+            };
+            let Some(r) = attempt.record.recipients.get(*i) else {
+                continue;
+            };
+            let domain = r
+                .address
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
+            // One attempt per MX domain; a next hop takes every domain in one.
+            let key = match route {
+                RelayRoute::Mx => (route.clone(), domain),
+                _ => (route.clone(), String::new()),
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.push(*i),
+                None => groups.push((key, vec![*i])),
+            }
+        }
+        let mut flights = 0;
+        for ((route, domain), rcpts) in groups {
+            let via = route.via();
+            let to: Vec<Mailbox> = rcpts
                 .iter()
-                .filter_map(|&(i, route)| match route {
-                    Route::Remote(via) => Some((i, via)),
-                    Route::Maildir => None,
-                })
+                .filter_map(|&i| attempt.record.recipients.get(i))
+                .filter_map(|r| parse_mailbox(&r.address).ok())
                 .collect();
-            for (i, via) in remote {
+            let submitted = match (&self.relay, to.len() == rcpts.len()) {
+                (Some(relay), true) => {
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    let queued = &attempt.queued;
+                    let relay_attempt = RelayAttempt {
+                        token,
+                        queue_id: queued.id.to_string(),
+                        domain: match route {
+                            RelayRoute::Mx => domain,
+                            _ => to
+                                .first()
+                                .map(|m| m.domain.to_string().to_ascii_lowercase())
+                                .unwrap_or_default(),
+                        },
+                        route,
+                        from: queued.envelope.mail_from.clone(),
+                        to,
+                        content: self.store.content(queued),
+                        eight_bit: queued.message().iter().any(|&b| b > 127),
+                        smtputf8: queued.envelope.smtputf8,
+                    };
+                    match relay.submit(relay_attempt) {
+                        Ok(()) => {
+                            self.flights.insert(
+                                token,
+                                Flight {
+                                    id: queued.id,
+                                    rcpts: rcpts.clone(),
+                                },
+                            );
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+                _ => false,
+            };
+            if submitted {
+                flights += 1;
+                continue;
+            }
+            let reply = if self.relay.is_some() {
+                "451 4.3.0 the relay has stopped"
+            } else {
+                "451 4.4.0 no route to remote destinations"
+            };
+            for i in rcpts {
                 let outcome = Outcome::Deferred {
                     relay: "none".into(),
-                    reply: "451 4.4.0 no route to remote destinations".into(),
+                    reply: reply.into(),
                 };
-                self.record_outcome(attempt, i, via, outcome, "none", now);
+                self.record_outcome(attempt, i, via, outcome, None, now);
+            }
+        }
+        flights
+    }
+
+    /// The relay's verdicts on one attempt; once every attempt of the message is in, its
+    /// failures are reported and it is saved, rescheduled or removed.
+    fn relayed(&mut self, result: AttemptResult) {
+        let now = now_ms();
+        let Some(flight) = self.flights.remove(&result.token) else {
+            tracing::warn!(
+                token = result.token,
+                "relay result for no attempt in progress"
+            );
+            return;
+        };
+        let Some(mut busy) = self.busy.remove(&flight.id) else {
+            return;
+        };
+        let relay = result
+            .peer
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string);
+        let tls = result
+            .peer
+            .as_ref()
+            .and_then(|p| p.tls.as_ref())
+            .map(|t| format!("{} {}", t.version, t.cipher));
+        for (&i, outcome) in flight.rcpts.iter().zip(&result.outcomes) {
+            // The server's reply is the DSN's Diagnostic-Code; the detail (which command it
+            // answered, or the local cause) is what the log says.
+            let reply = outcome
+                .reply
+                .clone()
+                .unwrap_or_else(|| outcome.detail.clone());
+            let relay = relay.clone();
+            let verdict = match outcome.verdict {
+                Verdict::Delivered => Outcome::Sent { relay, reply },
+                Verdict::Deferred => Outcome::Deferred { relay, reply },
+                Verdict::Failed => Outcome::Failed { relay, reply },
+            };
+            if let Some(r) = busy.attempt.record.recipients.get_mut(i) {
+                r.status = Some(outcome.status.clone());
+            }
+            let detail =
+                (outcome.reply.as_deref() != Some(&outcome.detail)).then_some(&*outcome.detail);
+            self.record_outcome_logged(
+                &mut busy.attempt,
+                i,
+                result.via,
+                verdict,
+                tls.as_deref(),
+                detail,
+                now,
+            );
+        }
+        busy.outstanding = busy.outstanding.saturating_sub(1);
+        if busy.outstanding > 0 {
+            self.busy.insert(flight.id, busy);
+            return;
+        }
+        let mut done = vec![busy.attempt];
+        self.notify(&mut done, now);
+        self.settle(done);
+    }
+
+    /// At shutdown: the relay finishes what it can within its grace, defers the rest, and
+    /// every result is recorded before the thread ends.
+    fn stop_relay(&mut self, rx: &mpsc::Receiver<Command>) {
+        let Some(relay) = self.relay.take() else {
+            return;
+        };
+        relay.shutdown(self.relay_grace);
+        // The relay has sent every result; the forwarding thread moves them over.
+        let end = clock::now() + Duration::from_secs(5);
+        while !self.flights.is_empty() {
+            match rx.recv_timeout(end.saturating_duration_since(clock::now())) {
+                Ok(Command::Relayed(result)) => self.relayed(result),
+                Ok(Command::Control(_, reply)) => {
+                    let _ = reply.send(Answer::Error("the queue is shutting down".into()));
+                }
+                Ok(Command::Enqueue(_) | Command::Shutdown) => {}
+                Err(_) => break,
             }
         }
     }
@@ -564,7 +820,22 @@ impl Scheduler {
         i: usize,
         via: Via,
         outcome: Outcome,
-        tls: &str,
+        tls: Option<&str>,
+        now: u64,
+    ) {
+        self.record_outcome_logged(attempt, i, via, outcome, tls, None, now);
+    }
+
+    /// [`Scheduler::record_outcome`], with a `detail` for the log line in place of the reply.
+    #[allow(clippy::too_many_arguments)]
+    fn record_outcome_logged(
+        &self,
+        attempt: &mut Attempt,
+        i: usize,
+        via: Via,
+        outcome: Outcome,
+        tls: Option<&str>,
+        detail: Option<&str>,
         now: u64,
     ) {
         let arrival = attempt.record.arrival_ms;
@@ -596,14 +867,16 @@ impl Scheduler {
             }
         };
         self.metrics.delivery_attempt(via, result);
+        let logged = detail.unwrap_or(&reply);
+        let delay = now.saturating_sub(arrival);
         log_attempt(
             &attempt.queued,
             r,
             &relay,
-            now.saturating_sub(arrival),
-            tls,
+            delay,
+            tls.unwrap_or("none"),
             result,
-            &reply,
+            logged,
         );
         r.last_reply = Some(reply);
     }
@@ -692,7 +965,13 @@ impl Scheduler {
                 Err(e) => Answer::Error(e),
             },
             Request::Flush(None) => {
-                let ids: Vec<QueueId> = self.entries.keys().copied().collect();
+                // Messages with relay attempts in progress are being attempted already.
+                let ids: Vec<QueueId> = self
+                    .entries
+                    .keys()
+                    .filter(|id| !self.busy.contains_key(id))
+                    .copied()
+                    .collect();
                 for &id in &ids {
                     self.forced.insert(id);
                     self.schedule(id, 0, true);
@@ -703,6 +982,9 @@ impl Scheduler {
                 if !self.entries.contains_key(&id) {
                     return Answer::Error(format!("{id}: not in the queue"));
                 }
+                if self.busy.contains_key(&id) {
+                    return Answer::Done(0);
+                }
                 self.forced.insert(id);
                 self.schedule(id, 0, true);
                 Answer::Done(1)
@@ -710,6 +992,9 @@ impl Scheduler {
             Request::Delete(id) => {
                 if !self.entries.contains_key(&id) {
                     return Answer::Error(format!("{id}: not in the queue"));
+                }
+                if self.busy.contains_key(&id) {
+                    return Answer::Error(format!("{id}: being delivered; try again shortly"));
                 }
                 if let Err(e) = self.store.remove(&id) {
                     return Answer::Error(e.to_string());
@@ -726,6 +1011,9 @@ impl Scheduler {
     fn bounce(&mut self, id: QueueId) -> Answer {
         if !self.entries.contains_key(&id) {
             return Answer::Error(format!("{id}: not in the queue"));
+        }
+        if self.busy.contains_key(&id) {
+            return Answer::Error(format!("{id}: being delivered; try again shortly"));
         }
         let now = now_ms();
         let (queued, record) = match self.load(id, now) {

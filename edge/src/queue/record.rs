@@ -61,6 +61,12 @@ pub struct Recipient {
     /// The last reply or error, as logged (`451 4.3.0 try later`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reply: Option<String>,
+    /// The enhanced status code of the last attempt ([RFC 3463]), when the route gave one
+    /// (`5.1.1`): the DSN's `Status:`.
+    ///
+    /// [RFC 3463]: https://www.rfc-editor.org/rfc/rfc3463
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// When a deferred recipient is due, in ms since the Unix epoch.
     #[serde(default)]
     pub next_attempt_ms: u64,
@@ -78,6 +84,7 @@ impl Recipient {
             state: State::Pending,
             attempts: 0,
             last_reply: None,
+            status: None,
             next_attempt_ms: 0,
             notified: false,
         }
@@ -226,6 +233,7 @@ mod tests {
                 state: State::Deferred,
                 attempts: 2,
                 last_reply: Some("451 4.3.0 later".into()),
+                status: Some("4.3.0".into()),
                 next_attempt_ms: 9,
                 notified: false,
             }],

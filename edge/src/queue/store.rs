@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::record::Record;
 use crate::protocol::Envelope;
+use crate::relay::Content;
 use crate::spool::{self, queue_path, QueueId, QueueIdGen, Queued, SpoolError};
 
 /// Subdirectory of per-recipient records.
@@ -147,6 +148,16 @@ impl Store {
         fs::rename(&tmp, &path).map_err(|e| err("rename", &tmp, e))?;
         sync_dir(&self.spool.join(spool::QUEUE_DIR))?;
         Ok(id)
+    }
+
+    /// Where the relay reads `queued`'s content from: its file, from the end of the envelope
+    /// header. The file stays until the message is removed.
+    pub fn content(&self, queued: &Queued) -> Content {
+        Content {
+            path: queue_path(&self.spool, &queued.id),
+            offset: queued.message_offset(),
+            len: queued.message().len() as u64,
+        }
     }
 
     fn state_path(&self, id: &QueueId) -> PathBuf {

@@ -74,6 +74,7 @@ impl Fixture {
                 routes: (crate::relay::Route::Maildir, crate::relay::Route::Mx),
             },
             Metrics::new(1),
+            None,
         )
         .unwrap()
     }

@@ -154,6 +154,11 @@ impl Queued {
     pub fn message(&self) -> &[u8] {
         self.data.get(self.message_offset..).unwrap_or_default()
     }
+
+    /// Where [`Queued::message`] starts in the file: after the envelope header.
+    pub fn message_offset(&self) -> u64 {
+        self.message_offset as u64
+    }
 }
 
 /// Reads and checks a queue file (blocking; the delivery thread's side). A file that is not a
