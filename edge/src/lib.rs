@@ -9,7 +9,9 @@
 //!                                                 has TLS)             │
 //!          auth (password checks, off the ring) ◄─ Authenticate ───────┤
 //!          spool (tmp/ → fsync → queue/, then 250) ◄─ message content ──┘
-//!            └─► queue (per-recipient state, retries, notices) ─► delivery (Maildir)
+//!            └─► queue (per-recipient state, retries, notices) ─┬─► delivery (Maildir)
+//!                                                                 └─► relay (LMTP, SMTP, MX;
+//!                                                                     its own thread and ring)
 //! ```
 //!
 //! The [`protocol`] engine performs no I/O and reads no clock: the [`driver`] feeds it bytes and the
