@@ -807,3 +807,71 @@ fn shield_cli_reads_and_edits_pinned_maps() {
     assert!(err.contains("no pinned shield"), "{err}");
     drop(shield);
 }
+
+/// `smtp-edge ban add|list|del --config` against a server with the shield attached: the
+/// operator's ban goes through the control socket into the kernel map (the source's SYNs are
+/// dropped there, the server never sees them), is listed, and is lifted from the kernel too,
+/// without a restart.
+#[test]
+#[ignore = "needs root: network namespaces, a veth pair and an XDP program"]
+fn operator_bans_reach_the_kernel_and_are_lifted_from_it() {
+    let (lab, server) = setup(
+        "srvopban",
+        ShieldOpts {
+            syn_rate: 100,
+            syn_burst: 100,
+            allow: Vec::new(),
+        },
+    );
+    let config = server.dir.path().join("smtp-edge.toml");
+    let config = config.to_str().expect("a UTF-8 temporary path");
+    // Run where the server runs: the configuration names the namespace's interface.
+    let ban = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", &lab.srv, BIN, "ban"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", config]);
+        let out = run_client("ip", &all, b"", Duration::from_secs(20));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    let (smtp, _) = Smtp::open(&lab, CLI4, v4(PROTECTED));
+    smtp.quit();
+
+    let (code, out) = ban(&["add", CLI4, "--secs", "600"]);
+    assert_eq!(code, Some(0), "ban add: {out}");
+    assert_eq!(out.trim(), format!("banned {CLI4}/32 for 600s"));
+    wait_bans(&server, 1.0, "after ban add");
+    let before = server.shield();
+    assert_dropped(&lab, CLI4, v4(PROTECTED), "banned by the operator");
+    let after = server.shield();
+    assert!(
+        after.dropped_banned > before.dropped_banned,
+        "dropped_banned did not rise: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.accepted, before.accepted,
+        "the server accepted a banned source's connection"
+    );
+
+    let (code, out) = ban(&["list"]);
+    assert_eq!(code, Some(0), "ban list: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{CLI4}/32 "))),
+        "ban list lacks {CLI4}:\n{out}"
+    );
+
+    let (code, out) = ban(&["del", CLI4]);
+    assert_eq!(code, Some(0), "ban del: {out}");
+    assert_eq!(out.trim(), format!("unbanned {CLI4}/32"));
+    // Lifted in the kernel at once: the next SYN is answered, long before the ban would end.
+    let (smtp, _) = Smtp::open(&lab, CLI4, v4(PROTECTED));
+    smtp.quit();
+    assert_eq!(server.shield().bans_active, 0.0);
+    let (code, out) = ban(&["list"]);
+    assert_eq!((code, out.trim()), (Some(0), ""), "nothing left to list");
+}
