@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smtp_edge::protocol::DataReceiver;
+use smtp_edge::protocol::{DataReceiver, DEFAULT_MAX_LINE_LENGTH};
 
 /// One receive buffer's worth.
 const CHUNK: usize = 64 * 1024;
@@ -68,7 +68,7 @@ fn naive(input: &[u8], out: &mut Vec<u8>) -> usize {
 }
 
 fn real(input: &[u8], out: &mut Vec<u8>) -> usize {
-    let mut rx = DataReceiver::new(LIMIT);
+    let mut rx = DataReceiver::new(LIMIT, DEFAULT_MAX_LINE_LENGTH);
     let mut used = 0;
     for chunk in input.chunks(CHUNK) {
         let (n, end) = rx.feed(chunk, out);

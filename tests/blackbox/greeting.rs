@@ -81,3 +81,32 @@ fn embedded_default_delivers() {
     let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
     assert_delivered(&files[0], "sender@remote.test", rcpt, msg);
 }
+
+#[test]
+fn ehlo_with_terminal_escapes_is_refused_and_never_echoed_or_logged_raw() {
+    let server = Server::start(Opts::default());
+    let mut c = SmtpConn::connect(server.delivery());
+    let r = c.cmd("EHLO a\x1b[31mred\x07");
+    assert_eq!(r.status(), "501 5.5.4", "{r:?}");
+    assert!(
+        r.lines
+            .iter()
+            .all(|l| !l.contains('\x1b') && !l.contains('\x07')),
+        "{r:?}"
+    );
+    // Hosts real clients use still pass: underscores, bare names.
+    let r = c.cmd("HELO my_pc");
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("QUIT").code, 221);
+    drop(c);
+    // The session line is written when the session ends; wait for it.
+    crate::harness::wait_until(REPLY_DEADLINE, || {
+        server.stderr_all().contains("my_pc").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no session log line\n{}", server.stderr_tail()));
+    let log = server.stderr_all();
+    assert!(
+        !log.contains('\x1b') && !log.contains('\x07'),
+        "raw control octets in the log: {log:?}"
+    );
+}

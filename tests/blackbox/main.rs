@@ -33,6 +33,7 @@ mod limits;
 mod metrics;
 mod next_hop;
 mod queue;
+mod real_senders;
 mod recipients;
 mod relay;
 mod rewrite;

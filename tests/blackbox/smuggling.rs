@@ -160,3 +160,54 @@ fn bare_lf_in_command_is_500_5_5_2() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn smuggling_nul_dot_is_refused_and_nothing_is_delivered() {
+    // `\r\n\0.\r\n`: a next hop that strips NULs would end the data there and run the rest as
+    // commands. Refused whole, like a bare CR or LF.
+    let server = Server::start(Opts::default());
+    let rcpt = "user@example.test";
+    let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
+    let mut body = dot_stuff(&sample_message("nul", "sender@remote.test", rcpt));
+    body.extend_from_slice(b"\0.\r\nMAIL FROM:<evil@remote.test>\r\n");
+    let r = c.send_mail("sender@remote.test", &[rcpt], &body);
+    assert_eq!(r.status(), "550 5.6.0", "{r:?}");
+    assert_eq!(c.cmd("NOOP").code, 250);
+    // A clean message after it arrives alone: the refused one never reached the spool.
+    let clean = sample_message("after-nul", "sender@remote.test", rcpt);
+    assert_eq!(
+        c.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&clean))
+            .code,
+        250
+    );
+    let files = wait_for_maildir(&new_dir(&server.maildir, rcpt), 1, DELIVERY_DEADLINE);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_delivered(&files[0], "sender@remote.test", rcpt, &clean);
+}
+
+#[test]
+fn a_refused_bdat_chunk_is_never_run_as_commands() {
+    // RFC 3030 §2: `BDAT 22 LAST` refused with 530 (STARTTLS first) still carries 22 octets.
+    // Here they spell a whole transaction; read as commands, they would queue a message.
+    let server = Server::start(Opts {
+        listener_tls: vec![crate::harness::ListenerTls {
+            mode: "starttls",
+            require_tls: Some(true),
+        }],
+        tls: Some(crate::harness::TlsOpts::default()),
+        ..Opts::default()
+    });
+    let (mut c, _) = SmtpConn::connect_ehlo(server.listener(0));
+    let chunk = b"QUIT\r\nRSET\r\nNOOP\r\nxx\r\n";
+    assert_eq!(chunk.len(), 22);
+    c.send(b"BDAT 22 LAST\r\n");
+    c.send(chunk);
+    let r = c.reply();
+    assert_eq!(r.status(), "530 5.7.0", "{r:?}");
+    // The next replies answer these commands, not anything inside the chunk: its QUIT would
+    // have closed the session.
+    for _ in 0..2 {
+        let r = c.cmd("NOOP");
+        assert_eq!(r.status(), "250 2.0.0", "{r:?}");
+    }
+}

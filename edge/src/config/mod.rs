@@ -252,6 +252,16 @@ pub struct Limits {
     /// `421 4.3.2`. `None`: derived at start from the open-file limit
     /// ([`crate::guard::capacity`]), so that descriptors never run out.
     pub max_connections: Option<u32>,
+    /// Longest line of message content, CRLF included, stored byte-exact; a longer line
+    /// refuses the message (550 5.6.0) after its data. At least
+    /// [`MIN_TEXT_LINE`](crate::protocol::MIN_TEXT_LINE), the floor of [RFC 5321 §4.5.3.1.6];
+    /// 65536 by default.
+    ///
+    /// [RFC 5321 §4.5.3.1.6]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.6
+    pub max_line_length: usize,
+    /// Refuse envelope addresses without angle brackets (`MAIL FROM:a@b`), as Postfix's
+    /// `strict_rfc821_envelopes = yes` does; off by default, like Postfix.
+    pub strict_envelopes: bool,
 }
 
 impl Default for Limits {
@@ -267,6 +277,8 @@ impl Default for Limits {
             data_timeout: timeouts.data_block,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_connections: None,
+            max_line_length: crate::protocol::DEFAULT_MAX_LINE_LENGTH,
+            strict_envelopes: false,
         }
     }
 }
@@ -404,6 +416,8 @@ impl Config {
             max_message_size: self.limits.max_message_size,
             max_recipients: self.limits.max_recipients,
             max_bad_commands: self.limits.max_bad_commands,
+            max_line_length: self.limits.max_line_length,
+            strict_envelopes: self.limits.strict_envelopes,
             timeouts: Timeouts {
                 command: self.limits.command_timeout,
                 data_block: self.limits.data_timeout,

@@ -135,6 +135,8 @@ pub(super) struct RawLimits {
     pub data_timeout_secs: Option<i64>,
     pub max_connections_per_ip: Option<i64>,
     pub max_connections: Option<i64>,
+    pub max_line_length: Option<i64>,
+    pub strict_envelopes: Option<bool>,
 }
 
 /// `[metrics]`

@@ -1133,3 +1133,26 @@ fn relay_errors_name_their_keys() {
         e[0].problem
     );
 }
+
+#[test]
+fn line_length_and_strict_envelopes_reach_the_engine() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    let e = c.engine_config(&c.listeners[0]);
+    assert_eq!((e.max_line_length, e.strict_envelopes), (65_536, false));
+    let c = Config::from_toml_str(&format!(
+        "{BASE}\n[limits]\nmax_line_length = 1000\nstrict_envelopes = true\n"
+    ))
+    .unwrap();
+    let e = c.engine_config(&c.listeners[0]);
+    assert_eq!((e.max_line_length, e.strict_envelopes), (1000, true));
+    for bad in ["999", "0", "-1", "2000000000"] {
+        let errs = errors(&format!("{BASE}\n[limits]\nmax_line_length = {bad}\n"));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert_eq!(errs[0].key, "limits.max_line_length");
+        assert!(errs[0].problem.contains("1000"), "{}", errs[0].problem);
+    }
+    assert_eq!(
+        keys(&format!("{BASE}\n[limits]\nstrict_envelopes = \"yes\"\n")),
+        ["limits.strict_envelopes"]
+    );
+}

@@ -19,7 +19,7 @@ use crate::control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 use crate::delivery::DEFAULT_FILE_MODE;
 use crate::guard::GuardConfig;
 use crate::protocol::address::{parse_domain, parse_mailbox, Domain};
-use crate::protocol::{Role, MIN_RECIPIENTS};
+use crate::protocol::{Role, MIN_RECIPIENTS, MIN_TEXT_LINE};
 use crate::rewrite::{self, Rewriter, SharedRewriter, DEFAULT_DELIMITER};
 use crate::shield::ShieldConfig;
 use crate::tls::{
@@ -733,7 +733,19 @@ impl Validator<'_> {
             )
             .map(|n| Some(n as u32))
         });
+        let max_line_length = raw.max_line_length.map_or(Some(d.max_line_length), |n| {
+            self.int_in(
+                "limits.max_line_length",
+                n,
+                MIN_TEXT_LINE as u64,
+                MAX_MESSAGE_SIZE_CEILING,
+                " (octets, CRLF included; RFC 5321 §4.5.3.1.6 requires at least 1000)",
+            )
+            .map(|n| n as usize)
+        });
         Some(Limits {
+            max_line_length: max_line_length?,
+            strict_envelopes: raw.strict_envelopes.unwrap_or(d.strict_envelopes),
             max_message_size: max_message_size?,
             max_recipients: max_recipients?,
             max_bad_commands: max_bad_commands?,

@@ -21,10 +21,10 @@ pub enum RejectReason {
     MessageTooLarge,
     /// A bare LF or CR in the body: the SMTP smuggling shape, refused whole.
     BareNewline,
-    /// A text line over 1000 octets ([RFC 5321 §4.5.3.1.6]).
-    ///
-    /// [RFC 5321 §4.5.3.1.6]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.6
+    /// A text line over `limits.max_line_length` octets.
     LineTooLong,
+    /// A NUL octet in the body, refused whole like a bare CR or LF.
+    NulOctet,
     /// The spool could not make the message durable (451 4.3.0).
     SpoolFailure,
     /// MAIL on the submission port before AUTH (530 5.7.0, [RFC 4954 §6]).
@@ -40,13 +40,14 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::RelayDenied,
         RejectReason::UnknownRecipient,
         RejectReason::TooManyRecipients,
         RejectReason::MessageTooLarge,
         RejectReason::BareNewline,
         RejectReason::LineTooLong,
+        RejectReason::NulOctet,
         RejectReason::SpoolFailure,
         RejectReason::NotAuthenticated,
         RejectReason::SenderNotOwned,
@@ -62,6 +63,7 @@ impl RejectReason {
             RejectReason::MessageTooLarge => "message_too_large",
             RejectReason::BareNewline => "bare_newline",
             RejectReason::LineTooLong => "line_too_long",
+            RejectReason::NulOctet => "nul_octet",
             RejectReason::SpoolFailure => "spool_failure",
             RejectReason::NotAuthenticated => "not_authenticated",
             RejectReason::SenderNotOwned => "sender_not_owned",

@@ -212,7 +212,54 @@ fn quoted_end(s: &str) -> Option<usize> {
 
 /// `atext` of RFC 5322 §3.2.3, plus UTF-8 (RFC 6531 §3.3).
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || is_visible_utf8(c)
+}
+
+/// Whether `c` is a non-ASCII character that may stand in a name: UTF-8 is allowed (RFC 6531
+/// §3.3), but not the C1 controls (U+0080–U+009F, among them a terminal's CSI), nor spaces,
+/// nor the invisible format characters that reorder or hide text (bidirectional overrides,
+/// zero-width characters, the byte order mark, the soft hyphen). None belongs in an address
+/// or a host name, and each can make a log line or a header show something it does not hold.
+fn is_visible_utf8(c: char) -> bool {
+    !c.is_ascii()
+        && !c.is_control()
+        && !c.is_whitespace()
+        && !matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
+/// Whether `arg` may be the argument of `EHLO` or `HELO`: a domain or an address literal
+/// ([RFC 5321 §4.1.1.1]), read as liberally as real clients need.
+///
+/// Accepted: host names of letters, digits, `-`, `.` and `_` (Windows and embedded devices use
+/// underscores; Postfix accepts them), bare names without a dot, a bare IPv4 address, UTF-8
+/// names, and any `[...]` literal of printable ASCII. Refused: anything with a control octet
+/// (NUL, ESC, BEL, DEL, C1), a space or an invisible format character, or other punctuation a
+/// host name never holds; the argument is echoed in the reply and written to the
+/// `Received:` header and the session log, so what passes here is safe in all three.
+///
+/// [RFC 5321 §4.1.1.1]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.1
+pub fn is_helo_argument(arg: &str) -> bool {
+    if arg.is_empty() || arg.len() > MAX_DOMAIN {
+        return false;
+    }
+    if let Some(literal) = arg.strip_prefix('[') {
+        // General-address-literal: dcontent is %d33-90 / %d94-126 (§4.1.3).
+        return literal.strip_suffix(']').is_some_and(|inner| {
+            !inner.is_empty() && inner.bytes().all(|b| matches!(b, 33..=90 | 94..=126))
+        });
+    }
+    arg.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || is_visible_utf8(c))
 }
 
 fn check_dot_string(local: &str) -> Result<(), AddressError> {
@@ -243,7 +290,7 @@ fn check_quoted(local: &str) -> Result<(), AddressError> {
             },
             // qtextSMTP = %d32-33 / %d35-91 / %d93-126
             ' '..='!' | '#'..='[' | ']'..='~' => {}
-            c if !c.is_ascii() => {}
+            c if is_visible_utf8(c) => {}
             _ => return Err(AddressError::Syntax),
         }
     }
@@ -282,7 +329,7 @@ pub fn parse_domain(s: &str) -> Result<Domain, AddressError> {
             && !label.ends_with('-')
             && label
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii());
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || is_visible_utf8(c));
         if !ok {
             return Err(AddressError::Syntax);
         }

@@ -190,6 +190,24 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
     }
 }
 
+/// The chunk size of a line that begins `BDAT <chunk-size>`, whatever else is wrong with it
+/// (an unknown end marker, extra words, a bare LF, invalid UTF-8 after the size). A refused
+/// BDAT still carries its octets ([RFC 3030 §2]), so the server must read them as data, never
+/// as commands; only a line whose size cannot be read leaves them to the command parser.
+///
+/// [RFC 3030 §2]: https://www.rfc-editor.org/rfc/rfc3030#section-2
+pub fn bdat_chunk_size(line: &[u8]) -> Option<u64> {
+    let mut words = line.split(|&b| b == b' ');
+    if words.next().map(token) != Some(BDAT) {
+        return None;
+    }
+    let size = words.next()?;
+    if size.is_empty() || !size.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(size).ok()?.parse().ok()
+}
+
 /// `bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ]` (RFC 3030 §2).
 fn parse_bdat(arg: &str) -> Result<Command<'static>, CommandError> {
     const USAGE: CommandError = CommandError::Syntax {
@@ -308,6 +326,31 @@ mod tests {
             assert!(
                 matches!(parse(bad.as_bytes()), Err(CommandError::Syntax { .. })),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bdat_size_is_read_from_lines_that_do_not_parse() {
+        for (line, size) in [
+            (&b"BDAT 22 LAST"[..], Some(22)),
+            (b"bdat 5 FIRST", Some(5)),
+            (b"BDAT 7 LAST extra", Some(7)),
+            (b"BDAT 3 \xff", Some(3)),
+            (b"BDAT 0", Some(0)),
+            (b"BDAT 12\r", None),
+            (b"BDAT", None),
+            (b"BDAT x", None),
+            (b"BDAT -1", None),
+            (b"BDAT 99999999999999999999999", None),
+            (b"DATA 5", None),
+            (b"BDATX 5", None),
+        ] {
+            assert_eq!(
+                bdat_chunk_size(line),
+                size,
+                "{:?}",
+                String::from_utf8_lossy(line)
             );
         }
     }

@@ -25,7 +25,7 @@ pub type Refusal = (Reply, Option<Rejection>);
 
 /// Parses `MAIL FROM:` arguments. `esmtp` is false after `HELO`, where no parameters exist.
 pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refusal> {
-    let (path, params) = address::parse_path(arg, true).map_err(|e| (sender_error(e), None))?;
+    let (path, params) = parse_path(arg, true, cfg).map_err(|e| (sender_error(e), None))?;
     let mut mail = MailFrom {
         path,
         body: BodyType::SevenBit,
@@ -71,7 +71,8 @@ pub fn rcpt(
     cfg: &EngineConfig,
     may_relay: bool,
 ) -> Result<Mailbox, Refusal> {
-    if arg.eq_ignore_ascii_case("<postmaster>") {
+    let bare_postmaster = !cfg.strict_envelopes && arg.eq_ignore_ascii_case("postmaster");
+    if arg.eq_ignore_ascii_case("<postmaster>") || bare_postmaster {
         // RFC 5321 §4.5.1: <Postmaster> without a domain must be accepted.
         return Ok(Mailbox {
             local: "postmaster".into(),
@@ -80,7 +81,7 @@ pub fn rcpt(
             source_route: false,
         });
     }
-    let (path, params) = address::parse_path(arg, false).map_err(|e| (recipient_error(e), None))?;
+    let (path, params) = parse_path(arg, false, cfg).map_err(|e| (recipient_error(e), None))?;
     let Some(path) = path else {
         return Err((recipient_error(AddressError::Syntax), None));
     };
@@ -99,6 +100,29 @@ pub fn rcpt(
         check_local(&path, cfg)?;
     }
     Ok(path)
+}
+
+/// Parses the path of `MAIL` or `RCPT` and returns it with the parameters after it.
+///
+/// RFC 5321 §4.1.1.2 puts the path in angle brackets, but many senders and scripts write
+/// `MAIL FROM:a@b` or `RCPT TO: a@b`. Unless `limits.strict_envelopes` is set, such an address
+/// runs to the first space and the parameters follow it (`MAIL FROM:a@b SIZE=10`), as Postfix
+/// reads it with `strict_rfc821_envelopes = no`. Without brackets there is no null path and no
+/// source route; the address itself is checked exactly as inside brackets.
+fn parse_path<'a>(
+    arg: &'a str,
+    allow_null: bool,
+    cfg: &EngineConfig,
+) -> Result<(Option<Mailbox>, &'a str), AddressError> {
+    if cfg.strict_envelopes || arg.starts_with('<') {
+        return address::parse_path(arg, allow_null);
+    }
+    let (addr, params) = arg.split_once(' ').unwrap_or((arg, ""));
+    if addr.len() + 2 > address::MAX_PATH {
+        return Err(AddressError::TooLong);
+    }
+    let mailbox = address::parse_mailbox(addr)?;
+    Ok((Some(mailbox), params.trim_start_matches(' ')))
 }
 
 /// The delivery role's rule: mail only for our own domains, and nothing that a downstream

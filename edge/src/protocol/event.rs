@@ -61,8 +61,10 @@ pub enum Rejection {
     MessageTooLarge,
     /// Bare CR or LF in the content.
     BareNewline,
-    /// A content line over 1000 octets.
+    /// A content line over `limits.max_line_length` octets.
     LineTooLong,
+    /// A NUL octet in the content.
+    NulOctet,
     /// MAIL on submission without authentication.
     NotAuthenticated,
     /// MAIL FROM an address the authenticated user does not own, or the null sender, on

@@ -26,7 +26,8 @@ pub use connection::{AuthOutcome, Connection};
 pub use data::{DataFault, DataReceiver, LineCheck};
 pub use event::{CloseReason, Event, Rejection, SpoolFault};
 pub use policy::{
-    EngineConfig, RecipientCheck, Role, Timeouts, MAX_COMMAND_LINE, MAX_TEXT_LINE, MIN_RECIPIENTS,
+    EngineConfig, RecipientCheck, Role, Timeouts, DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LINE,
+    MIN_RECIPIENTS, MIN_TEXT_LINE,
 };
 pub use reply::{Closing, Code, Reply, Status};
 pub use transaction::{BodyType, Envelope, Greeting, TxnId};

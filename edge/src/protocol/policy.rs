@@ -18,10 +18,16 @@ pub enum Role {
 ///
 /// [RFC 5321 §4.5.3.1.4]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.4
 pub const MAX_COMMAND_LINE: usize = 512;
-/// Longest text line of a message, CRLF included ([RFC 5321 §4.5.3.1.6]).
+/// The least text line length, CRLF included, a server must accept ([RFC 5321 §4.5.3.1.6]);
+/// the floor of `limits.max_line_length`.
 ///
 /// [RFC 5321 §4.5.3.1.6]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.6
-pub const MAX_TEXT_LINE: usize = 1000;
+pub const MIN_TEXT_LINE: usize = 1000;
+/// Default longest text line of a message, CRLF included (`limits.max_line_length`). RFC 5321
+/// §4.5.3.1.6 sets 1000 octets as a floor for receivers, but real mail (HTML on one line,
+/// long headers from broken generators) carries longer lines, and Postfix and Exim accept
+/// them; refusing them loses legitimate mail for no safety gained.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 65_536;
 /// The least number of recipients a server must accept ([RFC 5321 §4.5.3.1.8]).
 ///
 /// [RFC 5321 §4.5.3.1.8]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.8
@@ -67,6 +73,12 @@ pub struct EngineConfig {
     pub max_recipients: usize,
     /// Bad commands tolerated before 421 and close.
     pub max_bad_commands: u32,
+    /// Longest text line of message content, CRLF included; at least [`MIN_TEXT_LINE`]. A
+    /// longer line refuses the message (550 5.6.0) once its data has been read.
+    pub max_line_length: usize,
+    /// Refuse `MAIL FROM:a@b` and `RCPT TO:a@b` without angle brackets, which RFC 5321
+    /// §4.1.1.2 requires but many senders omit (Postfix's `strict_rfc821_envelopes`).
+    pub strict_envelopes: bool,
     /// Idle timeouts.
     pub timeouts: Timeouts,
     /// STARTTLS is offered ([RFC 3207]) on this listener.
@@ -103,6 +115,8 @@ impl EngineConfig {
             max_message_size: 25 * 1024 * 1024,
             max_recipients: MIN_RECIPIENTS,
             max_bad_commands: 20,
+            max_line_length: DEFAULT_MAX_LINE_LENGTH,
+            strict_envelopes: false,
             timeouts: Timeouts::default(),
             tls_offered: false,
             tls_required: false,

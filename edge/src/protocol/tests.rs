@@ -1146,7 +1146,7 @@ mod fuzz {
             let o = run_with(&cfg(Role::Delivery), &[&input]);
             let i = at.index(input.len() + 1);
             prop_assert_eq!(&run_with(&cfg(Role::Delivery), &[&input[..i], &input[i..]]), &o);
-            match super::super::data::naive::unstuff(&body, u64::MAX) {
+            match super::super::data::naive::unstuff(&body, u64::MAX, DEFAULT_MAX_LINE_LENGTH) {
                 None => {
                     prop_assert!(o.messages.is_empty());
                     prop_assert_eq!(o.events.len(), 1, "{:?}", o.events);
@@ -1159,6 +1159,328 @@ mod fuzz {
                     prop_assert!(o.events[1].starts_with("abort 0 Some"), "{:?}", o.events);
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn refused_bdat_chunks_are_read_as_data_never_as_commands() {
+    // RFC 3030 §2: whatever refuses a BDAT whose size can be read, its octets follow and are
+    // data. Each chunk here holds `QUIT\r\n`: run as a command it would end the session.
+    let submission = || {
+        let mut c = cfg(Role::Submission);
+        c.auth_offered = true;
+        c
+    };
+    let small = || {
+        let mut c = cfg(Role::Delivery);
+        c.max_message_size = 4;
+        c
+    };
+    const TXN: &str = "MAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n";
+    let rows: Vec<(&str, EngineConfig, String, Vec<&str>)> = vec![
+        (
+            "STARTTLS required first",
+            tls_cfg(Role::Submission, true),
+            "BDAT 6 LAST\r\nQUIT\r\n".into(),
+            vec!["530 5.7.0"],
+        ),
+        (
+            "no MAIL",
+            cfg(Role::Delivery),
+            "BDAT 6 LAST\r\nQUIT\r\n".into(),
+            vec!["503 5.5.1"],
+        ),
+        (
+            "no accepted RCPT",
+            cfg(Role::Delivery),
+            "MAIL FROM:<>\r\nRCPT TO:<b@remote.test>\r\nBDAT 6 LAST\r\nQUIT\r\n".into(),
+            vec!["250 2.1.0", "550 5.7.1", "554 5.5.1"],
+        ),
+        (
+            "not authenticated",
+            submission(),
+            "MAIL FROM:<a@example.test>\r\nBDAT 6 LAST\r\nQUIT\r\n".into(),
+            vec!["530 5.7.0", "503 5.5.1"],
+        ),
+        (
+            "over the size limit",
+            small(),
+            format!("{TXN}BDAT 6 LAST\r\nQUIT\r\n"),
+            vec!["250 2.1.0", "250 2.1.5", "552 5.3.4"],
+        ),
+        (
+            "unknown end marker",
+            cfg(Role::Delivery),
+            format!("{TXN}BDAT 6 FIRST\r\nQUIT\r\n"),
+            vec!["250 2.1.0", "250 2.1.5", "501 5.5.4"],
+        ),
+        (
+            "words after LAST",
+            cfg(Role::Delivery),
+            "BDAT 6 LAST now\r\nQUIT\r\n".into(),
+            vec!["501 5.5.4"],
+        ),
+        (
+            "bare LF after the command",
+            cfg(Role::Delivery),
+            format!("{TXN}BDAT 6 LAST\nQUIT\r\n"),
+            vec!["250 2.1.0", "250 2.1.5", "500 5.5.2"],
+        ),
+        (
+            "invalid UTF-8 after the size",
+            cfg(Role::Delivery),
+            "BDAT 6 \u{7f}\u{80}\r\nQUIT\r\n".into(),
+            vec!["501 5.5.4"],
+        ),
+    ];
+    for (what, c, dialogue, want) in rows {
+        let input = format!("EHLO c\r\n{dialogue}NOOP\r\n");
+        let o = run_split(&c, input.as_bytes());
+        let mut want = want;
+        want.push("250 2.0.0");
+        assert_eq!(codes(&o)[2..], want[..], "{what}: {:?}", o.replies);
+        assert!(!o.closed, "{what}: the chunk was run as commands");
+        assert!(o.messages.is_empty(), "{what}");
+    }
+    // Invalid UTF-8 proper (not expressible in a &str row): the size is still read.
+    let o = run_split(
+        &cfg(Role::Delivery),
+        b"EHLO c\r\nBDAT 6 \xff\r\nQUIT\r\nNOOP\r\n",
+    );
+    assert_eq!(codes(&o)[2..], ["500 5.5.2", "250 2.0.0"]);
+    assert!(!o.closed);
+    // A size that cannot be read leaves nothing to skip: the next line is a command.
+    let o = delivery("EHLO c\r\nBDAT 99999999999999999999999 LAST\r\nNOOP\r\n");
+    assert_eq!(codes(&o)[2..], ["501 5.5.4", "250 2.0.0"]);
+}
+
+#[test]
+fn a_refused_bdat_at_the_error_limit_closes_without_reading_on() {
+    let mut c = cfg(Role::Delivery);
+    c.max_bad_commands = 2;
+    let o = run_split(&c, b"EHLO c\r\nFOO\r\nBDAT 6 FIRST\r\nQUIT\r\n");
+    assert_eq!(codes(&o)[2..], ["500 5.5.2", "421 4.7.0"]);
+    assert_eq!(o.events, ["close TooManyErrors"]);
+}
+
+/// A message whose content holds one line of `len` octets, CRLF included.
+fn with_line(len: usize) -> Vec<u8> {
+    let mut content = b"Subject: long\r\n\r\n".to_vec();
+    content.extend((0..len - 2).map(|i| b'a' + (i % 26) as u8));
+    content.extend_from_slice(b"\r\nend\r\n");
+    content
+}
+
+#[test]
+fn long_lines_are_stored_byte_exact_up_to_the_limit() {
+    // Lines far over RFC 5321's 1000 octets are real mail (Postfix and Exim take them).
+    let mut c = cfg(Role::Delivery);
+    c.max_line_length = 1500;
+    let fits = with_line(1500);
+    for (verb, wire) in [
+        (
+            "DATA",
+            [b"DATA\r\n".to_vec(), fits.clone(), b".\r\n".to_vec()].concat(),
+        ),
+        (
+            "BDAT",
+            [
+                format!("BDAT {} LAST\r\n", fits.len()).into_bytes(),
+                fits.clone(),
+            ]
+            .concat(),
+        ),
+    ] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n".to_vec();
+        input.extend_from_slice(&wire);
+        input.extend_from_slice(b"NOOP\r\n");
+        let o = run_split(&c, &input);
+        assert_eq!(o.messages, std::slice::from_ref(&fits), "{verb}");
+        assert_eq!(codes(&o).last(), Some(&"250 2.0.0"), "{verb}");
+    }
+    assert_eq!(
+        EngineConfig::new("h", Role::Delivery, &[]).max_line_length,
+        65_536
+    );
+}
+
+#[test]
+fn a_line_over_the_limit_refuses_the_message_after_its_data() {
+    // The reply comes once the data has ended, so the dialogue never loses its place.
+    let mut c = cfg(Role::Delivery);
+    c.max_line_length = 1000;
+    let over = with_line(1001);
+    for wire in [
+        [b"DATA\r\n".to_vec(), over.clone(), b".\r\n".to_vec()].concat(),
+        [
+            format!("BDAT {} LAST\r\n", over.len()).into_bytes(),
+            over.clone(),
+        ]
+        .concat(),
+    ] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n".to_vec();
+        input.extend_from_slice(&wire);
+        input.extend_from_slice(b"NOOP\r\n");
+        let o = run_split(&c, &input);
+        assert!(o.messages.is_empty());
+        let codes = codes(&o);
+        assert_eq!(codes[codes.len() - 2..], ["550 5.6.0", "250 2.0.0"]);
+        assert!(o
+            .replies
+            .contains(&"550 5.6.0 Message refused: a line is longer than 1000 octets".to_owned()));
+        assert!(o
+            .events
+            .last()
+            .unwrap()
+            .starts_with("abort 0 Some(LineTooLong)"));
+    }
+}
+
+#[test]
+fn smuggling_nul_dot_is_refused_whole() {
+    // `\r\n\0.\r\n` ends no body here, but a next hop that strips NULs would end one there.
+    for (what, input) in [
+        (
+            "DATA",
+            &b"DATA\r\nfirst\r\n\0.\r\nMAIL FROM:<x@y.test>\r\n.\r\n"[..],
+        ),
+        ("BDAT", b"BDAT 11 LAST\r\nfirst\r\n\0.\r\n"),
+    ] {
+        let mut all = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n".to_vec();
+        all.extend_from_slice(input);
+        all.extend_from_slice(b"NOOP\r\n");
+        let o = run_split(&cfg(Role::Delivery), &all);
+        assert!(o.messages.is_empty(), "{what}");
+        let codes = codes(&o);
+        assert_eq!(
+            codes[codes.len() - 2..],
+            ["550 5.6.0", "250 2.0.0"],
+            "{what}"
+        );
+        assert!(
+            o.events
+                .last()
+                .unwrap()
+                .starts_with("abort 0 Some(NulOctet)"),
+            "{what}: {:?}",
+            o.events
+        );
+    }
+}
+
+#[test]
+fn envelopes_without_angle_brackets_are_taken_unless_strict() {
+    // Postfix's strict_rfc821_envelopes = no: the address runs to the first space.
+    let rows = [
+        (
+            "MAIL FROM:a@remote.test",
+            "RCPT TO:b@example.test",
+            "b@example.test",
+        ),
+        (
+            "MAIL FROM: a@remote.test SIZE=10",
+            "RCPT TO: b@example.test",
+            "b@example.test",
+        ),
+        (
+            "MAIL FROM:a@remote.test BODY=8BITMIME",
+            "RCPT TO:<b@example.test>",
+            "b@example.test",
+        ),
+        (
+            "MAIL FROM:<>",
+            "RCPT TO:postmaster",
+            "postmaster@example.test",
+        ),
+    ];
+    for (mail, rcpt, delivered) in rows {
+        let input = format!("EHLO c\r\n{mail}\r\n{rcpt}\r\nDATA\r\nx\r\n.\r\n");
+        let o = delivery(&input);
+        assert_eq!(
+            codes(&o)[2..],
+            ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"],
+            "{mail} / {rcpt}"
+        );
+        assert_eq!(o.events[0], format!("start 0 {delivered}"));
+        let mut strict = cfg(Role::Delivery);
+        strict.strict_envelopes = true;
+        let o = run_split(
+            &strict,
+            format!("EHLO c\r\n{mail}\r\n{rcpt}\r\n").as_bytes(),
+        );
+        assert!(
+            codes(&o)[2..].iter().any(|c| c.starts_with("501")),
+            "strict: {mail} / {rcpt}: {:?}",
+            o.replies
+        );
+    }
+    // Without brackets the address is checked as strictly as within them, and the relay rule
+    // still holds.
+    for (line, want) in [
+        ("RCPT TO:b@remote.test", "550 5.7.1"),
+        ("RCPT TO:b%remote.test@example.test", "550 5.7.1"),
+        ("RCPT TO:b@", "501 5.1.3"),
+        ("RCPT TO:b\u{1b}[31m@example.test", "501 5.1.3"),
+        ("RCPT TO:@remote.test:b@example.test", "501 5.1.3"),
+    ] {
+        let o = delivery(&format!("EHLO c\r\nMAIL FROM:a@remote.test\r\n{line}\r\n"));
+        assert_eq!(codes(&o)[3], want, "{line}");
+    }
+}
+
+#[test]
+fn ehlo_arguments_are_hosts_and_nothing_else_reaches_the_reply() {
+    // RFC 5321 §4.1.1.1: a domain or an address literal; read liberally, as real clients need.
+    for host in [
+        "mail.example.test",
+        "my_pc.local",
+        "LAPTOP-X1",
+        "localhost",
+        "192.0.2.7",
+        "[192.0.2.7]",
+        "[IPv6:2001:db8::7]",
+        "bücher.example",
+        "host.example.",
+    ] {
+        for verb in ["EHLO", "HELO"] {
+            let o = delivery(&format!("{verb} {host}\r\nMAIL FROM:<>\r\n"));
+            assert_eq!(
+                o.replies[1],
+                format!(
+                    "250{}mx.example.test Hello {host}",
+                    if verb == "EHLO" { "-" } else { " " }
+                ),
+                "{verb} {host}"
+            );
+            assert_eq!(codes(&o).last(), Some(&"250 2.1.0"), "{verb} {host}");
+        }
+    }
+    for bad in [
+        "a\u{1b}[31mred\u{7}",
+        "a\0b",
+        "a\u{7f}",
+        "a\u{9b}31m",
+        "evil\u{202e}moc.example",
+        "a\u{200b}b",
+        "a\tb",
+        "a<b>",
+        "a;b",
+        "[]",
+        "[a b]",
+        "[192.0.2.1",
+    ] {
+        for verb in ["EHLO", "HELO"] {
+            let o = delivery(&format!("{verb} {bad}\r\nMAIL FROM:<>\r\n"));
+            // Refused, not echoed, and the session is as before: still no greeting.
+            assert_eq!(codes(&o)[1..], ["501 5.5.4", "503 5.5.1"], "{verb} {bad:?}");
+            assert!(
+                o.replies
+                    .iter()
+                    .all(|r| r.bytes().all(|b| (32..127).contains(&b))),
+                "{verb} {bad:?}: {:?}",
+                o.replies
+            );
         }
     }
 }

@@ -153,6 +153,7 @@ fn reject_reason(r: Rejection) -> RejectReason {
         Rejection::MessageTooLarge => RejectReason::MessageTooLarge,
         Rejection::BareNewline => RejectReason::BareNewline,
         Rejection::LineTooLong => RejectReason::LineTooLong,
+        Rejection::NulOctet => RejectReason::NulOctet,
         Rejection::NotAuthenticated => RejectReason::NotAuthenticated,
         Rejection::SenderNotOwned => RejectReason::SenderNotOwned,
     }

@@ -416,7 +416,8 @@ impl Session {
             .unwrap_or_default();
         tracing::info!(
             peer = %self.peer,
-            helo = %self.conn.helo().unwrap_or_default(),
+            // Debug-formatted: client text, so any control octet is escaped, never raw.
+            helo = ?self.conn.helo().unwrap_or_default(),
             tls = %tls,
             outcome = self.summary.outcome,
             queued = %self.summary.queue_ids.join(","),

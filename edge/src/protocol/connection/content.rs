@@ -31,7 +31,10 @@ impl Connection {
             return self.bad_command_reply(Reply::bad_sequence("DATA not allowed after BDAT"));
         }
         self.start_content();
-        self.phase = Phase::Data(DataReceiver::new(self.cfg.max_message_size));
+        self.phase = Phase::Data(DataReceiver::new(
+            self.cfg.max_message_size,
+            self.cfg.max_line_length,
+        ));
         self.reply(Reply::start_data());
     }
 
@@ -50,6 +53,31 @@ impl Connection {
             size,
             last,
             refused,
+        });
+        if size == 0 {
+            self.end_of_chunk();
+        }
+    }
+
+    /// Refuses a `BDAT` command whose chunk of `size` octets follows it: the octets are read and
+    /// dropped, then `reply` is sent ([RFC 3030 §2]: a refused BDAT still carries its data, which
+    /// must never be run as commands). `bad` counts the command toward `max_bad_commands`; at
+    /// the limit the session ends at once instead, and nothing more is read.
+    ///
+    /// [RFC 3030 §2]: https://www.rfc-editor.org/rfc/rfc3030#section-2
+    pub(super) fn refuse_chunk(&mut self, size: u64, reply: Reply, bad: bool) {
+        if bad {
+            if self.bad_commands.saturating_add(1) >= self.cfg.max_bad_commands {
+                // Counts it, and ends the session with 421.
+                return self.bad_command_reply(reply);
+            }
+            self.bad_commands += 1;
+        }
+        self.phase = Phase::Bdat(BdatChunk {
+            remaining: size,
+            size,
+            last: false,
+            refused: Some(reply),
         });
         if size == 0 {
             self.end_of_chunk();
@@ -171,10 +199,12 @@ impl Connection {
                 Rejection::BareNewline,
             ),
             DataFault::LineTooLong => (
-                Reply::content_refused(
-                    "Message refused: line over 1000 octets (RFC 5321 4.5.3.1.6)",
-                ),
+                Reply::line_too_long(self.cfg.max_line_length),
                 Rejection::LineTooLong,
+            ),
+            DataFault::Nul => (
+                Reply::content_refused("Message refused: NUL octet in content (RFC 2045 2.8)"),
+                Rejection::NulOctet,
             ),
         };
         self.reply(reply);

@@ -10,6 +10,10 @@ impl Connection {
     ///
     /// [RFC 5321 §4.1.1.1]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.1
     pub(super) fn ehlo(&mut self, greeting: Greeting, domain: &str) {
+        // Refused before anything changes: the session stays as it was (§4.1.4).
+        if !address::is_helo_argument(domain) {
+            return self.bad_command_reply(Reply::bad_helo());
+        }
         self.abort_content();
         self.txn = None;
         self.greeting = Some((greeting, domain.to_owned()));
@@ -99,7 +103,7 @@ impl Connection {
             rcpts: Vec::new(),
             started: false,
             size: 0,
-            lines: LineCheck::default(),
+            lines: LineCheck::new(self.cfg.max_line_length),
         });
         self.next_txn += 1;
         self.reply(Reply::sender_ok());

@@ -23,7 +23,7 @@ use super::event::{CloseReason, Event, Rejection, SpoolFault};
 use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
 use super::reply::{Closing, Reply};
 use super::transaction::{Envelope, Greeting, TxnId};
-use super::Mailbox;
+use super::{address, Mailbox};
 
 mod content;
 mod mail;
@@ -513,10 +513,14 @@ impl Connection {
                 }
             }
             _ => {
-                if matches!(self.phase, Phase::AuthResponse(_)) {
+                let in_auth = matches!(self.phase, Phase::AuthResponse(_));
+                if in_auth {
                     self.phase = Phase::Command;
                 }
-                self.bad_command(CommandError::BareNewline);
+                match command::bdat_chunk_size(whole).filter(|_| !in_auth) {
+                    Some(size) => self.refuse_chunk(size, CommandError::BareNewline.reply(), true),
+                    None => self.bad_command(CommandError::BareNewline),
+                }
             }
         }
         joined.clear();
@@ -543,10 +547,18 @@ impl Connection {
     fn execute(&mut self, line: &[u8]) {
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
-            Err(err) => return self.bad_command(err),
+            Err(err) => {
+                return match command::bdat_chunk_size(line) {
+                    Some(size) => self.refuse_chunk(size, err.reply(), true),
+                    None => self.bad_command(err),
+                }
+            }
         };
         if self.cfg.tls_required && !self.secure && !security::allowed_before_tls(&cmd) {
-            return self.reply(Reply::tls_required());
+            return match cmd {
+                Command::Bdat { size, .. } => self.refuse_chunk(size, Reply::tls_required(), false),
+                _ => self.reply(Reply::tls_required()),
+            };
         }
         match cmd {
             Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),

@@ -2,7 +2,8 @@
 //!
 //! [`DataReceiver::feed`] runs an exact byte-level state machine, but hands every stretch that
 //! needs no decision to the block scanner in [`scan`]: 64 octets at a time, it proves that a
-//! block holds no dot at a line start and no bare CR or LF, so the machine may skip it whole.
+//! block holds no dot at a line start, no bare CR or LF and no NUL, so the machine may skip it
+//! whole.
 //! Clean blocks are not copied one by one; they stay in the current run, which is appended to the
 //! output with one `extend_from_slice` at the next stuffed dot or at the end of the chunk.
 //!
@@ -18,7 +19,7 @@ pub use lines::LineCheck;
 #[cfg(test)]
 mod tests;
 
-use super::policy::MAX_TEXT_LINE;
+use super::policy::MIN_TEXT_LINE;
 use scan::{Kernel, Line, BLOCK};
 
 /// Why a body is refused. Once one is seen the rest of the body is discarded; if several are seen,
@@ -28,8 +29,13 @@ use scan::{Kernel, Line, BLOCK};
 pub enum DataFault {
     /// More content than the configured maximum message size.
     TooLarge,
-    /// A line longer than [`MAX_TEXT_LINE`] octets, CRLF included.
+    /// A line longer than the configured limit (`limits.max_line_length`), CRLF included.
     LineTooLong,
+    /// A NUL octet: not text in any body type ([RFC 2045 §2.7, §2.8]), and a next hop that
+    /// strips NULs could read what follows as another line, or another end of data.
+    ///
+    /// [RFC 2045 §2.7, §2.8]: https://www.rfc-editor.org/rfc/rfc2045#section-2.7
+    Nul,
     /// A bare LF, or a CR not followed by LF ([RFC 5321 §2.3.8]). Accepting these is how SMTP
     /// smuggling (CVE-2023-51764 and kin) gets a second message past a filter, so the message is
     /// refused whole rather than normalized.
@@ -67,6 +73,8 @@ pub struct DataReceiver {
     /// Octets of the current line seen in earlier chunks (saturating).
     line_len: usize,
     limit: u64,
+    /// Longest line, CRLF included.
+    max_line: usize,
     fault: Option<DataFault>,
 }
 
@@ -81,13 +89,15 @@ struct Cursor {
 }
 
 impl DataReceiver {
-    /// A receiver that refuses content over `limit` octets.
-    pub fn new(limit: u64) -> Self {
+    /// A receiver that refuses content over `limit` octets, or with a line over `max_line`
+    /// octets (CRLF included; raised to [`MIN_TEXT_LINE`] if lower).
+    pub fn new(limit: u64, max_line: usize) -> Self {
         DataReceiver {
             state: State::LineStart,
             size: 0,
             line_len: 0,
             limit,
+            max_line: max_line.max(MIN_TEXT_LINE),
             fault: None,
         }
     }
@@ -157,7 +167,7 @@ impl DataReceiver {
             from: c.line_from,
             carry: self.line_len,
         };
-        let run = kernel.skip(input, c.i, &mut line);
+        let run = kernel.skip(input, c.i, &mut line, self.max_line);
         if run.end == c.i {
             return false;
         }
@@ -212,23 +222,23 @@ impl DataReceiver {
                 State::LineStart => self.state = State::Text,
                 State::Text => {
                     let rest = input.get(c.i..stop).unwrap_or_default();
-                    match memchr::memchr2(b'\r', b'\n', rest) {
+                    match memchr::memchr3(b'\r', b'\n', 0, rest) {
                         None => c.i = stop,
                         Some(k) => {
                             c.i += k + 1;
-                            if rest.get(k) == Some(&b'\n') {
-                                // Bare LF; the next byte is not a line start (a line starts only
-                                // after CRLF), so `\n.\r\n` cannot end the body.
-                                self.set_fault(DataFault::BareNewline);
-                            } else {
-                                self.state = State::Cr;
+                            match rest.get(k) {
+                                // Bare LF; the next byte is not a line start (a line starts
+                                // only after CRLF), so `\n.\r\n` cannot end the body.
+                                Some(b'\n') => self.set_fault(DataFault::BareNewline),
+                                Some(0) => self.set_fault(DataFault::Nul),
+                                _ => self.state = State::Cr,
                             }
                         }
                     }
                 }
                 State::Cr if byte == b'\n' => {
                     c.i += 1;
-                    if self.line_len.saturating_add(c.i - c.line_from) > MAX_TEXT_LINE {
+                    if self.line_len.saturating_add(c.i - c.line_from) > self.max_line {
                         self.set_fault(DataFault::LineTooLong);
                     }
                     self.line_len = 0;

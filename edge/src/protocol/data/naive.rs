@@ -2,10 +2,15 @@
 
 #![allow(clippy::indexing_slicing)]
 
-use super::{DataFault, MAX_TEXT_LINE};
+use super::DataFault;
 
-/// Returns (content, consumed, fault) for a whole body, or `None` if it never ends.
-pub fn unstuff(input: &[u8], limit: u64) -> Option<(Vec<u8>, usize, Option<DataFault>)> {
+/// Returns (content, consumed, fault) for a whole body, or `None` if it never ends; `max_line`
+/// is the longest line allowed, CRLF included.
+pub fn unstuff(
+    input: &[u8],
+    limit: u64,
+    max_line: usize,
+) -> Option<(Vec<u8>, usize, Option<DataFault>)> {
     let mut out = Vec::new();
     let mut fault = None;
     let mut line: Vec<u8> = Vec::new();
@@ -21,10 +26,13 @@ pub fn unstuff(input: &[u8], limit: u64) -> Option<(Vec<u8>, usize, Option<DataF
         if b == b'\r' && i < input.len() && input[i] != b'\n' {
             fault = fault.max(Some(DataFault::BareNewline));
         }
+        if b == 0 {
+            fault = fault.max(Some(DataFault::Nul));
+        }
         if ends_crlf {
             // The stuffing dot is transparency, not text (RFC 5321 §4.5.2).
             let text_len = line.len() - usize::from(line.first() == Some(&b'.'));
-            if text_len > MAX_TEXT_LINE {
+            if text_len > max_line {
                 fault = fault.max(Some(DataFault::LineTooLong));
             }
             if line == b".\r\n" {

@@ -2,19 +2,17 @@
 //!
 //! A block of [`BLOCK`] octets is *clean* when the byte-level machine in [`super::DataReceiver`]
 //! would pass over it making no decision: every LF has a CR before it, every CR has a LF after it,
-//! and no line starts with a dot. With `prev` the octet before each position and `cur` the octet
-//! at it, a block is clean iff, at every position,
+//! no line starts with a dot, and no octet is NUL. With `prev` the octet before each position and
+//! `cur` the octet at it, a block is clean iff, at every position,
 //!
 //! ```text
-//! (cur == LF) == (prev == CR)   &&   !(cur == '.' && prev == LF)
+//! (cur == LF) == (prev == CR)   &&   !(cur == '.' && prev == LF)   &&   cur != NUL
 //! ```
 //!
 //! The naive equivalent is the byte loop in the tests (`naive_classify`). A CR that ends a block
 //! is checked against the next block's first octet, or left to the machine. Each kernel reads the
 //! block as a 65-octet window (the octet before, then the block) and also returns the LF
 //! positions, from which [`Kernel::skip`] checks line lengths exactly without looking at octets again.
-
-use super::MAX_TEXT_LINE;
 
 /// Octets per block: one `u64` of mask bits.
 pub(super) const BLOCK: usize = 64;
@@ -46,7 +44,7 @@ pub(super) struct Line {
 pub(super) struct Run {
     /// The end of the clean blocks: `start <= end <= input.len()`.
     pub end: usize,
-    /// A line that ended among them was longer than [`MAX_TEXT_LINE`].
+    /// A line that ended among them was longer than the limit given to [`Kernel::skip`].
     pub too_long: bool,
 }
 
@@ -103,22 +101,22 @@ impl Kernel {
     /// Skips clean octets from `start`, which must be at least 1 (the octet before is read):
     /// whole clean blocks, then the clean prefix of the next block, stopping at its first octet
     /// that needs a decision, or before a last block that is not whole. Lines ending among them
-    /// are checked against [`MAX_TEXT_LINE`] and `line` is moved past them, exactly as the
-    /// byte-level machine would do.
+    /// are checked against `max_line` (CRLF included; at least [`BLOCK`]) and `line` is moved
+    /// past them, exactly as the byte-level machine would do.
     #[inline]
-    pub(super) fn skip(self, input: &[u8], start: usize, line: &mut Line) -> Run {
+    pub(super) fn skip(self, input: &[u8], start: usize, line: &mut Line, max_line: usize) -> Run {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
                 // SAFETY: the CPU has AVX2, checked just above.
-                unsafe { x86::skip_avx2(input, start, line) }
+                unsafe { x86::skip_avx2(input, start, line, max_line) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::Sse2 => {
                 // SAFETY: SSE2 is part of the x86_64 baseline; every x86_64 CPU has it.
-                unsafe { x86::skip_sse2(input, start, line) }
+                unsafe { x86::skip_sse2(input, start, line, max_line) }
             }
-            Kernel::Swar => skip_with(Swar::classify, input, start, line),
+            Kernel::Swar => skip_with(Swar::classify, input, start, line, max_line),
             #[cfg(test)]
             Kernel::Scalar => Run {
                 end: start,
@@ -135,6 +133,7 @@ fn skip_with(
     input: &[u8],
     start: usize,
     line: &mut Line,
+    max_line: usize,
 ) -> Run {
     let mut p = start;
     let mut too_long = false;
@@ -154,12 +153,13 @@ fn skip_with(
         let below = class.dirty.wrapping_sub(1) & !class.dirty;
         let lf = class.lf & below;
         if lf != 0 {
-            // Only the first line ending here can be long: the others fit in the block. Its
-            // length is at most the distance to the block's end; check exactly past that.
+            // Only the first line ending here can be long: the others fit in the block (and
+            // `max_line >= BLOCK`). Its length is at most the distance to the block's end;
+            // check exactly past that.
             let end = p + BLOCK;
-            if carry.saturating_add(end - from) > MAX_TEXT_LINE {
+            if carry.saturating_add(end - from) > max_line {
                 let first_lf = p + lf.trailing_zeros() as usize;
-                too_long |= carry.saturating_add(first_lf + 1 - from) > MAX_TEXT_LINE;
+                too_long |= carry.saturating_add(first_lf + 1 - from) > max_line;
             }
             from = end - lf.leading_zeros() as usize;
             carry = 0;
@@ -215,7 +215,8 @@ impl Swar {
             let is_lf = Self::eq(cur, b'\n');
             let bare = is_lf ^ Self::eq(prev, b'\r');
             let stuffed = Self::eq(cur, b'.') & Self::eq(prev, b'\n');
-            class.dirty |= Self::movemask(bare | stuffed) << (8 * k);
+            let nul = Self::eq(cur, 0);
+            class.dirty |= Self::movemask(bare | stuffed | nul) << (8 * k);
             class.lf |= Self::movemask(is_lf) << (8 * k);
         }
         class
@@ -236,8 +237,13 @@ mod x86 {
     ///
     /// The CPU must support SSE2, as every x86_64 CPU does.
     #[target_feature(enable = "sse2")]
-    pub(super) unsafe fn skip_sse2(input: &[u8], start: usize, line: &mut Line) -> Run {
-        skip_with(|w| classify_sse2(w), input, start, line)
+    pub(super) unsafe fn skip_sse2(
+        input: &[u8],
+        start: usize,
+        line: &mut Line,
+        max_line: usize,
+    ) -> Run {
+        skip_with(|w| classify_sse2(w), input, start, line, max_line)
     }
 
     /// [`super::Kernel::skip`] with AVX2.
@@ -246,18 +252,24 @@ mod x86 {
     ///
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn skip_avx2(input: &[u8], start: usize, line: &mut Line) -> Run {
-        skip_with(|w| classify_avx2(w), input, start, line)
+    pub(super) unsafe fn skip_avx2(
+        input: &[u8],
+        start: usize,
+        line: &mut Line,
+        max_line: usize,
+    ) -> Run {
+        skip_with(|w| classify_avx2(w), input, start, line, max_line)
     }
 
     #[inline]
     #[target_feature(enable = "sse2")]
     fn classify_sse2(window: &Window) -> Class {
         let w = window.as_ptr();
-        let (cr, lf, dot) = (
+        let (cr, lf, dot, nul) = (
             _mm_set1_epi8(b'\r' as i8),
             _mm_set1_epi8(b'\n' as i8),
             _mm_set1_epi8(b'.' as i8),
+            _mm_setzero_si128(),
         );
         let mut class = Class { dirty: 0, lf: 0 };
         for k in 0..BLOCK / 16 {
@@ -272,7 +284,8 @@ mod x86 {
             let is_lf = _mm_cmpeq_epi8(cur, lf);
             let bare = _mm_xor_si128(is_lf, _mm_cmpeq_epi8(prev, cr));
             let stuffed = _mm_and_si128(_mm_cmpeq_epi8(cur, dot), _mm_cmpeq_epi8(prev, lf));
-            let dirty = _mm_movemask_epi8(_mm_or_si128(bare, stuffed));
+            let bad = _mm_or_si128(bare, _mm_cmpeq_epi8(cur, nul));
+            let dirty = _mm_movemask_epi8(_mm_or_si128(bad, stuffed));
             class.dirty |= u64::from(dirty as u16) << (16 * k);
             class.lf |= u64::from(_mm_movemask_epi8(is_lf) as u16) << (16 * k);
         }
@@ -283,10 +296,11 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     fn classify_avx2(window: &Window) -> Class {
         let w = window.as_ptr();
-        let (cr, lf, dot) = (
+        let (cr, lf, dot, nul) = (
             _mm256_set1_epi8(b'\r' as i8),
             _mm256_set1_epi8(b'\n' as i8),
             _mm256_set1_epi8(b'.' as i8),
+            _mm256_setzero_si256(),
         );
         let mut class = Class { dirty: 0, lf: 0 };
         for k in 0..BLOCK / 32 {
@@ -302,7 +316,8 @@ mod x86 {
             let bare = _mm256_xor_si256(is_lf, _mm256_cmpeq_epi8(prev, cr));
             let stuffed =
                 _mm256_and_si256(_mm256_cmpeq_epi8(cur, dot), _mm256_cmpeq_epi8(prev, lf));
-            let dirty = _mm256_movemask_epi8(_mm256_or_si256(bare, stuffed));
+            let bad = _mm256_or_si256(bare, _mm256_cmpeq_epi8(cur, nul));
+            let dirty = _mm256_movemask_epi8(_mm256_or_si256(bad, stuffed));
             class.dirty |= u64::from(dirty as u32) << (32 * k);
             class.lf |= u64::from(_mm256_movemask_epi8(is_lf) as u32) << (32 * k);
         }
@@ -333,7 +348,7 @@ mod tests {
         let mut class = Class { dirty: 0, lf: 0 };
         for k in 0..BLOCK {
             let (prev, cur) = (window[k], window[k + 1]);
-            if (cur == b'\n') != (prev == b'\r') || (cur == b'.' && prev == b'\n') {
+            if (cur == b'\n') != (prev == b'\r') || (cur == b'.' && prev == b'\n') || cur == 0 {
                 class.dirty |= 1 << k;
             }
             if cur == b'\n' {
@@ -394,6 +409,8 @@ mod tests {
                 1 => Just(&b"\r\n."[..]),
                 6 => Just(&b"ab"[..]),
                 1 => Just(&[0x80u8, 0xff, 0x0d ^ 0x80][..]),
+                1 => Just(&[0u8][..]),
+                1 => Just(&[0x01u8, 0x00, 0x80][..]),
             ],
             40..80,
         )

@@ -2,7 +2,11 @@
 
 use super::scan::{Kernel, BLOCK};
 use super::*;
+use crate::protocol::DEFAULT_MAX_LINE_LENGTH;
 use proptest::prelude::*;
+
+/// The line limit most tests use: the RFC's floor, so that lines around it are cheap to build.
+const LINE: usize = MIN_TEXT_LINE;
 
 /// Everything a run of [`DataReceiver::feed_with`] shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +34,12 @@ impl Outcome {
 
 /// Feeds `chunks` in order with `kernel`, stopping at the end of data.
 fn run_with(kernel: Kernel, limit: u64, chunks: &[&[u8]]) -> Outcome {
-    let mut rx = DataReceiver::new(limit);
+    run_with_lines(kernel, limit, LINE, chunks)
+}
+
+/// [`run_with`] with a line limit of `max_line`.
+fn run_with_lines(kernel: Kernel, limit: u64, max_line: usize, chunks: &[&[u8]]) -> Outcome {
+    let mut rx = DataReceiver::new(limit, max_line);
     let mut out = Vec::new();
     let mut consumed = 0;
     let mut done = false;
@@ -68,7 +77,7 @@ fn assert_kernels_agree(limit: u64, chunks: &[&[u8]]) -> Outcome {
 
 /// The oracle's verdict on `input` as a whole: (content, consumed, done, fault).
 fn oracle(input: &[u8], limit: u64) -> (Vec<u8>, usize, bool, Option<DataFault>) {
-    match naive::unstuff(input, limit) {
+    match naive::unstuff(input, limit, LINE) {
         Some((out, n, fault)) => (
             if fault.is_some() { Vec::new() } else { out },
             n,
@@ -228,19 +237,9 @@ fn bare_cr_inside_a_line() {
 #[test]
 fn a_stuffed_line_is_measured_without_its_dot() {
     // A 1000-octet text line (CRLF included) that starts with a dot is 1001 octets on the wire.
-    let ok = [
-        b".".to_vec(),
-        vec![b'.'; MAX_TEXT_LINE - 2],
-        b"\r\n.\r\n".to_vec(),
-    ]
-    .concat();
+    let ok = [b".".to_vec(), vec![b'.'; LINE - 2], b"\r\n.\r\n".to_vec()].concat();
     assert_eq!(assert_split_invariant(&ok).3, None);
-    let long = [
-        b".".to_vec(),
-        vec![b'.'; MAX_TEXT_LINE - 1],
-        b"\r\n.\r\n".to_vec(),
-    ]
-    .concat();
+    let long = [b".".to_vec(), vec![b'.'; LINE - 1], b"\r\n.\r\n".to_vec()].concat();
     assert_eq!(
         assert_split_invariant(&long).3,
         Some(DataFault::LineTooLong)
@@ -249,9 +248,9 @@ fn a_stuffed_line_is_measured_without_its_dot() {
 
 #[test]
 fn line_limit_counts_crlf() {
-    let ok = [vec![b'a'; MAX_TEXT_LINE - 2], b"\r\n.\r\n".to_vec()].concat();
+    let ok = [vec![b'a'; LINE - 2], b"\r\n.\r\n".to_vec()].concat();
     assert_eq!(assert_split_invariant(&ok).3, None);
-    let long = [vec![b'a'; MAX_TEXT_LINE - 1], b"\r\n.\r\n".to_vec()].concat();
+    let long = [vec![b'a'; LINE - 1], b"\r\n.\r\n".to_vec()].concat();
     assert_eq!(
         assert_split_invariant(&long).3,
         Some(DataFault::LineTooLong)
@@ -262,19 +261,97 @@ fn line_limit_counts_crlf() {
 fn line_limit_is_exact_wherever_the_line_falls() {
     // Lines of 999..=1002 octets (CRLF included) between short ones, starting at every offset
     // of a block, whole and split inside the long line.
-    for text in MAX_TEXT_LINE - 3..=MAX_TEXT_LINE {
+    for text in LINE - 3..=LINE {
         for pad in 0..=BLOCK {
             let mut body = vec![b'q'; pad];
             body.extend_from_slice(b"\r\nshort\r\n");
             body.resize(body.len() + text, b'l');
             body.extend_from_slice(b"\r\nshort\r\n.\r\n");
-            let expect = (text + 2 > MAX_TEXT_LINE).then_some(DataFault::LineTooLong);
+            let expect = (text + 2 > LINE).then_some(DataFault::LineTooLong);
             for cuts in [&[][..], &[pad + 500], &[pad + 100, pad + 900]] {
                 let got = assert_kernels_agree(u64::MAX, &cut(&body, cuts));
                 assert_eq!(got.fault, expect, "line {text}, pad {pad}, cuts {cuts:?}");
                 assert!(got.done && got.consumed == body.len());
             }
         }
+    }
+}
+
+#[test]
+fn long_lines_up_to_the_limit_are_kept_byte_exact() {
+    // Real mail carries lines far over RFC 5321's 1000: one 64 KiB line with the default limit,
+    // dot-stuffed and not, at every alignment of the block scanner.
+    let text = DEFAULT_MAX_LINE_LENGTH - 2;
+    for stuffed in [false, true] {
+        for pad in [0, 1, BLOCK - 1, BLOCK] {
+            let mut content = vec![b'q'; pad];
+            content.extend_from_slice(b"\r\n");
+            let start = content.len();
+            content.resize(start + text, b'l');
+            if stuffed {
+                content[start] = b'.';
+            }
+            content.extend_from_slice(b"\r\nend\r\n");
+            let mut wire = content.clone();
+            if stuffed {
+                wire.insert(start, b'.');
+            }
+            wire.extend_from_slice(b".\r\n");
+            for kernel in Kernel::all() {
+                for cuts in [&[][..], &[start + 7000], &[start + 1, start + 40_000]] {
+                    let chunks = cut(&wire, cuts);
+                    let got = run_with_lines(kernel, u64::MAX, DEFAULT_MAX_LINE_LENGTH, &chunks);
+                    assert_eq!(got.fault, None, "{kernel:?} pad {pad} stuffed {stuffed}");
+                    assert!(got.done && got.consumed == wire.len());
+                    assert!(got.out == content, "{kernel:?} pad {pad}: content differs");
+                }
+            }
+            // One octet more is over the limit, and the body still ends where it should.
+            let mut over = wire.clone();
+            over.insert(start + 10, b'l');
+            let got = run_with_lines(
+                Kernel::detect(),
+                u64::MAX,
+                DEFAULT_MAX_LINE_LENGTH,
+                &[&over],
+            );
+            assert_eq!(got.fault, Some(DataFault::LineTooLong), "pad {pad}");
+            assert!(got.done && got.consumed == over.len());
+        }
+    }
+}
+
+#[test]
+fn nul_refuses_the_body_whole_wherever_it_falls() {
+    // `\r\n\0.\r\n` must not be stored: a next hop that strips NULs would see an end of data.
+    let body = b"a\r\n\0.\r\nb\r\n.\r\n";
+    let (_, n, done, fault) = assert_split_invariant(body);
+    assert!(
+        done && n == body.len(),
+        "one body, ending at the real CRLF.CRLF"
+    );
+    assert_eq!(fault, Some(DataFault::Nul));
+    for body in [
+        &b"\0\r\n.\r\n"[..],
+        b"a\0b\r\n.\r\n",
+        b".\0\r\n.\r\n",
+        b"a\r\0\r\n.\r\n",
+    ] {
+        let (_, _, done, fault) = assert_split_invariant(body);
+        assert!(done, "{body:?}");
+        assert!(fault >= Some(DataFault::Nul), "{body:?}: {fault:?}");
+    }
+    // A lone NUL at every offset of long clean text: the scanner hands each to the machine.
+    let clean: Vec<u8> = (0..4 * BLOCK)
+        .flat_map(|k| if k % 40 == 39 { *b"\r\n" } else { *b"ab" })
+        .collect();
+    for at in (0..clean.len()).filter(|&at| clean[at] == b'a') {
+        let mut body = clean.clone();
+        body.insert(at, 0);
+        body.extend_from_slice(b"\r\n.\r\n");
+        let whole = assert_kernels_agree(u64::MAX, &[&body]);
+        assert!(whole.done && whole.consumed == body.len(), "at {at}");
+        assert_eq!(whole.fault, Some(DataFault::Nul), "at {at}");
     }
 }
 
@@ -291,12 +368,12 @@ fn cut<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 
 #[test]
 fn size_limit() {
-    let mut rx = DataReceiver::new(4);
+    let mut rx = DataReceiver::new(4, LINE);
     let mut out = Vec::new();
     let (_, done) = rx.feed(b"abc\r\ndef\r\n.\r\n", &mut out);
     assert!(done);
     assert_eq!(rx.fault(), Some(DataFault::TooLarge));
-    let mut rx = DataReceiver::new(5);
+    let mut rx = DataReceiver::new(5, LINE);
     let (_, done) = rx.feed(b"abc\r\n.\r\n", &mut Vec::new());
     assert!(done && rx.fault().is_none());
 }
@@ -316,7 +393,14 @@ fn size_limit_in_long_clean_text() {
 /// Short bodies over an alphabet that makes terminators and stuffing likely.
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(b' ')],
+        prop_oneof![
+            Just(b'\r'),
+            Just(b'\n'),
+            Just(b'.'),
+            Just(b'a'),
+            Just(b' '),
+            Just(0)
+        ],
         0..200,
     )
 }
@@ -328,6 +412,7 @@ fn long_body() -> impl Strategy<Value = Vec<u8>> {
         12 => Just(b"\r\n".to_vec()),
         1 => Just(b"\r".to_vec()),
         1 => Just(b"\n".to_vec()),
+        1 => Just(b"\0".to_vec()),
         3 => Just(b".".to_vec()),
         3 => Just(b"\r\n.".to_vec()),
         16 => (1..80usize).prop_map(|n| vec![b'a'; n]),
@@ -341,7 +426,7 @@ proptest! {
     fn matches_naive_oracle(input in body(), split in any::<prop::sample::Index>()) {
         let at = split.index(input.len() + 1);
         let fast = run(&[&input[..at], &input[at..]]);
-        match naive::unstuff(&input, u64::MAX) {
+        match naive::unstuff(&input, u64::MAX, LINE) {
             Some((out, n, fault)) => {
                 prop_assert!(fast.2);
                 prop_assert_eq!(fast.1, n);

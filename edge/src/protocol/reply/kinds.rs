@@ -236,6 +236,18 @@ impl Reply {
         Reply::enhanced(Code::BadArguments, (5, 4), text)
     }
 
+    /// `501 5.5.4`: the EHLO/HELO argument is not a domain or an address literal
+    /// ([RFC 5321 §4.1.1.1]). The argument is not echoed.
+    ///
+    /// [RFC 5321 §4.1.1.1]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.1
+    pub fn bad_helo() -> Reply {
+        Reply::enhanced(
+            Code::BadArguments,
+            (5, 4),
+            "Invalid EHLO/HELO argument: a domain or address literal is required",
+        )
+    }
+
     /// `501 5.1.7`: the MAIL address does not parse; `text` says how.
     pub fn bad_sender(text: &'static str) -> Reply {
         Reply::enhanced(Code::BadArguments, (1, 7), text)
@@ -342,6 +354,16 @@ impl Reply {
     /// message is refused.
     pub fn content_refused(text: &'static str) -> Reply {
         Reply::enhanced(Code::MailboxUnavailable, (6, 0), text)
+    }
+
+    /// `550 5.6.0`: a line of the content is longer than `limit` octets (CRLF included), the
+    /// server's `limits.max_line_length`. The whole message is refused, after its data.
+    pub fn line_too_long(limit: usize) -> Reply {
+        Reply::enhanced(
+            Code::MailboxUnavailable,
+            (6, 0),
+            format!("Message refused: a line is longer than {limit} octets"),
+        )
     }
 
     /// `552 5.3.4` ([RFC 1870 §6], [RFC 3463 §3.4]).
