@@ -13,7 +13,8 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
-/// The wall-clock time, for trace headers, queue ids and the HTTP `Date` header.
+/// The wall-clock time, for trace headers, queue ids, certificate dates and the HTTP `Date`
+/// header.
 #[allow(clippy::disallowed_methods)]
 pub fn wall() -> SystemTime {
     SystemTime::now()

@@ -271,3 +271,57 @@ fn self_signed_certificate_is_generated_for_the_hostname() {
         .collect();
     assert!(!files.is_empty(), "nothing written to {}", dir.display());
 }
+
+/// `notBefore` and `notAfter` of a DER certificate, in seconds since the Unix epoch.
+fn validity(der: &[u8]) -> (i64, i64) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse the certificate");
+    let v = cert.validity();
+    (v.not_before.timestamp(), v.not_after.timestamp())
+}
+
+#[test]
+fn self_signed_certificate_lasts_90_days_and_is_renewed_at_start_near_its_end() {
+    const DAY: i64 = 24 * 3600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // A certificate left in self_signed_dir by an earlier run, with ten days to go.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["mx.example.test".to_owned()]).unwrap();
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 80 * DAY).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(now + 10 * DAY).unwrap();
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("cert.pem"), old.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+
+    let server = Server::start(Opts {
+        listener_tls: vec![crate::tls::mode("implicit")],
+        tls: Some(TlsOpts {
+            self_signed_dir: Some(dir.clone()),
+            ..TlsOpts::default()
+        }),
+        ..Opts::default()
+    });
+    let mut c = TlsConn::connect_implicit(server.listener(0), Some("mx.example.test"));
+    assert_eq!(c.cmd("NOOP").code, 250);
+    let der = c.peer_cert();
+    assert_ne!(
+        der,
+        old.der().to_vec(),
+        "the expiring certificate is still served"
+    );
+    let (from, to) = validity(&der);
+    assert_eq!(to - from, 90 * DAY, "lifespan of the served certificate");
+    assert!(
+        (now - 2 * 3600..=now + 60).contains(&from),
+        "notBefore {from}, now {now}"
+    );
+    // The renewed one is what the next start finds.
+    let kept: rustls::pki_types::CertificateDer<'_> =
+        rustls::pki_types::pem::PemObject::from_pem_file(dir.join("cert.pem")).unwrap();
+    assert_eq!(kept.to_vec(), der);
+}

@@ -242,7 +242,7 @@ fn reload(
     let Some(tls) = tls else {
         return;
     };
-    match tls.reload(&cfg.tls) {
+    match tls.reload(&cfg.tls, smtp_edge::clock::wall()) {
         Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificates")

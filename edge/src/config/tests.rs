@@ -867,7 +867,7 @@ fn self_signed_tls_config_builds_a_context() {
         dir.path().join("tls")
     );
     let c = Config::from_toml_str(&text).unwrap();
-    crate::tls::TlsContext::new(&c.tls).unwrap();
+    crate::tls::TlsContext::new(&c.tls, crate::clock::wall()).unwrap();
     assert!(dir.path().join("tls/key.pem").exists());
 }
 

@@ -117,7 +117,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     // One TLS context for every worker and listener, loaded before anything is bound so that a
     // bad certificate fails the start, not the first handshake.
     let tls = if cfg.listeners.iter().any(|l| l.tls != TlsMode::None) {
-        Some(Arc::new(TlsContext::new(&cfg.tls)?))
+        Some(Arc::new(TlsContext::new(&cfg.tls, clock::wall())?))
     } else {
         None
     };

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -33,6 +33,17 @@ pub const SELF_SIGNED_KEY: &str = "key.pem";
 
 /// The configuration key blamed for self-signed failures.
 const SELF_SIGNED_KEY_NAME: &str = "tls.self_signed_dir";
+
+/// How long a generated self-signed certificate is valid: 90 days, as public CAs issue them
+/// (TLS scanners such as sslyze's Mozilla profile fail a certificate on its lifespan alone).
+pub const SELF_SIGNED_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A self-signed certificate with less than this left is replaced at start (or on reload).
+pub const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How far before its creation a new certificate's validity starts, so that a client whose
+/// clock is a little behind ours does not see it as not yet valid.
+const SELF_SIGNED_BACKDATE: Duration = Duration::from_secs(3600);
 
 /// `[tls]`, validated: which certificates to serve and how sessions are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +122,17 @@ impl CertEntry {
 }
 
 impl CertSource {
-    /// Loads the default certificate, generating the self-signed one first if needed.
-    pub(crate) fn load(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+    /// Loads the default certificate, generating (or renewing, at `now`) the self-signed one
+    /// first if needed.
+    pub(crate) fn load(
+        &self,
+        provider: &CryptoProvider,
+        now: SystemTime,
+    ) -> Result<Arc<CertifiedKey>, TlsError> {
         match self {
             CertSource::Files(entry) => entry.load(provider),
             CertSource::SelfSigned { dir, hostname } => {
-                let (cert, key) = ensure_self_signed(dir, hostname)?;
+                let (cert, key) = ensure_self_signed(dir, hostname, now)?;
                 load_pair(
                     (SELF_SIGNED_KEY_NAME, &cert),
                     (SELF_SIGNED_KEY_NAME, &key),
@@ -189,13 +205,24 @@ fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
-/// Returns `dir/cert.pem` and `dir/key.pem`, generating them first unless both exist: an ECDSA
-/// P-256 self-signed certificate for `hostname`, `localhost` and 127.0.0.1.
+/// Returns `dir/cert.pem` and `dir/key.pem`, generating them first unless both exist and the
+/// certificate is still good at `now`: an ECDSA P-256 self-signed certificate for `hostname`,
+/// `localhost` and 127.0.0.1, valid for [`SELF_SIGNED_LIFETIME`].
+///
+/// An existing certificate is replaced when less than [`SELF_SIGNED_RENEW_BEFORE`] of it is
+/// left, when it is not valid yet (the clock went back), when its lifespan is longer than
+/// [`SELF_SIGNED_LIFETIME`] (one made by an older version, valid for centuries), or when its
+/// validity cannot be read. The renewed pair has a new key.
 ///
 /// The directory is created (mode 0700) if needed; each file is written to a temporary name,
 /// synced and renamed into place, the key with mode 0600, so a crash never leaves a partial
-/// file under either name. Existing files are not checked here: loading them does that.
-pub fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+/// file under either name. Beyond its dates, an existing pair is not checked here: loading it
+/// does that.
+pub fn ensure_self_signed(
+    dir: &Path,
+    hostname: &str,
+    now: SystemTime,
+) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert_path = dir.join(SELF_SIGNED_CERT);
     let key_path = dir.join(SELF_SIGNED_KEY);
     let exists = |p: &Path| {
@@ -203,9 +230,14 @@ pub fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(PathBuf, PathBu
             .map_err(|e| TlsError::cert(SELF_SIGNED_KEY_NAME, p, format!("cannot stat: {e}")))
     };
     if exists(&cert_path)? && exists(&key_path)? {
-        return Ok((cert_path, key_path));
+        match renewal_reason(&cert_path, now) {
+            None => return Ok((cert_path, key_path)),
+            Some(why) => {
+                tracing::info!(path = %cert_path.display(), reason = why, "renewing the self-signed TLS certificate");
+            }
+        }
     }
-    let (cert_pem, key_pem) = generate_self_signed(hostname)
+    let (cert_pem, key_pem) = generate_self_signed(hostname, now)
         .map_err(|e| TlsError::cert(SELF_SIGNED_KEY_NAME, dir, format!("cannot generate: {e}")))?;
     fs::DirBuilder::new()
         .recursive(true)
@@ -223,8 +255,44 @@ pub fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(PathBuf, PathBu
     Ok((cert_path, key_path))
 }
 
-/// A PEM certificate and PEM PKCS#8 key for `hostname`, `localhost` and 127.0.0.1.
-fn generate_self_signed(hostname: &str) -> Result<(String, String), rcgen::Error> {
+/// Why the self-signed certificate at `path` must be replaced at `now`, or `None` if it is good.
+fn renewal_reason(path: &Path, now: SystemTime) -> Option<&'static str> {
+    let Some((not_before, not_after)) = validity(path) else {
+        return Some("its validity cannot be read");
+    };
+    let now = unix_secs(now);
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if not_after.saturating_sub(not_before) > secs(SELF_SIGNED_LIFETIME) {
+        Some("its lifespan is longer than 90 days")
+    } else if now < not_before {
+        Some("it is not valid yet")
+    } else if not_after.saturating_sub(now) < secs(SELF_SIGNED_RENEW_BEFORE) {
+        Some("it expires within 30 days")
+    } else {
+        None
+    }
+}
+
+/// The first certificate's `notBefore` and `notAfter` in the PEM file at `path`, in seconds since
+/// the Unix epoch.
+pub fn validity(path: &Path) -> Option<(i64, i64)> {
+    let der = CertificateDer::from_pem_file(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Seconds since the Unix epoch (negative before it).
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+/// A PEM certificate and PEM PKCS#8 key for `hostname`, `localhost` and 127.0.0.1, valid from
+/// shortly before `now` for [`SELF_SIGNED_LIFETIME`].
+fn generate_self_signed(hostname: &str, now: SystemTime) -> Result<(String, String), rcgen::Error> {
     let mut names = vec![hostname.to_owned()];
     for extra in ["localhost", "127.0.0.1"] {
         if !names.iter().any(|n| n.eq_ignore_ascii_case(extra)) {
@@ -236,6 +304,11 @@ fn generate_self_signed(hostname: &str) -> Result<(String, String), rcgen::Error
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, hostname);
+    let from = unix_secs(now).saturating_sub(SELF_SIGNED_BACKDATE.as_secs() as i64);
+    let to = from.saturating_add(SELF_SIGNED_LIFETIME.as_secs() as i64);
+    let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).map_err(|_| rcgen::Error::Time);
+    params.not_before = at(from)?;
+    params.not_after = at(to)?;
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }

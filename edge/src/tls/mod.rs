@@ -30,14 +30,16 @@ mod resolver;
 mod tests;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use rustls::ServerConfig;
 
 pub use certs::{
-    ensure_self_signed, CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT,
+    ensure_self_signed, validity, CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SELF_SIGNED_DIR, DEFAULT_SESSION_CACHE, SELF_SIGNED_CERT, SELF_SIGNED_KEY,
+    SELF_SIGNED_LIFETIME, SELF_SIGNED_RENEW_BEFORE,
 };
 pub use error::TlsError;
 pub use pump::{TlsInfo, TlsPump, MAX_BUFFERED};
@@ -65,11 +67,11 @@ pub struct TlsContext {
 
 impl TlsContext {
     /// Loads every certificate of `cfg` (generating the self-signed one if `cfg` asks for it
-    /// and it does not exist yet) and builds the `ServerConfig`. Errors name the config key of
-    /// the file at fault.
-    pub fn new(cfg: &TlsConfig) -> Result<TlsContext, TlsError> {
+    /// and it is missing or, at `now`, near its end: see [`ensure_self_signed`]) and builds the
+    /// `ServerConfig`. Errors name the config key of the file at fault.
+    pub fn new(cfg: &TlsConfig, now: SystemTime) -> Result<TlsContext, TlsError> {
         let provider = Arc::new(aws_lc_rs::default_provider());
-        let resolver = Arc::new(SniResolver::new(CertStore::load(cfg, &provider)?));
+        let resolver = Arc::new(SniResolver::new(CertStore::load(cfg, &provider, now)?));
         let mut config = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(PROTOCOL_VERSIONS)?
             .with_no_client_auth()
@@ -108,8 +110,9 @@ impl TlsContext {
     /// On error the previous certificates stay in use and the error names the key at fault.
     ///
     /// Only the certificates are reloaded: `session_cache` is fixed when the context is built.
-    pub fn reload(&self, cfg: &TlsConfig) -> Result<(), TlsError> {
-        let store = CertStore::load(cfg, &self.provider)?;
+    /// A self-signed certificate near its end at `now` is renewed here too.
+    pub fn reload(&self, cfg: &TlsConfig, now: SystemTime) -> Result<(), TlsError> {
+        let store = CertStore::load(cfg, &self.provider, now)?;
         self.resolver.swap(store);
         Ok(())
     }

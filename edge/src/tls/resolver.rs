@@ -21,8 +21,12 @@ pub(crate) struct CertStore {
 
 impl CertStore {
     /// Loads every certificate of `cfg`; the first failure is returned, naming its key.
-    pub(crate) fn load(cfg: &TlsConfig, provider: &CryptoProvider) -> Result<CertStore, TlsError> {
-        let default = cfg.default_cert.load(provider)?;
+    pub(crate) fn load(
+        cfg: &TlsConfig,
+        provider: &CryptoProvider,
+        now: std::time::SystemTime,
+    ) -> Result<CertStore, TlsError> {
+        let default = cfg.default_cert.load(provider, now)?;
         let entries = cfg
             .certificates
             .iter()

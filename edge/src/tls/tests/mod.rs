@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedProtocolVersion};
 
 use super::*;
+use crate::clock::wall;
 
 /// A generated certificate: PEM for the files, DER to trust and compare.
 struct TestCert {
@@ -63,7 +64,7 @@ fn test_context() -> (TlsContext, CertificateDer<'static>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cert = gen_cert(&["mx.example.test"]);
     let entry = write_cert(dir.path(), "mx", "tls", &cert);
-    let ctx = TlsContext::new(&files_config(entry)).unwrap();
+    let ctx = TlsContext::new(&files_config(entry), wall()).unwrap();
     (ctx, cert.der, dir)
 }
 
