@@ -144,6 +144,17 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Handlers before `ready`: a supervisor (or a test) may signal the server as soon as it reads
+    // that line, and a SIGTERM that found no handler would kill the process instead of stopping
+    // it. Signals that arrive before the thread below starts wait in the iterator.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("smtp-edge: cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Machine-readable readiness on stdout: tests and supervisors read the real ports here.
     let mut stdout = std::io::stdout().lock();
     for (role, addr) in &running.listeners {
@@ -168,26 +179,17 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     let stop = running.stop_handle();
     let tls = running.tls_context();
     let credentials = running.credentials();
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(mut signals) => {
-            std::thread::spawn(move || {
-                for sig in signals.forever() {
-                    if sig == SIGHUP {
-                        reload(config.as_deref(), &cfg, tls.as_deref(), &credentials);
-                        continue;
-                    }
-                    tracing::info!(signal = sig, "stopping");
-                    stop.stop();
-                    break;
-                }
-            });
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                reload(config.as_deref(), &cfg, tls.as_deref(), &credentials);
+                continue;
+            }
+            tracing::info!(signal = sig, "stopping");
+            stop.stop();
+            break;
         }
-        Err(e) => {
-            eprintln!("smtp-edge: cannot install signal handlers: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    }
+    });
     match running.wait() {
         Ok(()) => {
             tracing::info!("stopped");
