@@ -11,7 +11,7 @@
 //! - c: connection churn: one message per session;
 //! - d: idle connections: server RSS per held session (smtp-edge only: Postfix runs one process
 //!   per session, capped by `default_process_limit`);
-//! - e: shield (root, hping3): legitimate throughput while a SYN flood hits the delivery port
+//! - e: shield (root, trafgen): legitimate throughput while a SYN flood hits the delivery port
 //!   from a second address, shield on vs off, in network namespaces (see `shield.rs`);
 //! - f: TLS handshake rate: sessions with no message (`-m 0`), implicit TLS, full (`--no-resume`)
 //!   and resumed, beside plaintext; per core = handshakes / server CPU seconds;

@@ -1,16 +1,23 @@
 //! Scenario e: legitimate mail while a SYN flood hits the delivery port, with the XDP shield on
-//! and off. Needs root (network namespaces, XDP) and `hping3`; otherwise it is skipped with the
-//! reason.
+//! and off. Needs root (network namespaces, XDP) and `trafgen` (Debian package `netsniff-ng`);
+//! otherwise it is skipped with the reason.
 //!
 //! ```text
 //!   netns SRV: smtp-edge on 10.203.0.1:2525, shield on veth S      (metrics on its own loopback)
 //!        │ veth S ─── veth C │
-//!   netns CLI: 10.203.0.2 = smtp-bench (legitimate),  10.203.0.3 = hping3 -S (the flood)
+//!   netns CLI: 10.203.0.2 = smtp-bench (legitimate),  10.203.0.3 = trafgen SYNs (the flood)
 //! ```
+//!
+//! The flood is `trafgen` on one core: SYNs with random source ports and sequence numbers from
+//! 10.203.0.3, written straight into the client veth through a packet mmap ring, several times
+//! what `hping3` (one `sendto` per SYN, ~22k/s here, which the kernel's SYN cookies absorb
+//! unaided) reaches. On a veth the receiver's softirq work runs on the sending CPU, so the
+//! flood's rate also says what each SYN costs the server's kernel (BENCHMARKS.md, e).
 //!
 //! Each round runs three loads on a fresh server: no flood (shield off), flood with the shield
 //! off, flood with the shield on. The legitimate client is scenario a's load for a fixed time
-//! (`-d`); the flood is bounded in count and rate (`-c`, `-i`) and killed if it outlives the run.
+//! (`-d`); the flood is bounded in count (`--num`) and in time (stopped with SIGINT as soon as
+//! the legitimate load ends, killed if it does not stop).
 //! The shield's `syn_rate`/`syn_burst` are raised above the legitimate client's connection rate
 //! (it reconnects every 100 messages), so only the flooding address is limited. Dropped packets
 //! per second come from `smtp_edge_shield_packets_total{action="dropped_rate"}`, read inside
@@ -18,6 +25,7 @@
 //! the veth pair) are deleted on every exit path.
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,14 +41,13 @@ const SERVER_IP: &str = "10.203.0.1";
 const LEGIT_IP: &str = "10.203.0.2";
 const FLOOD_IP: &str = "10.203.0.3";
 const PORT: u16 = 2525;
-/// The flood: SYNs sent, and the gap between them (hping3 `-i u10`: at most 100,000/s).
-const FLOOD_COUNT: &str = "200000";
-const FLOOD_GAP: &str = "u10";
+/// Most SYNs the flood sends: a bound in count (at ~1M/s, longer than any run).
+const FLOOD_COUNT: &str = "20000000";
 /// How long the legitimate client starts messages.
 const LEGIT_SECS: &str = "4";
-/// Longest the flood may run on after the legitimate load before it is killed.
-const FLOOD_LIMIT: Duration = Duration::from_secs(30);
-const HPING3: [&str; 2] = ["/usr/sbin/hping3", "/usr/bin/hping3"];
+/// How long the flood may take to stop after SIGINT before it is killed.
+const FLOOD_STOP: Duration = Duration::from_secs(5);
+const TRAFGEN: [&str; 2] = ["/usr/sbin/trafgen", "/usr/bin/trafgen"];
 
 /// What scenario e produced.
 pub enum Outcome {
@@ -58,7 +65,7 @@ pub struct ShieldRun {
     bench: Json,
     /// Packets dropped by rate per second over the legitimate load.
     dropped_per_s: f64,
-    /// SYNs hping3 sent, and over how long.
+    /// SYNs trafgen sent, and over how long.
     flood_sent: u64,
     flood_s: f64,
     server_cpu_s: f64,
@@ -157,8 +164,10 @@ pub fn run(edge: &Path, bench: &Path, dir: &Path, rounds: usize) -> Result<Outco
             "not root (network namespaces and XDP need it)".into(),
         ));
     }
-    let Some(hping3) = HPING3.iter().find(|p| Path::new(p).exists()) else {
-        return Ok(Outcome::Skipped("hping3 is not installed".into()));
+    let Some(trafgen) = TRAFGEN.iter().find(|p| Path::new(p).exists()) else {
+        return Ok(Outcome::Skipped(
+            "trafgen is not installed (apt-get install netsniff-ng)".into(),
+        ));
     };
     std::fs::create_dir_all(dir)?;
     let net = Netns::create()?;
@@ -167,7 +176,7 @@ pub fn run(edge: &Path, bench: &Path, dir: &Path, rounds: usize) -> Result<Outco
         for (flood, shield) in [(false, false), (true, false), (true, true)] {
             let d = dir.join(format!("{round}-{flood}-{shield}"));
             eprintln!("  e: round {round}, flood {flood}, shield {shield}");
-            out.push(one(&net, edge, bench, hping3, &d, round, flood, shield)?);
+            out.push(one(&net, edge, bench, trafgen, &d, round, flood, shield)?);
             let _ = std::fs::remove_dir_all(&d);
         }
     }
@@ -180,7 +189,7 @@ fn one(
     net: &Netns,
     edge: &Path,
     bench: &Path,
-    hping3: &str,
+    trafgen: &str,
     dir: &Path,
     round: usize,
     flood: bool,
@@ -205,28 +214,8 @@ fn one(
         .metrics
         .clone()
         .context("smtp-edge metrics address")?;
-    let mut hping = if flood {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &net.client, hping3])
-            .args(["-S", "-p", &PORT.to_string(), "-a", FLOOD_IP])
-            .args(["-c", FLOOD_COUNT, "-i", FLOOD_GAP, SERVER_IP])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting hping3")?;
-        let stderr = child.stderr.take().context("hping3 stderr")?;
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
-            s
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        Some(Flood {
-            child,
-            reader: Some(reader),
-            started: now(),
-        })
+    let mut flood_run = if flood {
+        Some(Flood::start(net, trafgen, dir)?)
     } else {
         None
     };
@@ -243,7 +232,7 @@ fn one(
     let dropped1 = dropped_rate(&net.server, &metrics);
     let elapsed = (now() - t0).as_secs_f64();
     let server_cpu_s = server.cpu() - cpu0;
-    let (flood_sent, flood_s) = match hping.as_mut() {
+    let (flood_sent, flood_s) = match flood_run.as_mut() {
         Some(f) => f.finish(),
         None => (0, 0.0),
     };
@@ -263,47 +252,154 @@ fn one(
     })
 }
 
-/// A running hping3.
+/// A running trafgen.
 struct Flood {
     child: Child,
     reader: Option<std::thread::JoinHandle<String>>,
+    /// trafgen's stderr, read to the end: shown if the flood stops before it is told to.
+    errors: Option<std::thread::JoinHandle<String>>,
     started: std::time::Instant,
 }
 
 impl Flood {
-    /// Waits for the flood to end (killing it after [`FLOOD_LIMIT`]); returns SYNs sent and
-    /// the seconds it ran, from its closing statistics.
+    /// Starts the flood on the client's veth, towards the server veth's MAC address, and
+    /// gives it 0.3 s to reach full rate.
+    fn start(net: &Netns, trafgen: &str, dir: &Path) -> Result<Flood> {
+        // Attaching XDP to a veth restarts it: wait (bounded) for the carrier on the
+        // client's end, or trafgen fails to send on a link that is down.
+        let deadline = now() + Duration::from_secs(5);
+        while !link_up(&net.client, &net.client_if) && now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let server_mac = mac(&net.server, &net.server_if)?;
+        let client_mac = mac(&net.client, &net.client_if)?;
+        // One SYN template; drnd() draws a fresh source port and sequence number per packet
+        // (so every SYN is a new request to the listener), and trafgen recomputes the IPv4
+        // and TCP checksums for each. DF is set as a real stack would.
+        let conf = dir.join("flood.trafgen");
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            &conf,
+            format!(
+                "{{\n  eth(da={server_mac}, sa={client_mac}),\n  \
+                 ipv4(sa={FLOOD_IP}, da={SERVER_IP}, ttl=64, df),\n  \
+                 tcp(sp=drnd(), dp={PORT}, seq=drnd(), syn, win=64240)\n}}\n"
+            ),
+        )?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.client, trafgen])
+            .args(["--dev", &net.client_if, "--conf"])
+            .arg(&conf)
+            // One core for the flood; leave the machine's socket memory and IRQ affinity
+            // alone.
+            .args(["--num", FLOOD_COUNT, "--cpus", "1"])
+            .args(["--no-sock-mem", "--notouch-irq"])
+            // trafgen sends from a forked worker that ignores a signal to its parent: a
+            // process group of their own lets finish() and drop() stop both.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting trafgen")?;
+        let read_all = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let reader = read_all(Box::new(child.stdout.take().context("trafgen stdout")?));
+        let errors = read_all(Box::new(child.stderr.take().context("trafgen stderr")?));
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Flood {
+            child,
+            reader: Some(reader),
+            errors: Some(errors),
+            started: now(),
+        })
+    }
+
+    /// Stops the flood (SIGINT, then a kill after [`FLOOD_STOP`]); returns SYNs sent and the
+    /// seconds it ran, from its closing statistics.
     fn finish(&mut self) -> (u64, f64) {
-        let deadline = now() + FLOOD_LIMIT;
+        let secs = (now() - self.started).as_secs_f64() + 0.3;
+        let early = self.child.try_wait().ok().flatten();
+        // `ip netns exec` execs trafgen in place: the child leads the group, and trafgen
+        // prints its totals once its worker stops on SIGINT.
+        self.signal("-INT");
+        let deadline = now() + FLOOD_STOP;
         while now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let secs = (now() - self.started).as_secs_f64() + 0.3;
-        let _ = self.child.kill();
+        self.signal("-KILL");
         let _ = self.child.wait();
         let text = self
             .reader
             .take()
             .and_then(|r| r.join().ok())
             .unwrap_or_default();
-        // "200000 packets transmitted, 0 packets received, 100% packet loss"
+        // "   12345678 packets outgoing"
         let sent = text
             .lines()
-            .find_map(|l| l.split_once(" packets transmitted"))
-            .and_then(|(n, _)| n.trim().parse().ok())
+            .find_map(|l| l.trim().strip_suffix(" packets outgoing"))
+            .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
+        if early.is_some() || sent == 0 {
+            let errors = self
+                .errors
+                .take()
+                .and_then(|r| r.join().ok())
+                .unwrap_or_default();
+            eprintln!(
+                "  e: trafgen stopped on its own ({early:?}) or sent nothing; its stderr:\n{errors}"
+            );
+        }
         (sent, secs)
+    }
+}
+
+impl Flood {
+    /// Sends `sig` to trafgen's process group (its forked worker included).
+    fn signal(&self, sig: &str) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args([sig, "--", &group])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        self.signal("-KILL");
         let _ = self.child.wait();
     }
+}
+
+/// Whether `dev` in namespace `ns` has its carrier.
+fn link_up(ns: &str, dev: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LOWER_UP"))
+}
+
+/// The MAC address of `dev` in namespace `ns`.
+fn mac(ns: &str, dev: &str) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()
+        .context("ip link show")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC address for {dev} in {ns}: {text}"))
 }
 
 /// The shield's `dropped_rate` counter, read inside the server's namespace (0 without it).
@@ -326,6 +422,7 @@ struct Netns {
     server: String,
     client: String,
     server_if: String,
+    client_if: String,
 }
 
 impl Netns {
@@ -335,9 +432,10 @@ impl Netns {
             server: format!("smtpbench-srv-{tag}"),
             client: format!("smtpbench-cli-{tag}"),
             server_if: format!("sbs{tag}"),
+            client_if: format!("sbc{tag}"),
         };
         // `net` is dropped (and what was made is deleted) on any error below.
-        net.setup(&format!("sbc{tag}"))?;
+        net.setup(&net.client_if)?;
         Ok(net)
     }
 
