@@ -21,6 +21,7 @@ use super::{cargo, cargo_bin, ebpf, tools};
 /// Runs the sequence; fails on the first failing step, or on any failing test.
 pub fn run() -> Result<()> {
     let root = tools::is_root();
+    tools::put_sbin_on_path();
     section("tools");
     tools::ensure(root)?;
     tools::ensure_components()?;

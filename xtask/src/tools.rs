@@ -4,7 +4,8 @@
 //! and then runs `cargo xtask test`, which installs the rest from here. A test that starts a
 //! new program adds a row.
 
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -174,6 +175,29 @@ impl Probe {
     }
 }
 
+/// Debian installs `smtp-sink`, `dovecot` and `ip` in /usr/sbin, which is on root's PATH but
+/// not on other users': puts the sbin directories on this process's PATH (and so on that of
+/// the probes and the tests it starts), so that an installed tool is neither reported missing
+/// nor missed by a test.
+pub fn put_sbin_on_path() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(path) = with_sbin(&path) {
+        std::env::set_var("PATH", path);
+    }
+}
+
+/// `path` with /usr/local/sbin, /usr/sbin and /sbin appended where absent; `None` if it
+/// cannot be joined (a directory with `:` in its name).
+fn with_sbin(path: &OsStr) -> Option<OsString> {
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(path).collect();
+    for sbin in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d == Path::new(sbin)) {
+            dirs.push(sbin.into());
+        }
+    }
+    std::env::join_paths(dirs).ok()
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -331,5 +355,23 @@ pub fn ensure_components() -> Result<()> {
     match status {
         Ok(s) if s.success() => Ok(()),
         _ => bail!("{} missing; install with: {cmd}", missing.join(" and ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::with_sbin;
+
+    #[test]
+    fn a_users_path_gets_the_sbin_directories_once() {
+        let user = with_sbin(OsStr::new("/usr/local/bin:/usr/bin:/bin")).unwrap();
+        assert_eq!(
+            user,
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+        );
+        let root = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        assert_eq!(with_sbin(OsStr::new(root)).unwrap(), root);
     }
 }
