@@ -67,25 +67,24 @@ pub(crate) fn is_challenge(reply: &ServerReply) -> bool {
     reply.code == 334
 }
 
-/// Appends standard base64 with padding ([RFC 4648 §4]).
+/// Appends standard base64 with padding ([RFC 4648 §4]), encoded in place at the end of `out`
+/// so that no other buffer holds the encoded password.
 ///
 /// [RFC 4648 §4]: https://www.rfc-editor.org/rfc/rfc4648#section-4
 pub(crate) fn encode_base64(input: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let symbol = |n: u32| ALPHABET.get((n & 63) as usize).copied().unwrap_or(b'=');
-    for chunk in input.chunks(3) {
-        let mut n = 0u32;
-        for (i, &b) in chunk.iter().enumerate() {
-            n |= u32::from(b) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                symbol(n >> (18 - 6 * i))
-            } else {
-                b'='
-            });
-        }
-    }
+    use base64::Engine as _;
+    let start = out.len();
+    // `None` only for an output longer than the address space.
+    let Some(len) = base64::encoded_len(input.len(), true) else {
+        return;
+    };
+    out.resize(start.saturating_add(len), 0);
+    let written = out.get_mut(start..).map_or(0, |tail| {
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(input, tail)
+            .unwrap_or(0)
+    });
+    out.truncate(start.saturating_add(written));
 }
 
 #[cfg(test)]
