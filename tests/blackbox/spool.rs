@@ -83,6 +83,48 @@ fn a_second_server_on_the_same_spool_exits_2_and_leaves_the_first_ones_mail_alon
     );
 }
 
+/// A second server with its own spool but the first one's delivery address: `SO_REUSEPORT`
+/// would let it bind and take part of the connections (and the mail); it must refuse to start.
+#[test]
+fn a_second_server_on_the_same_address_exits_2_and_takes_no_connection() {
+    let server = Server::start(Opts::default());
+    let first = server.delivery();
+    let config = fs::read_to_string(server.config.as_ref().unwrap()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let spool = server.dir.path().join("spool").display().to_string();
+    let maildir = server.maildir.display().to_string();
+    assert!(
+        config.contains(&spool) && config.contains(&maildir),
+        "{config}"
+    );
+    let config = config
+        .replacen("127.0.0.1:0", &first.to_string(), 1)
+        .replace(&spool, &other.path().join("spool").display().to_string())
+        .replace(&maildir, &other.path().join("mail").display().to_string());
+    let path = other.path().join("second.toml");
+    fs::write(&path, config).unwrap();
+    let second = run_bin(
+        &["serve", "--config", &path.display().to_string()],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "second server: {stderr}");
+    assert!(
+        stderr.contains(&format!("listener[0].addr: cannot bind {first}")),
+        "{stderr}"
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "it must not listen: {:?}",
+        second.stdout
+    );
+    // Every connection still reaches the first server.
+    for _ in 0..8 {
+        let (mut c, _) = SmtpConn::connect_ehlo(first);
+        assert_eq!(c.cmd("NOOP").code, 250);
+    }
+}
+
 #[test]
 fn spool_and_maildir_are_private_to_the_server() {
     let server = Server::start(Opts::default());

@@ -122,7 +122,16 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         None
     };
     // Bind first: a port in use is the most common start failure, and should be reported
-    // before anything else happens.
+    // before anything else happens. Every address is probed before any is bound, so that only
+    // another process's listener (a second server on the same ports, which SO_REUSEPORT would
+    // let in) counts as in use, never one of ours.
+    for (index, l) in cfg.listeners.iter().enumerate() {
+        transport::ensure_unused(l.addr).map_err(|source| StartError::Bind {
+            index,
+            addr: l.addr,
+            source,
+        })?;
+    }
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {

@@ -31,6 +31,26 @@ where
 /// Backlog of each listening socket; high because an MX sees connection bursts.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// Fails with `AddrInUse` if a socket, of this process or another, already listens on `addr`.
+///
+/// `SO_REUSEPORT` lets any process of the same user join a listening group: a second server
+/// started on the same address by mistake would bind without error and silently take part of
+/// the connections. A socket without `SO_REUSEPORT` cannot join: its bind fails while anything
+/// listens there (`SO_REUSEADDR` keeps a previous run's `TIME_WAIT` connections from counting).
+/// The probe is dropped at once; a port of the kernel's choice (0) is never in use.
+pub fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
 /// Binds a TCP listener with `SO_REUSEPORT`, so that each worker can own one socket for the same
 /// address and the kernel spreads connections across them.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
