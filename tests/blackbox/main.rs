@@ -32,6 +32,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod next_hop;
+mod postfix_hop;
 mod queue;
 mod real_senders;
 mod recipients;
