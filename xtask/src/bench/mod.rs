@@ -1,8 +1,13 @@
 //! `cargo xtask bench`: builds release binaries, runs smtp-edge on loopback under `smtp-bench`
 //! load, optionally beside a throwaway Postfix and `smtp-sink`, and prints one table; the results
-//! also go to `target/bench/` as JSON.
+//! also go to `target/bench/` as JSON, and with `--markdown FILE` the summary (mean ± standard
+//! deviation over rounds) as the Markdown table BENCHMARKS.md is made from.
 //!
-//! Scenarios (issue 6):
+//! The task fails (after printing everything) when any run had errors, or when the messages in
+//! Maildir are not the messages accepted: figures from a run that lost or refused mail are not
+//! figures. Progress (step n of m, elapsed, ETA) goes to stderr.
+//!
+//! Scenarios:
 //! - a: durable throughput: 50 sessions, 10 KiB messages, pipelined, 100 messages per session;
 //! - b: a over STARTTLS beside a in plaintext, alternating, on one server config (a delivery
 //!   listener with `tls = "starttls"` and a self-signed certificate, checked with `--ca`);
@@ -29,6 +34,7 @@ mod json;
 mod procfs;
 mod servers;
 mod shield;
+mod summary;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -38,22 +44,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use json::{quote, Json};
+use json::{quote, Fields as _, Json};
 use servers::{EdgeSetup, Kind, Server};
-
-const USAGE: &str = "\
-usage: cargo xtask bench [--vs postfix] [--vs smtp-sink] [--rounds N] [--messages N]
-                         [--churn N] [--idle N] [--no-build]
-
-  --vs postfix     also run a throwaway Postfix (durable queue + Maildir via virtual(8))
-  --vs smtp-sink   also run smtp-sink (stores nothing): the protocol-only ceiling
-  --rounds N       alternating rounds per comparison (default 2 with --vs, else 1)
-  --messages N     scenario a: messages per run (default 10000)
-  --churn N        scenario c: messages (= sessions) per run (default 3000)
-  --idle N         scenario d: idle sessions held (default 10000)
-  --handshakes N   scenario f: sessions per run (default 3000)
-  --no-shield      skip scenario e (the SYN flood in network namespaces)
-  --no-build       use the release binaries already built";
 
 /// Longest a single load run may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -65,64 +57,57 @@ fn now() -> Instant {
     Instant::now()
 }
 
-struct Args {
+/// `cargo xtask bench`: smtp-edge under load on loopback, optionally beside Postfix and
+/// smtp-sink. Exits non-zero when any run had errors or when Maildir does not hold exactly the
+/// messages accepted.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also run a throwaway Postfix (durable queue + Maildir via virtual(8)), or smtp-sink
+    /// (stores nothing: the protocol-only ceiling).
+    #[arg(long, value_name = "postfix|smtp-sink", value_parser = kind)]
     vs: Vec<Kind>,
-    rounds: usize,
+    /// Alternating rounds per comparison (default 2 with --vs, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: Option<u64>,
+    /// Scenario a: messages per run.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     messages: u64,
+    /// Scenario c: messages (= sessions) per run.
+    #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=25_000))]
     churn: u64,
+    /// Scenario d: idle sessions held.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=18_000))]
     idle: u64,
+    /// Scenario f: sessions per run.
+    #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     handshakes: u64,
-    shield: bool,
-    build: bool,
+    /// Skip scenario e (the SYN flood in network namespaces).
+    #[arg(long)]
+    no_shield: bool,
+    /// Use the release binaries already built.
+    #[arg(long)]
+    no_build: bool,
+    /// Also write the summary (mean ± sd over rounds) as a Markdown table to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut a = Args {
-        vs: Vec::new(),
-        rounds: 0,
-        messages: 10_000,
-        churn: 3_000,
-        idle: 10_000,
-        handshakes: 3_000,
-        shield: true,
-        build: true,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut num = |max: u64| -> Result<u64> {
-            let v = it
-                .next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
-            match v.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => bail!("{arg}: 1..={max}, got {v:?}"),
-            }
-        };
-        match arg.as_str() {
-            "--vs" => match it.next().map(String::as_str) {
-                Some("postfix") => a.vs.push(Kind::Postfix),
-                Some("smtp-sink") => a.vs.push(Kind::Sink),
-                v => bail!("--vs: postfix or smtp-sink, got {v:?}"),
-            },
-            "--rounds" => a.rounds = num(20)? as usize,
-            "--messages" => a.messages = num(10_000_000)?,
-            "--churn" => a.churn = num(25_000)?,
-            "--idle" => a.idle = num(18_000)?,
-            "--handshakes" => a.handshakes = num(100_000)?,
-            "--no-shield" => a.shield = false,
-            "--no-build" => a.build = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => bail!("unexpected argument {arg:?}\n{USAGE}"),
+impl Args {
+    fn rounds(&self) -> usize {
+        match self.rounds {
+            Some(n) => n as usize,
+            None if self.vs.is_empty() => 1,
+            None => 2,
         }
     }
-    a.vs.dedup();
-    if a.rounds == 0 {
-        a.rounds = if a.vs.is_empty() { 1 } else { 2 };
+}
+
+fn kind(v: &str) -> Result<Kind, String> {
+    match v {
+        "postfix" => Ok(Kind::Postfix),
+        "smtp-sink" => Ok(Kind::Sink),
+        _ => Err("postfix or smtp-sink".into()),
     }
-    Ok(a)
 }
 
 /// One load scenario. `{ca}` in `args` becomes the server's self-signed certificate.
@@ -156,6 +141,8 @@ struct Run {
     drain_s: f64,
     peak_rss_kib: u64,
     delivered: usize,
+    /// Recipients per message: each accepted message is this many Maildir files.
+    rcpts: usize,
 }
 
 impl Run {
@@ -172,17 +159,7 @@ impl Run {
         self.server_cpu_s * 1e6 / n.max(1.0)
     }
     fn errors(&self) -> u64 {
-        let listed: f64 = match self.bench.get("errors") {
-            Some(Json::Obj(m)) => m
-                .values()
-                .map(|v| match v {
-                    Json::Num(n) => *n,
-                    _ => 0.0,
-                })
-                .sum(),
-            _ => 0.0,
-        };
-        (listed + self.bench.num("messages_failed")) as u64
+        json::errors(&self.bench)
     }
     fn json(&self) -> String {
         format!(
@@ -208,14 +185,15 @@ struct Bins {
 }
 
 /// Runs `cargo xtask bench ARGS`.
-pub fn main(args: &[String]) -> Result<()> {
-    let args = parse(args)?;
+pub fn main(mut args: Args) -> Result<()> {
+    args.vs.dedup();
+    let rounds = args.rounds();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
         .to_path_buf();
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    if args.build {
+    if !args.no_build {
         super::cargo(&["build", "--release", "-p", "smtp-edge", "-p", "smtp-bench"])?;
     }
     let bins = Bins {
@@ -404,46 +382,59 @@ pub fn main(args: &[String]) -> Result<()> {
             ]),
         },
     ];
-    let mut runs = Vec::new();
     let mut groups: Vec<&str> = scenarios.iter().map(|s| s.group).collect();
     groups.dedup();
+    let client_cost_runs =
+        Path::new(servers::SMTP_SINK).exists() && Path::new(servers::SMTP_SOURCE).exists();
+    let load_runs: usize = scenarios
+        .iter()
+        .map(|sc| 1 + if sc.edge_only { 0 } else { args.vs.len() })
+        .sum::<usize>()
+        * rounds;
+    // Load runs, then d, then e (one step), then the client cost (one step).
+    let mut progress = Progress::new(load_runs + 1 + 1 + usize::from(client_cost_runs));
+    let mut runs = Vec::new();
     for group in groups {
-        for round in 1..=args.rounds {
+        for round in 1..=rounds {
             for sc in scenarios.iter().filter(|s| s.group == group) {
                 let others = if sc.edge_only { &[][..] } else { &args.vs[..] };
                 for kind in std::iter::once(Kind::Edge).chain(others.iter().copied()) {
                     let dir = tmp.0.join(format!("{}-{}-{round}", sc.key, kind.name()));
-                    eprintln!("run: {} / {} / round {round}", sc.title, kind.name());
+                    progress.step(&format!("{} / {} / round {round}", sc.title, kind.name()));
                     let run = load_run(&bins, kind, &dir, sc, round)?;
                     let _ = std::fs::remove_dir_all(&dir);
+                    if run.errors() > 0 {
+                        eprintln!("  {} errors", run.errors());
+                    }
                     runs.push(run);
                 }
             }
         }
     }
-    eprintln!("run: d idle {} sessions / smtp-edge", args.idle);
+    progress.step(&format!("d idle {} sessions / smtp-edge", args.idle));
     let idle = idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?;
-    let shield = if args.shield {
-        eprintln!("run: e shield / smtp-edge in network namespaces");
-        shield::run(
-            &bins.edge,
-            &bins.bench,
-            &tmp.0.join("e-shield"),
-            args.rounds,
-        )?
-    } else {
+    progress.step("e shield / smtp-edge in network namespaces");
+    let shield = if args.no_shield {
         shield::Outcome::Skipped("--no-shield".into())
+    } else {
+        shield::run(&bins.edge, &bins.bench, &tmp.0.join("e-shield"), rounds)?
     };
-    let client =
-        if Path::new(servers::SMTP_SINK).exists() && Path::new(servers::SMTP_SOURCE).exists() {
-            eprintln!("run: client cost, smtp-bench vs smtp-source against smtp-sink");
-            Some(client_cost(&bins, &tmp.0.join("client"))?)
-        } else {
-            None
-        };
+    let client = if client_cost_runs {
+        progress.step("client cost, smtp-bench vs smtp-source against smtp-sink");
+        Some(client_cost(&bins, &tmp.0.join("client"))?)
+    } else {
+        None
+    };
+    progress.done();
 
     let table = render(&scenarios, &runs, &idle, &shield, client.as_deref(), &args);
     print!("{table}");
+    let summary = summary::markdown(&scenarios, &runs, rounds);
+    println!("\nmean ± standard deviation over rounds:\n\n{summary}");
+    if let Some(file) = &args.markdown {
+        std::fs::write(file, &summary).with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("markdown: {}", file.display());
+    }
 
     let out_dir = target.join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -452,7 +443,7 @@ pub fn main(args: &[String]) -> Result<()> {
         "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":{},\
          \"shield\":{},\"client_cost\":[{}],\"table\":{}}}\n",
         quote(&machine),
-        args.rounds,
+        rounds,
         runs.iter().map(Run::json).collect::<Vec<_>>().join(","),
         idle.json(),
         shield.json(),
@@ -469,7 +460,68 @@ pub fn main(args: &[String]) -> Result<()> {
     std::fs::write(&file, &doc)?;
     std::fs::write(out_dir.join("latest.json"), &doc)?;
     eprintln!("results: {}", file.display());
+
+    let mut problems = summary::problems(&runs);
+    problems.extend(shield.problems());
+    if idle.established < idle.target {
+        problems.push(format!(
+            "d idle: {} of {} sessions established",
+            idle.established, idle.target
+        ));
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("FAILED: {p}");
+        }
+        bail!(
+            "{} problems: the figures above are not a clean run",
+            problems.len()
+        );
+    }
     Ok(())
+}
+
+/// "scenario n of m, elapsed, ETA" on stderr; the ETA assumes the remaining steps take as long
+/// as the finished ones did on average.
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            started: now(),
+        }
+    }
+
+    fn step(&mut self, what: &str) {
+        let elapsed = now() - self.started;
+        let eta = if self.done == 0 {
+            "?".to_owned()
+        } else {
+            let per = elapsed.as_secs_f64() / self.done as f64;
+            format!("{:.0} s", per * (self.total - self.done) as f64)
+        };
+        self.done += 1;
+        eprintln!(
+            "[{} of {}, {:.0} s elapsed, ETA {eta}] {what}",
+            self.done,
+            self.total,
+            elapsed.as_secs_f64()
+        );
+    }
+
+    fn done(&self) {
+        eprintln!(
+            "[{} steps in {:.0} s]",
+            self.done,
+            (now() - self.started).as_secs_f64()
+        );
+    }
 }
 
 /// Creates `users` with [`BENCH_USER`], through the real binary (`user add`, password on stdin).
@@ -569,7 +621,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
         .arg("--json")
         .arg(format!("127.0.0.1:{port}"));
     let m = measured(&mut cmd, || peak = peak.max(server.rss_kib()))?;
-    let bench = Json::parse(m.stdout.trim())
+    let bench = json::parse(m.stdout.trim())
         .with_context(|| format!("smtp-bench output: {:?}", m.stdout))?;
     let drain = server.drain(DRAIN_LIMIT);
     let server_cpu_s = server.cpu() - cpu0;
@@ -595,6 +647,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
         drain_s: drain.as_secs_f64(),
         peak_rss_kib,
         delivered,
+        rcpts: 1,
     })
 }
 
@@ -748,7 +801,7 @@ fn client_cost(bins: &Bins, dir: &Path) -> Result<Vec<ClientCost>> {
                     .args(["-m", if reuse { "100000" } else { "1" }])
                     .args(["--threads", threads, "--json", &addr]);
                 let m = measured(&mut b, || {})?;
-                let j = Json::parse(m.stdout.trim()).context("smtp-bench output")?;
+                let j = json::parse(m.stdout.trim()).context("smtp-bench output")?;
                 out.push(ClientCost {
                     client: format!("smtp-bench --threads {threads}"),
                     mode,
@@ -764,7 +817,7 @@ fn client_cost(bins: &Bins, dir: &Path) -> Result<Vec<ClientCost>> {
         "-c", "50", "-n", &n, "-s", "10240", "-m", "100", "--json", &addr,
     ]);
     let m = measured(&mut b, || {})?;
-    let j = Json::parse(m.stdout.trim()).context("smtp-bench output")?;
+    let j = json::parse(m.stdout.trim()).context("smtp-bench output")?;
     out.push(ClientCost {
         client: "smtp-bench".into(),
         mode: "reuse, pipelined",
@@ -846,7 +899,7 @@ fn render(
         idle.server_cpu_s
     );
     let _ = write!(t, "{}", shield.render());
-    render_tls(&mut t, scenarios, runs, args.rounds);
+    render_tls(&mut t, scenarios, runs, args.rounds());
     for other in &args.vs {
         let _ = writeln!(
             t,
@@ -856,7 +909,7 @@ fn render(
         for sc in scenarios.iter().filter(|s| !s.edge_only) {
             let mut tput = Vec::new();
             let mut cpu = Vec::new();
-            for round in 1..=args.rounds {
+            for round in 1..=args.rounds() {
                 let find = |k: Kind| {
                     runs.iter()
                         .find(|r| r.scenario == sc.key && r.server == k && r.round == round)
@@ -946,11 +999,11 @@ fn render_tls(t: &mut String, scenarios: &[Scenario], runs: &[Run], rounds: usiz
             let b = &r.bench;
             let hs = b.num("tls_full") + b.num("tls_resumed");
             let groups = match b.get("tls_groups") {
-                Some(json::Json::Obj(m)) => m
+                Some(Json::Object(m)) => m
                     .iter()
-                    .map(|(k, v)| match v {
-                        json::Json::Num(n) => format!("{k}: {n}"),
-                        _ => k.clone(),
+                    .map(|(k, v)| match v.as_f64() {
+                        Some(n) => format!("{k}: {n}"),
+                        None => k.clone(),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),

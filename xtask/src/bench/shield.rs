@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::json::{quote, Json};
+use super::json::{self, quote, Fields as _, Json};
 use super::servers::{run as run_cmd, EdgeSetup, Server};
 use super::{measured, now};
 
@@ -109,11 +109,7 @@ impl Outcome {
                         r.round,
                         b.num("messages_per_s"),
                         b.num("data_latency_us.p99") / 1e3,
-                        b.num("messages_failed") as u64
-                            + match b.get("errors") {
-                                Some(Json::Obj(m)) => m.len() as u64,
-                                _ => 0,
-                            },
+                        json::errors(b),
                         r.dropped_per_s,
                         r.server_cpu_s,
                     );
@@ -121,6 +117,25 @@ impl Outcome {
             }
         }
         t
+    }
+
+    /// Runs whose legitimate load had errors.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Outcome::Skipped(_) => Vec::new(),
+            Outcome::Ran(runs) => runs
+                .iter()
+                .filter(|r| json::errors(&r.bench) > 0)
+                .map(|r| {
+                    format!(
+                        "e {} / round {}: {} errors in the legitimate load",
+                        r.label(),
+                        r.round,
+                        json::errors(&r.bench)
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// The JSON record.
@@ -239,7 +254,7 @@ fn one(
     let _ = server.drain(Duration::from_secs(60));
     drop(server);
     let bench =
-        Json::parse(m.stdout.trim()).with_context(|| format!("smtp-bench: {:?}", m.stdout))?;
+        json::parse(m.stdout.trim()).with_context(|| format!("smtp-bench: {:?}", m.stdout))?;
     Ok(ShieldRun {
         round,
         flood,
