@@ -431,10 +431,6 @@ pub fn main(mut args: Args) -> Result<()> {
     print!("{table}");
     let summary = summary::markdown(&scenarios, &runs, rounds);
     println!("\nmean ± standard deviation over rounds:\n\n{summary}");
-    if let Some(file) = &args.markdown {
-        std::fs::write(file, &summary).with_context(|| format!("writing {}", file.display()))?;
-        eprintln!("markdown: {}", file.display());
-    }
 
     let out_dir = target.join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -460,6 +456,14 @@ pub fn main(mut args: Args) -> Result<()> {
     std::fs::write(&file, &doc)?;
     std::fs::write(out_dir.join("latest.json"), &doc)?;
     eprintln!("results: {}", file.display());
+    if let Some(md) = &args.markdown {
+        if let Some(parent) = md.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(md, &summary).with_context(|| format!("writing {}", md.display()))?;
+        eprintln!("markdown: {}", md.display());
+    }
 
     let mut problems = summary::problems(&runs);
     problems.extend(shield.problems());
