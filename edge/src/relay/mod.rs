@@ -56,8 +56,9 @@
 //! with `"opportunistic"`, a host whose handshake fails gets a second, plaintext connection.
 //! LMTP never uses STARTTLS.
 //!
-//! Message content goes as it was spooled: intake refuses lines over 998 octets (RFC 5321
-//! §4.5.3.1.6), so no spooled message has one and the relay never folds or refuses lines.
+//! Message content goes as it was spooled, but for lines over 998 octets (RFC 5321
+//! §4.5.3.1.6): intake stores them byte-exact, and the client engine folds them with `CRLF SP`
+//! as it sends, as Postfix does (`protocol/client/stuffing.rs`).
 //!
 //! Which outcome, and why:
 //! - delivered: the server's 250 (for LMTP, that recipient's own reply after the content);
