@@ -1,5 +1,5 @@
-//! What the `smtp-edge` subcommands (`user`, `shield`) share: their error type and how it
-//! maps to a line on stderr and an exit status.
+//! What the `smtp-edge` subcommands (`user`, `shield`, `ban`, `queue`) share: their error type,
+//! how it maps to a line on stderr and an exit status, and how a result ends the command.
 
 use std::process::ExitCode;
 
@@ -12,6 +12,18 @@ pub(crate) enum CliError {
     /// The operation failed: exit 1.
     #[error("{0}")]
     Failed(String),
+}
+
+/// Ends `smtp-edge <command>`: prints the text of a success on stdout (it carries its own
+/// newlines), or reports the error; returns the exit status.
+pub(crate) fn finish(result: Result<String, CliError>, command: &str) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => e.report(command),
+    }
 }
 
 impl CliError {

@@ -13,7 +13,7 @@
 //! Exit status: 0 on success, 2 on a usage error, 1 when the operation fails (the user exists
 //! for `add`, does not for `passwd` and `del`, the passwords differ, the file cannot be written).
 
-use crate::cli::CliError;
+use crate::cli::{self, CliError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -67,13 +67,8 @@ pub fn run(args: &UserArgs) -> ExitCode {
     let mut input = stdin.lock();
     // SAFETY: isatty only inspects the descriptor number; 0 is standard input.
     let tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
-    match execute(args, &mut input, tty, HashParams::OWASP) {
-        Ok(message) => {
-            println!("{message}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report("user"),
-    }
+    let result = execute(args, &mut input, tty, HashParams::OWASP);
+    cli::finish(result.map(|message| message + "\n"), "user")
 }
 
 /// The test seam: `run` with the password read from `input` as from a pipe, and `params` (tests

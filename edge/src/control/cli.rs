@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::protocol::{Request, Response, MAX_LINE};
-use crate::cli::CliError;
+use crate::cli::{self, CliError};
 use crate::config::Config;
 use crate::shield::MAX_BAN_SECS;
 
@@ -76,13 +76,7 @@ impl Command {
 
 /// Runs `smtp-edge ban ...`.
 pub fn run(args: &BanArgs) -> ExitCode {
-    match execute(args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report("ban"),
-    }
+    cli::finish(execute(args), "ban")
 }
 
 fn execute(args: &BanArgs) -> Result<String, CliError> {

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::MessageInfo;
-use crate::cli::CliError;
+use crate::cli::{self, CliError};
 use crate::control::cli::{exchange, socket_of};
 use crate::control::{Request, Response};
 use crate::spool::push_date_time;
@@ -83,13 +83,7 @@ impl Command {
 
 /// Runs `smtp-edge queue ...`.
 pub fn run(args: &QueueArgs) -> ExitCode {
-    match execute(args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report("queue"),
-    }
+    cli::finish(execute(args), "queue")
 }
 
 fn execute(args: &QueueArgs) -> Result<String, CliError> {

@@ -16,7 +16,7 @@
 //! no privilege, a map error, or `unban` of a source that is not banned). Failures are one line
 //! on standard error.
 
-use crate::cli::CliError;
+use crate::cli::{self, CliError};
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
@@ -70,13 +70,7 @@ pub(crate) enum Command {
 
 /// Runs `smtp-edge shield ...`. Prints the result on stdout, or one line on stderr.
 pub fn run(args: &ShieldArgs) -> ExitCode {
-    match execute(args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report("shield"),
-    }
+    cli::finish(execute(args), "shield")
 }
 
 /// Runs the command; the text to print on success (ending in a newline).
