@@ -14,12 +14,12 @@
 //! bans a new source is not tracked (its failures still get the tarpit) until one expires.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
 use super::{AuthConfig, MAX_BAN_SECS};
 
@@ -32,14 +32,8 @@ const TARPIT_BASE: Duration = Duration::from_secs(1);
 /// The source `ip` is counted under: an IPv4 address as a /32 (IPv4-mapped IPv6 included), an
 /// IPv6 address as its /64.
 pub fn source_of(ip: IpAddr) -> IpNet {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::from(v4)),
-        IpAddr::V6(v6) => {
-            let masked = Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64));
-            // 64 is a valid IPv6 prefix length, so this never falls back.
-            IpNet::V6(Ipv6Net::new(masked, 64).unwrap_or_else(|_| Ipv6Net::from(v6)))
-        }
-    }
+    // The guard's ban key, so that failures are counted under what a ban would cover.
+    crate::guard::ban_key(ip)
 }
 
 /// A new ban, as returned by [`AbuseTracker::record_failure`]: what to refuse and until when.

@@ -52,16 +52,7 @@ const MAX_BANS: usize = crate::shield::maps::MAX_BANS as usize;
 /// The network a ban on `ip` covers: its IPv4 address (an IPv4-mapped IPv6 address as IPv4),
 /// or its IPv6 /64.
 pub fn ban_key(ip: IpAddr) -> IpNet {
-    source_net(&Source::from_ip(ip))
-}
-
-/// The network a ban key covers: an IPv4 /32 or an IPv6 /64.
-fn source_net(src: &Source) -> IpNet {
-    let v6 = std::net::Ipv6Addr::from(src.addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpNet::V4(v4.into()),
-        None => IpNet::V6(ipnet::Ipv6Net::new(v6, 64).unwrap_or_else(|_| v6.into())),
-    }
+    Source::from_ip(ip).prefix()
 }
 
 /// Default `guard.trusted`: loopback, `127.0.0.0/8` and `::1/128`.
@@ -143,13 +134,7 @@ pub enum Admission {
 /// The key connections are counted under, as bans are keyed: an IPv4 address (IPv4-mapped
 /// IPv6 included), or an IPv6 /64, so that hopping across one /64 does not escape the limit.
 fn source_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+    ban_key(ip).addr()
 }
 
 /// One admitted connection, counted against its source (unless trusted) until dropped.
@@ -365,7 +350,7 @@ impl Guard {
         self.bans
             .list(now)
             .into_iter()
-            .map(|(src, left)| (source_net(&src), left))
+            .map(|(src, left)| (src.prefix(), left))
             .collect()
     }
 
