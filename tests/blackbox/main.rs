@@ -13,6 +13,9 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client_runs;
+#[path = "../dns/mod.rs"]
+#[allow(dead_code)]
+mod dns;
 mod harness;
 mod maildir;
 mod session;

@@ -13,6 +13,8 @@
 #[allow(dead_code)]
 mod receivers;
 
+#[path = "../dns/mod.rs"]
+#[allow(dead_code)]
 mod dns;
 mod harness;
 

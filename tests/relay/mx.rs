@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 
 use smtp_edge::relay::{RelayConfig, Route, Verdict, Via};
 
-use crate::dns;
+use crate::dns::{self, DnsServer};
 use crate::dotted_content;
 use crate::harness::{aiosmtpd, config, start, stored, verdicts};
 use crate::receivers::{wait_listening, Receiver};
 
 /// The relay's configuration for MX delivery: `dns` as the nameserver, MX hosts on `port`.
-fn mx_config(dns: &Receiver, port: u16) -> RelayConfig {
+fn mx_config(dns: &DnsServer, port: u16) -> RelayConfig {
     let mut cfg = config();
     cfg.nameservers = vec![dns.addr];
     cfg.mx_port = port;
@@ -70,20 +70,22 @@ fn lowest_preference_first_and_the_next_mx_when_the_first_refuses() {
 #[test]
 fn implicit_mx_null_mx_and_missing_domains() {
     let a = aiosmtpd("127.0.0.6", 0, &[]);
-    let dns = dns::start(&[
+    let mut records: Vec<String> = vec![
         // No MX: the domain's own address is its mail host (RFC 5321 §5.1). Authoritative
         // for the zone, dnsmasq answers the MX query with no records (NOERROR) rather than
         // refusing it for want of an upstream server.
         "--host-record=implicit.test,127.0.0.6".into(),
-        "--auth-server=ns.test,127.0.0.1".into(),
-        "--auth-zone=implicit.test".into(),
-        "--auth-zone=null.test".into(),
         // RFC 7505: MX 0 "." (preference 0, the root name).
         "--dns-rr=null.test,15,000000".into(),
         "--host-record=null.test,127.0.0.6".into(),
-        // A zone without missing.nx.test: NXDOMAIN.
-        "--auth-zone=nx.test".into(),
-    ]);
+    ];
+    // A zone without missing.nx.test: NXDOMAIN.
+    records.extend(dns::authoritative(&[
+        "implicit.test",
+        "null.test",
+        "nx.test",
+    ]));
+    let dns = dns::start(&records);
     let mut relay = start(mx_config(&dns, a.addr.port()));
     let content = b"Subject: t\r\n\r\nhello\r\n";
     relay.submit(&Route::Mx, "s@example.test", &["u@implicit.test"], content);
