@@ -95,6 +95,11 @@
 //! The users and aliases files are read and checked when the configuration is loaded; a bad
 //! line is reported as `auth.users: line 3: ...`.
 //!
+//! `[checks]` sets what the delivery listeners verify ([`crate::checks`]): `spf`, `dkim`,
+//! `dmarc` and `arc`, each `"off"`, `"tag"` (the default: an `Authentication-Results:` header)
+//! or `"enforce"` (SPF `fail` refused at MAIL FROM, DMARC `fail` under `p=reject` refused after
+//! the data, under `p=quarantine` delivered to the Junk folder).
+//!
 //! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, `delivery.aliases`,
 //! the `[tls]` paths,
 //! `auth.users`, `auth.aliases`)
@@ -103,6 +108,7 @@
 //!
 //! [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
 
+mod checks;
 mod raw;
 mod recipients;
 mod relay;
@@ -118,6 +124,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::checks::ChecksConfig;
 use crate::control::ControlConfig;
 use crate::guard::GuardConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
@@ -337,6 +344,9 @@ pub struct Config {
     /// mail by MX through the system resolver). A smarthost password file named in it was read
     /// at load.
     pub relay: RelayConfig,
+    /// `[checks]`: SPF, DKIM, DMARC and ARC on the delivery listeners, each `tag` when absent.
+    /// Their DNS queries go to `dns.nameservers`, as the relay's do.
+    pub checks: ChecksConfig,
 }
 
 impl Config {

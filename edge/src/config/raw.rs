@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub relay: Option<RawRelay>,
     /// `[dns]`; `None` when absent or when it failed to deserialize (already reported).
     pub dns: Option<RawDns>,
+    /// `[checks]`; `None` when absent or when it failed to deserialize (already reported).
+    pub checks: Option<RawChecks>,
 }
 
 /// `[guard]`; every key is optional and defaults to [`crate::guard::GuardConfig::default`].
@@ -186,6 +188,16 @@ pub(super) struct RawDns {
     pub nameservers: Option<Vec<String>>,
 }
 
+/// `[checks]`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChecks {
+    pub spf: Option<String>,
+    pub dkim: Option<String>,
+    pub dmarc: Option<String>,
+    pub arc: Option<String>,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +223,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "control",
     "relay",
     "dns",
+    "checks",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -237,6 +250,7 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         control: take(&mut table, "", "control", errors),
         relay: take(&mut table, "", "relay", errors),
         dns: take(&mut table, "", "dns", errors),
+        checks: take(&mut table, "", "checks", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

@@ -1156,3 +1156,54 @@ fn line_length_and_strict_envelopes_reach_the_engine() {
         ["limits.strict_envelopes"]
     );
 }
+
+#[test]
+fn checks_default_to_tag_and_each_mode_is_typed() {
+    use crate::checks::{CheckMode, ChecksConfig};
+    let tag = ChecksConfig {
+        spf: CheckMode::Tag,
+        dkim: CheckMode::Tag,
+        dmarc: CheckMode::Tag,
+        arc: CheckMode::Tag,
+    };
+    assert_eq!(Config::from_toml_str(BASE).unwrap().checks, tag);
+    assert_eq!(Config::embedded_default().checks, tag);
+    let c = Config::from_toml_str(&format!(
+        "{BASE}\n[checks]\nspf = \"enforce\"\ndkim = \"off\"\ndmarc = \"enforce\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.checks,
+        ChecksConfig {
+            spf: CheckMode::Enforce,
+            dkim: CheckMode::Off,
+            dmarc: CheckMode::Enforce,
+            arc: CheckMode::Tag,
+        }
+    );
+    let all_off = "[checks]\nspf = \"off\"\ndkim = \"off\"\ndmarc = \"off\"\narc = \"off\"\n";
+    let c = Config::from_toml_str(&format!("{BASE}\n{all_off}")).unwrap();
+    assert!(!c.checks.any());
+}
+
+#[test]
+fn bad_check_modes_name_their_keys() {
+    let bad = |section: &str| format!("{BASE}\n{section}\n");
+    assert_eq!(
+        keys(&bad(
+            "[checks]\nspf = \"reject\"\ndmarc = \"Tag\"\narc = true"
+        )),
+        ["checks.arc"],
+        "a type error stops the section first"
+    );
+    assert_eq!(
+        keys(&bad("[checks]\nspf = \"reject\"\ndmarc = \"Tag\"")),
+        ["checks.spf", "checks.dmarc"]
+    );
+    assert_eq!(keys(&bad("[checks]\nspff = \"tag\"")), ["checks.spff"]);
+    let e = errors(&bad("[checks]\ndkim = \"on\""));
+    assert_eq!(
+        e[0].to_string(),
+        "checks.dkim: expected one of \"off\", \"tag\", \"enforce\", got \"on\""
+    );
+}

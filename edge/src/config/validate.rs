@@ -149,6 +149,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         raw.dns.unwrap_or_default(),
         hostname.as_deref(),
     );
+    let checks = v.checks(raw.checks.unwrap_or_default());
     let rewrite = match (rewrite, &local_domains, &recipients) {
         (Some(mut rewrite), Some(domains), Some(known)) => {
             rewrite.local_domains = domains.iter().cloned().collect();
@@ -176,6 +177,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         guard: guard?,
         control: control?,
         relay: relay?,
+        checks: checks?,
     })
 }
 
