@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod build_info;
 pub mod checks;
 pub mod cidr;
 mod cli;

@@ -1,5 +1,8 @@
 //! The Prometheus endpoint reflects what happened.
 
+use std::io::Read;
+use std::net::TcpStream;
+
 use crate::harness::{
     metric_value, wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE, REPLY_DEADLINE,
 };
@@ -57,4 +60,86 @@ fn delivered_message_moves_accepted_and_connection_counters() {
     wait_metrics(&server, "delivered message not counted", |t| {
         Some(metric_value(t, DELIVERED_MSGS)? >= 1.0)
     });
+}
+
+/// Whether the server still holds `stream` open: nothing to read, and no end of stream.
+fn still_open(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let open = matches!(
+        (&*stream).read(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).expect("blocking");
+    open
+}
+
+#[test]
+fn scrape_succeeds_while_idle_connections_hold_the_metrics_port() {
+    let server = Server::start(Opts::default());
+    let addr = server.metrics_addr.expect("metrics address");
+    // Clients that connect and send nothing; before, each held the only serving thread for its
+    // whole deadline, so five delayed a scrape by ten seconds.
+    let idle: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let text = server.metrics();
+    assert!(
+        metric_value(&text, ACCEPTED_CONNS).is_some(),
+        "scrape incomplete:\n{text}"
+    );
+    for (i, stream) in idle.iter().enumerate() {
+        assert!(
+            still_open(stream),
+            "idle connection {i} was closed before the scrape was answered: it waited for them"
+        );
+    }
+}
+
+#[test]
+fn build_info_and_process_metrics_describe_the_running_binary() {
+    let server = Server::start(Opts::default());
+    let text = server.metrics();
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("smtp_edge_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info:\n{text}"));
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        info.starts_with(&format!(
+            "smtp_edge_build_info{{version=\"{version}\",commit=\""
+        )) && info.ends_with("\"} 1"),
+        "{info}"
+    );
+    let commit = info
+        .split("commit=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    // Built from this checkout: the commit is HEAD's (or `unknown` where git is not at hand).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    assert_eq!(commit, head.as_deref().unwrap_or("unknown"), "{info}");
+
+    // The server's own figures: its listeners, spool lock and control socket are open files,
+    // and its start is recent.
+    let fds = metric_value(&text, "process_open_fds").expect("process_open_fds");
+    assert!(fds >= 6.0, "process_open_fds {fds}");
+    let rss = metric_value(&text, "process_resident_memory_bytes").expect("rss");
+    assert!(rss > 1e6, "process_resident_memory_bytes {rss}");
+    let started = metric_value(&text, "process_start_time_seconds").expect("start time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(
+        (now - 600.0..=now + 2.0).contains(&started),
+        "process_start_time_seconds {started}, now {now}"
+    );
+    assert!(metric_value(&text, "process_cpu_seconds_total").is_some());
 }

@@ -1,14 +1,23 @@
-//! A minimal HTTP/1.1 server for `GET /metrics` ([RFC 9112]), on one blocking std thread.
+//! A minimal HTTP/1.1 server for `GET /metrics` ([RFC 9112]), on blocking std threads, off the
+//! io_uring workers.
 //!
-//! This is the control plane: one scraper every few seconds. Connections are served one at a
-//! time, each under a hard [`REQUEST_DEADLINE`] and a [`MAX_REQUEST_HEAD`] cap, so a slow or
-//! hostile client holds the thread for at most the deadline and never makes it buffer more than
-//! the cap. Every response closes the connection; there is no keep-alive to manage.
+//! This is the control plane: a scraper or two every few seconds. One thread accepts; each
+//! connection is served on a thread of its own, under a hard [`REQUEST_DEADLINE`] and a
+//! [`MAX_REQUEST_HEAD`] cap, so a slow or idle client holds only its own thread, for at most the
+//! deadline, and never makes it buffer more than the cap: a scrape is answered at once however
+//! many idle connections sit on the port. At most [`MAX_CONNECTIONS`] are served at a time; one
+//! over that gets 503 at once rather than a wait. Every response closes the connection; there is
+//! no keep-alive to manage.
+//!
+//! A thread per connection rather than an HTTP crate's pool: the requests are rare and tiny, a
+//! thread costs far less than the scrape's rendering, and the code that reads a request is the
+//! same bounded, deadline-checked loop either way.
 //!
 //! [RFC 9112]: https://www.rfc-editor.org/rfc/rfc9112
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,6 +33,11 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// not sent its request head by then is dropped.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
+/// Connections served at once; one over this gets 503 at once. Scrapers are a handful; this is
+/// room for them beside as many stuck or idle clients, and bounds the threads a flood of
+/// connections can start.
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// Pause after a failed accept, so a persistent error (EMFILE) does not spin a core.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -33,12 +47,12 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Binds `addr` and serves `GET /metrics` from `metrics` on a new thread named `metrics-http`.
 ///
 /// Returns once the socket is listening, with the address actually bound (port 0 resolved), so
-/// a client may connect at once. The thread runs for the life of the process; the handle is for
-/// joining it should its listener fail, which it only does if the thread panics.
+/// a client may connect at once. The accept thread runs for the life of the process; the handle
+/// is for joining it should its listener fail, which it only does if the thread panics.
 ///
 /// Responses: `GET`/`HEAD /metrics` → 200 with `Content-Type: text/plain; version=0.0.4`; other
 /// methods on `/metrics` → 405; other paths → 404; a malformed request → 400; an oversized head
-/// → 431.
+/// → 431; over [`MAX_CONNECTIONS`] → 503 with `Retry-After: 1`.
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -48,19 +62,70 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<(SocketAddr,
     Ok((bound, handle))
 }
 
-fn accept_loop(listener: &TcpListener, metrics: &Metrics) {
+fn accept_loop(listener: &TcpListener, metrics: &Arc<Metrics>) {
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept() {
-            Ok((stream, peer)) => {
-                if let Err(e) = serve_one(stream, metrics) {
-                    tracing::debug!(%peer, error = %e, "metrics: connection ended early");
-                }
-            }
+            Ok((stream, peer)) => dispatch(stream, peer, metrics, &active),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: accept failed");
                 std::thread::sleep(ACCEPT_BACKOFF);
             }
         }
+    }
+}
+
+/// Serves `stream` on a thread of its own, or answers 503 when [`MAX_CONNECTIONS`] are already
+/// being served.
+fn dispatch(
+    stream: TcpStream,
+    peer: SocketAddr,
+    metrics: &Arc<Metrics>,
+    active: &Arc<AtomicUsize>,
+) {
+    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        active.fetch_sub(1, Ordering::AcqRel);
+        return busy(stream);
+    }
+    let slot = Slot(active.clone());
+    let metrics = metrics.clone();
+    let spawned = std::thread::Builder::new()
+        .name("metrics-conn".to_owned())
+        .spawn(move || {
+            let _slot = slot;
+            if let Err(e) = serve_one(stream, &metrics) {
+                tracing::debug!(%peer, error = %e, "metrics: connection ended early");
+            }
+        });
+    // Without a thread the closure, and the stream with it, is dropped: the client sees the
+    // connection close, at once.
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics: cannot start a connection thread");
+    }
+}
+
+/// One connection being served; frees its place when the thread ends, however it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// 503 without reading the request: one non-blocking write (the response is far smaller than a
+/// socket's send buffer), then close. The accept thread never waits on this client; one whose
+/// request is already in is answered by a reset instead (unread input), which fails its scrape
+/// just as fast.
+fn busy(mut stream: TcpStream) {
+    let mut response = status(503, "Service Unavailable");
+    // The status line and headers end with the blank line; Retry-After goes before it.
+    if let Some(end) = memchr::memmem::find(&response, b"\r\n\r\n") {
+        response.splice(end + 2..end + 2, b"Retry-After: 1\r\n".iter().copied());
+    }
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = stream.write_all(&response);
+        let _ = stream.shutdown(Shutdown::Write);
     }
 }
 

@@ -29,12 +29,16 @@
 //! | `smtp_edge_queue_messages{state}` | gauge: `active` (not attempted yet), `deferred` |
 //! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned`, `dropped_malformed` |
 //! | `smtp_edge_shield_bans_active` | gauge |
+//! | `smtp_edge_build_info{version,commit}` | gauge, always 1 |
+//! | `process_open_fds`, `process_max_fds`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_start_time_seconds` | gauges, from `/proc/self` |
+//! | `process_cpu_seconds_total` | counter, from `/proc/self` |
 //!
 //! The shield series come from a late-bound source ([`Metrics::set_shield_source`]): the shield
 //! loads after the metrics exist, and its counters live in the kernel (or in the server's
 //! userspace ban list). Until a source is set, and when none is, they are all zero.
 
 mod http;
+mod process;
 mod render;
 mod worker;
 
@@ -43,7 +47,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::relay::{Verdict, Via};
 
-pub use http::{serve, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
+pub use http::{serve, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
+pub use process::ProcessStats;
 pub use worker::{
     AuthResult, RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS,
     TLS_VERSIONS,
@@ -161,9 +166,10 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of every series, summed across workers.
+    /// The Prometheus text exposition (format 0.0.4) of every series, summed across workers,
+    /// with the build and the process's figures read now from `/proc/self`.
     pub fn render(&self) -> String {
-        render::render(self)
+        render::render(self, &process::read())
     }
 }
 

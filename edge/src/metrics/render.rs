@@ -11,14 +11,17 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::process::ProcessStats;
 use super::worker::{
     RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
 };
 use super::{Metrics, VERDICTS};
+use crate::build_info;
 use crate::relay::Via;
 
-/// Sums the counters of every worker and writes every series.
-pub(super) fn render(m: &Metrics) -> String {
+/// Sums the counters of every worker and writes every series, then the build and the
+/// process's figures `process` holds.
+pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
     let sum = |f: fn(&WorkerMetrics) -> u64| m.workers.iter().map(f).fold(0u64, u64::wrapping_add);
     let accepted = sum(|w| w.connections_accepted.load(Relaxed));
     let closed = sum(|w| w.connections_closed.load(Relaxed));
@@ -210,7 +213,84 @@ pub(super) fn render(m: &Metrics) -> String {
         "Sources banned now (IPv6: /64 prefixes).",
         shield.bans_active,
     );
+
+    header(
+        &mut out,
+        "smtp_edge_build_info",
+        "The running build: its version and git commit, in labels; the value is always 1.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "smtp_edge_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        LabelValue(build_info::VERSION),
+        LabelValue(build_info::COMMIT),
+    );
+    write_process(&mut out, process);
     out
+}
+
+/// The `process_*` series client libraries export; each is left out when its figure could not
+/// be read.
+fn write_process(out: &mut String, p: &ProcessStats) {
+    let gauges = [
+        ("process_open_fds", "Open file descriptors.", p.open_fds),
+        (
+            "process_max_fds",
+            "The limit on open file descriptors (RLIMIT_NOFILE, soft).",
+            p.max_fds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory in bytes.",
+            p.resident_memory_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory in bytes.",
+            p.virtual_memory_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(v) = value {
+            gauge(out, name, help, v);
+        }
+    }
+    if let Some(v) = p.cpu_seconds {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "User and system CPU time, in seconds.",
+            "counter",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {v}");
+    }
+    if let Some(v) = p.start_time_seconds {
+        header(
+            out,
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch.",
+            "gauge",
+        );
+        let _ = writeln!(out, "process_start_time_seconds {v}");
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and line feed escaped.
+struct LabelValue<'a>(&'a str);
+
+impl std::fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -162,6 +162,13 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_queue_messages", "gauge"),
         ("smtp_edge_shield_packets_total", "counter"),
         ("smtp_edge_shield_bans_active", "gauge"),
+        ("smtp_edge_build_info", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_start_time_seconds", "gauge"),
     ];
     assert_eq!(e.types.len(), expected.len());
     for (name, kind) in expected {
@@ -425,4 +432,101 @@ fn http_client_that_closes_early_gets_400_and_does_not_wedge() {
     assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
     let (code, _, _) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(code, 200);
+}
+
+/// Whether the server still holds `stream` open: nothing to read yet, and no end of stream.
+fn still_open(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let open = matches!(
+        (&*stream).read(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).unwrap();
+    open
+}
+
+#[test]
+fn http_scrape_is_answered_while_idle_connections_hold_the_port() {
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    // Clients that connect and say nothing: each may hold its connection for the deadline.
+    let idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let (code, _, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200);
+    assert!(body.contains("smtp_edge_build_info"), "{body}");
+    // Answered while every idle client still held its connection: not after their deadlines
+    // ran out one by one.
+    for (i, stream) in idle.iter().enumerate() {
+        assert!(
+            still_open(stream),
+            "idle connection {i} closed before the scrape was answered"
+        );
+    }
+}
+
+#[test]
+fn http_over_the_connection_cap_gets_503_at_once() {
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    // Accepted in order after the ones above, while they still hold every place.
+    let mut over = TcpStream::connect(addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    over.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+    assert!(response.contains("\r\nRetry-After: 1\r\n"), "{response}");
+    assert!(
+        still_open(&idle[0]),
+        "the cap was reached by connections already closed"
+    );
+    // Once they go, scrapes are served again (each idle client's thread ends on its EOF).
+    drop(idle);
+    let scrape = || -> Option<u16> {
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        // A 503 may arrive as a reset (the request was left unread): not served either way.
+        stream.read_to_string(&mut response).ok()?;
+        response.split(' ').nth(1)?.parse().ok()
+    };
+    let deadline = crate::clock::now() + Duration::from_secs(30);
+    while scrape() != Some(200) {
+        assert!(
+            crate::clock::now() < deadline,
+            "no scrape served after the idle clients left"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn build_info_names_the_version_and_commit() {
+    let e = parse(&Metrics::new(1).render());
+    let sample = format!(
+        "smtp_edge_build_info{{version=\"{}\",commit=\"{}\"}}",
+        crate::build_info::VERSION,
+        crate::build_info::COMMIT
+    );
+    assert_eq!(e.get(&sample), 1.0);
+    assert_eq!(e.types["smtp_edge_build_info"], "gauge");
+    assert!(!crate::build_info::COMMIT.is_empty());
+}
+
+#[test]
+fn process_series_come_from_this_process() {
+    let e = parse(&Metrics::new(1).render());
+    assert!(e.get("process_open_fds") >= 3.0);
+    assert!(e.get("process_resident_memory_bytes") > f64::from(1u32 << 20));
+    assert!(e.get("process_start_time_seconds") > 1.6e9);
+    assert!(e.get("process_cpu_seconds_total") >= 0.0);
+    assert_eq!(e.types["process_cpu_seconds_total"], "counter");
+    assert_eq!(e.types["process_open_fds"], "gauge");
 }
