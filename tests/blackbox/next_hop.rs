@@ -528,5 +528,13 @@ fn lmtp_to_dovecot_delivers_each_message_once_byte_exact() {
     }
     // Nothing went to the local Maildir: the store is the mail store.
     assert!(crate::harness::maildir_files(&server.maildir).is_empty());
-    assert!(server.stderr_all().contains("status=sent"));
+    // The store has the messages before the relay's verdict reaches the queue's log.
+    let logged = wait_until(REPLY_DEADLINE, || {
+        server.stderr_all().contains("status=sent").then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "no status=sent:\n{}",
+        server.stderr_tail()
+    );
 }
