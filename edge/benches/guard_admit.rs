@@ -52,7 +52,10 @@ fn guard_with_bans(now: Instant) -> Arc<Guard> {
         enabled: false,
         ..ShieldConfig::default()
     };
-    let trusted = GuardConfig { trusted: vec![] };
+    let trusted = GuardConfig {
+        trusted: vec![],
+        balancers: vec![],
+    };
     let g = Guard::start(&shield, &trusted, 0, u32::MAX).expect("no shield to load");
     for i in 0..BANS {
         g.ban_for(source(i), now, BanReason::Operator, HOUR);

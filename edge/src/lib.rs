@@ -41,6 +41,7 @@ pub mod driver;
 pub mod guard;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod queue;
 pub mod relay;
 pub mod rewrite;

@@ -74,6 +74,10 @@ pub struct Opts {
     pub delivery_extra: Vec<String>,
     /// `key = value` lines of a `[relay]` section, written if non-empty.
     pub relay: Vec<String>,
+    /// `proxy_protocol = true` on every listener, and `[proxy] trusted` with these networks.
+    pub proxy_trusted: Option<Vec<&'static str>>,
+    /// `proxy.header_timeout_secs`, written if set.
+    pub proxy_header_timeout_secs: Option<u64>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -143,6 +147,8 @@ impl Default for Opts {
             nofile: None,
             delivery_extra: Vec::new(),
             relay: Vec::new(),
+            proxy_trusted: None,
+            proxy_header_timeout_secs: None,
         }
     }
 }
@@ -177,6 +183,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         }
         if opts.greet_delay_ms > 0 && mode != "implicit" {
             writeln!(t, "greet_delay_ms = {}", opts.greet_delay_ms).unwrap();
+        }
+        if opts.proxy_trusted.is_some() {
+            writeln!(t, "proxy_protocol = true").unwrap();
         }
     }
     writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
@@ -224,6 +233,13 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     if let Some(trusted) = &opts.trusted {
         let nets: Vec<String> = trusted.iter().map(|n| format!("{n:?}")).collect();
         writeln!(t, "\n[guard]\ntrusted = [{}]", nets.join(", ")).unwrap();
+    }
+    if let Some(trusted) = &opts.proxy_trusted {
+        let nets: Vec<String> = trusted.iter().map(|n| format!("{n:?}")).collect();
+        writeln!(t, "\n[proxy]\ntrusted = [{}]", nets.join(", ")).unwrap();
+        if let Some(secs) = opts.proxy_header_timeout_secs {
+            writeln!(t, "header_timeout_secs = {secs}").unwrap();
+        }
     }
     if opts.metrics {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();

@@ -36,6 +36,7 @@ mod limits;
 mod metrics;
 mod next_hop;
 mod postfix_hop;
+mod proxy;
 mod queue;
 mod real_senders;
 mod recipients;

@@ -109,6 +109,12 @@ const TOOLS: &[Tool] = &[
         root_only: false,
     },
     Tool {
+        probe: Probe::Program("haproxy"),
+        package: Source::Apt("haproxy"),
+        needed_by: "tests/blackbox/proxy.rs (PROXY protocol v1 and v2 from a real balancer)",
+        root_only: false,
+    },
+    Tool {
         probe: Probe::Program("dnsmasq"),
         package: Source::Apt("dnsmasq-base"),
         needed_by: "tests/relay (MX, A and AAAA records for MX delivery)",

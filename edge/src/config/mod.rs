@@ -128,6 +128,7 @@ use crate::checks::ChecksConfig;
 use crate::control::ControlConfig;
 use crate::guard::GuardConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
+use crate::proxy::ProxyConfig;
 use crate::relay::RelayConfig;
 use crate::rewrite::SharedRewriter;
 use crate::shield::ShieldConfig;
@@ -229,6 +230,10 @@ pub struct ListenerConfig {
     /// MTAs never do and spam bots often do. Always zero on [`TlsMode::Implicit`] listeners,
     /// where the client speaks first (the TLS ClientHello).
     pub greet_delay: Duration,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a balancer in
+    /// `proxy.trusted`, naming the real client ([`crate::proxy`]); connections from anywhere
+    /// else are closed before any byte is sent.
+    pub proxy_protocol: bool,
 }
 
 /// `[limits]`: what one connection or transaction may use.
@@ -347,6 +352,9 @@ pub struct Config {
     /// `[checks]`: SPF, DKIM, DMARC and ARC on the delivery listeners, each `tag` when absent.
     /// Their DNS queries go to `dns.nameservers`, as the relay's do.
     pub checks: ChecksConfig,
+    /// `[proxy]`, with its defaults when absent (no balancer trusted, a five-second header
+    /// deadline); used by listeners with `proxy_protocol = true`.
+    pub proxy: ProxyConfig,
 }
 
 impl Config {

@@ -44,6 +44,16 @@ pub(super) struct RawConfig {
     pub dns: Option<RawDns>,
     /// `[checks]`; `None` when absent or when it failed to deserialize (already reported).
     pub checks: Option<RawChecks>,
+    /// `[proxy]`; `None` when absent or when it failed to deserialize (already reported).
+    pub proxy: Option<RawProxy>,
+}
+
+/// `[proxy]`; every key is optional and defaults to [`crate::proxy::ProxyConfig::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    pub trusted: Option<Vec<String>>,
+    pub header_timeout_secs: Option<i64>,
 }
 
 /// `[guard]`; every key is optional and defaults to [`crate::guard::GuardConfig::default`].
@@ -79,6 +89,8 @@ pub(super) struct RawListener {
     pub tls: TlsMode,
     pub require_tls: Option<bool>,
     pub greet_delay_ms: Option<i64>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `[tls]`; every key is optional. `certificate` is taken out of the table first and
@@ -224,6 +236,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "relay",
     "dns",
     "checks",
+    "proxy",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -251,6 +264,7 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         relay: take(&mut table, "", "relay", errors),
         dns: take(&mut table, "", "dns", errors),
         checks: take(&mut table, "", "checks", errors),
+        proxy: take(&mut table, "", "proxy", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

@@ -56,6 +56,7 @@ fn base_is_valid_and_typed() {
             tls: TlsMode::None,
             require_tls: false,
             greet_delay: Duration::ZERO,
+            proxy_protocol: false,
         }]
     );
     assert_eq!(c.limits, Limits::default());
@@ -151,6 +152,11 @@ fn each_bad_value_names_its_key() {
         ("[limits]\nmax_connections = 0", "limits.max_connections"),
         ("[limits]\nmax_connections = 10000001", "limits.max_connections"),
         ("[guard]\ntrustd = []", "guard.trustd"),
+        ("[proxy]\ntrusted = [\"10.0.0.0/8\", \"x\"]", "proxy.trusted[1]"),
+        ("[proxy]\ntrusted = \"10.0.0.0/8\"", "proxy.trusted"),
+        ("[proxy]\nheader_timeout_secs = 0", "proxy.header_timeout_secs"),
+        ("[proxy]\nheader_timeout_secs = 61", "proxy.header_timeout_secs"),
+        ("[proxy]\ntrust = []", "proxy.trust"),
         ("[control]\nsocket = \"\"", "control.socket"),
         ("[control]\npath = \"/x\"", "control.path"),
         (
@@ -480,6 +486,60 @@ fn guard_trusts_loopback_unless_told_otherwise() {
     assert!(!c.guard.is_trusted("127.0.0.1".parse().unwrap()));
     let c = Config::from_toml_str(&format!("{BASE}\n[guard]\ntrusted = []\n")).unwrap();
     assert!(c.guard.trusted.is_empty());
+}
+
+#[test]
+fn proxy_protocol_is_off_and_no_balancer_is_trusted_by_default() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert!(!c.listeners[0].proxy_protocol);
+    assert_eq!(c.proxy, crate::proxy::ProxyConfig::default());
+    assert_eq!(c.proxy.header_timeout, Duration::from_secs(5));
+    assert!(c.guard.balancers.is_empty());
+}
+
+#[test]
+fn a_proxy_listener_trusts_only_proxy_trusted_and_its_balancers_are_never_banned_nor_limited() {
+    let text = edit(
+        "role = \"delivery\"",
+        "role = \"delivery\"\nproxy_protocol = true",
+    );
+    let text = format!(
+        "{text}\n[proxy]\ntrusted = [\"10.1.0.0/24\", \"2001:db8::10\"]\nheader_timeout_secs = 3\n\
+         [shield]\nallow = [\"192.0.2.0/24\"]\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    assert!(c.listeners[0].proxy_protocol);
+    assert_eq!(c.proxy.header_timeout, Duration::from_secs(3));
+    assert!(c.proxy.is_trusted("10.1.0.9".parse().unwrap()));
+    assert!(c.proxy.is_trusted("::ffff:10.1.0.9".parse().unwrap()));
+    assert!(!c.proxy.is_trusted("10.1.1.9".parse().unwrap()));
+    // A ban on the balancer, or on an IPv6 /64 holding it, would refuse every client.
+    assert!(c.guard.covers_balancer("10.1.0.9".parse().unwrap()));
+    assert!(c.guard.covers_balancer("2001:db8::77".parse().unwrap()));
+    assert!(!c.guard.covers_balancer("10.1.1.9".parse().unwrap()));
+    assert!(!c.guard.covers_balancer("2001:db8:0:1::77".parse().unwrap()));
+    // The shield lets the balancers through: their SYNs carry every proxied client.
+    assert_eq!(
+        c.shield.allow,
+        ["192.0.2.0/24", "10.1.0.0/24", "2001:db8::10/128"]
+    );
+}
+
+#[test]
+fn a_proxy_listener_without_trusted_balancers_is_refused() {
+    let text = edit(
+        "role = \"delivery\"",
+        "role = \"delivery\"\nproxy_protocol = true",
+    );
+    assert_eq!(keys(&text), ["listener[0].proxy_protocol"]);
+    assert_eq!(
+        keys(&format!("{text}\n[proxy]\ntrusted = []\n")),
+        ["listener[0].proxy_protocol"]
+    );
+    // Balancers without a PROXY listener change nothing in the shield.
+    let c =
+        Config::from_toml_str(&format!("{BASE}\n[proxy]\ntrusted = [\"10.1.0.0/24\"]\n")).unwrap();
+    assert!(c.shield.allow.is_empty());
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawConfig, RawControl, RawGuard, RawLimits, RawShield, RawTls};
+use super::raw::{
+    RawAuth, RawConfig, RawControl, RawGuard, RawLimits, RawProxy, RawShield, RawTls,
+};
 use super::{
     recipients, Config, ConfigError, Limits, ListenerConfig, TlsMode, MAX_REPORTED_LINE_ERRORS,
 };
@@ -20,6 +22,7 @@ use crate::delivery::DEFAULT_FILE_MODE;
 use crate::guard::GuardConfig;
 use crate::protocol::address::{parse_domain, parse_mailbox, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS, MIN_TEXT_LINE};
+use crate::proxy::ProxyConfig;
 use crate::rewrite::{self, Rewriter, SharedRewriter, DEFAULT_DELIMITER};
 use crate::shield::ShieldConfig;
 use crate::tls::{
@@ -65,6 +68,10 @@ pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 300;
 /// Largest `limits.max_connections_per_ip`: more connections than one address has ports for
 /// is no limit at all, and a typo (an extra zero) should not silently become one.
 pub const MAX_CONNECTIONS_PER_IP: u32 = 100_000;
+
+/// Largest `proxy.header_timeout_secs`: a balancer sends its header with the connection's
+/// first packet; a minute is already far past any real one.
+const MAX_PROXY_HEADER_TIMEOUT_SECS: u64 = 60;
 
 /// Largest `listener.greet_delay_ms`: 30 s. RFC 5321 §4.5.3.2.1 gives clients 5 minutes for
 /// the greeting, but many give up sooner, and each delayed session holds a connection.
@@ -141,8 +148,9 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         .map(Duration::from_secs);
     let tls = v.tls(raw.tls.unwrap_or_default(), hostname.as_deref());
     let auth = v.auth(raw.auth.unwrap_or_default());
-    let shield = v.shield(raw.shield, listeners.as_deref());
-    let guard = v.guard(raw.guard.unwrap_or_default());
+    let proxy = v.proxy(raw.proxy.unwrap_or_default(), listeners.as_deref());
+    let shield = v.shield(raw.shield, listeners.as_deref(), proxy.as_ref());
+    let guard = v.guard(raw.guard.unwrap_or_default(), proxy.as_ref());
     let control = v.control(raw.control.unwrap_or_default(), spool_dir.as_deref());
     let relay = v.relay(
         raw.relay.unwrap_or_default(),
@@ -178,6 +186,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         control: control?,
         relay: relay?,
         checks: checks?,
+        proxy: proxy?,
     })
 }
 
@@ -298,6 +307,7 @@ impl Validator<'_> {
                     tls: entry.tls,
                     require_tls,
                     greet_delay,
+                    proxy_protocol: entry.proxy_protocol,
                 }),
                 _ => ok = false,
             }
@@ -367,10 +377,15 @@ impl Validator<'_> {
     /// `[shield]`: [`ShieldConfig::validate`]'s problems, under their own keys. Without
     /// `shield.ports`, the protected ports are those of the delivery listeners (port 0 is not
     /// known until bind, so it cannot be protected).
+    ///
+    /// When a listener takes PROXY headers, the trusted balancers join `shield.allow`: every
+    /// proxied client arrives from a balancer's address, so a SYN budget or a ban on that
+    /// address would cut them all off (ARCHITECTURE.md, "Behind a balancer").
     fn shield(
         &mut self,
         raw: Option<RawShield>,
         listeners: Option<&[ListenerConfig]>,
+        proxy: Option<&ProxyConfig>,
     ) -> Option<ShieldConfig> {
         let RawShield {
             config: mut shield,
@@ -402,6 +417,18 @@ impl Validator<'_> {
                      delivery listener has a fixed (non-zero) port",
                 );
                 return None;
+            }
+        }
+        let proxied = listeners
+            .unwrap_or_default()
+            .iter()
+            .any(|l| l.proxy_protocol);
+        if let (true, Some(proxy)) = (proxied, proxy) {
+            for net in &proxy.trusted {
+                let text = net.to_string();
+                if !shield.allow.contains(&text) {
+                    shield.allow.push(text);
+                }
             }
         }
         let problems = shield.validate();
@@ -589,13 +616,59 @@ impl Validator<'_> {
         })
     }
 
-    /// `[guard]`: the trusted networks.
-    fn guard(&mut self, raw: RawGuard) -> Option<GuardConfig> {
+    /// `[guard]`: the trusted networks; the balancers of `[proxy]`, which it must never ban.
+    fn guard(&mut self, raw: RawGuard, proxy: Option<&ProxyConfig>) -> Option<GuardConfig> {
         let trusted = match raw.trusted {
             None => GuardConfig::default().trusted,
             Some(list) => self.cidrs("guard.trusted", &list)?,
         };
-        Some(GuardConfig { trusted })
+        Some(GuardConfig {
+            trusted,
+            balancers: proxy.map(|p| p.trusted.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// `[proxy]`: the trusted balancers and the header deadline. A listener with
+    /// `proxy_protocol = true` needs at least one balancer: without one it would refuse every
+    /// connection.
+    fn proxy(
+        &mut self,
+        raw: RawProxy,
+        listeners: Option<&[ListenerConfig]>,
+    ) -> Option<ProxyConfig> {
+        let d = ProxyConfig::default();
+        let trusted = match raw.trusted {
+            None => d.trusted,
+            Some(list) => self.cidrs("proxy.trusted", &list)?,
+        };
+        let header_timeout = match raw.header_timeout_secs {
+            None => d.header_timeout,
+            Some(secs) => Duration::from_secs(self.int_in(
+                "proxy.header_timeout_secs",
+                secs,
+                1,
+                MAX_PROXY_HEADER_TIMEOUT_SECS,
+                "",
+            )?),
+        };
+        if trusted.is_empty() {
+            let proxied = listeners
+                .unwrap_or_default()
+                .iter()
+                .position(|l| l.proxy_protocol);
+            if let Some(i) = proxied {
+                self.push(
+                    format!("listener[{i}].proxy_protocol"),
+                    "needs proxy.trusted: PROXY headers are believed only from the balancers \
+                     listed there, and with none every connection would be refused",
+                );
+                return None;
+            }
+        }
+        Some(ProxyConfig {
+            trusted,
+            header_timeout,
+        })
     }
 
     /// `[control]`: where the control socket is; by default `control.sock` in the spool

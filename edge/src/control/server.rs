@@ -187,6 +187,12 @@ fn handle(request: Request, guard: &Guard, default_ban: Duration, queue: &QueueH
                     "{addr} is in guard.trusted, whose sources are never banned"
                 ));
             }
+            if guard.covers_balancer(addr) {
+                return error(format!(
+                    "a ban on {source} would cover a balancer in proxy.trusted, and with it \
+                     every client behind it"
+                ));
+            }
             guard.ban_for(addr, now, BanReason::Operator, Duration::from_secs(secs));
             Response::Banned { source, secs }
         }

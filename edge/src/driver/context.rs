@@ -13,6 +13,7 @@ use crate::auth::AuthServices;
 use crate::guard::Guard;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::protocol::EngineConfig;
+use crate::proxy::ProxyConfig;
 use crate::queue::QueueHandle;
 use crate::spool::SpoolWriter;
 use crate::tls::TlsContext;
@@ -31,6 +32,9 @@ pub(super) struct ListenerSpec {
     pub(super) implicit: bool,
     /// How long a client may take over the TLS handshake.
     pub(super) handshake_timeout: Duration,
+    /// With `proxy_protocol = true`: every connection starts with a PROXY header from one of
+    /// these balancers.
+    pub(super) proxy: Option<Arc<ProxyConfig>>,
 }
 
 /// Per-worker state shared by this worker's sessions (single-threaded, hence `Rc`).

@@ -223,6 +223,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     )?;
     let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let (stop, stop_rx) = watch::channel(false);
+    let proxy = Arc::new(cfg.proxy.clone());
     let specs: Vec<_> = cfg
         .listeners
         .iter()
@@ -231,6 +232,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             tls: (l.tls != TlsMode::None).then(|| tls.clone()).flatten(),
             implicit: l.tls == TlsMode::Implicit,
             handshake_timeout: cfg.tls.handshake_timeout,
+            proxy: l.proxy_protocol.then(|| proxy.clone()),
         })
         .collect();
     let mut handles = Vec::new();

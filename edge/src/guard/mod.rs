@@ -74,13 +74,18 @@ pub struct GuardConfig {
     /// `limits.max_connections_per_ip`. An IPv4-mapped IPv6 peer is matched as its IPv4
     /// address.
     pub trusted: Vec<IpNet>,
+    /// `proxy.trusted`: the PROXY protocol balancers. Never banned: every client behind one
+    /// arrives from its address, so a ban on it would refuse them all. Their clients are
+    /// judged, counted and banned by the address the PROXY header names.
+    pub balancers: Vec<IpNet>,
 }
 
 impl Default for GuardConfig {
-    /// Loopback trusted: `127.0.0.0/8` and `::1/128`.
+    /// Loopback trusted: `127.0.0.0/8` and `::1/128`; no balancers.
     fn default() -> Self {
         GuardConfig {
             trusted: DEFAULT_TRUSTED.to_vec(),
+            balancers: Vec::new(),
         }
     }
 }
@@ -90,6 +95,15 @@ impl GuardConfig {
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether a ban on `ip` (its IPv4 address or IPv6 /64, [`ban_key`]) would cover any
+    /// address of a balancer in `proxy.trusted`.
+    pub fn covers_balancer(&self, ip: IpAddr) -> bool {
+        let key = ban_key(ip);
+        self.balancers
+            .iter()
+            .any(|b| b.contains(&key.network()) || key.contains(&b.network()))
     }
 }
 
@@ -276,6 +290,11 @@ impl Guard {
         self.config.is_trusted(ip)
     }
 
+    /// Whether a ban on `ip` would cover a PROXY balancer ([`GuardConfig::covers_balancer`]).
+    pub fn covers_balancer(&self, ip: IpAddr) -> bool {
+        self.config.covers_balancer(ip)
+    }
+
     /// The engine ended a session from `ip` for `reason`: a client that talked before the
     /// greeting, or that kept sending bad commands, is banned (unless trusted).
     pub fn session_closed(&self, ip: IpAddr, now: Instant, reason: CloseReason) {
@@ -300,14 +319,19 @@ impl Guard {
     }
 
     /// Bans `ip` for `duration` (AUTH bans last `auth.ban_secs`); otherwise as [`Guard::ban`].
-    /// A source in `guard.trusted` is never banned; the attempt is logged, and `false`
-    /// returned.
+    /// A source in `guard.trusted` is never banned, nor one whose ban would cover a PROXY
+    /// balancer (with its address, every client behind it would be refused); the attempt is
+    /// logged, and `false` returned.
     ///
     /// Costs one map update with the shield and a copy of the few changes not yet folded,
     /// whatever the number of bans in force: it runs on the rings.
     pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) -> bool {
         if self.config.is_trusted(ip) {
             tracing::info!(%ip, reason = reason.as_str(), "not banned: in guard.trusted");
+            return false;
+        }
+        if self.config.covers_balancer(ip) {
+            tracing::warn!(%ip, reason = reason.as_str(), "not banned: the ban would cover a balancer in proxy.trusted");
             return false;
         }
         tracing::warn!(%ip, reason = reason.as_str(), secs = duration.as_secs(), "banned");
@@ -429,6 +453,36 @@ mod tests {
             assert!(matches!(g.admit(a, now), Admission::TooMany));
         }
         assert!(matches!(g.admit(local, now), Admission::Admit(_)));
+    }
+
+    #[test]
+    fn a_ban_that_would_cover_a_balancer_is_refused() {
+        let cfg = ShieldConfig {
+            enabled: false,
+            ban_secs: 60,
+            ..ShieldConfig::default()
+        };
+        let config = GuardConfig {
+            trusted: Vec::new(),
+            balancers: vec![
+                "198.51.100.7/32".parse().unwrap(),
+                "2001:db8::7/128".parse().unwrap(),
+            ],
+        };
+        let g = Guard::start(&cfg, &config, 0, 1_000).unwrap();
+        let now = Instant::now();
+        for balancer in ["198.51.100.7", "2001:db8::99"] {
+            let ip: IpAddr = balancer.parse().unwrap();
+            assert!(!g.ban_for(ip, now, BanReason::Pregreet, Duration::from_secs(60)));
+            assert!(
+                matches!(g.admit(ip, now), Admission::Admit(_)),
+                "{balancer}"
+            );
+        }
+        // A client behind it is banned as anyone else.
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(g.ban_for(client, now, BanReason::Pregreet, Duration::from_secs(60)));
+        assert!(matches!(g.admit(client, now), Admission::Banned));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! decides on each AUTH attempt. This loop decides nothing: it executes.
 
 mod events;
+mod proxy;
 mod tls;
 
 use std::net::SocketAddr;
@@ -47,7 +48,10 @@ struct Session {
     closing: bool,
     auth: SessionAuth,
     ctx: Rc<WorkerCtx>,
+    /// The client: the socket's peer, or the address a PROXY header named.
     peer: SocketAddr,
+    /// The balancer the client came through, when a PROXY header named the client.
+    via: Option<SocketAddr>,
     conn: Connection,
     tls: Option<SessionTls>,
     in_flight: Option<InFlight>,
@@ -71,8 +75,29 @@ pub(super) async fn serve(
     spec: ListenerSpec,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut buf = None;
+    let mut arrival = proxy::Proxied {
+        peer,
+        via: None,
+        early: Vec::new(),
+    };
+    if let Some(cfg) = &spec.proxy {
+        // Before admission: the guard judges the client the header names, not the balancer.
+        if proxy::admit(&stream, peer, cfg).is_err() {
+            return;
+        }
+        match proxy::read_header(&stream, ctx.buffers.take(), peer, cfg).await {
+            Ok((proxied, filled)) => {
+                arrival = proxied;
+                buf = Some(filled);
+            }
+            Err(proxy::Refused) => return,
+        }
+    }
     let now = clock::now();
-    let mut s = Session::new(ctx, peer, &spec, now);
+    let mut s = Session::new(ctx, arrival.peer, &spec, now);
+    s.via = arrival.via;
+    let peer = s.peer;
     // Admission before any TLS or SMTP work.
     let slot = match s.ctx.guard.admit(peer.ip(), now) {
         Admission::Admit(slot) => slot,
@@ -86,7 +111,9 @@ pub(super) async fn serve(
     if spec.implicit && !s.start_tls(&spec, now) {
         return s.finish().await;
     }
-    let mut buf = s.ctx.buffers.take();
+    let mut buf = buf.unwrap_or_else(|| s.ctx.buffers.take());
+    // What a balancer relayed behind its PROXY header, fed as if just received.
+    let mut early = arrival.early;
     loop {
         // Replies first: the client waits for them before it sends more (RFC 2920 §3.1).
         if s.flush(&stream).await.is_err() {
@@ -95,6 +122,15 @@ pub(super) async fn serve(
         if s.conn.is_closed() || s.closing {
             stream.shutdown();
             break;
+        }
+        if !early.is_empty() {
+            let input = std::mem::take(&mut early);
+            s.metrics().bytes_received(input.len() as u64);
+            if s.input(&input, &spec).await.is_err() {
+                let _ = s.flush(&stream).await;
+                break;
+            }
+            continue;
         }
         buf = match s.recv(&stream, buf, &mut shutdown).await {
             Some(filled) => filled,
@@ -123,6 +159,7 @@ impl Session {
             auth: SessionAuth::default(),
             ctx,
             peer,
+            via: None,
             conn,
             tls: None,
             in_flight: None,
@@ -416,6 +453,7 @@ impl Session {
             .unwrap_or_default();
         tracing::info!(
             peer = %self.peer,
+            via = self.via.map(tracing::field::display),
             // Debug-formatted: client text, so any control octet is escaped, never raw.
             helo = ?self.conn.helo().unwrap_or_default(),
             tls = %tls,
