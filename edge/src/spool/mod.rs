@@ -31,6 +31,7 @@ pub mod format;
 mod group;
 mod id;
 mod instance;
+pub mod log;
 mod trace;
 mod writer;
 
@@ -71,7 +72,7 @@ pub struct SpoolError {
 }
 
 impl SpoolError {
-    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+    pub(crate) fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
         SpoolError {
             op,
             path: path.to_owned(),
