@@ -41,6 +41,7 @@ mod queue;
 mod real_senders;
 mod recipients;
 mod relay;
+mod reload;
 mod rewrite;
 mod shield;
 mod shield_frames;

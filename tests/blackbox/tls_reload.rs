@@ -135,7 +135,7 @@ fn sighup_with_a_broken_key_keeps_the_current_certificate() {
         "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
-    let needle = "keeping the current certificates";
+    let needle = "configuration refused";
     let before = server.stderr_all().matches(needle).count();
     server.signal(libc::SIGHUP);
     wait_log(&server, needle, before);

@@ -16,9 +16,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::{AuthConfig, MAX_BAN_SECS};
@@ -63,10 +64,8 @@ struct Entry {
 /// guard, and [`is_banned`](Self::is_banned) answers for its own record.
 #[derive(Debug)]
 pub struct AbuseTracker {
-    max_failures: u32,
-    window: Duration,
-    ban: Duration,
-    tarpit_max: Duration,
+    /// The limits of `[auth]`; a reload replaces them ([`AbuseTracker::set_limits`]).
+    limits: ArcSwap<Limits>,
     capacity: usize,
     /// Entries with `banned_until` set, expired ones included until noticed: zero means no
     /// source is banned, which `is_banned` answers without the lock.
@@ -74,7 +73,34 @@ pub struct AbuseTracker {
     sources: Mutex<HashMap<IpNet, Entry>>,
 }
 
+/// What the tracker counts and bans by.
+#[derive(Debug)]
+struct Limits {
+    max_failures: u32,
+    window: Duration,
+    ban: Duration,
+    tarpit_max: Duration,
+}
+
+impl Limits {
+    fn of(config: &AuthConfig) -> Limits {
+        Limits {
+            max_failures: config.max_failures.max(1),
+            window: config.failure_window,
+            // Clamped so that `now + ban` cannot overflow, whatever the caller built.
+            ban: config.ban.min(Duration::from_secs(MAX_BAN_SECS)),
+            tarpit_max: config.tarpit_max,
+        }
+    }
+}
+
 impl AbuseTracker {
+    /// Takes the limits of `config` (a reload) for the next failure; counts and bans in
+    /// force are kept.
+    pub fn set_limits(&self, config: &AuthConfig) {
+        self.limits.store(Arc::new(Limits::of(config)));
+    }
+
     /// A tracker with the limits of `config` and room for [`MAX_TRACKED_SOURCES`].
     pub fn new(config: &AuthConfig) -> AbuseTracker {
         AbuseTracker::with_capacity(config, MAX_TRACKED_SOURCES)
@@ -83,11 +109,7 @@ impl AbuseTracker {
     /// A tracker holding at most `capacity` sources (at least 1).
     pub fn with_capacity(config: &AuthConfig, capacity: usize) -> AbuseTracker {
         AbuseTracker {
-            max_failures: config.max_failures.max(1),
-            window: config.failure_window,
-            // Clamped so that `now + ban` cannot overflow, whatever the caller built.
-            ban: config.ban.min(Duration::from_secs(MAX_BAN_SECS)),
-            tarpit_max: config.tarpit_max,
+            limits: ArcSwap::from_pointee(Limits::of(config)),
             capacity: capacity.max(1),
             banned: AtomicUsize::new(0),
             sources: Mutex::new(HashMap::new()),
@@ -99,6 +121,7 @@ impl AbuseTracker {
     /// extended) or cannot be tracked because the table is full of bans.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Option<Ban> {
         let source = source_of(ip);
+        let limits = self.limits.load();
         let mut sources = self.lock();
         if let Some(entry) = sources.get_mut(&source) {
             if let Some(until) = entry.banned_until {
@@ -109,7 +132,7 @@ impl AbuseTracker {
                 entry.failures = 0;
                 self.banned.fetch_sub(1, Ordering::Release);
             }
-            if now.saturating_duration_since(entry.window_start) >= self.window {
+            if now.saturating_duration_since(entry.window_start) >= limits.window {
                 entry.failures = 0;
             }
         } else if !self.make_room(&mut sources, now) {
@@ -126,10 +149,10 @@ impl AbuseTracker {
         }
         entry.failures += 1;
         entry.last = now;
-        if entry.failures < self.max_failures {
+        if entry.failures < limits.max_failures {
             return None;
         }
-        let until = now + self.ban;
+        let until = now + limits.ban;
         entry.failures = 0;
         entry.banned_until = Some(until);
         self.banned.fetch_add(1, Ordering::Release);
@@ -167,7 +190,9 @@ impl AbuseTracker {
         }
         // 2^31 s is far past any cap, so the shift is bounded there.
         let factor = 1u32 << (failures_so_far - 1).min(31);
-        TARPIT_BASE.saturating_mul(factor).min(self.tarpit_max)
+        TARPIT_BASE
+            .saturating_mul(factor)
+            .min(self.limits.load().tarpit_max)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpNet, Entry>> {
@@ -182,6 +207,7 @@ impl AbuseTracker {
         if sources.len() < self.capacity {
             return true;
         }
+        let window = self.limits.load().window;
         let mut expired_bans = 0;
         sources.retain(|_, e| match e.banned_until {
             Some(until) if until > now => true,
@@ -189,7 +215,7 @@ impl AbuseTracker {
                 expired_bans += 1;
                 false
             }
-            None => now.saturating_duration_since(e.window_start) < self.window,
+            None => now.saturating_duration_since(e.window_start) < window,
         });
         self.banned.fetch_sub(expired_bans, Ordering::Release);
         if sources.len() < self.capacity {

@@ -11,6 +11,7 @@
 //! per source are capped by `limits.max_connections_per_ip`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -33,8 +34,8 @@ pub const CHECK_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct CheckSlots {
     in_flight: PerSource<IpNet>,
-    /// Checks one source may have in flight.
-    max: u32,
+    /// Checks one source may have in flight; a reload may change it ([`CheckSlots::set_max`]).
+    max: AtomicU32,
     /// How long a check waits for a slot.
     wait: Duration,
     /// Signalled when a check ends; waiters (on any worker's runtime) try again.
@@ -47,10 +48,16 @@ impl CheckSlots {
     pub fn new(max: u32, wait: Duration) -> CheckSlots {
         CheckSlots {
             in_flight: PerSource::default(),
-            max: max.max(1),
+            max: AtomicU32::new(max.max(1)),
             wait,
             released: Notify::new(),
         }
+    }
+
+    /// At most `max` checks in flight per source (at least one) from now; checks in flight
+    /// over the new share finish.
+    pub fn set_max(&self, max: u32) {
+        self.max.store(max.max(1), Ordering::Relaxed);
     }
 
     /// Takes a check slot for `ip`'s source, waiting while it has its share in flight; `None`
@@ -66,7 +73,10 @@ impl CheckSlots {
             tokio::pin!(released);
             released.as_mut().enable();
             // Built only once taken: a slot's drop gives one back.
-            if self.in_flight.take(source, Some(self.max)) {
+            if self
+                .in_flight
+                .take(source, Some(self.max.load(Ordering::Relaxed)))
+            {
                 return Some(CheckSlot {
                     slots: self,
                     source,

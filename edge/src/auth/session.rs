@@ -21,8 +21,6 @@ pub const MAX_FAILURES_PER_SESSION: u32 = 3;
 /// What sessions need for SMTP AUTH, shared by every worker. Touched once per AUTH attempt and
 /// once per connection (the trusted-network check), never per command.
 pub struct AuthServices {
-    /// `[auth]` as configured (trusted networks, trace policy).
-    pub config: AuthConfig,
     /// The users and their aliases.
     pub store: Arc<CredentialStore>,
     /// Password checks, off the rings.
@@ -59,9 +57,17 @@ impl AuthServices {
             verifier: Verifier::new(store.clone(), config.verify_threads)?,
             abuse: AbuseTracker::new(config),
             checks: CheckSlots::new(config.max_checks_per_source, CHECK_WAIT),
-            config: config.clone(),
             store,
         })
+    }
+
+    /// Takes `config` for the next AUTH (a reload): its users and aliases, failure limits,
+    /// ban length, tarpit and per-source share of checks. `auth.verify_threads` is fixed at
+    /// start. Sessions read `submission_networks` and `trace_login` from their own snapshot.
+    pub fn reconfigure(&self, config: &AuthConfig) {
+        self.store.replace(Arc::clone(&config.credentials));
+        self.abuse.set_limits(config);
+        self.checks.set_max(config.max_checks_per_source);
     }
 
     /// Checks `credentials` from `ip` off the ring. A source with its share of checks in

@@ -8,12 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use smtp_edge::auth::CredentialStore;
 use smtp_edge::config::Config;
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
-use smtp_edge::rewrite::Rewriter;
-use smtp_edge::tls::TlsContext;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,6 +50,9 @@ enum Command {
     Queue(smtp_edge::queue::cli::QueueArgs),
     /// Inspect or change a running server's XDP shield (pinned maps).
     Shield(smtp_edge::shield::cli::ShieldArgs),
+    /// Make a running server read its configuration file again (as SIGHUP does), and say
+    /// whether it applied.
+    Reload(smtp_edge::control::reload::ReloadArgs),
 }
 
 /// Exit status for bad usage, a bad config, or a start failure.
@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ban(args) => smtp_edge::control::cli::run(&args),
         Command::Queue(args) => smtp_edge::queue::cli::run(&args),
         Command::Shield(args) => smtp_edge::shield::cli::run(&args),
+        Command::Reload(args) => smtp_edge::control::reload::run(&args),
     }
 }
 
@@ -137,7 +138,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
-    let running = match driver::start(&cfg) {
+    let running = match driver::start(&cfg, config.as_deref()) {
         Ok(running) => running,
         Err(e) => {
             eprintln!("smtp-edge: {e}");
@@ -177,12 +178,12 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     );
 
     let stop = running.stop_handle();
-    let tls = running.tls_context();
-    let credentials = running.credentials();
+    let reloader = running.reloader();
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGHUP {
-                reload(config.as_deref(), &cfg, tls.as_deref(), &credentials);
+                // The reloader logs the outcome: applied, or refused and why.
+                let _ = reloader.reload();
                 continue;
             }
             tracing::info!(signal = sig, "stopping");
@@ -198,56 +199,6 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("smtp-edge: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// SIGHUP: reads the configuration file again, then loads its TLS certificates for new
-/// handshakes and its users and aliases for the next AUTH. Anything that fails leaves what is
-/// running in place, and says why.
-fn reload(
-    path: Option<&Path>,
-    running: &Config,
-    tls: Option<&TlsContext>,
-    credentials: &CredentialStore,
-) {
-    let fresh;
-    let cfg = match path {
-        Some(path) => match Config::load(path) {
-            Ok(cfg) => {
-                fresh = cfg;
-                &fresh
-            }
-            Err(errors) => {
-                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-                tracing::error!(
-                    problems = %all.join("; "),
-                    "SIGHUP: configuration invalid; keeping the current certificates"
-                );
-                return;
-            }
-        },
-        None => running,
-    };
-    // The recipients, aliases and catch-alls: the engines and the queue share the running
-    // table, so putting the new one in place is the reload.
-    running
-        .rewrite
-        .replace(Rewriter::clone(&cfg.rewrite.load()));
-    tracing::info!("SIGHUP: recipients, aliases and catch-alls reloaded");
-    match credentials.reload(&cfg.auth) {
-        Ok(()) => tracing::info!("SIGHUP: users and aliases reloaded"),
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: users not reloaded; keeping the current ones")
-        }
-    }
-    let Some(tls) = tls else {
-        return;
-    };
-    match tls.reload(&cfg.tls, smtp_edge::clock::wall()) {
-        Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current certificates")
         }
     }
 }

@@ -112,6 +112,7 @@ mod checks;
 mod raw;
 mod recipients;
 mod relay;
+mod restart;
 mod validate;
 
 #[cfg(test)]
@@ -320,7 +321,7 @@ pub struct Config {
     pub recipients: Option<Arc<HashSet<String>>>,
     /// The local recipient rewriting (`delivery.aliases`, `delivery.catch_all`,
     /// `delivery.recipient_delimiter`, with `recipients`), shared with the engines and the
-    /// queue; a reload puts a new table in place through it.
+    /// queue; a reload brings its own, for new sessions and the queue's next attempts.
     pub rewrite: Arc<SharedRewriter>,
     /// Per-connection and per-transaction limits.
     pub limits: Limits,

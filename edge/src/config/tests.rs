@@ -1267,3 +1267,65 @@ fn bad_check_modes_name_their_keys() {
         "checks.dkim: expected one of \"off\", \"tag\", \"enforce\", got \"on\""
     );
 }
+
+#[test]
+fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
+    let running = Config::from_toml_str(&format!(
+        "{BASE}\n[metrics]\naddr = \"127.0.0.1:9125\"\n[shield]\nban_secs = 600\n"
+    ))
+    .unwrap();
+    // Everything a reload applies, changed together with every key that needs a restart.
+    let text = format!(
+        "{}\n[metrics]\naddr = \"127.0.0.1:9126\"\n\
+         [shield]\nban_secs = 60\nsyn_rate = 99\n\
+         [limits]\nmax_recipients = 200\n\
+         [auth]\nverify_threads = 3\n\
+         [tls]\nsession_cache = 10\n\
+         [dns]\nnameservers = [\"192.0.2.53\"]\n\
+         [shutdown]\ngrace_secs = 5\n\
+         [control]\nsocket = \"/run/other.sock\"\n",
+        BASE.replace("127.0.0.1:2525", "127.0.0.1:2526")
+            .replace("/var/spool/smtp-edge", "/var/spool/other")
+            .replace("/var/mail/smtp-edge", "/var/mail/other")
+            .replace(
+                "local_domains = [\"Example.TEST\"]",
+                "local_domains = [\"example.test\", \"new.test\"]\nworkers = 3"
+            )
+    );
+    let mut fresh = Config::from_toml_str(&text).unwrap();
+    let restart = fresh.keep_restart_keys(&running);
+    assert_eq!(
+        restart,
+        [
+            "workers",
+            "listener",
+            "spool.dir",
+            "delivery.maildir",
+            "control.socket",
+            "metrics.addr",
+            "shield",
+            "auth.verify_threads",
+            "tls.session_cache",
+            "dns.nameservers",
+            "shutdown.grace_secs",
+        ]
+    );
+    assert_eq!(fresh.workers, running.workers);
+    assert_eq!(fresh.listeners, running.listeners);
+    assert_eq!(fresh.spool_dir, running.spool_dir);
+    assert_eq!(fresh.maildir, running.maildir);
+    assert_eq!(fresh.control, running.control);
+    assert_eq!(fresh.metrics_addr, running.metrics_addr);
+    assert_eq!(fresh.shield.syn_rate, running.shield.syn_rate);
+    assert_eq!(fresh.auth.verify_threads, running.auth.verify_threads);
+    assert_eq!(fresh.relay.nameservers, running.relay.nameservers);
+    assert_eq!(fresh.shutdown_grace, running.shutdown_grace);
+    // What a reload applies is the file's.
+    assert_eq!(fresh.local_domains, ["example.test", "new.test"]);
+    assert_eq!(fresh.limits.max_recipients, 200);
+    assert_eq!(fresh.shield.ban_secs, 60);
+    // Applied once, nothing is left to restart for.
+    assert!(fresh.keep_restart_keys(&running).is_empty());
+    let mut same = running.clone();
+    assert!(same.keep_restart_keys(&running).is_empty());
+}

@@ -89,9 +89,7 @@ fn execute(args: &BanArgs) -> Result<String, CliError> {
         Response::Banned { source, secs } => Ok(format!("banned {source} for {secs}s\n")),
         Response::Unbanned { source } => Ok(format!("unbanned {source}\n")),
         Response::Error { message } => Err(CliError::Failed(message)),
-        Response::Queue { .. } | Response::QueueDone { .. } => Err(CliError::Failed(
-            "the server answered with a queue listing".into(),
-        )),
+        other => Err(CliError::Failed(format!("unexpected answer: {other:?}"))),
     }
 }
 

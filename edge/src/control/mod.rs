@@ -13,9 +13,11 @@
 //! - [`protocol`]: the request and response types.
 //! - [`server`]: [`ControlServer`], the listening thread, and what each request does.
 //! - [`cli`]: `smtp-edge ban list|add|del`, the client.
+//! - [`reload`]: `smtp-edge reload`, the client.
 
 pub mod cli;
 pub mod protocol;
+pub mod reload;
 mod server;
 
 use std::path::PathBuf;

@@ -15,6 +15,10 @@
 //! {"request":"queue_flush","id":"000SGMW79BH90000R00000001A"}   queue_bounce (id required);
 //! {"response":"queue","messages":[{"id":...,"recipients":[...]}]}   flush without id: all
 //! {"response":"queue_done","messages":1}
+//!
+//! {"request":"reload"}
+//! {"response":"reloaded","restart_needed":["listener"]}   keys that kept their running value
+//! {"response":"reload_refused","problems":["limits.max_recipients: must be ..."]}
 //! ```
 
 use std::net::IpAddr;
@@ -69,6 +73,8 @@ pub enum Request {
         /// Its queue id.
         id: String,
     },
+    /// Read the configuration file again and apply it to new sessions.
+    Reload {},
 }
 
 /// What the server answers.
@@ -101,6 +107,16 @@ pub enum Response {
     QueueDone {
         /// How many messages the request concerned.
         messages: usize,
+    },
+    /// To [`Request::Reload`]: the new configuration is in force.
+    Reloaded {
+        /// Keys the file changed that need a restart; they keep their running values.
+        restart_needed: Vec<String>,
+    },
+    /// To [`Request::Reload`]: the file was refused and nothing changed.
+    ReloadRefused {
+        /// Each problem, `key: problem`.
+        problems: Vec<String>,
     },
     /// The request could not be carried out (or parsed): why, in one line.
     Error {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::protocol::{BanEntry, Request, Response, MAX_LINE};
 use crate::clock;
+use crate::driver::Reloader;
 use crate::guard::{ban_key, BanReason, Guard};
 use crate::queue::{self, Answer, QueueHandle, QueueId};
 use crate::shield::MAX_BAN_SECS;
@@ -57,13 +58,13 @@ impl std::fmt::Debug for ControlServer {
 
 impl ControlServer {
     /// Binds `path` (mode 0600; a stale socket left by a crash is replaced, a live one is an
-    /// error) and answers requests against `guard`; `ban_add` without `secs` bans for
-    /// `default_ban`.
+    /// error) and answers requests against `guard`, `queue` and `reloader`; `ban_add` without
+    /// `secs` bans for the guard's `shield.ban_secs`.
     pub fn start(
         path: &Path,
         guard: Arc<Guard>,
-        default_ban: Duration,
         queue: QueueHandle,
+        reloader: Arc<Reloader>,
     ) -> Result<ControlServer, ControlError> {
         let io = |source| ControlError::Io {
             path: path.to_owned(),
@@ -96,7 +97,7 @@ impl ControlServer {
                         return;
                     }
                     match conn {
-                        Ok(conn) => serve(conn, &guard, default_ban, &queue),
+                        Ok(conn) => serve(conn, &guard, &queue, &reloader),
                         Err(e) => tracing::warn!(error = %e, "control: accept failed"),
                     }
                 }
@@ -125,7 +126,7 @@ impl Drop for ControlServer {
 }
 
 /// Reads one request, answers it, closes.
-fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration, queue: &QueueHandle) {
+fn serve(conn: UnixStream, guard: &Guard, queue: &QueueHandle, reloader: &Reloader) {
     let _ = conn.set_read_timeout(Some(CLIENT_DEADLINE));
     let _ = conn.set_write_timeout(Some(CLIENT_DEADLINE));
     let mut line = Vec::new();
@@ -135,7 +136,7 @@ fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration, queue: &QueueHa
     let response = match read {
         Ok(0) => return,
         Ok(_) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => handle(request, guard, default_ban, queue),
+            Ok(request) => handle(request, guard, queue, reloader),
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },
@@ -153,9 +154,21 @@ fn serve(conn: UnixStream, guard: &Guard, default_ban: Duration, queue: &QueueHa
 }
 
 /// What each request does.
-fn handle(request: Request, guard: &Guard, default_ban: Duration, queue: &QueueHandle) -> Response {
+fn handle(request: Request, guard: &Guard, queue: &QueueHandle, reloader: &Reloader) -> Response {
     let now = clock::now();
     match request {
+        Request::Reload {} => match reloader.reload() {
+            Ok(done) => Response::Reloaded {
+                restart_needed: done
+                    .restart_needed
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .collect(),
+            },
+            Err(e) => Response::ReloadRefused {
+                problems: e.problems(),
+            },
+        },
         Request::QueueList {} => answer(queue.request(queue::Request::List)),
         Request::QueueShow { id } => ask(queue, &id, queue::Request::Show),
         Request::QueueFlush { id: None } => answer(queue.request(queue::Request::Flush(None))),
@@ -176,7 +189,7 @@ fn handle(request: Request, guard: &Guard, default_ban: Duration, queue: &QueueH
         },
         Request::BanAdd { addr, secs } => {
             let source = ban_key(addr).to_string();
-            let secs = secs.unwrap_or(default_ban.as_secs());
+            let secs = secs.unwrap_or(guard.default_ban().as_secs());
             if !(1..=MAX_BAN_SECS).contains(&secs) {
                 return error(format!(
                     "secs must be 1..={MAX_BAN_SECS} (30 days), got {secs}"

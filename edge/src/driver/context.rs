@@ -1,15 +1,17 @@
-//! What a worker's sessions share: the per-worker context, and how each listener's sessions
-//! begin. Both the worker (which builds them) and the session loop (which uses them) depend on
-//! this module, and not on each other.
+//! What a worker's sessions share: the per-worker context, the configuration snapshot, and
+//! how each listener's sessions begin. Both the worker (which builds them) and the session
+//! loop (which uses them) depend on this module, and not on each other.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::auth::AuthServices;
+use crate::config::{Config, TlsMode};
 use crate::guard::Guard;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::protocol::EngineConfig;
@@ -37,12 +39,44 @@ pub(super) struct ListenerSpec {
     pub(super) proxy: Option<Arc<ProxyConfig>>,
 }
 
+/// The configuration sessions run on: the validated file and, built from it once, each
+/// listener's [`ListenerSpec`] (in config order). A session loads the snapshot in force when
+/// it is accepted and keeps it to its end, so it never sees half of a reload; a reload
+/// ([`super::Reloader`]) publishes a new one for the sessions after it.
+pub(super) struct Snapshot {
+    pub(super) config: Config,
+    pub(super) listeners: Vec<ListenerSpec>,
+}
+
+impl Snapshot {
+    /// The snapshot of `config`; listeners with TLS use `tls`.
+    pub(super) fn new(config: Config, tls: Option<&Arc<TlsContext>>) -> Snapshot {
+        let proxy = Arc::new(config.proxy.clone());
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerSpec {
+                engine: Arc::new(config.engine_config(l)),
+                tls: (l.tls != TlsMode::None).then(|| tls.cloned()).flatten(),
+                implicit: l.tls == TlsMode::Implicit,
+                handshake_timeout: config.tls.handshake_timeout,
+                proxy: l.proxy_protocol.then(|| proxy.clone()),
+            })
+            .collect();
+        Snapshot { config, listeners }
+    }
+}
+
+/// The snapshot in force, shared by every worker and swapped whole by a reload.
+pub(super) type LiveConfig = Arc<ArcSwap<Snapshot>>;
+
 /// Per-worker state shared by this worker's sessions (single-threaded, hence `Rc`).
 pub(super) struct WorkerCtx {
     pub(super) buffers: BufferPool,
     pub(super) spool: Rc<SpoolWriter>,
     pub(super) queue: QueueHandle,
-    pub(super) hostname: String,
+    /// The configuration in force; each session loads it once, when it is accepted.
+    pub(super) config: LiveConfig,
     pub(super) auth: Arc<AuthServices>,
     pub(super) guard: Arc<Guard>,
     pub(super) metrics: Arc<Metrics>,

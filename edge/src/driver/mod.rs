@@ -6,17 +6,20 @@
 //! queue has taken over whatever a crash left in it before any worker accepts a connection.
 
 mod context;
+mod reload;
 mod session;
 mod worker;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::auth::{AuthServices, CredentialStore};
+use crate::auth::AuthServices;
 use crate::clock;
 use crate::config::{Config, TlsMode};
 use crate::control::ControlServer;
@@ -29,7 +32,8 @@ use crate::relay::Relay;
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
-use context::ListenerSpec;
+use context::Snapshot;
+pub use reload::{ReloadError, Reloaded, Reloader};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +91,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<std::io::Result<()>>>,
     queue: QueueHandle,
-    tls: Option<Arc<TlsContext>>,
-    auth: Arc<AuthServices>,
+    reloader: Arc<Reloader>,
     /// Held until the server has stopped: no other server may use this spool meanwhile.
     spool_lock: SpoolLock,
     /// Removed (and its thread stopped) when the server has stopped.
@@ -107,8 +110,9 @@ impl StopHandle {
     }
 }
 
-/// Binds everything, recovers the spool and starts the workers.
-pub fn start(cfg: &Config) -> Result<Running, StartError> {
+/// Binds everything, recovers the spool and starts the workers. `source` is the file `cfg`
+/// was read from, which a reload reads again (`None`: the embedded default).
+pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError> {
     let workers = cfg.worker_count().max(1);
     // Before anything else: a second server on this spool must not bind ports (with
     // SO_REUSEPORT it would succeed and take half the connections) nor run recovery (which would
@@ -177,20 +181,10 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let relay = Relay::start(Arc::new(cfg.relay.clone()), results_tx)
         .map_err(|e| StartError::Queue(format!("starting the relay: {e}")))?;
     let queue = queue::start(
-        QueueConfig {
-            spool_dir: cfg.spool_dir.clone(),
-            generation,
-            hostname: cfg.hostname.clone(),
-            local_domains: cfg.local_domains.iter().cloned().collect(),
-            maildir: cfg.maildir.clone(),
-            maildir_mode: cfg.maildir_mode,
-            retry: queue::RetryPolicy::of(&cfg.relay),
-            routes: (cfg.relay.local.clone(), cfg.relay.remote.clone()),
-            rewrite: cfg.rewrite.clone(),
-        },
+        queue_config(cfg, generation),
         metrics.clone(),
         Some(RelayLink {
-            handle: relay,
+            handle: relay.clone(),
             results,
             grace: cfg.shutdown_grace,
         }),
@@ -215,36 +209,35 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             bans_active,
         }
     }));
+    let auth = Arc::new(AuthServices::start(&cfg.auth)?);
+    let live = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+        cfg.clone(),
+        tls.as_ref(),
+    )));
+    let reloader = Arc::new(Reloader::new(reload::Parts {
+        source: source.map(Path::to_path_buf),
+        live: live.clone(),
+        tls,
+        auth: auth.clone(),
+        guard: guard.clone(),
+        queue: queue.clone(),
+        relay,
+        workers,
+    }));
     let control = ControlServer::start(
         &cfg.control.socket,
         guard.clone(),
-        Duration::from_secs(cfg.shield.ban_secs),
         queue.clone(),
+        reloader.clone(),
     )?;
-    let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let (stop, stop_rx) = watch::channel(false);
-    let proxy = Arc::new(cfg.proxy.clone());
-    let specs: Vec<_> = cfg
-        .listeners
-        .iter()
-        .map(|l| ListenerSpec {
-            engine: Arc::new(cfg.engine_config(l)),
-            tls: (l.tls != TlsMode::None).then(|| tls.clone()).flatten(),
-            implicit: l.tls == TlsMode::Implicit,
-            handshake_timeout: cfg.tls.handshake_timeout,
-            proxy: l.proxy_protocol.then(|| proxy.clone()),
-        })
-        .collect();
     let mut handles = Vec::new();
     for (id, worker_sockets) in sockets.into_iter().enumerate() {
         let setup = worker::WorkerSetup {
             id,
-            listeners: worker_sockets
-                .into_iter()
-                .zip(specs.iter().cloned())
-                .collect(),
+            listeners: worker_sockets,
             spool_dir: cfg.spool_dir.clone(),
-            hostname: cfg.hostname.clone(),
+            config: live.clone(),
             generation,
             queue: queue.clone(),
             metrics: metrics.clone(),
@@ -265,11 +258,25 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         stop,
         workers: handles,
         queue,
-        tls,
-        auth,
+        reloader,
         spool_lock,
         control,
     })
+}
+
+/// What the queue runs on, from `cfg`; `generation` is this run's.
+fn queue_config(cfg: &Config, generation: u64) -> QueueConfig {
+    QueueConfig {
+        spool_dir: cfg.spool_dir.clone(),
+        generation,
+        hostname: cfg.hostname.clone(),
+        local_domains: cfg.local_domains.iter().cloned().collect(),
+        maildir: cfg.maildir.clone(),
+        maildir_mode: cfg.maildir_mode,
+        retry: queue::RetryPolicy::of(&cfg.relay),
+        routes: (cfg.relay.local.clone(), cfg.relay.remote.clone()),
+        rewrite: cfg.rewrite.clone(),
+    }
 }
 
 impl Running {
@@ -278,17 +285,9 @@ impl Running {
         StopHandle(self.stop.clone())
     }
 
-    /// The TLS context shared by the workers, if any listener uses TLS: its
-    /// [`TlsContext::reload`] swaps certificates for new handshakes while sessions already up
-    /// keep theirs.
-    pub fn tls_context(&self) -> Option<Arc<TlsContext>> {
-        self.tls.clone()
-    }
-
-    /// The credential store: its [`CredentialStore::reload`] (blocking I/O, so not on a ring)
-    /// replaces users and aliases for the next AUTH.
-    pub fn credentials(&self) -> Arc<CredentialStore> {
-        self.auth.store.clone()
+    /// What reloads this server's configuration (SIGHUP; the control socket has its own).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Waits for every worker to finish, then for the queue to finish its round.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::context::{ListenerSpec, WorkerCtx};
+use super::context::{LiveConfig, WorkerCtx};
 use super::session;
 use crate::auth::AuthServices;
 use crate::guard::Guard;
@@ -36,12 +36,12 @@ const RING_ENTRIES: u32 = 4096;
 pub struct WorkerSetup {
     /// Index of this worker, also part of its queue ids.
     pub id: usize,
-    /// This worker's sockets, each with what its listener's sessions start with.
-    pub(super) listeners: Vec<(std::net::TcpListener, ListenerSpec)>,
+    /// This worker's sockets, one per listener, in config order.
+    pub(super) listeners: Vec<std::net::TcpListener>,
     /// The spool directory.
     pub spool_dir: std::path::PathBuf,
-    /// Our hostname, for trace headers.
-    pub hostname: String,
+    /// The configuration in force, swapped by a reload.
+    pub(super) config: LiveConfig,
     /// This run's generation ([`crate::spool::next_generation`]): keeps queue ids unique
     /// across restarts.
     pub generation: u64,
@@ -78,7 +78,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
             buffers,
             spool,
             queue: setup.queue,
-            hostname: setup.hostname,
+            config: setup.config,
             auth: setup.auth,
             guard: setup.guard,
             metrics: setup.metrics,
@@ -87,11 +87,13 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
             idle: Notify::new(),
         });
         let mut accept_loops = Vec::new();
-        for (listener, spec) in setup.listeners {
+        for (index, listener) in setup.listeners.into_iter().enumerate() {
             let listener = Listener::from_std(listener);
             let ctx = ctx.clone();
             let shutdown = setup.shutdown.clone();
-            accept_loops.push(transport::spawn(accept_loop(ctx, listener, spec, shutdown)));
+            accept_loops.push(transport::spawn(accept_loop(
+                ctx, listener, index, shutdown,
+            )));
         }
         let mut shutdown = setup.shutdown;
         while !*shutdown.borrow_and_update() {
@@ -119,10 +121,11 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
     })
 }
 
+/// Accepts on the socket of listener `index` until shutdown.
 async fn accept_loop(
     ctx: Rc<WorkerCtx>,
     listener: Listener,
-    spec: ListenerSpec,
+    index: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -145,11 +148,13 @@ async fn accept_loop(
         };
         ctx.metrics().connection_accepted();
         ctx.active.set(ctx.active.get() + 1);
+        // The session's configuration, for its whole life. Listeners never change on a
+        // reload, so the index always names one.
+        let snapshot = ctx.config.load_full();
         let session_ctx = ctx.clone();
-        let spec = spec.clone();
         let shutdown = shutdown.clone();
         transport::spawn(async move {
-            session::serve(session_ctx.clone(), stream, peer, spec, shutdown).await;
+            session::serve(session_ctx.clone(), stream, peer, snapshot, index, shutdown).await;
             session_ctx.metrics().connection_closed();
             session_ctx.active.set(session_ctx.active.get() - 1);
             session_ctx.idle.notify_waiters();

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::shield::maps::Source;
@@ -176,19 +177,31 @@ impl Drop for Slot {
     }
 }
 
+/// What the guard judges by: `guard.trusted` and the limits, read at each connection and
+/// each ban. A reload replaces it whole ([`Guard::reconfigure`]); sessions already admitted
+/// keep their slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GuardSettings {
+    trusted: GuardConfig,
+    /// `limits.max_connections_per_ip`; 0 is no limit.
+    max_per_ip: u32,
+    /// `limits.max_connections` (or the cap derived from the open-file limit).
+    max_connections: u32,
+    /// `shield.ban_secs`: how long the server's own bans last.
+    ban_for: Duration,
+}
+
 /// The judgement and its enforcement; see the module docs.
 #[derive(Debug)]
 pub struct Guard {
     shield: Option<Shield>,
-    config: GuardConfig,
+    /// What the judgement goes by; a reload replaces it whole.
+    settings: ArcSwap<GuardSettings>,
     /// Every ban in force, the shield's included: what admission reads, without a lock.
     bans: BanTable,
     connections: PerSource<IpAddr>,
-    max_per_ip: u32,
-    /// `limits.max_connections`, and the connections admitted now.
-    max_connections: u32,
+    /// The connections admitted now, against `limits.max_connections`.
     active: AtomicU32,
-    ban_for: Duration,
     /// The pruner thread, woken when bans wait to be folded.
     pruner: OnceLock<std::thread::Thread>,
 }
@@ -223,13 +236,15 @@ impl Guard {
         let sweeper = shield.as_ref().map(Shield::sweeper).transpose()?;
         let guard = Arc::new(Guard {
             shield,
-            config: config.clone(),
+            settings: ArcSwap::from_pointee(GuardSettings {
+                trusted: config.clone(),
+                max_per_ip,
+                max_connections,
+                ban_for: Duration::from_secs(cfg.ban_secs),
+            }),
             bans: BanTable::new(MAX_BANS),
             connections: PerSource::default(),
-            max_per_ip,
-            max_connections,
             active: AtomicU32::new(0),
-            ban_for: Duration::from_secs(cfg.ban_secs),
             pruner: OnceLock::new(),
         });
         match pruner::spawn(Arc::downgrade(&guard), sweeper) {
@@ -243,25 +258,54 @@ impl Guard {
         Ok(guard)
     }
 
+    /// Puts new settings in place (a reload): `guard.trusted`, the connection limits and the
+    /// length of the server's own bans, for the next connection and the next ban. Bans in
+    /// force and connections already admitted are kept.
+    pub fn reconfigure(
+        &self,
+        config: &GuardConfig,
+        max_per_ip: u32,
+        max_connections: u32,
+        ban_for: Duration,
+    ) {
+        self.settings.store(Arc::new(GuardSettings {
+            trusted: config.clone(),
+            max_per_ip,
+            max_connections,
+            ban_for,
+        }));
+    }
+
+    /// How long the server's own bans last (`shield.ban_secs`), as now configured.
+    pub fn default_ban(&self) -> Duration {
+        self.settings.load().ban_for
+    }
+
     /// Decides on a new connection from `ip`. Takes no lock that a ban, an unban or pruning
     /// holds: the ban check reads a published snapshot.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
         // Descriptors are finite for everyone, trusted sources included: past the cap, refuse
         // rather than let accept, or a spool file in DATA, fail for want of one.
-        if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+        let settings = self.settings.load();
+        if self.active.fetch_add(1, Ordering::AcqRel) >= settings.max_connections {
             self.active.fetch_sub(1, Ordering::AcqRel);
             return Admission::Full;
         }
         // From here, every refusal gives the count back with the dropped slot.
-        let admission = self.admit_source(ip, now);
+        let admission = self.admit_source(&settings, ip, now);
         if !matches!(admission, Admission::Admit(_)) {
             self.active.fetch_sub(1, Ordering::AcqRel);
         }
         admission
     }
 
-    fn admit_source(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Admission {
-        if self.config.is_trusted(ip) {
+    fn admit_source(
+        self: &Arc<Self>,
+        settings: &GuardSettings,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Admission {
+        if settings.trusted.is_trusted(ip) {
             return Admission::Admit(Slot {
                 guard: self.clone(),
                 ip: None,
@@ -274,7 +318,7 @@ impl Guard {
             return Admission::Banned;
         }
         let source = source_of(ip);
-        let cap = (self.max_per_ip != 0).then_some(self.max_per_ip);
+        let cap = (settings.max_per_ip != 0).then_some(settings.max_per_ip);
         if !self.connections.take(source, cap) {
             return Admission::TooMany;
         }
@@ -287,12 +331,12 @@ impl Guard {
 
     /// Whether `ip` is in `guard.trusted`.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.config.is_trusted(ip)
+        self.settings.load().trusted.is_trusted(ip)
     }
 
     /// Whether a ban on `ip` would cover a PROXY balancer ([`GuardConfig::covers_balancer`]).
     pub fn covers_balancer(&self, ip: IpAddr) -> bool {
-        self.config.covers_balancer(ip)
+        self.settings.load().trusted.covers_balancer(ip)
     }
 
     /// The engine ended a session from `ip` for `reason`: a client that talked before the
@@ -315,7 +359,7 @@ impl Guard {
     /// Bans `ip` for `shield.ban_secs`: in the kernel if the shield is attached (its packets
     /// never reach us again), and in userspace (421 at connect on every port).
     pub fn ban(&self, ip: IpAddr, now: Instant, reason: BanReason) {
-        self.ban_for(ip, now, reason, self.ban_for);
+        self.ban_for(ip, now, reason, self.default_ban());
     }
 
     /// Bans `ip` for `duration` (AUTH bans last `auth.ban_secs`); otherwise as [`Guard::ban`].
@@ -326,11 +370,11 @@ impl Guard {
     /// Costs one map update with the shield and a copy of the few changes not yet folded,
     /// whatever the number of bans in force: it runs on the rings.
     pub fn ban_for(&self, ip: IpAddr, now: Instant, reason: BanReason, duration: Duration) -> bool {
-        if self.config.is_trusted(ip) {
+        if self.is_trusted(ip) {
             tracing::info!(%ip, reason = reason.as_str(), "not banned: in guard.trusted");
             return false;
         }
-        if self.config.covers_balancer(ip) {
+        if self.settings.load().trusted.covers_balancer(ip) {
             tracing::warn!(%ip, reason = reason.as_str(), "not banned: the ban would cover a balancer in proxy.trusted");
             return false;
         }

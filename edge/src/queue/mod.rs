@@ -166,6 +166,8 @@ enum Command {
     Control(Request, mpsc::Sender<Answer>),
     /// The relay's verdicts on one attempt (forwarded from its results channel).
     Relayed(AttemptResult),
+    /// A reload's settings, for the next attempt.
+    Reconfigure(Box<QueueConfig>),
     Shutdown,
 }
 
@@ -236,6 +238,15 @@ impl QueueHandle {
         }
         rx.recv()
             .unwrap_or_else(|_| Answer::Error("the queue is shutting down".into()))
+    }
+
+    /// Takes a reload's `cfg` from the next attempt on: `hostname`, `local_domains`, the
+    /// retry policy, the routes and the rewriting. What the queue opened at start (the spool,
+    /// its generation, the Maildir and its mode) stays as it is.
+    pub fn reconfigure(&self, cfg: QueueConfig) {
+        if self.tx.send(Command::Reconfigure(Box::new(cfg))).is_err() {
+            tracing::error!("queue thread gone; its settings are not reloaded");
+        }
     }
 
     /// Finishes the round in progress and what is due now, then stops the thread and joins it.
@@ -433,6 +444,25 @@ impl Scheduler {
             }
             Command::Relayed(result) => {
                 self.relayed(result);
+                false
+            }
+            Command::Reconfigure(cfg) => {
+                let QueueConfig {
+                    hostname,
+                    local_domains,
+                    retry,
+                    routes,
+                    rewrite,
+                    ..
+                } = *cfg;
+                self.cfg = QueueConfig {
+                    hostname,
+                    local_domains,
+                    retry,
+                    routes,
+                    rewrite,
+                    ..self.cfg.clone()
+                };
                 false
             }
             Command::Shutdown => true,
@@ -807,7 +837,7 @@ impl Scheduler {
                 Ok(Command::Control(_, reply)) => {
                     let _ = reply.send(Answer::Error("the queue is shutting down".into()));
                 }
-                Ok(Command::Enqueue(_) | Command::Shutdown) => {}
+                Ok(Command::Enqueue(_) | Command::Reconfigure(_) | Command::Shutdown) => {}
                 Err(_) => break,
             }
         }

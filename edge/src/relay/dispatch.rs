@@ -54,7 +54,8 @@ struct Dest {
 /// Everything the relay thread's tasks share (the thread is single-threaded: `Rc` and
 /// `RefCell`, borrowed only between awaits).
 pub(super) struct Shared {
-    pub(super) cfg: Arc<RelayConfig>,
+    /// The settings in force; a reload replaces them for connections opened after it.
+    cfg: RefCell<Arc<RelayConfig>>,
     pub(super) tls: Arc<ClientConfig>,
     resolver: Resolver,
     results: Sender<AttemptResult>,
@@ -79,7 +80,7 @@ impl Shared {
         tls: Arc<ClientConfig>,
     ) -> Shared {
         Shared {
-            cfg,
+            cfg: RefCell::new(cfg),
             tls,
             resolver,
             results,
@@ -87,6 +88,16 @@ impl Shared {
             outstanding: RefCell::default(),
             idle: Notify::new(),
         }
+    }
+
+    /// The settings in force now.
+    pub(super) fn cfg(&self) -> Arc<RelayConfig> {
+        self.cfg.borrow().clone()
+    }
+
+    /// Puts a reload's settings in place for connections opened from now on.
+    pub(super) fn reconfigure(&self, cfg: Arc<RelayConfig>) {
+        *self.cfg.borrow_mut() = cfg;
     }
 
     /// Queues `attempt` for its destination and opens a connection if the destination may
@@ -122,7 +133,7 @@ impl Shared {
         let Some(dest) = dests.get_mut(key) else {
             return;
         };
-        if dest.pending.len() > dest.active && dest.active < self.cfg.max_connections_per_domain {
+        if dest.pending.len() > dest.active && dest.active < self.cfg().max_connections_per_domain {
             dest.active += 1;
             let shared = Rc::clone(self);
             let key = key.clone();
@@ -233,7 +244,7 @@ impl Shared {
     /// mail, and defers what waits if none does.
     async fn connection(self: &Rc<Self>, key: &DestKey) {
         let endpoints = match key {
-            DestKey::Mx(domain) => self.resolver.mx(domain, self.cfg.mx_port).await,
+            DestKey::Mx(domain) => self.resolver.mx(domain, self.cfg().mx_port).await,
             DestKey::Hop(Route::Lmtp(hop) | Route::Smtp(hop)) => self.resolver.next_hop(hop).await,
             DestKey::Hop(Route::LmtpUnix(path)) => {
                 return self
@@ -343,18 +354,19 @@ impl Shared {
 
     /// The client engine's settings for a session to `key`.
     fn session_config(&self, key: &DestKey) -> SessionConfig {
+        let relay = self.cfg();
         let (dialect, tls) = match key {
             // A mail store is local: LMTP never uses STARTTLS.
             DestKey::Hop(Route::Lmtp(_) | Route::LmtpUnix(_)) => (Dialect::Lmtp, TlsPolicy::None),
-            _ => (Dialect::Smtp, self.cfg.tls),
+            _ => (Dialect::Smtp, relay.tls),
         };
-        let mut cfg = SessionConfig::new(dialect, &self.cfg.helo);
+        let mut cfg = SessionConfig::new(dialect, &relay.helo);
         cfg.tls = tls;
-        cfg.timeouts = self.cfg.timeouts;
+        cfg.timeouts = relay.timeouts;
         let smarthost =
-            matches!(key, DestKey::Hop(route @ Route::Smtp(_)) if *route == self.cfg.remote);
+            matches!(key, DestKey::Hop(route @ Route::Smtp(_)) if *route == relay.remote);
         if smarthost {
-            cfg.credentials = self.cfg.smarthost_credentials.clone();
+            cfg.credentials = relay.smarthost_credentials.clone();
         }
         cfg
     }

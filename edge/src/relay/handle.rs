@@ -19,6 +19,7 @@ const RING_ENTRIES: u32 = 256;
 
 enum Command {
     Submit(Box<Attempt>),
+    Reconfigure(Arc<RelayConfig>),
     Shutdown(Duration),
 }
 
@@ -78,6 +79,7 @@ async fn serve(shared: Rc<Shared>, mut rx: UnboundedReceiver<Command>) {
     let grace = loop {
         match rx.recv().await {
             Some(Command::Submit(attempt)) => shared.submit(*attempt),
+            Some(Command::Reconfigure(cfg)) => shared.reconfigure(cfg),
             Some(Command::Shutdown(grace)) => break grace,
             // Every handle dropped: nothing more can come; finish what is in hand.
             None => break Duration::MAX,
@@ -110,8 +112,17 @@ impl RelayHandle {
             .map_err(|e| match e.0 {
                 Command::Submit(attempt) => attempt,
                 // The command that failed to send is the one just built.
-                Command::Shutdown(_) => unreachable!("sent a Submit"),
+                Command::Reconfigure(_) | Command::Shutdown(_) => unreachable!("sent a Submit"),
             })
+    }
+
+    /// Takes a reload's `cfg` for connections opened from now on (routes, TLS policy, the
+    /// smarthost's credentials, connections per destination, the MX port). The resolver
+    /// keeps the nameservers it started with; sessions in progress keep their settings.
+    pub fn reconfigure(&self, cfg: Arc<RelayConfig>) {
+        if self.tx.send(Command::Reconfigure(cfg)).is_err() {
+            tracing::error!("relay thread gone; its settings are not reloaded");
+        }
     }
 
     /// Stops the relay: attempts not yet started are deferred at once, sessions in progress

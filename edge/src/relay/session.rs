@@ -209,7 +209,7 @@ impl Session<'_> {
             return Ok(());
         }
         let wire = std::mem::take(&mut self.wire);
-        let limit = self.shared.cfg.timeouts.data_block;
+        let limit = self.shared.cfg().timeouts.data_block;
         match tokio::time::timeout(limit, self.stream.send_all(wire)).await {
             Ok((Ok(()), wire)) => {
                 self.wire = wire;
@@ -291,7 +291,7 @@ impl Session<'_> {
         };
         pump.flush_to(&mut self.wire);
         self.tls = Some(pump);
-        let deadline = clock::now() + self.shared.cfg.timeouts.command;
+        let deadline = clock::now() + self.shared.cfg().timeouts.command;
         while self.tls.as_ref().is_some_and(TlsPump::is_handshaking) {
             if self.send_wire().await.is_err() {
                 return false;

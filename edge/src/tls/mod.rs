@@ -112,8 +112,29 @@ impl TlsContext {
     /// Only the certificates are reloaded: `session_cache` is fixed when the context is built.
     /// A self-signed certificate near its end at `now` is renewed here too.
     pub fn reload(&self, cfg: &TlsConfig, now: SystemTime) -> Result<(), TlsError> {
-        let store = CertStore::load(cfg, &self.provider, now)?;
-        self.resolver.swap(store);
+        let loaded = self.load(cfg, now)?;
+        self.install(loaded);
         Ok(())
+    }
+
+    /// The first half of [`reload`](Self::reload): loads and checks every certificate of
+    /// `cfg` without putting any in place, so that a reload can check everything else before
+    /// it changes anything.
+    pub fn load(&self, cfg: &TlsConfig, now: SystemTime) -> Result<Certificates, TlsError> {
+        CertStore::load(cfg, &self.provider, now).map(Certificates)
+    }
+
+    /// The second half of [`reload`](Self::reload): `loaded` is what new handshakes see.
+    pub fn install(&self, loaded: Certificates) {
+        self.resolver.swap(loaded.0);
+    }
+}
+
+/// Certificates loaded and checked by [`TlsContext::load`], not yet in use.
+pub struct Certificates(CertStore);
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates").finish_non_exhaustive()
     }
 }

@@ -334,6 +334,12 @@ impl CredentialStore {
         Ok(())
     }
 
+    /// Puts `credentials` in place for the next AUTH and `MAIL FROM` check (a reload: they
+    /// were read and checked with the configuration).
+    pub fn replace(&self, credentials: Arc<Credentials>) {
+        self.current.store(credentials);
+    }
+
     /// The credentials in force now; a reload does not change the returned value.
     pub fn current(&self) -> Arc<Credentials> {
         self.current.load_full()

@@ -19,14 +19,14 @@ impl Session {
                         helo: envelope.helo.clone(),
                         greeting: envelope.greeting,
                         smtputf8: envelope.smtputf8,
-                        hostname: self.ctx.hostname.clone(),
+                        hostname: self.config.config.hostname.clone(),
                         received_at: clock::wall(),
                         tls: self.tls.as_ref().and_then(|t| t.trace().cloned()),
                         authenticated: envelope.login.is_some(),
                         login: envelope
                             .login
                             .clone()
-                            .filter(|_| self.ctx.auth.config.trace_login),
+                            .filter(|_| self.config.config.auth.trace_login),
                     };
                     let entry = self.ctx.spool.begin(&envelope, &trace).await;
                     if let Err(e) = &entry {

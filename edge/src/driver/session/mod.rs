@@ -11,11 +11,12 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::context::{ListenerSpec, WorkerCtx};
+use super::context::{ListenerSpec, Snapshot, WorkerCtx};
 use crate::auth::SessionAuth;
 use crate::clock;
 use crate::guard::Admission;
@@ -48,6 +49,8 @@ struct Session {
     closing: bool,
     auth: SessionAuth,
     ctx: Rc<WorkerCtx>,
+    /// The configuration this session started with, kept to its end across reloads.
+    config: Arc<Snapshot>,
     /// The client: the socket's peer, or the address a PROXY header named.
     peer: SocketAddr,
     /// The balancer the client came through, when a PROXY header named the client.
@@ -67,14 +70,19 @@ struct Session {
 /// Why the session loop stops: the socket failed, the peer went away, or TLS failed.
 struct Gone;
 
-/// Serves one connection until it closes.
+/// Serves one connection of listener `index` until it closes, on the configuration `config`.
 pub(super) async fn serve(
     ctx: Rc<WorkerCtx>,
     stream: Stream,
     peer: SocketAddr,
-    spec: ListenerSpec,
+    config: Arc<Snapshot>,
+    index: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Some(spec) = config.listeners.get(index).cloned() else {
+        tracing::error!(index, "no listener with this index in the configuration");
+        return;
+    };
     let mut buf = None;
     let mut arrival = proxy::Proxied {
         peer,
@@ -95,7 +103,7 @@ pub(super) async fn serve(
         }
     }
     let now = clock::now();
-    let mut s = Session::new(ctx, arrival.peer, &spec, now);
+    let mut s = Session::new(ctx, config, arrival.peer, &spec, now);
     s.via = arrival.via;
     let peer = s.peer;
     // Admission before any TLS or SMTP work.
@@ -146,7 +154,13 @@ pub(super) async fn serve(
 }
 
 impl Session {
-    fn new(ctx: Rc<WorkerCtx>, peer: SocketAddr, spec: &ListenerSpec, now: Instant) -> Session {
+    fn new(
+        ctx: Rc<WorkerCtx>,
+        config: Arc<Snapshot>,
+        peer: SocketAddr,
+        spec: &ListenerSpec,
+        now: Instant,
+    ) -> Session {
         let conn = if spec.implicit {
             Connection::new_secure(spec.engine.clone(), now)
         } else {
@@ -158,6 +172,7 @@ impl Session {
             closing: false,
             auth: SessionAuth::default(),
             ctx,
+            config,
             peer,
             via: None,
             conn,
@@ -181,7 +196,7 @@ impl Session {
     /// Tells the engine what it must know before the first input: a trusted source, a server
     /// already stopping.
     fn begin(&mut self, spec: &ListenerSpec, shutdown: &mut watch::Receiver<bool>) {
-        let trusted = self.ctx.auth.config.is_trusted(self.peer.ip());
+        let trusted = self.config.config.auth.is_trusted(self.peer.ip());
         if spec.engine.role == Role::Submission && trusted {
             self.conn.grant_trusted();
         }
@@ -215,7 +230,7 @@ impl Session {
             }
         };
         let mut out = Vec::new();
-        Reply::service_closing(&self.ctx.hostname, why).write(&mut out);
+        Reply::service_closing(&self.config.config.hostname, why).write(&mut out);
         let _ = stream.send_all(out).await;
         stream.shutdown();
         self.finish().await;
