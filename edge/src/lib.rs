@@ -39,6 +39,7 @@ pub mod control;
 pub mod delivery;
 pub mod driver;
 pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

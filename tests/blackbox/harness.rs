@@ -78,6 +78,10 @@ pub struct Opts {
     pub proxy_trusted: Option<Vec<&'static str>>,
     /// `proxy.header_timeout_secs`, written if set.
     pub proxy_header_timeout_secs: Option<u64>,
+    /// `name` of each listener, by index into `listeners`; none past the end of this list.
+    pub listener_names: Vec<&'static str>,
+    /// `[log] format`, written if set.
+    pub log_format: Option<&'static str>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -149,6 +153,8 @@ impl Default for Opts {
             relay: Vec::new(),
             proxy_trusted: None,
             proxy_header_timeout_secs: None,
+            listener_names: Vec::new(),
+            log_format: None,
         }
     }
 }
@@ -186,6 +192,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
         }
         if opts.proxy_trusted.is_some() {
             writeln!(t, "proxy_protocol = true").unwrap();
+        }
+        if let Some(name) = opts.listener_names.get(i) {
+            writeln!(t, "name = {name:?}").unwrap();
         }
     }
     writeln!(t, "\n[spool]\ndir = {:?}", spool.display().to_string()).unwrap();
@@ -243,6 +252,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     }
     if opts.metrics {
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
+    }
+    if let Some(format) = opts.log_format {
+        writeln!(t, "\n[log]\nformat = {format:?}").unwrap();
     }
     writeln!(t, "\n[shutdown]\ngrace_secs = {}", opts.grace_secs).unwrap();
     if let Some(secs) = opts.ban_secs {
@@ -649,6 +661,12 @@ impl Server {
     pub fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics(), series).unwrap_or(0.0)
     }
+
+    /// The sum of a family's samples whose labels include `label` (`reason="per_ip"`; `""` for
+    /// all of them): a counter over every listener.
+    pub fn metric_sum(&self, family: &str, label: &str) -> f64 {
+        metric_sum(&self.metrics(), family, label)
+    }
 }
 
 impl Drop for Server {
@@ -682,6 +700,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
         "GET {path}: {status}"
     );
     body.to_string()
+}
+
+/// The sum of the samples of `family` in Prometheus text whose labels include `label`
+/// (`reason="per_ip"`; `""` matches every sample of the family).
+pub fn metric_sum(text: &str, family: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = match series.strip_prefix(family)? {
+                "" => "",
+                rest => rest.strip_prefix('{')?.strip_suffix('}')?,
+            };
+            labels
+                .contains(label)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// Finds `series` in Prometheus text. Labels must match as written (e.g. `{reason="relay_denied"}`).

@@ -33,6 +33,7 @@ mod greeting;
 mod guard;
 mod lifecycle;
 mod limits;
+mod logs;
 mod metrics;
 mod next_hop;
 mod postfix_hop;

@@ -4,13 +4,15 @@ use std::io::Read;
 use std::net::TcpStream;
 
 use crate::harness::{
-    metric_value, wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE, REPLY_DEADLINE,
+    metric_sum, metric_value, wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE,
+    REPLY_DEADLINE,
 };
 use crate::maildir::{new_dir, sample_message};
 use crate::session::{dot_stuff, SmtpConn};
 
-const ACCEPTED_CONNS: &str = "smtp_edge_connections_accepted_total";
-const ACTIVE_CONNS: &str = "smtp_edge_connections_active";
+/// The delivery listener's series: it is named `mx` in these tests.
+const ACCEPTED_CONNS: &str = "smtp_edge_connections_accepted_total{listener=\"mx\"}";
+const ACTIVE_CONNS: &str = "smtp_edge_connections_active{listener=\"mx\"}";
 const ACCEPTED_MSGS: &str = "smtp_edge_messages_accepted_total";
 const DELIVERED_MSGS: &str = "smtp_edge_messages_delivered_total";
 
@@ -24,7 +26,10 @@ fn wait_metrics(server: &Server, what: &str, cond: impl Fn(&str) -> Option<bool>
 
 #[test]
 fn delivered_message_moves_accepted_and_connection_counters() {
-    let server = Server::start(Opts::default());
+    let server = Server::start(Opts {
+        listener_names: vec!["mx"],
+        ..Opts::default()
+    });
     let text = server.metrics();
     for name in [ACCEPTED_CONNS, ACCEPTED_MSGS] {
         assert!(
@@ -85,7 +90,7 @@ fn scrape_succeeds_while_idle_connections_hold_the_metrics_port() {
         .collect();
     let text = server.metrics();
     assert!(
-        metric_value(&text, ACCEPTED_CONNS).is_some(),
+        metric_value(&text, ACCEPTED_MSGS).is_some(),
         "scrape incomplete:\n{text}"
     );
     for (i, stream) in idle.iter().enumerate() {
@@ -142,4 +147,40 @@ fn build_info_and_process_metrics_describe_the_running_binary() {
         "process_start_time_seconds {started}, now {now}"
     );
     assert!(metric_value(&text, "process_cpu_seconds_total").is_some());
+}
+
+#[test]
+fn connections_are_counted_per_listener_and_refused_recipients_apart_from_messages() {
+    let server = Server::start(Opts::with_submission());
+    // Unnamed listeners are labelled with the address they are bound to.
+    let series =
+        |family: &str, addr: std::net::SocketAddr| format!("{family}{{listener=\"{addr}\"}}");
+    let delivery = series("smtp_edge_connections_accepted_total", server.delivery());
+    let submission = series("smtp_edge_connections_accepted_total", server.submission());
+    let text = server.metrics();
+    assert_eq!(metric_value(&text, &delivery), Some(0.0), "{text}");
+    assert_eq!(metric_value(&text, &submission), Some(0.0), "{text}");
+
+    let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
+    assert_eq!(c.cmd("MAIL FROM:<a@remote.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@elsewhere.test>").status(), "550 5.7.1");
+    assert_eq!(c.cmd("QUIT").code, 221);
+    c.expect_closed(REPLY_DEADLINE);
+
+    wait_metrics(&server, "refused recipient not counted", |t| {
+        Some(
+            metric_value(
+                t,
+                "smtp_edge_recipients_rejected_total{reason=\"relay_denied\"}",
+            )? == 1.0,
+        )
+    });
+    let text = server.metrics();
+    assert_eq!(metric_value(&text, &delivery), Some(1.0), "{text}");
+    assert_eq!(metric_value(&text, &submission), Some(0.0), "{text}");
+    assert_eq!(
+        metric_sum(&text, "smtp_edge_messages_rejected_total", ""),
+        0.0,
+        "a refused recipient is not a refused message:\n{text}"
+    );
 }

@@ -132,7 +132,7 @@ fn submission_refuses_mail_without_auth_530_5_7_0() {
 #[test]
 fn relay_denied_is_counted_in_metrics() {
     let server = Server::start(Opts::default());
-    let series = "smtp_edge_messages_rejected_total{reason=\"relay_denied\"}";
+    let series = "smtp_edge_recipients_rejected_total{reason=\"relay_denied\"}";
     let before = server.metric(series);
     let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
     assert_eq!(c.cmd("MAIL FROM:<sender@remote.test>").code, 250);

@@ -205,7 +205,7 @@ impl NsServer {
             metric_value(&text, s).unwrap_or_else(|| panic!("no {s} in the exposition:\n{text}"))
         };
         Stats {
-            accepted: get("smtp_edge_connections_accepted_total"),
+            accepted: crate::harness::metric_sum(&text, "smtp_edge_connections_accepted_total", ""),
             passed: get("smtp_edge_shield_packets_total{action=\"passed\"}"),
             dropped_rate: get("smtp_edge_shield_packets_total{action=\"dropped_rate\"}"),
             dropped_banned: get("smtp_edge_shield_packets_total{action=\"dropped_banned\"}"),

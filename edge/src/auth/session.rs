@@ -47,6 +47,8 @@ pub struct AuthDecision {
     pub delay: Duration,
     /// End the session after the reply: its source is banned, or it used up its failures.
     pub close: bool,
+    /// This failure banned the source (it reached `auth.max_failures`).
+    pub banned: bool,
 }
 
 impl AuthServices {
@@ -102,6 +104,7 @@ impl AuthServices {
             outcome,
             delay: Duration::ZERO,
             close: false,
+            banned: false,
         };
         match verdict {
             Verdict::Ok { user } => {
@@ -116,17 +119,21 @@ impl AuthServices {
             Verdict::Busy => answer(AuthOutcome::Unavailable),
             Verdict::Invalid => {
                 session.failures += 1;
-                if guard.is_trusted(ip) {
-                    // Counted in the metrics and logged, never toward a ban (as Postfix exempts
-                    // $mynetworks): a local webmail relaying one user's typos must not lock
-                    // the host out. The tarpit and the per-session cap still apply.
-                    tracing::info!(%ip, "failed AUTH from a trusted source");
-                } else if let Some(ban) = self.abuse.record_failure(ip, now) {
+                // A trusted source's failures are counted in the metrics and logged (by the
+                // driver, from this decision), never toward a ban (as Postfix exempts
+                // $mynetworks): a local webmail relaying one user's typos must not lock the
+                // host out. The tarpit and the per-session cap still apply.
+                let ban = (!guard.is_trusted(ip))
+                    .then(|| self.abuse.record_failure(ip, now))
+                    .flatten();
+                let banned = ban.is_some();
+                if let Some(ban) = ban {
                     // AUTH bans last `auth.ban_secs`, not the shield's default.
                     let duration = ban.until.saturating_duration_since(now);
                     guard.ban_for(ip, now, BanReason::AuthFailures, duration);
                 }
                 AuthDecision {
+                    banned,
                     outcome: AuthOutcome::Invalid,
                     // The tarpit: a guesser's rate drops with every failure on the session.
                     delay: self.abuse.tarpit(session.failures),

@@ -118,14 +118,6 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cfg = match &config {
         Some(path) => match Config::load(path) {
             Ok(cfg) => cfg,
@@ -138,6 +130,8 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
+    // After the configuration, which says in what form; its errors are the one line above.
+    smtp_edge::logging::init(cfg.log.format);
     let running = match driver::start(&cfg, config.as_deref()) {
         Ok(running) => running,
         Err(e) => {

@@ -128,6 +128,7 @@ use crate::auth::AuthConfig;
 use crate::checks::ChecksConfig;
 use crate::control::ControlConfig;
 use crate::guard::GuardConfig;
+use crate::logging::LogConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
 use crate::proxy::ProxyConfig;
 use crate::relay::RelayConfig;
@@ -211,7 +212,7 @@ pub enum TlsMode {
 }
 
 /// One `[[listener]]`: a socket to accept on, and what it is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Where to listen. Port 0 asks the kernel for a free port (tests).
     pub addr: SocketAddr,
@@ -235,6 +236,9 @@ pub struct ListenerConfig {
     /// `proxy.trusted`, naming the real client ([`crate::proxy`]); connections from anywhere
     /// else are closed before any byte is sent.
     pub proxy_protocol: bool,
+    /// `name`: what the listener's metrics (the `listener` label) and log lines call it;
+    /// without it, its bound address (`0.0.0.0:25`).
+    pub name: Option<String>,
 }
 
 /// `[limits]`: what one connection or transaction may use.
@@ -356,6 +360,8 @@ pub struct Config {
     /// `[proxy]`, with its defaults when absent (no balancer trusted, a five-second header
     /// deadline); used by listeners with `proxy_protocol = true`.
     pub proxy: ProxyConfig,
+    /// `[log]`: text (the default) or one JSON object per line.
+    pub log: LogConfig,
 }
 
 impl Config {

@@ -46,6 +46,8 @@ pub(super) struct RawConfig {
     pub checks: Option<RawChecks>,
     /// `[proxy]`; `None` when absent or when it failed to deserialize (already reported).
     pub proxy: Option<RawProxy>,
+    /// `[log]`; `None` when absent or when it failed to deserialize (already reported).
+    pub log: Option<RawLog>,
 }
 
 /// `[proxy]`; every key is optional and defaults to [`crate::proxy::ProxyConfig::default`].
@@ -91,6 +93,7 @@ pub(super) struct RawListener {
     pub greet_delay_ms: Option<i64>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    pub name: Option<String>,
 }
 
 /// `[tls]`; every key is optional. `certificate` is taken out of the table first and
@@ -210,6 +213,13 @@ pub(super) struct RawChecks {
     pub arc: Option<String>,
 }
 
+/// `[log]`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub format: Option<crate::logging::LogFormat>,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +247,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dns",
     "checks",
     "proxy",
+    "log",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -265,6 +276,7 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         dns: take(&mut table, "", "dns", errors),
         checks: take(&mut table, "", "checks", errors),
         proxy: take(&mut table, "", "proxy", errors),
+        log: take(&mut table, "", "log", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

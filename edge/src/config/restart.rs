@@ -81,6 +81,12 @@ const RESTART_KEYS: &[RestartKey] = &[
                 .clone_from(&running.relay.nameservers);
         },
     },
+    // The log's subscriber is installed once, at start.
+    RestartKey {
+        key: "log.format",
+        differs: |a, b| a.log != b.log,
+        keep: |fresh, running| fresh.log = running.log,
+    },
     RestartKey {
         key: "shutdown.grace_secs",
         differs: |a, b| a.shutdown_grace != b.shutdown_grace,

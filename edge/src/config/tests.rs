@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::logging::LogFormat;
 use crate::shield::ShieldConfig;
 use crate::tls::{CertEntry, CertSource, TlsConfig};
 
@@ -57,6 +58,7 @@ fn base_is_valid_and_typed() {
             require_tls: false,
             greet_delay: Duration::ZERO,
             proxy_protocol: false,
+            name: None,
         }]
     );
     assert_eq!(c.limits, Limits::default());
@@ -111,6 +113,21 @@ fn each_bad_value_names_its_key() {
             "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nrequire_tls = \"yes\"",
             "listener[1].require_tls",
         ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nname = \"\"",
+            "listener[1].name",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nname = \"m x\"",
+            "listener[1].name",
+        ),
+        (
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nname = \"a\\\"b\"",
+            "listener[1].name",
+        ),
+        ("[log]\nformat = \"xml\"", "log.format"),
+        ("[log]\nlevel = \"debug\"", "log.level"),
+        ("log = \"json\"", "log"),
         ("[tls]\ncert = \"/nonexistent/cert.pem\"", "tls.key"),
         ("[tls]\nkey = \"/nonexistent/key.pem\"", "tls.cert"),
         ("[tls]\ncrt = \"/x\"", "tls.crt"),
@@ -415,6 +432,49 @@ fn duplicate_listener_addresses_but_port_zero_may_repeat() {
 }
 
 #[test]
+fn listener_names_are_optional_and_unique() {
+    let c = Config::from_toml_str(&edit(
+        "role = \"delivery\"\n",
+        "role = \"delivery\"\nname = \"mx-1.public_v4\"\n",
+    ))
+    .unwrap();
+    assert_eq!(c.listeners[0].name.as_deref(), Some("mx-1.public_v4"));
+    assert_eq!(Config::from_toml_str(BASE).unwrap().listeners[0].name, None);
+
+    let named = |addr: &str| {
+        format!("[[listener]]\naddr = \"{addr}\"\nrole = \"delivery\"\nname = \"mx\"\n")
+    };
+    let text = format!("{BASE}\n{}\n{}", named("127.0.0.1:1"), named("127.0.0.1:2"));
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "listener[2].name");
+    assert!(e[0].problem.contains("listener[1]"), "{}", e[0].problem);
+    let long = format!(
+        "{BASE}\n[[listener]]\naddr = \"127.0.0.1:1\"\nrole = \"delivery\"\nname = \"{}\"",
+        "a".repeat(65)
+    );
+    assert_eq!(keys(&long), ["listener[1].name"]);
+}
+
+#[test]
+fn log_format_is_text_unless_json() {
+    assert_eq!(
+        Config::from_toml_str(BASE).unwrap().log.format,
+        LogFormat::Text
+    );
+    let json = Config::from_toml_str(&format!("{BASE}\n[log]\nformat = \"json\"")).unwrap();
+    assert_eq!(json.log.format, LogFormat::Json);
+    let text = Config::from_toml_str(&format!("{BASE}\n[log]\nformat = \"text\"")).unwrap();
+    assert_eq!(text.log.format, LogFormat::Text);
+    let e = errors(&format!("{BASE}\n[log]\nformat = \"xml\""));
+    assert!(e[0].to_string().starts_with("log.format: "), "{e:?}");
+    assert!(
+        e[0].problem.contains("text") && e[0].problem.contains("json"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn embedded_default_parses() {
     let c = Config::embedded_default();
     assert_eq!(c.hostname, "localhost");
@@ -683,7 +743,7 @@ fn engine_config_carries_the_limits() {
     let c = Config::from_toml_str(&text).unwrap();
     let submission = ListenerConfig {
         role: Role::Submission,
-        ..c.listeners[0]
+        ..c.listeners[0].clone()
     };
     let e = c.engine_config(&submission);
     assert_eq!(e.role, Role::Submission);
@@ -1283,6 +1343,7 @@ fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
          [tls]\nsession_cache = 10\n\
          [dns]\nnameservers = [\"192.0.2.53\"]\n\
          [shutdown]\ngrace_secs = 5\n\
+         [log]\nformat = \"json\"\n\
          [control]\nsocket = \"/run/other.sock\"\n",
         BASE.replace("127.0.0.1:2525", "127.0.0.1:2526")
             .replace("/var/spool/smtp-edge", "/var/spool/other")
@@ -1307,9 +1368,11 @@ fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
             "auth.verify_threads",
             "tls.session_cache",
             "dns.nameservers",
+            "log.format",
             "shutdown.grace_secs",
         ]
     );
+    assert_eq!(fresh.log, running.log);
     assert_eq!(fresh.workers, running.workers);
     assert_eq!(fresh.listeners, running.listeners);
     assert_eq!(fresh.spool_dir, running.spool_dir);

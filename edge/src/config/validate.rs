@@ -20,6 +20,7 @@ use crate::auth::{
 use crate::control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 use crate::delivery::DEFAULT_FILE_MODE;
 use crate::guard::GuardConfig;
+use crate::logging::LogConfig;
 use crate::protocol::address::{parse_domain, parse_mailbox, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS, MIN_TEXT_LINE};
 use crate::proxy::ProxyConfig;
@@ -79,6 +80,9 @@ pub const MAX_GREET_DELAY_MS: u64 = 30_000;
 
 /// Longest Unix socket path, with its terminating NUL (`sun_path`, unix(7)).
 const MAX_SOCKET_PATH: usize = 108;
+
+/// Longest `listener[i].name`: a label, not a description.
+pub const MAX_LISTENER_NAME: usize = 64;
 
 /// Default `shutdown.grace_secs`.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -158,6 +162,9 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         hostname.as_deref(),
     );
     let checks = v.checks(raw.checks.unwrap_or_default());
+    let log = LogConfig {
+        format: raw.log.and_then(|l| l.format).unwrap_or_default(),
+    };
     let rewrite = match (rewrite, &local_domains, &recipients) {
         (Some(mut rewrite), Some(domains), Some(known)) => {
             rewrite.local_domains = domains.iter().cloned().collect();
@@ -187,6 +194,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         relay: relay?,
         checks: checks?,
         proxy: proxy?,
+        log,
     })
 }
 
@@ -278,6 +286,7 @@ impl Validator<'_> {
         let mut out = Vec::with_capacity(raw.len());
         let mut ok = true;
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for (i, entry) in raw.into_iter().enumerate() {
             // A `None` entry failed to deserialize and is already reported.
             let Some(entry) = entry else {
@@ -300,19 +309,56 @@ impl Validator<'_> {
             }
             let require_tls = self.require_tls(&key, entry.role, entry.tls, entry.require_tls);
             let greet_delay = self.greet_delay(&key, entry.tls, entry.greet_delay_ms);
-            match (addr, require_tls, greet_delay) {
-                (Some(addr), Some(require_tls), Some(greet_delay)) => out.push(ListenerConfig {
-                    addr,
-                    role: entry.role,
-                    tls: entry.tls,
-                    require_tls,
-                    greet_delay,
-                    proxy_protocol: entry.proxy_protocol,
-                }),
+            let name = self.listener_name(&key, entry.name, &mut names, i);
+            match (addr, require_tls, greet_delay, name) {
+                (Some(addr), Some(require_tls), Some(greet_delay), Some(name)) => {
+                    out.push(ListenerConfig {
+                        addr,
+                        role: entry.role,
+                        tls: entry.tls,
+                        require_tls,
+                        greet_delay,
+                        proxy_protocol: entry.proxy_protocol,
+                        name,
+                    })
+                }
                 _ => ok = false,
             }
         }
         ok.then_some(out)
+    }
+
+    /// `listener[i].name`: optional; 1 to [`MAX_LISTENER_NAME`] letters, digits, `.`, `_` or
+    /// `-`, and unique, since it labels the listener's metrics and log lines.
+    fn listener_name(
+        &mut self,
+        key: &str,
+        name: Option<String>,
+        names: &mut HashMap<String, usize>,
+        index: usize,
+    ) -> Option<Option<String>> {
+        let Some(name) = name else {
+            return Some(None);
+        };
+        let key = format!("{key}.name");
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name.len() > MAX_LISTENER_NAME || !name.chars().all(allowed) {
+            self.push(
+                key,
+                format!(
+                    "must be 1 to {MAX_LISTENER_NAME} letters, digits, '.', '_' or '-', got {name:?}"
+                ),
+            );
+            return None;
+        }
+        if let Some(first) = names.insert(name.clone(), index) {
+            self.push(
+                key,
+                format!("{name:?} is already the name of listener[{first}]"),
+            );
+            return None;
+        }
+        Some(Some(name))
     }
 
     /// `listener[i].require_tls`: defaults to true for submission with STARTTLS (RFC 8314

@@ -3,6 +3,7 @@
 //! loop (which uses them) depend on this module, and not on each other.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,17 @@ use crate::queue::QueueHandle;
 use crate::spool::SpoolWriter;
 use crate::tls::TlsContext;
 use crate::transport::BufferPool;
+
+/// A listener as its metrics and log lines name it; fixed at start, like the listeners.
+#[derive(Debug)]
+pub(super) struct ListenerId {
+    /// Its place in the config, which indexes its connection counters.
+    pub(super) index: usize,
+    /// `listener[i].name`, or its bound address: the `listener` label and log field.
+    pub(super) name: Arc<str>,
+    /// The address it is bound to (port 0 resolved).
+    pub(super) addr: SocketAddr,
+}
 
 /// How a listener's connections begin.
 #[derive(Clone)]
@@ -80,6 +92,8 @@ pub(super) struct WorkerCtx {
     pub(super) auth: Arc<AuthServices>,
     pub(super) guard: Arc<Guard>,
     pub(super) metrics: Arc<Metrics>,
+    /// Every listener's name and address, in config order.
+    pub(super) listeners: Vec<Arc<ListenerId>>,
     pub(super) id: usize,
     /// Sessions open on this worker, for the shutdown grace period.
     pub(super) active: Cell<usize>,

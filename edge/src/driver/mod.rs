@@ -32,7 +32,7 @@ use crate::relay::Relay;
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
-use context::Snapshot;
+use context::{ListenerId, Snapshot};
 pub use reload::{ReloadError, Reloaded, Reloader};
 
 /// Why the server could not start.
@@ -159,7 +159,22 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
         }
     }
 
-    let metrics = Metrics::new(workers);
+    // Each listener's name in metrics and logs: its `name`, or the address it is bound to.
+    let ids: Vec<Arc<ListenerId>> = cfg
+        .listeners
+        .iter()
+        .zip(&listeners)
+        .enumerate()
+        .map(|(index, (l, (_, addr)))| {
+            let name = l.name.clone().unwrap_or_else(|| addr.to_string());
+            Arc::new(ListenerId {
+                index,
+                name: name.into(),
+                addr: *addr,
+            })
+        })
+        .collect();
+    let metrics = Metrics::new(workers, ids.iter().map(|id| id.name.to_string()).collect());
     let metrics_addr = match cfg.metrics_addr {
         Some(addr) => Some(
             metrics::serve(addr, metrics.clone())
@@ -241,6 +256,7 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
             generation,
             queue: queue.clone(),
             metrics: metrics.clone(),
+            listener_ids: ids.clone(),
             shutdown: stop_rx.clone(),
             grace: cfg.shutdown_grace,
             auth: auth.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::context::{LiveConfig, WorkerCtx};
+use super::context::{ListenerId, LiveConfig, WorkerCtx};
 use super::session;
 use crate::auth::AuthServices;
 use crate::guard::Guard;
@@ -49,6 +49,8 @@ pub struct WorkerSetup {
     pub queue: QueueHandle,
     /// Shared metrics; this worker writes only its own slot.
     pub metrics: Arc<Metrics>,
+    /// Every listener's name and address, in config order.
+    pub(super) listener_ids: Vec<Arc<ListenerId>>,
     /// Becomes `true` when the server stops.
     pub shutdown: watch::Receiver<bool>,
     /// How long sessions with a message in flight may go on after shutdown.
@@ -82,6 +84,7 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
             auth: setup.auth,
             guard: setup.guard,
             metrics: setup.metrics,
+            listeners: setup.listener_ids,
             id: setup.id,
             active: Cell::new(0),
             idle: Notify::new(),
@@ -146,7 +149,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        ctx.metrics().connection_accepted();
+        ctx.metrics().connection_accepted(index);
         ctx.active.set(ctx.active.get() + 1);
         // The session's configuration, for its whole life. Listeners never change on a
         // reload, so the index always names one.
@@ -155,7 +158,7 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         transport::spawn(async move {
             session::serve(session_ctx.clone(), stream, peer, snapshot, index, shutdown).await;
-            session_ctx.metrics().connection_closed();
+            session_ctx.metrics().connection_closed(index);
             session_ctx.active.set(session_ctx.active.get() - 1);
             session_ctx.idle.notify_waiters();
         });

@@ -12,16 +12,18 @@
 //! exposition format 0.0.4; [`serve`] exposes it over a small blocking HTTP/1.1 server on its
 //! own thread (the control plane, kept off the rings).
 //!
-//! Exported series (each with `# HELP` and `# TYPE`):
+//! Exported series (each with `# HELP` and `# TYPE`; `listener` is the listener's `name`, or
+//! its bound address):
 //!
 //! | name | type |
 //! |---|---|
-//! | `smtp_edge_connections_accepted_total` | counter |
-//! | `smtp_edge_connections_active` | gauge: accepted − closed |
+//! | `smtp_edge_connections_accepted_total{listener}` | counter |
+//! | `smtp_edge_connections_active{listener}` | gauge: accepted − closed |
 //! | `smtp_edge_messages_accepted_total` | counter |
 //! | `smtp_edge_messages_rejected_total{reason}` | counter, every [`RejectReason`] always present |
-//! | `smtp_edge_banned_connections_total` | counter: refused at connect, source banned |
-//! | `smtp_edge_connections_refused_total{reason}` | counter: `per_ip`, `max_connections` caps |
+//! | `smtp_edge_recipients_rejected_total{reason}` | counter, every [`RecipientReason`] always present |
+//! | `smtp_edge_banned_connections_total{listener}` | counter: refused at connect, source banned |
+//! | `smtp_edge_connections_refused_total{listener,reason}` | counter: `per_ip`, `max_connections` caps |
 //! | `smtp_edge_bytes_received_total` | counter |
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter: recipients delivered (Maildir or next hop) |
@@ -50,14 +52,16 @@ use crate::relay::{Verdict, Via};
 pub use http::{serve, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
 pub use process::ProcessStats;
 pub use worker::{
-    AuthResult, RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS,
-    TLS_VERSIONS,
+    AuthResult, RecipientReason, RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS,
+    FSYNC_BUCKETS, TLS_VERSIONS,
 };
 
 /// All the counters of the process: one [`WorkerMetrics`] per worker, the delivery stage's, and
 /// the shield's source once set.
 pub struct Metrics {
     workers: Vec<WorkerMetrics>,
+    /// The `listener` label of each listener, in config order.
+    listeners: Vec<String>,
     delivery: DeliveryMetrics,
     shield: OnceLock<ShieldSource>,
 }
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
             .field("workers", &self.workers)
+            .field("listeners", &self.listeners)
             .field("delivery", &self.delivery)
             .field("shield_source", &self.shield.get().is_some())
             .finish()
@@ -112,10 +117,15 @@ pub const VERDICTS: [Verdict; 3] = [Verdict::Delivered, Verdict::Deferred, Verdi
 
 impl Metrics {
     /// Counters for `workers` worker threads, all zero. Pass
-    /// [`Config::worker_count`](crate::config::Config::worker_count).
-    pub fn new(workers: usize) -> Arc<Metrics> {
+    /// [`Config::worker_count`](crate::config::Config::worker_count), and the `listener` label
+    /// of each listener in config order: connection counters are kept per listener, indexed
+    /// like `listeners`.
+    pub fn new(workers: usize, listeners: Vec<String>) -> Arc<Metrics> {
         Arc::new(Metrics {
-            workers: (0..workers).map(|_| WorkerMetrics::default()).collect(),
+            workers: (0..workers)
+                .map(|_| WorkerMetrics::new(listeners.len()))
+                .collect(),
+            listeners,
             delivery: DeliveryMetrics::default(),
             shield: OnceLock::new(),
         })

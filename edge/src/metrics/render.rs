@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::process::ProcessStats;
 use super::worker::{
-    RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS, FSYNC_BUCKETS, TLS_VERSIONS,
+    ListenerCounters, RecipientReason, RefuseReason, RejectReason, WorkerMetrics, AUTH_RESULTS,
+    FSYNC_BUCKETS, TLS_VERSIONS,
 };
 use super::{Metrics, VERDICTS};
 use crate::build_info;
@@ -23,24 +24,40 @@ use crate::relay::Via;
 /// process's figures `process` holds.
 pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
     let sum = |f: fn(&WorkerMetrics) -> u64| m.workers.iter().map(f).fold(0u64, u64::wrapping_add);
-    let accepted = sum(|w| w.connections_accepted.load(Relaxed));
-    let closed = sum(|w| w.connections_closed.load(Relaxed));
 
     let mut out = String::with_capacity(4096);
-    counter(
+    per_listener(
         &mut out,
-        "smtp_edge_connections_accepted_total",
-        "Connections accepted, on every listener.",
-        accepted,
+        m,
+        ("smtp_edge_connections_accepted_total", "counter"),
+        "Connections accepted, by listener.",
+        |l| l.accepted.load(Relaxed),
     );
-    // `closed` is loaded after `accepted`, so it can include a close whose accept was not yet
-    // counted; saturate rather than wrap to 2^64.
-    gauge(
+    header(
         &mut out,
         "smtp_edge_connections_active",
-        "Connections open now (accepted minus closed).",
-        accepted.saturating_sub(closed),
+        "Connections open now (accepted minus closed), by listener.",
+        "gauge",
     );
+    for (i, label) in m.listeners.iter().enumerate() {
+        let of = |f: fn(&ListenerCounters) -> &AtomicU64| {
+            m.workers
+                .iter()
+                .filter_map(|w| w.listeners.get(i))
+                .map(|l| f(l).load(Relaxed))
+                .fold(0u64, u64::wrapping_add)
+        };
+        let accepted = of(|l| &l.accepted);
+        // `closed` is loaded after `accepted`, so it can include a close whose accept was not
+        // yet counted; saturate rather than wrap to 2^64.
+        let closed = of(|l| &l.closed);
+        let _ = writeln!(
+            out,
+            "smtp_edge_connections_active{{listener=\"{}\"}} {}",
+            LabelValue(label),
+            accepted.saturating_sub(closed)
+        );
+    }
     counter(
         &mut out,
         "smtp_edge_messages_accepted_total",
@@ -55,11 +72,23 @@ pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
         m,
         Family {
             name: "smtp_edge_messages_rejected_total",
-            help: "Messages or recipients refused, by reason.",
+            help: "Messages refused (at MAIL, or whole after their data), by reason.",
             label: "reason",
             values: &reasons,
         },
         |w| &w.messages_rejected,
+    );
+    let reasons: Vec<&str> = RecipientReason::ALL.iter().map(|r| r.label()).collect();
+    labelled(
+        &mut out,
+        m,
+        Family {
+            name: "smtp_edge_recipients_rejected_total",
+            help: "Recipients refused at RCPT, by reason.",
+            label: "reason",
+            values: &reasons,
+        },
+        |w| &w.recipients_rejected,
     );
     labelled(
         &mut out,
@@ -83,24 +112,36 @@ pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
         },
         |w| &w.auth,
     );
-    counter(
-        &mut out,
-        "smtp_edge_banned_connections_total",
-        "Connections refused with 421 because their source is banned.",
-        sum(|w| w.banned_refused.load(Relaxed)),
-    );
-    let refused: Vec<&str> = RefuseReason::ALL.iter().map(|r| r.label()).collect();
-    labelled(
+    per_listener(
         &mut out,
         m,
-        Family {
-            name: "smtp_edge_connections_refused_total",
-            help: "Connections refused with 421 by a connection cap (per source, or global).",
-            label: "reason",
-            values: &refused,
-        },
-        |w| &w.connections_refused,
+        ("smtp_edge_banned_connections_total", "counter"),
+        "Connections refused with 421 because their source is banned, by listener.",
+        |l| l.banned.load(Relaxed),
     );
+    let name = "smtp_edge_connections_refused_total";
+    header(
+        &mut out,
+        name,
+        "Connections refused with 421 by a connection cap (per source, or global), by listener.",
+        "counter",
+    );
+    for (i, label) in m.listeners.iter().enumerate() {
+        for (r, reason) in RefuseReason::ALL.iter().enumerate() {
+            let n = m
+                .workers
+                .iter()
+                .filter_map(|w| w.listeners.get(i)?.refused.get(r))
+                .map(|c| c.load(Relaxed))
+                .fold(0u64, u64::wrapping_add);
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\",reason=\"{}\"}} {n}",
+                LabelValue(label),
+                reason.label()
+            );
+        }
+    }
     counter(
         &mut out,
         "smtp_edge_tls_handshake_failures_total",
@@ -305,6 +346,26 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     header(out, name, help, "gauge");
     let _ = writeln!(out, "{name} {value}");
+}
+
+/// A family with one series per listener, `(name, type)`, the value summed across workers.
+fn per_listener(
+    out: &mut String,
+    m: &Metrics,
+    (name, kind): (&str, &str),
+    help: &str,
+    value: fn(&ListenerCounters) -> u64,
+) {
+    header(out, name, help, kind);
+    for (i, label) in m.listeners.iter().enumerate() {
+        let n = m
+            .workers
+            .iter()
+            .filter_map(|w| w.listeners.get(i))
+            .map(value)
+            .fold(0u64, u64::wrapping_add);
+        let _ = writeln!(out, "{name}{{listener=\"{}\"}} {n}", LabelValue(label));
+    }
 }
 
 /// A labelled counter family: one series per label value.

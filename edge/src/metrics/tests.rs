@@ -49,6 +49,11 @@ fn parse(text: &str) -> Exposition {
     e
 }
 
+/// One listener, named `mx`.
+fn mx() -> Vec<String> {
+    vec!["mx".to_owned()]
+}
+
 impl Exposition {
     fn get(&self, sample: &str) -> f64 {
         *self
@@ -60,15 +65,15 @@ impl Exposition {
 
 #[test]
 fn render_sums_workers() {
-    let m = Metrics::new(3);
-    m.worker(0).connection_accepted();
-    m.worker(1).connection_accepted();
-    m.worker(2).connection_accepted();
-    m.worker(1).connection_closed();
+    let m = Metrics::new(3, mx());
+    m.worker(0).connection_accepted(0);
+    m.worker(1).connection_accepted(0);
+    m.worker(2).connection_accepted(0);
+    m.worker(1).connection_closed(0);
     m.worker(0).message_accepted();
     m.worker(2).message_accepted();
-    m.worker(1).message_rejected(RejectReason::RelayDenied);
-    m.worker(2).message_rejected(RejectReason::RelayDenied);
+    m.worker(1).recipient_rejected(RecipientReason::RelayDenied);
+    m.worker(2).recipient_rejected(RecipientReason::RelayDenied);
     m.worker(2).message_rejected(RejectReason::BareNewline);
     m.worker(0).bytes_received(1000);
     m.worker(2).bytes_received(24);
@@ -78,11 +83,14 @@ fn render_sums_workers() {
     m.set_queue_size(3, 1);
 
     let e = parse(&m.render());
-    assert_eq!(e.get("smtp_edge_connections_accepted_total"), 3.0);
-    assert_eq!(e.get("smtp_edge_connections_active"), 2.0);
+    assert_eq!(
+        e.get("smtp_edge_connections_accepted_total{listener=\"mx\"}"),
+        3.0
+    );
+    assert_eq!(e.get("smtp_edge_connections_active{listener=\"mx\"}"), 2.0);
     assert_eq!(e.get("smtp_edge_messages_accepted_total"), 2.0);
     assert_eq!(
-        e.get("smtp_edge_messages_rejected_total{reason=\"relay_denied\"}"),
+        e.get("smtp_edge_recipients_rejected_total{reason=\"relay_denied\"}"),
         2.0
     );
     assert_eq!(
@@ -104,8 +112,70 @@ fn render_sums_workers() {
 }
 
 #[test]
+fn connection_counters_are_kept_per_listener() {
+    let m = Metrics::new(2, vec!["mx".to_owned(), "127.0.0.1:587".to_owned()]);
+    m.worker(0).connection_accepted(0);
+    m.worker(1).connection_accepted(0);
+    m.worker(1).connection_accepted(1);
+    m.worker(1).connection_closed(0);
+    m.worker(0).banned_refused(1);
+    m.worker(1).connection_refused(0, RefuseReason::PerIp);
+    // An index past the listeners is a caller bug: not counted, and no panic.
+    m.worker(0).connection_accepted(2);
+    let e = parse(&m.render());
+    let sub = "listener=\"127.0.0.1:587\"";
+    assert_eq!(
+        e.get("smtp_edge_connections_accepted_total{listener=\"mx\"}"),
+        2.0
+    );
+    assert_eq!(
+        e.get(&format!("smtp_edge_connections_accepted_total{{{sub}}}")),
+        1.0
+    );
+    assert_eq!(e.get("smtp_edge_connections_active{listener=\"mx\"}"), 1.0);
+    assert_eq!(
+        e.get(&format!("smtp_edge_connections_active{{{sub}}}")),
+        1.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_banned_connections_total{listener=\"mx\"}"),
+        0.0
+    );
+    assert_eq!(
+        e.get(&format!("smtp_edge_banned_connections_total{{{sub}}}")),
+        1.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_connections_refused_total{listener=\"mx\",reason=\"per_ip\"}"),
+        1.0
+    );
+    assert_eq!(
+        e.get(&format!(
+            "smtp_edge_connections_refused_total{{{sub},reason=\"max_connections\"}}"
+        )),
+        0.0
+    );
+    let accepted = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("smtp_edge_connections_accepted_total"))
+        .count();
+    assert_eq!(accepted, 2, "one series per listener");
+}
+
+#[test]
+fn listener_labels_are_escaped() {
+    let m = Metrics::new(1, vec!["a\"b\\c\nd".to_owned()]);
+    let text = m.render();
+    assert!(
+        text.contains("smtp_edge_connections_accepted_total{listener=\"a\\\"b\\\\c\\nd\"} 0\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn tls_handshakes_by_version() {
-    let m = Metrics::new(2);
+    let m = Metrics::new(2, mx());
     m.worker(0).tls_handshake("TLSv1.3");
     m.worker(1).tls_handshake("TLSv1.3");
     m.worker(1).tls_handshake("TLSv1.2");
@@ -126,7 +196,7 @@ fn tls_handshakes_by_version() {
 
 #[test]
 fn every_reason_is_exported_even_at_zero() {
-    let e = parse(&Metrics::new(1).render());
+    let e = parse(&Metrics::new(1, mx()).render());
     for reason in RejectReason::ALL {
         let sample = format!(
             "smtp_edge_messages_rejected_total{{reason=\"{}\"}}",
@@ -134,22 +204,33 @@ fn every_reason_is_exported_even_at_zero() {
         );
         assert_eq!(e.get(&sample), 0.0);
     }
-    let rejected = e
-        .samples
-        .keys()
-        .filter(|k| k.starts_with("smtp_edge_messages_rejected_total"))
-        .count();
-    assert_eq!(rejected, RejectReason::ALL.len());
+    for reason in RecipientReason::ALL {
+        let sample = format!(
+            "smtp_edge_recipients_rejected_total{{reason=\"{}\"}}",
+            reason.label()
+        );
+        assert_eq!(e.get(&sample), 0.0);
+    }
+    let count = |family: &str| e.samples.keys().filter(|k| k.starts_with(family)).count();
+    assert_eq!(
+        count("smtp_edge_messages_rejected_total"),
+        RejectReason::ALL.len()
+    );
+    assert_eq!(
+        count("smtp_edge_recipients_rejected_total"),
+        RecipientReason::ALL.len()
+    );
 }
 
 #[test]
 fn every_family_has_help_and_type() {
-    let e = parse(&Metrics::new(1).render());
+    let e = parse(&Metrics::new(1, mx()).render());
     let expected = [
         ("smtp_edge_connections_accepted_total", "counter"),
         ("smtp_edge_connections_active", "gauge"),
         ("smtp_edge_messages_accepted_total", "counter"),
         ("smtp_edge_messages_rejected_total", "counter"),
+        ("smtp_edge_recipients_rejected_total", "counter"),
         ("smtp_edge_tls_handshakes_total", "counter"),
         ("smtp_edge_auth_total", "counter"),
         ("smtp_edge_banned_connections_total", "counter"),
@@ -189,7 +270,7 @@ fn every_family_has_help_and_type() {
 #[test]
 fn delivery_attempts_by_via_and_result_all_exported() {
     use crate::relay::{Verdict, Via};
-    let m = Metrics::new(1);
+    let m = Metrics::new(1, mx());
     m.delivery_attempt(Via::Mx, Verdict::Delivered);
     m.delivery_attempt(Via::Mx, Verdict::Delivered);
     m.delivery_attempt(Via::Lmtp, Verdict::Deferred);
@@ -221,7 +302,7 @@ const SHIELD_ACTIONS: [&str; 4] = [
 
 #[test]
 fn shield_series_are_zero_without_a_source() {
-    let m = Metrics::new(1);
+    let m = Metrics::new(1, mx());
     assert_eq!(m.shield_stats(), ShieldStats::default());
     let e = parse(&m.render());
     for action in SHIELD_ACTIONS {
@@ -244,7 +325,7 @@ fn shield_series_are_zero_without_a_source() {
 #[test]
 fn shield_source_is_read_on_every_scrape_and_set_once() {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    let m = Metrics::new(2);
+    let m = Metrics::new(2, mx());
     let scrapes = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&scrapes);
     assert!(m.set_shield_source(Box::new(move || {
@@ -290,15 +371,18 @@ fn shield_source_is_read_on_every_scrape_and_set_once() {
 
 #[test]
 fn connections_active_never_goes_negative() {
-    let m = Metrics::new(1);
+    let m = Metrics::new(1, mx());
     // A caller bug (close without accept) must not render as 2^64 - 1.
-    m.worker(0).connection_closed();
-    assert_eq!(parse(&m.render()).get("smtp_edge_connections_active"), 0.0);
+    m.worker(0).connection_closed(0);
+    assert_eq!(
+        parse(&m.render()).get("smtp_edge_connections_active{listener=\"mx\"}"),
+        0.0
+    );
 }
 
 #[test]
 fn fsync_histogram_buckets_are_cumulative() {
-    let m = Metrics::new(2);
+    let m = Metrics::new(2, mx());
     let observed = [
         Duration::from_micros(10),  // ≤ 50µs
         Duration::from_micros(50),  // ≤ 50µs: bounds are inclusive
@@ -356,8 +440,8 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
 
 #[test]
 fn http_serves_metrics_and_refuses_the_rest() {
-    let m = Metrics::new(1);
-    m.worker(0).connection_accepted();
+    let m = Metrics::new(1, mx());
+    m.worker(0).connection_accepted(0);
     let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
     assert_ne!(addr.port(), 0);
 
@@ -377,15 +461,15 @@ fn http_serves_metrics_and_refuses_the_rest() {
         .unwrap();
     assert_eq!(length, body.len());
     assert_eq!(
-        parse(&body).get("smtp_edge_connections_accepted_total"),
+        parse(&body).get("smtp_edge_connections_accepted_total{listener=\"mx\"}"),
         1.0
     );
 
     // The server reads the counters at each scrape.
-    m.worker(0).connection_accepted();
+    m.worker(0).connection_accepted(0);
     let (_, _, body) = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n");
     assert_eq!(
-        parse(&body).get("smtp_edge_connections_accepted_total"),
+        parse(&body).get("smtp_edge_connections_accepted_total{listener=\"mx\"}"),
         2.0
     );
 
@@ -410,7 +494,7 @@ fn http_serves_metrics_and_refuses_the_rest() {
 
 #[test]
 fn http_caps_the_request_head() {
-    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1, mx())).unwrap();
     let mut request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
     request.resize(MAX_REQUEST_HEAD + 100, b'a');
     let (code, _, _) = exchange(addr, &request);
@@ -422,7 +506,7 @@ fn http_caps_the_request_head() {
 
 #[test]
 fn http_client_that_closes_early_gets_400_and_does_not_wedge() {
-    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1, mx())).unwrap();
     // Half a request, then the client stops sending.
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(b"GET /metr").unwrap();
@@ -448,7 +532,7 @@ fn still_open(stream: &TcpStream) -> bool {
 
 #[test]
 fn http_scrape_is_answered_while_idle_connections_hold_the_port() {
-    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1, mx())).unwrap();
     // Clients that connect and say nothing: each may hold its connection for the deadline.
     let idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let (code, _, body) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -466,7 +550,7 @@ fn http_scrape_is_answered_while_idle_connections_hold_the_port() {
 
 #[test]
 fn http_over_the_connection_cap_gets_503_at_once() {
-    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1)).unwrap();
+    let (addr, _thread) = serve("127.0.0.1:0".parse().unwrap(), Metrics::new(1, mx())).unwrap();
     let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();
@@ -509,7 +593,7 @@ fn http_over_the_connection_cap_gets_503_at_once() {
 
 #[test]
 fn build_info_names_the_version_and_commit() {
-    let e = parse(&Metrics::new(1).render());
+    let e = parse(&Metrics::new(1, mx()).render());
     let sample = format!(
         "smtp_edge_build_info{{version=\"{}\",commit=\"{}\"}}",
         crate::build_info::VERSION,
@@ -522,7 +606,7 @@ fn build_info_names_the_version_and_commit() {
 
 #[test]
 fn process_series_come_from_this_process() {
-    let e = parse(&Metrics::new(1).render());
+    let e = parse(&Metrics::new(1, mx()).render());
     assert!(e.get("process_open_fds") >= 3.0);
     assert!(e.get("process_resident_memory_bytes") > f64::from(1u32 << 20));
     assert!(e.get("process_start_time_seconds") > 1.6e9);

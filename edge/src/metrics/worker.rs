@@ -3,18 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Why a message (or a recipient of it) was refused; the `reason` label of
-/// `smtp_edge_messages_rejected_total`.
+/// Why a message was refused (at MAIL, or whole after its data); the `reason` label of
+/// `smtp_edge_messages_rejected_total`. Refused recipients are [`RecipientReason`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
-    /// RCPT TO a foreign domain on the delivery port (550 5.7.1).
-    RelayDenied,
-    /// RCPT TO a local address not in the recipients list (550 5.1.1).
-    UnknownRecipient,
-    /// More recipients than `limits.max_recipients` (452 4.5.3, [RFC 5321 §4.5.3.1.10]).
-    ///
-    /// [RFC 5321 §4.5.3.1.10]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10
-    TooManyRecipients,
     /// Over `limits.max_message_size` (552 5.3.4, [RFC 1870]).
     ///
     /// [RFC 1870]: https://www.rfc-editor.org/rfc/rfc1870
@@ -40,10 +32,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [RejectReason; 11] = [
-        RejectReason::RelayDenied,
-        RejectReason::UnknownRecipient,
-        RejectReason::TooManyRecipients,
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::MessageTooLarge,
         RejectReason::BareNewline,
         RejectReason::LineTooLong,
@@ -54,12 +43,10 @@ impl RejectReason {
         RejectReason::Other,
     ];
 
-    /// The Prometheus label value, snake_case (`relay_denied`).
+    /// The Prometheus label value, snake_case (`message_too_large`), also the `reason` of log
+    /// lines.
     pub fn label(&self) -> &'static str {
         match self {
-            RejectReason::RelayDenied => "relay_denied",
-            RejectReason::UnknownRecipient => "unknown_recipient",
-            RejectReason::TooManyRecipients => "too_many_recipients",
             RejectReason::MessageTooLarge => "message_too_large",
             RejectReason::BareNewline => "bare_newline",
             RejectReason::LineTooLong => "line_too_long",
@@ -74,6 +61,42 @@ impl RejectReason {
     /// Index into [`RejectReason::ALL`] and the per-reason counters.
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Why a recipient was refused at RCPT; the `reason` label of
+/// `smtp_edge_recipients_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecipientReason {
+    /// RCPT TO a foreign domain on the delivery port, or a relay trick (550 5.7.1).
+    RelayDenied,
+    /// RCPT TO a local address that does not exist (550 5.1.1).
+    UnknownRecipient,
+    /// More recipients than `limits.max_recipients` (452 4.5.3, [RFC 5321 §4.5.3.1.10]).
+    ///
+    /// [RFC 5321 §4.5.3.1.10]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10
+    TooManyRecipients,
+    /// Anything else.
+    Other,
+}
+
+impl RecipientReason {
+    /// Every reason, in the order they are rendered.
+    pub const ALL: [RecipientReason; 4] = [
+        RecipientReason::RelayDenied,
+        RecipientReason::UnknownRecipient,
+        RecipientReason::TooManyRecipients,
+        RecipientReason::Other,
+    ];
+
+    /// The Prometheus label value, snake_case (`relay_denied`), also the `reason` of log lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecipientReason::RelayDenied => "relay_denied",
+            RecipientReason::UnknownRecipient => "unknown_recipient",
+            RecipientReason::TooManyRecipients => "too_many_recipients",
+            RecipientReason::Other => "other",
+        }
     }
 }
 
@@ -113,12 +136,15 @@ const FSYNC_BUCKETS_NANOS: [u64; 14] = [
 /// A scrape may see one counter updated and a related one not yet (for example a connection
 /// accepted but `bytes_received` from it not yet counted); every counter is still monotonic.
 #[repr(align(128))]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerMetrics {
-    pub(super) connections_accepted: AtomicU64,
-    pub(super) connections_closed: AtomicU64,
+    /// Connection counters per listener, indexed like the listeners given to
+    /// [`super::Metrics::new`].
+    pub(super) listeners: Box<[ListenerCounters]>,
     pub(super) messages_accepted: AtomicU64,
     pub(super) messages_rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// Refused recipients, indexed like [`RecipientReason::ALL`].
+    pub(super) recipients_rejected: [AtomicU64; RecipientReason::ALL.len()],
     pub(super) bytes_received: AtomicU64,
     /// Per-bucket (not cumulative) fsync counts; the last is `+Inf`. Cumulated at render time
     /// so that `observe_fsync` touches one bucket.
@@ -131,10 +157,19 @@ pub struct WorkerMetrics {
     pub(super) tls_failures: AtomicU64,
     /// AUTH attempts, indexed like [`AUTH_RESULTS`].
     pub(super) auth: [AtomicU64; AUTH_RESULTS.len()],
-    /// Connections refused at connect because their source is banned.
-    pub(super) banned_refused: AtomicU64,
-    /// Connections refused at connect by a cap, indexed like [`RefuseReason::ALL`].
-    pub(super) connections_refused: [AtomicU64; RefuseReason::ALL.len()],
+}
+
+/// One listener's connection counters on one worker. Aligned like [`WorkerMetrics`], so that
+/// the boxed slice of each worker (a separate allocation) shares no cache line with another's.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(super) struct ListenerCounters {
+    pub(super) accepted: AtomicU64,
+    pub(super) closed: AtomicU64,
+    /// Refused at connect because the source is banned.
+    pub(super) banned: AtomicU64,
+    /// Refused at connect by a cap, indexed like [`RefuseReason::ALL`].
+    pub(super) refused: [AtomicU64; RefuseReason::ALL.len()],
 }
 
 /// Which cap refused a connection; the `reason` label of
@@ -178,17 +213,47 @@ pub enum AuthResult {
 pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
 
 impl WorkerMetrics {
-    /// A connection was accepted.
-    #[inline]
-    pub fn connection_accepted(&self) {
-        self.connections_accepted.fetch_add(1, Relaxed);
+    /// Counters for a worker serving `listeners` listeners, all zero.
+    pub(super) fn new(listeners: usize) -> WorkerMetrics {
+        WorkerMetrics {
+            listeners: (0..listeners)
+                .map(|_| ListenerCounters::default())
+                .collect(),
+            messages_accepted: AtomicU64::default(),
+            messages_rejected: Default::default(),
+            recipients_rejected: Default::default(),
+            bytes_received: AtomicU64::default(),
+            fsync_buckets: Default::default(),
+            fsync_nanos: AtomicU64::default(),
+            tls_handshakes: Default::default(),
+            tls_failures: AtomicU64::default(),
+            auth: Default::default(),
+        }
     }
 
-    /// A connection accepted by this worker was closed, for whatever reason. Must be paired with
-    /// one [`WorkerMetrics::connection_accepted`] on the same worker, or the active gauge drifts.
+    /// Listener `listener`'s counters; `None` for an index past the listeners given at start,
+    /// which is then not counted rather than a panic on the data path.
     #[inline]
-    pub fn connection_closed(&self) {
-        self.connections_closed.fetch_add(1, Relaxed);
+    fn listener(&self, listener: usize) -> Option<&ListenerCounters> {
+        self.listeners.get(listener)
+    }
+
+    /// A connection was accepted on listener `listener`.
+    #[inline]
+    pub fn connection_accepted(&self, listener: usize) {
+        if let Some(l) = self.listener(listener) {
+            l.accepted.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection accepted by this worker on listener `listener` was closed, for whatever
+    /// reason. Must be paired with one [`WorkerMetrics::connection_accepted`] on the same worker
+    /// and listener, or the active gauge drifts.
+    #[inline]
+    pub fn connection_closed(&self, listener: usize) {
+        if let Some(l) = self.listener(listener) {
+            l.closed.fetch_add(1, Relaxed);
+        }
     }
 
     /// A message was spooled and answered 250.
@@ -197,7 +262,15 @@ impl WorkerMetrics {
         self.messages_accepted.fetch_add(1, Relaxed);
     }
 
-    /// A message or recipient was refused for `reason`.
+    /// A recipient was refused for `reason`.
+    #[inline]
+    pub fn recipient_rejected(&self, reason: RecipientReason) {
+        if let Some(counter) = self.recipients_rejected.get(reason as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A message was refused for `reason`.
     #[inline]
     pub fn message_rejected(&self, reason: RejectReason) {
         // `index` is below `ALL.len()` by construction (one arm per variant); `get` keeps a
@@ -232,16 +305,21 @@ impl WorkerMetrics {
         }
     }
 
-    /// A connection from a banned source was refused with 421.
+    /// A connection to listener `listener` from a banned source was refused with 421.
     #[inline]
-    pub fn banned_refused(&self) {
-        self.banned_refused.fetch_add(1, Relaxed);
+    pub fn banned_refused(&self, listener: usize) {
+        if let Some(l) = self.listener(listener) {
+            l.banned.fetch_add(1, Relaxed);
+        }
     }
 
-    /// A connection was refused with 421 by the cap `reason` names.
+    /// A connection to listener `listener` was refused with 421 by the cap `reason` names.
     #[inline]
-    pub fn connection_refused(&self, reason: RefuseReason) {
-        if let Some(counter) = self.connections_refused.get(reason as usize) {
+    pub fn connection_refused(&self, listener: usize, reason: RefuseReason) {
+        if let Some(counter) = self
+            .listener(listener)
+            .and_then(|l| l.refused.get(reason as usize))
+        {
             counter.fetch_add(1, Relaxed);
         }
     }
@@ -280,6 +358,13 @@ mod tests {
     }
 
     #[test]
+    fn recipient_reasons_index_their_place_in_all() {
+        for (i, r) in RecipientReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+
+    #[test]
     fn refuse_reasons_index_their_place_in_all() {
         for (i, r) in RefuseReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
@@ -297,5 +382,7 @@ mod tests {
     fn workers_do_not_share_cache_lines() {
         assert_eq!(std::mem::align_of::<WorkerMetrics>(), 128);
         assert_eq!(std::mem::size_of::<WorkerMetrics>() % 128, 0);
+        assert_eq!(std::mem::align_of::<ListenerCounters>(), 128);
+        assert_eq!(std::mem::size_of::<ListenerCounters>() % 128, 0);
     }
 }

@@ -23,6 +23,16 @@ pub struct MailFrom {
 /// A refusal: the reply, and the reason counted for it, if any.
 pub type Refusal = (Reply, Option<Rejection>);
 
+/// The path of a `MAIL FROM:` or `RCPT TO:` argument as the client wrote it, without its angle
+/// brackets and parameters (`<a@b> NOTIFY=NEVER` gives `a@b`), for the driver's log lines. It
+/// is client text: whoever writes it out must escape it.
+pub fn path_text(arg: &str) -> &str {
+    match arg.strip_prefix('<') {
+        Some(rest) => rest.split('>').next().unwrap_or(rest),
+        None => arg.split(' ').next().unwrap_or(arg),
+    }
+}
+
 /// Parses `MAIL FROM:` arguments. `esmtp` is false after `HELO`, where no parameters exist.
 pub fn mail(arg: &str, esmtp: bool, cfg: &EngineConfig) -> Result<MailFrom, Refusal> {
     let (path, params) = parse_path(arg, true, cfg).map_err(|e| (sender_error(e), None))?;

@@ -42,8 +42,17 @@ pub enum Event {
     /// The client presented credentials: check them off the engine, then call
     /// `Connection::handle_auth`. Nothing more is read until then.
     Authenticate(Credentials),
-    /// A sender or recipient was refused; for counting.
+    /// `MAIL` was refused (the reply is queued); for counting and logging.
     Rejected(Rejection),
+    /// One `RCPT` was refused (the reply is queued; the transaction goes on); for counting and
+    /// logging.
+    RecipientRejected {
+        /// Why.
+        rejection: Rejection,
+        /// The path as the client wrote it, without angle brackets or parameters: client text,
+        /// to be escaped wherever it is written.
+        recipient: String,
+    },
     /// The session is over: flush the replies, then close.
     Close(CloseReason),
 }

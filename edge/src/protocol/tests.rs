@@ -114,6 +114,12 @@ impl Recorder {
                     progressed = true;
                 }
                 Event::Rejected(r) => self.events.push(format!("rejected {r:?}")),
+                Event::RecipientRejected {
+                    rejection,
+                    recipient,
+                } => self
+                    .events
+                    .push(format!("rejected {rejection:?} {recipient}")),
                 Event::Close(reason) => self.events.push(format!("close {reason:?}")),
             }
         }
@@ -333,7 +339,9 @@ fn relay_is_denied_on_delivery() {
             "EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:{rcpt}\r\n"
         ));
         assert_eq!(codes(&o)[3], "550 5.7.1", "{rcpt}");
-        assert_eq!(o.events, ["rejected RelayDenied"], "{rcpt}");
+        // The driver is told which recipient, as the client wrote it, for its log line.
+        let path = rcpt.trim_start_matches('<').trim_end_matches('>');
+        assert_eq!(o.events, [format!("rejected RelayDenied {path}")], "{rcpt}");
     }
 }
 
@@ -397,7 +405,7 @@ fn unknown_recipients_with_a_recipient_list() {
         b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<Known@example.test>\r\nRCPT TO:<other@example.test>\r\n",
     );
     assert_eq!(codes(&o)[3..], ["250 2.1.5", "550 5.1.1"]);
-    assert_eq!(o.events, ["rejected UnknownRecipient"]);
+    assert_eq!(o.events, ["rejected UnknownRecipient other@example.test"]);
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl Fixture {
                 rewrite: self.rewrite.clone(),
                 routes: (crate::relay::Route::Maildir, crate::relay::Route::Mx),
             },
-            Metrics::new(1),
+            Metrics::new(1, Vec::new()),
             None,
         )
         .unwrap()

@@ -1,10 +1,13 @@
 //! Carrying out the engine's events: spool writes for message content, the password check and
-//! the `auth` decision on it, the guard's judgement when a session ends, metrics.
+//! the `auth` decision on it, the guard's judgement when a session ends, metrics and log lines
+//! (`log.rs`).
 
 use super::{InFlight, Session};
 use crate::clock;
-use crate::metrics::{AuthResult, RejectReason};
-use crate::protocol::{AuthOutcome, CloseReason, Credentials, Event, Rejection, SpoolFault, TxnId};
+use crate::metrics::{AuthResult, RecipientReason, RejectReason};
+use crate::protocol::{
+    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, SpoolFault, TxnId,
+};
 use crate::spool::TraceInfo;
 
 impl Session {
@@ -32,23 +35,36 @@ impl Session {
                     if let Err(e) = &entry {
                         tracing::error!(error = %e, "spool: cannot start a message");
                     }
-                    self.in_flight = Some(InFlight { txn, entry });
+                    self.in_flight = Some(InFlight {
+                        txn,
+                        entry,
+                        envelope,
+                        size: 0,
+                    });
                 }
                 Event::MessageData { txn, data } => self.append(txn, data).await,
                 Event::MessageEnd { txn } => self.commit(txn).await,
                 Event::MessageAbort { txn, reason } => {
-                    if let Some(InFlight { txn: t, entry }) = self.in_flight.take() {
-                        if let (true, Ok(incoming)) = (t == txn, entry) {
-                            incoming.abort().await;
-                        }
-                    }
+                    let aborted = self.in_flight.take().filter(|f| f.txn == txn);
                     if let Some(r) = reason {
-                        self.reject(r);
+                        let envelope = aborted.as_ref().map(|f| &f.envelope);
+                        self.reject_message(envelope, reject_reason(r));
+                    }
+                    if let Some(InFlight {
+                        entry: Ok(incoming),
+                        ..
+                    }) = aborted
+                    {
+                        incoming.abort().await;
                     }
                 }
                 Event::StartTls => starttls = true,
                 Event::Authenticate(credentials) => self.authenticate(credentials).await,
-                Event::Rejected(r) => self.reject(r),
+                Event::Rejected(r) => self.reject_message(None, reject_reason(r)),
+                Event::RecipientRejected {
+                    rejection,
+                    recipient,
+                } => self.reject_recipient(&recipient, recipient_reason(rejection)),
                 Event::Close(reason) => {
                     let ip = self.peer.ip();
                     self.ctx.guard.session_closed(ip, clock::now(), reason);
@@ -68,11 +84,18 @@ impl Session {
             self.ctx
                 .auth
                 .decide(&mut self.auth, ip, clock::now(), verdict, &self.ctx.guard);
-        self.metrics().auth(match decision.outcome {
-            AuthOutcome::Success { .. } => AuthResult::Success,
-            AuthOutcome::Invalid => AuthResult::Failure,
+        let result = match &decision.outcome {
+            AuthOutcome::Success { login, .. } => {
+                self.login = Some(login.clone());
+                AuthResult::Success
+            }
+            AuthOutcome::Invalid => {
+                self.log_auth_failed(&credentials, &decision);
+                AuthResult::Failure
+            }
             AuthOutcome::Unavailable => AuthResult::Unavailable,
-        });
+        };
+        self.metrics().auth(result);
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
         }
@@ -80,14 +103,26 @@ impl Session {
         self.conn.handle_auth(clock::now(), decision.outcome);
     }
 
-    fn reject(&mut self, r: Rejection) {
-        self.summary.rejected += 1;
-        self.metrics().message_rejected(reject_reason(r));
+    /// A message refused at MAIL (no envelope yet) or whole after its data.
+    fn reject_message(&mut self, envelope: Option<&Envelope>, reason: RejectReason) {
+        self.summary.rejected(reason.label());
+        self.metrics().message_rejected(reason);
+        self.log_message_rejected(envelope, reason.label());
+    }
+
+    /// One recipient refused at RCPT.
+    fn reject_recipient(&mut self, recipient: &str, reason: RecipientReason) {
+        self.summary.rejected(reason.label());
+        self.metrics().recipient_rejected(reason);
+        self.log_recipient_rejected(recipient, reason.label());
     }
 
     async fn append(&mut self, txn: TxnId, data: Vec<u8>) {
         let entry = match &mut self.in_flight {
-            Some(f) if f.txn == txn => &mut f.entry,
+            Some(f) if f.txn == txn => {
+                f.size += data.len() as u64;
+                &mut f.entry
+            }
             _ => return self.conn.recycle(data),
         };
         let Ok(incoming) = entry else {
@@ -106,12 +141,19 @@ impl Session {
 
     /// Makes the message durable, then lets the engine answer: 250 only after the fsyncs.
     async fn commit(&mut self, txn: TxnId) {
-        let verdict = match self.in_flight.take() {
+        let (verdict, envelope, size) = match self.in_flight.take() {
             Some(InFlight {
                 txn: t,
                 entry: Ok(incoming),
-            }) if t == txn => incoming.commit().await,
-            Some(InFlight { entry: Err(e), .. }) => Err(e),
+                envelope,
+                size,
+            }) if t == txn => (incoming.commit().await, envelope, size),
+            Some(InFlight {
+                entry: Err(e),
+                envelope,
+                size,
+                ..
+            }) => (Err(e), envelope, size),
             _ => {
                 tracing::error!("spool: message end without a spool entry");
                 return self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
@@ -122,12 +164,13 @@ impl Session {
                 self.metrics().observe_fsync(fsync);
                 self.metrics().message_accepted();
                 self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
+                self.log_message_accepted(&id, &envelope, size);
                 self.summary.queue_ids.push(id.to_string());
                 self.ctx.queue.enqueue(id);
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool: commit failed; replying 451");
-                self.metrics().message_rejected(RejectReason::SpoolFailure);
+                self.reject_message(Some(&envelope), RejectReason::SpoolFailure);
                 self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
             }
         }
@@ -145,16 +188,27 @@ fn outcome(reason: CloseReason) -> &'static str {
     }
 }
 
+/// The metric (and log) reason of a refused message; recipient-only reasons never come here.
 fn reject_reason(r: Rejection) -> RejectReason {
     match r {
-        Rejection::RelayDenied => RejectReason::RelayDenied,
-        Rejection::UnknownRecipient => RejectReason::UnknownRecipient,
-        Rejection::TooManyRecipients => RejectReason::TooManyRecipients,
         Rejection::MessageTooLarge => RejectReason::MessageTooLarge,
         Rejection::BareNewline => RejectReason::BareNewline,
         Rejection::LineTooLong => RejectReason::LineTooLong,
         Rejection::NulOctet => RejectReason::NulOctet,
         Rejection::NotAuthenticated => RejectReason::NotAuthenticated,
         Rejection::SenderNotOwned => RejectReason::SenderNotOwned,
+        Rejection::RelayDenied | Rejection::UnknownRecipient | Rejection::TooManyRecipients => {
+            RejectReason::Other
+        }
+    }
+}
+
+/// The metric (and log) reason of a refused recipient.
+fn recipient_reason(r: Rejection) -> RecipientReason {
+    match r {
+        Rejection::RelayDenied => RecipientReason::RelayDenied,
+        Rejection::UnknownRecipient => RecipientReason::UnknownRecipient,
+        Rejection::TooManyRecipients => RecipientReason::TooManyRecipients,
+        _ => RecipientReason::Other,
     }
 }

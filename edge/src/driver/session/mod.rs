@@ -6,6 +6,7 @@
 //! decides on each AUTH attempt. This loop decides nothing: it executes.
 
 mod events;
+mod log;
 mod proxy;
 mod tls;
 
@@ -16,27 +17,25 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::context::{ListenerSpec, Snapshot, WorkerCtx};
+use super::context::{ListenerId, ListenerSpec, Snapshot, WorkerCtx};
 use crate::auth::SessionAuth;
 use crate::clock;
 use crate::guard::Admission;
 use crate::metrics::{RefuseReason, WorkerMetrics};
-use crate::protocol::{Closing, Connection, Reply, Role, TxnId};
+use crate::protocol::{Closing, Connection, Envelope, Reply, Role, TxnId};
 use crate::spool::{Incoming, SpoolError};
 use crate::transport::{RecvBuf, Stream};
+use log::Summary;
 use tls::SessionTls;
 
 /// The message being received, and whether its spool entry is still healthy.
 struct InFlight {
     txn: TxnId,
     entry: Result<Incoming, SpoolError>,
-}
-
-/// What the per-session log line reports.
-struct Summary {
-    outcome: &'static str,
-    queue_ids: Vec<String>,
-    rejected: u32,
+    /// Its envelope, for the log line when it is accepted or refused.
+    envelope: Envelope,
+    /// Content octets received so far (after dot-unstuffing).
+    size: u64,
 }
 
 /// Everything a session owns besides the socket.
@@ -55,6 +54,10 @@ struct Session {
     peer: SocketAddr,
     /// The balancer the client came through, when a PROXY header named the client.
     via: Option<SocketAddr>,
+    /// The listener that accepted the connection.
+    listener: Arc<ListenerId>,
+    /// The authenticated login, once AUTH succeeded.
+    login: Option<String>,
     conn: Connection,
     tls: Option<SessionTls>,
     in_flight: Option<InFlight>,
@@ -79,7 +82,10 @@ pub(super) async fn serve(
     index: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(spec) = config.listeners.get(index).cloned() else {
+    let (Some(spec), Some(listener)) = (
+        config.listeners.get(index).cloned(),
+        ctx.listeners.get(index).cloned(),
+    ) else {
         tracing::error!(index, "no listener with this index in the configuration");
         return;
     };
@@ -103,7 +109,7 @@ pub(super) async fn serve(
         }
     }
     let now = clock::now();
-    let mut s = Session::new(ctx, config, arrival.peer, &spec, now);
+    let mut s = Session::new(ctx, config, arrival.peer, listener, &spec, now);
     s.via = arrival.via;
     let peer = s.peer;
     // Admission before any TLS or SMTP work.
@@ -158,6 +164,7 @@ impl Session {
         ctx: Rc<WorkerCtx>,
         config: Arc<Snapshot>,
         peer: SocketAddr,
+        listener: Arc<ListenerId>,
         spec: &ListenerSpec,
         now: Instant,
     ) -> Session {
@@ -175,14 +182,12 @@ impl Session {
             config,
             peer,
             via: None,
+            listener,
+            login: None,
             conn,
             tls: None,
             in_flight: None,
-            summary: Summary {
-                outcome: "disconnected",
-                queue_ids: Vec::new(),
-                rejected: 0,
-            },
+            summary: Summary::new(),
             out: Vec::with_capacity(512),
             wire: Vec::new(),
             plain: Vec::new(),
@@ -212,19 +217,20 @@ impl Session {
             Admission::TooMany => {
                 // Only this connection is refused: the source's other sessions (a transfer in
                 // DATA, say) go on, and nothing is banned.
-                self.metrics().connection_refused(RefuseReason::PerIp);
+                self.metrics()
+                    .connection_refused(self.listener.index, RefuseReason::PerIp);
                 self.summary.outcome = "too many connections";
                 Closing::TooManyConnections
             }
             Admission::Full => {
                 self.metrics()
-                    .connection_refused(RefuseReason::MaxConnections);
+                    .connection_refused(self.listener.index, RefuseReason::MaxConnections);
                 self.summary.outcome = "server full";
                 Closing::ServerFull
             }
             // `Admit` never comes here: the caller serves it.
             Admission::Banned | Admission::Admit(_) => {
-                self.metrics().banned_refused();
+                self.metrics().banned_refused(self.listener.index);
                 self.summary.outcome = "banned";
                 Closing::Blocked
             }
@@ -460,23 +466,8 @@ impl Session {
         {
             entry.abort().await;
         }
-        let tls = self
-            .tls
-            .as_ref()
-            .and_then(SessionTls::trace)
-            .map(|t| t.version.clone())
-            .unwrap_or_default();
-        tracing::info!(
-            peer = %self.peer,
-            via = self.via.map(tracing::field::display),
-            // Debug-formatted: client text, so any control octet is escaped, never raw.
-            helo = ?self.conn.helo().unwrap_or_default(),
-            tls = %tls,
-            outcome = self.summary.outcome,
-            queued = %self.summary.queue_ids.join(","),
-            rejected = self.summary.rejected,
-            "session"
-        );
+        let tls = self.tls.as_ref().and_then(SessionTls::trace);
+        self.log_session(tls.map_or("", |t| t.version.as_str()));
     }
 }
 

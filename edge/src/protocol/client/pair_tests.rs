@@ -339,7 +339,9 @@ impl Pair {
                     self.server.handle_auth(now, outcome);
                     unblocked = true;
                 }
-                ServerEvent::Rejected(_) | ServerEvent::Close(_) => {}
+                ServerEvent::Rejected(_)
+                | ServerEvent::RecipientRejected { .. }
+                | ServerEvent::Close(_) => {}
             }
         }
         unblocked

@@ -120,9 +120,10 @@ impl Connection {
         // address any domain.
         let may_relay = self.cfg.role == Role::Submission && self.identity != Identity::Anonymous;
         match envelope::rcpt(arg, &txn.mail, &self.cfg, may_relay) {
-            Ok(_) if txn.rcpts.len() >= self.cfg.max_recipients => self.refuse(
+            Ok(_) if txn.rcpts.len() >= self.cfg.max_recipients => self.refuse_recipient(
+                arg,
                 Reply::too_many_recipients(),
-                Some(Rejection::TooManyRecipients),
+                Rejection::TooManyRecipients,
             ),
             Ok(path) => {
                 if let Some(txn) = &mut self.txn {
@@ -130,8 +131,18 @@ impl Connection {
                 }
                 self.reply(Reply::recipient_ok());
             }
-            Err((reply, rejection)) => self.refuse(reply, rejection),
+            Err((reply, Some(rejection))) => self.refuse_recipient(arg, reply, rejection),
+            Err((reply, None)) => self.bad_command_reply(reply),
         }
+    }
+
+    /// Refuses one recipient (the transaction goes on) and tells the driver which, and why.
+    fn refuse_recipient(&mut self, arg: &str, reply: Reply, rejection: Rejection) {
+        self.events.push_back(Event::RecipientRejected {
+            rejection,
+            recipient: envelope::path_text(arg).to_owned(),
+        });
+        self.reply(reply);
     }
 
     pub(super) fn refuse(&mut self, reply: Reply, rejection: Option<Rejection>) {
