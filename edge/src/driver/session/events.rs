@@ -165,7 +165,7 @@ impl Session {
                 self.metrics().message_accepted();
                 self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
                 self.log_message_accepted(&id, &envelope, size);
-                self.summary.queue_ids.push(id.to_string());
+                self.summary.queue_ids.push(id);
                 self.ctx.queue.enqueue(id);
             }
             Err(e) => {

@@ -28,7 +28,7 @@ pub(super) struct Summary {
     /// How it ended: `quit`, `timeout`, `banned`, `tls handshake failed`, ...
     pub(super) outcome: &'static str,
     /// The queue ids of the messages accepted, in order.
-    pub(super) queue_ids: Vec<String>,
+    pub(super) queue_ids: Vec<QueueId>,
     /// Recipients and messages refused.
     pub(super) rejected: u32,
     /// The distinct reasons of those refusals (metric labels), in the order first seen.
@@ -242,8 +242,11 @@ mod tests {
 
     #[test]
     fn lists_are_joined_in_order() {
-        let ids = ["A1".to_owned(), "B2".to_owned()];
-        assert_eq!(Joined(&ids).to_string(), "A1,B2");
+        let ids = [QueueId::from_parts(1, 0, 1), QueueId::from_parts(1, 0, 2)];
+        assert_eq!(
+            Joined(&ids).to_string(),
+            format!("{},{}", ids[0].as_str(), ids[1].as_str())
+        );
         assert_eq!(Joined::<String>(&[]).to_string(), "");
         assert_eq!(Sender(None).to_string(), "<>");
         assert_eq!(Angled("x\ny@z").to_string(), "<x\\ny@z>");
