@@ -40,12 +40,19 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // A line that cannot be written (stderr on a full disk, a closed pipe) is lost, nothing
+    // more. With internal errors on, the subscriber reports a failed write with `eprintln!`,
+    // which panics when stderr fails: the thread that logged would die (a session
+    // mid-transaction, the queue's scheduler holding accepted mail) just when the disk the
+    // spool shares with the log fills up.
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .log_internal_errors(false)
             .try_init(),
         LogFormat::Json => builder
             .json()
+            .log_internal_errors(false)
             // The event's fields beside timestamp, level and message, not nested under
             // "fields"; the server logs no spans, so none are listed.
             .flatten_event(true)

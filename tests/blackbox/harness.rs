@@ -59,6 +59,9 @@ pub struct Opts {
     pub ban_secs: Option<u64>,
     /// `[delivery] maildir`; default `<tempdir>/mail`.
     pub maildir: Option<PathBuf>,
+    /// Where the server's stderr (its log) goes instead of `<tempdir>/stderr.log`, e.g.
+    /// `/dev/full` for a log on a full disk (every write fails with ENOSPC).
+    pub stderr_to: Option<PathBuf>,
     /// `[delivery] mode`, written if set.
     pub maildir_mode: Option<&'static str>,
     /// More `key = value` lines for `[limits]`.
@@ -144,6 +147,7 @@ impl Default for Opts {
             greet_delay_ms: 0,
             ban_secs: None,
             maildir: None,
+            stderr_to: None,
             maildir_mode: None,
             limits_extra: Vec::new(),
             trusted: None,
@@ -387,6 +391,8 @@ pub struct Server {
     nofile: Option<u64>,
     child: Option<Child>,
     stderr_log: PathBuf,
+    /// [`Opts::stderr_to`]: stderr goes there, and `stderr_log` stays empty.
+    stderr_to: Option<PathBuf>,
     starts: u32,
 }
 
@@ -409,7 +415,10 @@ impl Server {
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");
         let maildir = opts.maildir.clone().unwrap_or_else(|| root.join("mail"));
-        Server::spawn_in(dir, maildir, Some(config), opts.nofile)
+        let mut server = Server::new_in(dir, maildir, Some(config), opts.nofile);
+        server.stderr_to = opts.stderr_to;
+        server.spawn();
+        server
     }
 
     /// Starts `smtp-edge serve` with no `--config`: the embedded default, with its fixed ports
@@ -420,20 +429,23 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().to_path_buf();
-        Server::spawn_in(dir, root.join("var/mail"), None, None)
+        let mut server = Server::new_in(dir, root.join("var/mail"), None, None);
+        server.spawn();
+        server
     }
 
-    /// Starts the server in `dir` (`--config config`, or none), delivering to `maildir`.
-    fn spawn_in(
+    /// A server in `dir` (`--config config`, or none), delivering to `maildir`, not started.
+    fn new_in(
         dir: tempfile::TempDir,
         maildir: PathBuf,
         config: Option<PathBuf>,
         nofile: Option<u64>,
     ) -> Server {
-        let mut server = Server {
+        Server {
             nofile,
             maildir,
             stderr_log: dir.path().join("stderr.log"),
+            stderr_to: None,
             config,
             dir,
             delivery: None,
@@ -443,9 +455,7 @@ impl Server {
             env: Vec::new(),
             child: None,
             starts: 0,
-        };
-        server.spawn();
-        server
+        }
     }
 
     /// Starts the binary again on the same config, spool and Maildir (after [`Server::sigkill`]
@@ -457,11 +467,17 @@ impl Server {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr_log)
-            .expect("open stderr log");
+        let stderr = match &self.stderr_to {
+            Some(path) => fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+            None => fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.stderr_log)
+                .expect("open stderr log"),
+        };
         writeln!(&stderr, "===== start #{} =====", self.starts).ok();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve");

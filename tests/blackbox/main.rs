@@ -33,6 +33,7 @@ mod greeting;
 mod guard;
 mod lifecycle;
 mod limits;
+mod log_full;
 mod logs;
 mod metrics;
 mod next_hop;
