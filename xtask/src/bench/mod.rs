@@ -30,8 +30,11 @@
 //! server CPU is taken from `/proc` from just before the load to the end of the delivery drain,
 //! so it includes getting every accepted message into Maildir.
 
+mod diagnose;
+mod handoff;
 mod json;
 mod procfs;
+mod relay;
 mod servers;
 mod shield;
 mod summary;
@@ -72,6 +75,19 @@ pub struct Args {
     /// Scenario a: messages per run.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     messages: u64,
+    /// Scenario r: messages per run (relayed to a next hop).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    relay: u64,
+    /// Scenario h: messages per round (smtp-source into smtp-edge relaying to smtp-sink,
+    /// alternating with smtp-sink itself).
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    handoff: u64,
+    /// Scenario h: rounds.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    handoff_rounds: u64,
+    /// Run only these scenarios (comma-separated: a, r, b, b2, f, c, d, e, h, client).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["a", "r", "b", "b2", "f", "c", "d", "e", "h", "client"])]
+    only: Vec<String>,
     /// Scenario c: messages (= sessions) per run.
     #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=25_000))]
     churn: u64,
@@ -93,6 +109,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// Whether scenario group `group` runs (every one unless `--only` names others).
+    fn runs(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+
     fn rounds(&self) -> usize {
         match self.rounds {
             Some(n) => n as usize,
@@ -123,6 +144,10 @@ struct Scenario {
     listener: usize,
     /// Not run against `--vs` servers.
     edge_only: bool,
+    /// Local mail goes to a next hop, a fresh `smtp-sink` per run, instead of Maildir:
+    /// smtp-edge with `relay.local = "smtp://..."`, Postfix with `relay_transport`. The run
+    /// ends when the sink has every accepted message.
+    next_hop: bool,
 }
 
 /// The user of scenario b2, created with `smtp-edge user add`.
@@ -143,6 +168,15 @@ struct Run {
     delivered: usize,
     /// Recipients per message: each accepted message is this many Maildir files.
     rcpts: usize,
+    /// Wall time of the load (the client's run).
+    load_s: f64,
+    /// Whether the messages went to a next hop ([`Scenario::next_hop`]): `delivered` is
+    /// then what the next hop received.
+    next_hop: bool,
+    /// Free space on the run's file system, lowest seen during the load and the drain (MiB).
+    min_free_mib: u64,
+    /// Why the run failed, in the server's words (its log, its queue), when it did.
+    diagnosis: Vec<String>,
 }
 
 impl Run {
@@ -161,11 +195,17 @@ impl Run {
     fn errors(&self) -> u64 {
         json::errors(&self.bench)
     }
+    /// Accepted messages per second from the start of the load until the last one was
+    /// delivered (in Maildir, or at the next hop): intake and delivery together.
+    fn end_to_end_per_s(&self) -> f64 {
+        self.msgs() / (self.load_s + self.drain_s).max(1e-9)
+    }
     fn json(&self) -> String {
         format!(
             "{{\"scenario\":{},\"server\":{},\"round\":{},\"server_cpu_s\":{:.3},\
              \"server_cpu_us_per_message\":{:.1},\"drain_s\":{:.3},\"peak_rss_kib\":{},\
-             \"maildir_files\":{},\"bench\":{}}}",
+             \"delivered\":{},\"next_hop\":{},\"load_s\":{:.3},\"end_to_end_per_s\":{:.1},\
+             \"min_free_mib\":{},\"diagnosis\":{},\"bench\":{}}}",
             quote(self.scenario),
             quote(self.server.name()),
             self.round,
@@ -174,6 +214,11 @@ impl Run {
             self.drain_s,
             self.peak_rss_kib,
             self.delivered,
+            self.next_hop,
+            self.load_s,
+            self.end_to_end_per_s(),
+            self.min_free_mib,
+            Json::from(self.diagnosis.clone()),
             self.bench_raw.trim()
         )
     }
@@ -278,6 +323,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: EdgeSetup::default(),
             listener: 0,
             edge_only: false,
+            next_hop: false,
             title: "a durable, 50 sessions, 10 KiB".into(),
             args: strings(&[
                 "-c",
@@ -293,6 +339,16 @@ pub fn main(mut args: Args) -> Result<()> {
             ]),
         },
         Scenario {
+            key: "r",
+            group: "r",
+            setup: EdgeSetup::default(),
+            listener: 0,
+            edge_only: false,
+            next_hop: true,
+            title: "r relay to smtp-sink, as a".into(),
+            args: a_args(args.relay),
+        },
+        Scenario {
             key: "b-plain",
             group: "b",
             title: "b plaintext (as a)".into(),
@@ -300,6 +356,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: starttls.clone(),
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "b-starttls",
@@ -309,6 +366,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: starttls,
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "b2-reuse",
@@ -321,6 +379,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: submission.clone(),
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "b2-churn",
@@ -333,6 +392,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: submission,
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "f-plain",
@@ -342,6 +402,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: implicit.clone(),
             listener: 1,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "f-full",
@@ -351,6 +412,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: implicit.clone(),
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "f-resumed",
@@ -360,6 +422,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: implicit,
             listener: 0,
             edge_only: true,
+            next_hop: false,
         },
         Scenario {
             key: "c",
@@ -367,6 +430,7 @@ pub fn main(mut args: Args) -> Result<()> {
             setup: EdgeSetup::default(),
             listener: 0,
             edge_only: false,
+            next_hop: false,
             title: "c churn, 1 msg/session, 50 conc.".into(),
             args: strings(&[
                 "-c",
@@ -382,17 +446,33 @@ pub fn main(mut args: Args) -> Result<()> {
             ]),
         },
     ];
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .filter(|s| args.runs(s.group))
+        .collect();
     let mut groups: Vec<&str> = scenarios.iter().map(|s| s.group).collect();
     groups.dedup();
-    let client_cost_runs =
+    let postfix_tools =
         Path::new(servers::SMTP_SINK).exists() && Path::new(servers::SMTP_SOURCE).exists();
+    let client_cost_runs = postfix_tools && args.runs("client");
+    let handoff_runs = postfix_tools && args.runs("h");
     let load_runs: usize = scenarios
         .iter()
         .map(|sc| 1 + if sc.edge_only { 0 } else { args.vs.len() })
         .sum::<usize>()
         * rounds;
-    // Load runs, then d, then e (one step), then the client cost (one step).
-    let mut progress = Progress::new(load_runs + 1 + 1 + usize::from(client_cost_runs));
+    // Load runs, then d, then e (one step), then h (one step per run), then the client cost.
+    let mut progress = Progress::new(
+        load_runs
+            + usize::from(args.runs("d"))
+            + usize::from(args.runs("e"))
+            + if handoff_runs {
+                2 * args.handoff_rounds as usize
+            } else {
+                0
+            }
+            + usize::from(client_cost_runs),
+    );
     let mut runs = Vec::new();
     for group in groups {
         for round in 1..=rounds {
@@ -411,13 +491,36 @@ pub fn main(mut args: Args) -> Result<()> {
             }
         }
     }
-    progress.step(&format!("d idle {} sessions / smtp-edge", args.idle));
-    let idle = idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?;
-    progress.step("e shield / smtp-edge in network namespaces");
-    let shield = if args.no_shield {
+    let idle = if args.runs("d") {
+        progress.step(&format!("d idle {} sessions / smtp-edge", args.idle));
+        Some(idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?)
+    } else {
+        None
+    };
+    let shield = if !args.runs("e") {
+        shield::Outcome::Skipped("--only".into())
+    } else if args.no_shield {
+        progress.step("e shield / smtp-edge in network namespaces");
         shield::Outcome::Skipped("--no-shield".into())
     } else {
+        progress.step("e shield / smtp-edge in network namespaces");
         shield::run(&bins.edge, &bins.bench, &tmp.0.join("e-shield"), rounds)?
+    };
+    let handoff = if handoff_runs {
+        let rounds = args.handoff_rounds as usize;
+        let dir = tmp.0.join("h-handoff");
+        Some(handoff::run(
+            &bins.edge,
+            &dir,
+            args.handoff,
+            rounds,
+            &mut |what| progress.step(what),
+        )?)
+    } else {
+        if args.runs("h") {
+            eprintln!("h: skipped, smtp-source or smtp-sink is not installed");
+        }
+        None
     };
     let client = if client_cost_runs {
         progress.step("client cost, smtp-bench vs smtp-source against smtp-sink");
@@ -427,9 +530,24 @@ pub fn main(mut args: Args) -> Result<()> {
     };
     progress.done();
 
-    let table = render(&scenarios, &runs, &idle, &shield, client.as_deref(), &args);
+    let mut table = render(
+        &scenarios,
+        &runs,
+        idle.as_ref(),
+        &shield,
+        client.as_deref(),
+        &args,
+    );
+    relay::render(&mut table, &scenarios, &runs, rounds);
+    if let Some(h) = &handoff {
+        table.push_str(&h.render());
+    }
     print!("{table}");
-    let summary = summary::markdown(&scenarios, &runs, rounds);
+    let mut summary = summary::markdown(&scenarios, &runs, rounds);
+    summary.push_str(&relay::markdown(&scenarios, &runs));
+    if let Some(h) = &handoff {
+        summary.push_str(&h.markdown());
+    }
     println!("\nmean ± standard deviation over rounds:\n\n{summary}");
 
     let out_dir = target.join("bench");
@@ -437,12 +555,15 @@ pub fn main(mut args: Args) -> Result<()> {
     let stamp = unix_time();
     let doc = format!(
         "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":{},\
-         \"shield\":{},\"client_cost\":[{}],\"table\":{}}}\n",
+         \"shield\":{},\"handoff\":{},\"client_cost\":[{}],\"table\":{}}}\n",
         quote(&machine),
         rounds,
         runs.iter().map(Run::json).collect::<Vec<_>>().join(","),
-        idle.json(),
+        idle.as_ref().map_or("null".into(), Idle::json),
         shield.json(),
+        handoff
+            .as_ref()
+            .map_or("null".into(), handoff::Handoff::json),
         client
             .as_deref()
             .unwrap_or_default()
@@ -467,7 +588,10 @@ pub fn main(mut args: Args) -> Result<()> {
 
     let mut problems = summary::problems(&runs);
     problems.extend(shield.problems());
-    if idle.established < idle.target {
+    if let Some(h) = &handoff {
+        problems.extend(h.problems());
+    }
+    if let Some(idle) = idle.as_ref().filter(|i| i.established < i.target) {
         problems.push(format!(
             "d idle: {} of {} sessions established",
             idle.established, idle.target
@@ -611,9 +735,25 @@ fn measured(cmd: &mut Command, mut sample: impl FnMut()) -> Result<Measured> {
 }
 
 fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) -> Result<Run> {
-    let server = start(bins, kind, dir, &sc.setup)?;
+    let hop = if sc.next_hop {
+        Some(Server::sink(&dir.join("next-hop"))?)
+    } else {
+        None
+    };
+    let server = match (&hop, kind) {
+        (Some(hop), Kind::Edge) => {
+            let setup = EdgeSetup {
+                relay_local: Some(format!("smtp://127.0.0.1:{}", hop.port)),
+                ..sc.setup.clone()
+            };
+            Server::edge_with(&bins.edge, dir, &setup)?
+        }
+        (Some(hop), Kind::Postfix) => Server::postfix_relay(dir, hop.port)?,
+        _ => start(bins, kind, dir, &sc.setup)?,
+    };
     let cpu0 = server.cpu();
     let mut peak = server.rss_kib();
+    let mut min_free = procfs::free_mib(dir);
     let mut cmd = Command::new(&bins.bench);
     let ca = server.cert.display().to_string();
     let port = server
@@ -624,23 +764,40 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
     cmd.args(sc.args.iter().map(|a| if a == "{ca}" { &ca } else { a }))
         .arg("--json")
         .arg(format!("127.0.0.1:{port}"));
-    let m = measured(&mut cmd, || peak = peak.max(server.rss_kib()))?;
+    let m = measured(&mut cmd, || {
+        peak = peak.max(server.rss_kib());
+        min_free = min_free.min(procfs::free_mib(dir));
+    })?;
     let bench = json::parse(m.stdout.trim())
         .with_context(|| format!("smtp-bench output: {:?}", m.stdout))?;
-    let drain = server.drain(DRAIN_LIMIT);
+    let accepted = bench.num("messages_ok") as usize;
+    let drain = match &hop {
+        Some(hop) => server.drain_until(DRAIN_LIMIT, || hop.delivered() >= accepted),
+        None => server.drain(DRAIN_LIMIT),
+    };
     let server_cpu_s = server.cpu() - cpu0;
+    min_free = min_free.min(procfs::free_mib(dir));
     let peak_rss_kib = match kind {
         Kind::Postfix => peak.max(server.rss_kib()),
         _ => procfs::status_kib(server.pid, "VmHWM"),
     };
-    let delivered = server.delivered();
+    let delivered = hop
+        .as_ref()
+        .map_or_else(|| server.delivered(), Server::delivered);
     if kind != Kind::Sink && server.backlog() > 0 {
         eprintln!(
             "  warning: {} messages still queued after {DRAIN_LIMIT:?}",
             server.backlog()
         );
     }
+    let failed = json::errors(&bench) > 0 || delivered != accepted || server.backlog() > 0;
+    let diagnosis = if failed {
+        diagnose::run(&server, &bins.edge, dir)
+    } else {
+        Vec::new()
+    };
     drop(server);
+    drop(hop);
     Ok(Run {
         scenario: sc.key,
         server: kind,
@@ -652,6 +809,10 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
         peak_rss_kib,
         delivered,
         rcpts: 1,
+        load_s: m.wall.as_secs_f64(),
+        next_hop: sc.next_hop,
+        min_free_mib: min_free,
+        diagnosis,
     })
 }
 
@@ -844,7 +1005,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn render(
     scenarios: &[Scenario],
     runs: &[Run],
-    idle: &Idle,
+    idle: Option<&Idle>,
     shield: &shield::Outcome,
     client: Option<&[ClientCost]>,
     args: &Args,
@@ -889,7 +1050,8 @@ fn render(
             );
         }
     }
-    let _ = writeln!(
+    if let Some(idle) = idle {
+        let _ = writeln!(
         t,
         "{:<34} smtp-edge: {} of {} established in {:.1} s; RSS {:.1} -> {:.1} MiB = {:.2} KiB/connection (goal < 20); peak {:.1} MiB; CPU {:.2} s",
         format!("d idle {} sessions", idle.target),
@@ -902,6 +1064,7 @@ fn render(
         idle.hwm_kib as f64 / 1024.0,
         idle.server_cpu_s
     );
+    }
     let _ = write!(t, "{}", shield.render());
     render_tls(&mut t, scenarios, runs, args.rounds());
     for other in &args.vs {

@@ -121,3 +121,19 @@ pub fn count_files(dir: &Path) -> usize {
     }
     n
 }
+
+/// Free space (for an unprivileged writer) on the file system holding `path`, in MiB; 0 when
+/// it cannot be read. A run whose disk filled up refuses mail with 451 and defers deliveries,
+/// which is the server keeping its promise, not a figure.
+pub fn free_mib(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statvfs the call fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) >> 20
+}

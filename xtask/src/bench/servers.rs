@@ -8,6 +8,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -56,6 +58,8 @@ pub struct EdgeSetup {
     pub shield: Option<String>,
     /// Run inside this network namespace (`ip netns exec NS ...`).
     pub netns: Option<String>,
+    /// `[relay] local = URL`: local mail goes to this next hop instead of Maildir.
+    pub relay_local: Option<String>,
 }
 
 impl Default for EdgeSetup {
@@ -66,6 +70,7 @@ impl Default for EdgeSetup {
             users: None,
             shield: None,
             netns: None,
+            relay_local: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct Server {
     pub cert: PathBuf,
     /// The process to measure (Postfix: `master`, whose tree is measured).
     pub pid: u32,
+    /// smtp-sink: messages it has answered `.` for (its `-c` counter).
+    received: Arc<AtomicU64>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -133,6 +140,9 @@ impl Server {
         if let Some(shield) = &setup.shield {
             let _ = write!(text, "\n[shield]\n{shield}\n");
         }
+        if let Some(local) = &setup.relay_local {
+            let _ = write!(text, "\n[relay]\nlocal = \"{local}\"\n");
+        }
         std::fs::write(&config, text)?;
         let mut cmd = match &setup.netns {
             Some(ns) => {
@@ -161,6 +171,7 @@ impl Server {
             metrics: None,
             cert: dir.join("tls/cert.pem"),
             pid,
+            received: Arc::default(),
             dir: dir.to_path_buf(),
             child: Some(child),
         };
@@ -206,9 +217,15 @@ impl Server {
 
     /// Waits (at most `limit`) until every accepted message is delivered; returns the wait.
     pub fn drain(&self, limit: Duration) -> Duration {
+        self.drain_until(limit, || true)
+    }
+
+    /// Waits (at most `limit`) until the queue is empty and `arrived()` (the next hop has every
+    /// message); returns the wait.
+    pub fn drain_until(&self, limit: Duration, arrived: impl Fn() -> bool) -> Duration {
         let start = now();
-        while self.backlog() > 0 && now() - start < limit {
-            std::thread::sleep(Duration::from_millis(50));
+        while !(arrived() && self.backlog() == 0) && now() - start < limit {
+            std::thread::sleep(Duration::from_millis(10));
         }
         now() - start
     }
@@ -229,27 +246,34 @@ impl Server {
         }
     }
 
-    /// Messages delivered to Maildir (files in `new/` or `cur/`), to check nothing was lost.
+    /// Messages delivered: files in Maildir (smtp-edge, Postfix), or the messages smtp-sink
+    /// answered `.` for (it stores nothing, but counts).
     pub fn delivered(&self) -> usize {
         match self.kind {
-            Kind::Sink => 0,
+            Kind::Sink => self.received.load(Ordering::Relaxed) as usize,
             _ => procfs::count_files(&self.dir.join("mail")),
         }
     }
 
-    /// Starts `smtp-sink` on a free loopback port; it answers everything and stores nothing.
+    /// Starts `smtp-sink` on a free loopback port; it answers everything and stores nothing,
+    /// and counts what it received (`-c`: `sess=N quit=N mesg=N` on stdout at every `.`, QUIT
+    /// and session end), which [`Server::delivered`] reads.
     pub fn sink(dir: &Path) -> Result<Server> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
-        let child = Command::new(SMTP_SINK)
-            .args(["-u", "nobody", "-m", "4096"])
+        let mut child = Command::new(SMTP_SINK)
+            .args(["-u", "nobody", "-c", "-m", "4096"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("1024")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?))
             .spawn()
             .context("starting smtp-sink")?;
+        let received = Arc::new(AtomicU64::new(0));
+        let stdout = child.stdout.take().context("smtp-sink stdout")?;
+        let counter = Arc::clone(&received);
+        std::thread::spawn(move || count_sink_messages(stdout, &counter));
         let server = Server {
             kind: Kind::Sink,
             port,
@@ -257,6 +281,7 @@ impl Server {
             metrics: None,
             cert: PathBuf::new(),
             pid: child.id(),
+            received,
             dir: dir.to_path_buf(),
             child: Some(child),
         };
@@ -268,6 +293,18 @@ impl Server {
     /// SMTP listener on a free loopback port, durable queueing (cleanup fsyncs before the 250),
     /// delivery by virtual(8) into `dir/mail/example.test/user/` (Maildir, fsynced per file).
     pub fn postfix(dir: &Path) -> Result<Server> {
+        Server::postfix_with(dir, None)
+    }
+
+    /// As [`Server::postfix`], but `example.test` is a relay domain whose mail goes by smtp(8)
+    /// to `127.0.0.1:next_hop` (`relay_transport = relay:[127.0.0.1]:PORT`, no MX lookup),
+    /// with Postfix's defaults for the rest (connection cache on demand, 20 connections per
+    /// destination, no TLS since the sink offers none).
+    pub fn postfix_relay(dir: &Path, next_hop: u16) -> Result<Server> {
+        Server::postfix_with(dir, Some(next_hop))
+    }
+
+    fn postfix_with(dir: &Path, next_hop: Option<u16>) -> Result<Server> {
         let conf = dir.join("etc");
         let queue = dir.join("queue");
         let data = dir.join("data");
@@ -299,19 +336,28 @@ impl Server {
                  biff = no\n\
                  maillog_file_prefixes = {dir}\n\
                  maillog_file = {dir}/maillog\n\
-                 virtual_mailbox_domains = example.test\n\
-                 virtual_mailbox_base = {mail}\n\
-                 virtual_mailbox_maps = static:example.test/user/\n\
-                 virtual_uid_maps = static:65534\n\
-                 virtual_gid_maps = static:65534\n\
-                 virtual_minimum_uid = 100\n\
+                 {destination}\
                  smtpd_client_connection_count_limit = 0\n\
                  default_process_limit = 200\n\
                  smtputf8_enable = no\n",
                 queue = queue.display(),
                 data = data.display(),
-                mail = mail.display(),
                 dir = dir.display(),
+                destination = match next_hop {
+                    None => format!(
+                        "virtual_mailbox_domains = example.test\n\
+                         virtual_mailbox_base = {mail}\n\
+                         virtual_mailbox_maps = static:example.test/user/\n\
+                         virtual_uid_maps = static:65534\n\
+                         virtual_gid_maps = static:65534\n\
+                         virtual_minimum_uid = 100\n",
+                        mail = mail.display()
+                    ),
+                    Some(port) => format!(
+                        "relay_domains = example.test\n\
+                         relay_transport = relay:[127.0.0.1]:{port}\n"
+                    ),
+                },
             ),
         )?;
         std::fs::write(
@@ -333,6 +379,8 @@ impl Server {
                  retry     unix  - - n - - error\n\
                  discard   unix  - - n - - discard\n\
                  virtual   unix  - n n - - virtual\n\
+                 smtp      unix  - - n - - smtp\n\
+                 relay     unix  - - n - - smtp\n\
                  anvil     unix  - - n - 1 anvil\n\
                  scache    unix  - - n - 1 scache\n\
                  postlog   unix-dgram n - n - 1 postlogd\n"
@@ -345,6 +393,7 @@ impl Server {
             metrics: None,
             cert: PathBuf::new(),
             pid: 0,
+            received: Arc::default(),
             dir: dir.to_path_buf(),
             child: None,
         };
@@ -412,6 +461,22 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Keeps `counter` at smtp-sink's latest `mesg=N` (its `-c` lines end in `\r`).
+fn count_sink_messages(stdout: impl std::io::Read, counter: &AtomicU64) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    while reader.read_until(b'\r', &mut line).is_ok_and(|n| n > 0) {
+        let text = String::from_utf8_lossy(&line);
+        if let Some(n) = text
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("mesg=")?.parse::<u64>().ok())
+        {
+            counter.store(n, Ordering::Relaxed);
+        }
+        line.clear();
     }
 }
 

@@ -223,6 +223,7 @@ fn one(
             "enabled = false\n".into()
         }),
         netns: Some(net.server.clone()),
+        relay_local: None,
     };
     let server = Server::edge_with(edge, dir, &setup)?;
     let metrics = server
