@@ -735,7 +735,8 @@ fn measured(cmd: &mut Command, mut sample: impl FnMut()) -> Result<Measured> {
 }
 
 fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) -> Result<Run> {
-    let hop = if sc.next_hop {
+    // smtp-sink relays nothing: against it, a next-hop scenario is its own intake.
+    let hop = if sc.next_hop && kind != Kind::Sink {
         Some(Server::sink(&dir.join("next-hop"))?)
     } else {
         None
@@ -796,6 +797,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
     } else {
         Vec::new()
     };
+    let hop_used = hop.is_some();
     drop(server);
     drop(hop);
     Ok(Run {
@@ -810,7 +812,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
         delivered,
         rcpts: 1,
         load_s: m.wall.as_secs_f64(),
-        next_hop: sc.next_hop,
+        next_hop: hop_used,
         min_free_mib: min_free,
         diagnosis,
     })
