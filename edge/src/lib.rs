@@ -37,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod driver;
 pub mod guard;
 pub mod logging;

@@ -112,7 +112,7 @@ fn queue_id(reply: &Reply) -> String {
 
 /// A full transaction on a TLS connection: MAIL, each RCPT (all must get 250), DATA, the
 /// message (dot-stuffed here), `.`. Returns the end-of-data reply.
-fn send_mail(c: &mut TlsConn, from: &str, rcpts: &[&str], msg: &[u8]) -> Reply {
+pub(crate) fn send_mail(c: &mut TlsConn, from: &str, rcpts: &[&str], msg: &[u8]) -> Reply {
     let r = c.cmd(&format!("MAIL FROM:<{from}>"));
     assert_eq!(r.code, 250, "MAIL FROM:<{from}>: {r:?}");
     for rcpt in rcpts {
@@ -127,7 +127,7 @@ fn send_mail(c: &mut TlsConn, from: &str, rcpts: &[&str], msg: &[u8]) -> Reply {
 }
 
 /// STARTTLS on a submission listener, then `AUTH PLAIN` as `user`; expects 235 2.7.0.
-fn login_starttls(addr: SocketAddr, user: &str, password: &str) -> TlsConn {
+pub(crate) fn login_starttls(addr: SocketAddr, user: &str, password: &str) -> TlsConn {
     let (mut c, _) = TlsConn::connect_starttls(addr, Some(MX));
     let r = c.cmd(&format!("AUTH PLAIN {}", plain(user, password)));
     expect(&r, 235, "2.7.0", &format!("AUTH PLAIN as {user}"));

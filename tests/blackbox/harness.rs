@@ -85,6 +85,8 @@ pub struct Opts {
     pub listener_names: Vec<&'static str>,
     /// `[log] format`, written if set.
     pub log_format: Option<&'static str>,
+    /// More TOML, written at the end of the file (whole sections: `[[dkim.sign]]` ...).
+    pub extra_toml: Vec<String>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -159,6 +161,7 @@ impl Default for Opts {
             proxy_header_timeout_secs: None,
             listener_names: Vec::new(),
             log_format: None,
+            extra_toml: Vec::new(),
         }
     }
 }
@@ -294,6 +297,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     }
     if let Some(auth) = &opts.auth {
         render_auth(&mut t, auth, root);
+    }
+    for section in &opts.extra_toml {
+        writeln!(t, "\n{section}").unwrap();
     }
     t
 }

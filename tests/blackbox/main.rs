@@ -28,6 +28,7 @@ mod command_line;
 mod config;
 mod crash;
 mod disk_full;
+mod dkim;
 mod envelope;
 mod greeting;
 mod guard;

@@ -123,13 +123,25 @@ const TOOLS: &[Tool] = &[
     Tool {
         probe: Probe::PythonModule("pip"),
         package: Source::Apt("python3-pip"),
-        needed_by: "installing aiosmtpd",
+        needed_by: "installing aiosmtpd and dkimpy",
         root_only: false,
     },
     Tool {
         probe: Probe::PythonModule("aiosmtpd"),
         package: Source::Pip("aiosmtpd"),
         needed_by: "tests/peers and tests/blackbox/next_hop.rs (aiosmtpd receivers)",
+        root_only: false,
+    },
+    Tool {
+        probe: Probe::PythonModule("dkim"),
+        package: Source::Pip("dkimpy"),
+        needed_by: "tests/blackbox/dkim.rs (verifying the signatures of submitted mail)",
+        root_only: false,
+    },
+    Tool {
+        probe: Probe::PythonModule("nacl"),
+        package: Source::Pip("pynacl"),
+        needed_by: "tests/blackbox/dkim.rs (dkimpy's ed25519-sha256, RFC 8463)",
         root_only: false,
     },
     Tool {

@@ -53,6 +53,8 @@ enum Command {
     /// Make a running server read its configuration file again (as SIGHUP does), and say
     /// whether it applied.
     Reload(smtp_edge::control::reload::ReloadArgs),
+    /// Make a DKIM signing key and print the DNS record to publish.
+    Dkim(smtp_edge::dkim::cli::DkimArgs),
 }
 
 /// Exit status for bad usage, a bad config, or a start failure.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => smtp_edge::queue::cli::run(&args),
         Command::Shield(args) => smtp_edge::shield::cli::run(&args),
         Command::Reload(args) => smtp_edge::control::reload::run(&args),
+        Command::Dkim(args) => smtp_edge::dkim::cli::run(&args),
     }
 }
 

@@ -109,6 +109,7 @@
 //! [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
 
 mod checks;
+mod dkim;
 mod raw;
 mod recipients;
 mod relay;
@@ -127,6 +128,7 @@ use std::time::Duration;
 use crate::auth::AuthConfig;
 use crate::checks::ChecksConfig;
 use crate::control::ControlConfig;
+use crate::dkim::DkimSigners;
 use crate::guard::GuardConfig;
 use crate::logging::LogConfig;
 use crate::protocol::{EngineConfig, Role, Timeouts};
@@ -138,6 +140,7 @@ use crate::tls::TlsConfig;
 
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
 pub use relay::{MAX_NAMESERVERS, MAX_RELAY_AGE_SECS, MAX_RETRY_STEPS};
+pub(crate) use validate::domain_name;
 pub use validate::{
     MAX_BAD_COMMANDS_CEILING, MAX_CONNECTIONS_PER_IP, MAX_GREET_DELAY_MS,
     MAX_HANDSHAKE_TIMEOUT_SECS, MAX_MESSAGE_SIZE_CEILING, MAX_RECIPIENTS_CEILING,
@@ -362,6 +365,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[log]`: text (the default) or one JSON object per line.
     pub log: LogConfig,
+    /// `[[dkim.sign]]`: the keys that sign authenticated submissions by their `From:` domain,
+    /// read and checked at load; empty when none are configured.
+    pub dkim: Arc<DkimSigners>,
 }
 
 impl Config {

@@ -48,6 +48,8 @@ pub(super) struct RawConfig {
     pub proxy: Option<RawProxy>,
     /// `[log]`; `None` when absent or when it failed to deserialize (already reported).
     pub log: Option<RawLog>,
+    /// `[dkim]`; `None` when absent or when it failed to deserialize (already reported).
+    pub dkim: Option<RawDkim>,
 }
 
 /// `[proxy]`; every key is optional and defaults to [`crate::proxy::ProxyConfig::default`].
@@ -220,6 +222,23 @@ pub(super) struct RawLog {
     pub format: Option<crate::logging::LogFormat>,
 }
 
+/// `[dkim]`: `[[dkim.sign]]` entries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkim {
+    #[serde(default)]
+    pub sign: Vec<RawDkimSign>,
+}
+
+/// One `[[dkim.sign]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkimSign {
+    pub domain: String,
+    pub selector: String,
+    pub key: String,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +267,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "checks",
     "proxy",
     "log",
+    "dkim",
 ];
 
 /// Parses `text` into a [`RawConfig`], pushing every syntax, type and unknown-key error to
@@ -277,6 +297,7 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         checks: take(&mut table, "", "checks", errors),
         proxy: take(&mut table, "", "proxy", errors),
         log: take(&mut table, "", "log", errors),
+        dkim: take(&mut table, "", "dkim", errors),
         tls: None,
         shield: None,
         listeners: Vec::new(),

@@ -1392,3 +1392,90 @@ fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
     let mut same = running.clone();
     assert!(same.keep_restart_keys(&running).is_empty());
 }
+
+#[test]
+fn dkim_sign_entries_load_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = dir.path().join("rsa.pem");
+    let ed = dir.path().join("ed.pem");
+    std::fs::write(
+        &rsa,
+        crate::dkim::generate(crate::dkim::KeyAlgorithm::Rsa, 2048).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &ed,
+        crate::dkim::generate(crate::dkim::KeyAlgorithm::Ed25519, 0).unwrap(),
+    )
+    .unwrap();
+    let text = format!(
+        "{BASE}\n[[dkim.sign]]\ndomain = \"Example.TEST\"\nselector = \"s1\"\nkey = {:?}\n\
+         [[dkim.sign]]\ndomain = \"other.test\"\nselector = \"2026.ed\"\nkey = {:?}\n",
+        rsa.display().to_string(),
+        ed.display().to_string()
+    );
+    let c = Config::from_toml_str(&text).unwrap();
+    let header = |from: &str| format!("From: {from}\r\n\r\n");
+    let key = c.dkim.key_for(header("a@example.test").as_bytes()).unwrap();
+    assert_eq!(
+        (key.domain.as_str(), key.selector.as_str()),
+        ("example.test", "s1")
+    );
+    assert_eq!(key.key.algorithm(), crate::dkim::KeyAlgorithm::Rsa);
+    let key = c.dkim.key_for(header("b@other.test").as_bytes()).unwrap();
+    assert_eq!(key.key.algorithm(), crate::dkim::KeyAlgorithm::Ed25519);
+    assert!(Config::from_toml_str(BASE).unwrap().dkim.is_empty());
+}
+
+#[test]
+fn dkim_sign_problems_name_their_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.pem");
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+    let pem = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, Default::default()).unwrap();
+    std::fs::write(&small, pem.as_bytes()).unwrap();
+    let good = dir.path().join("good.pem");
+    std::fs::write(
+        &good,
+        crate::dkim::generate(crate::dkim::KeyAlgorithm::Ed25519, 0).unwrap(),
+    )
+    .unwrap();
+    let entry = |domain: &str, selector: &str, key: &std::path::Path| {
+        format!(
+            "[[dkim.sign]]\ndomain = {domain:?}\nselector = {selector:?}\nkey = {:?}\n",
+            key.display().to_string()
+        )
+    };
+    let text = [
+        BASE.to_owned(),
+        entry("a.test", "s1", &small),
+        entry("a.test", "s1", &good),
+        entry("b.test", "bad selector", &good),
+        entry("c..test", "s1", &good),
+        entry("d.test", "s1", &dir.path().join("missing.pem")),
+    ]
+    .join("\n");
+    let errors = errors(&text);
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.problem.as_str()))
+        .collect();
+    let has = |key: &str, part: &str| {
+        assert!(
+            found.iter().any(|(k, p)| *k == key && p.contains(part)),
+            "no {key} error containing {part:?}: {found:?}"
+        )
+    };
+    has("dkim.sign[0].key", "1024 bits");
+    has("dkim.sign[1].domain", "has a key already");
+    has("dkim.sign[2].selector", "not a selector");
+    has("dkim.sign[3].domain", "not a valid domain name");
+    has("dkim.sign[4].key", "cannot read");
+    assert_eq!(errors.len(), 5, "{found:?}");
+    assert_eq!(
+        keys(&format!(
+            "{BASE}\n[[dkim.sign]]\ndomain = \"a.test\"\nselector = \"s\"\n"
+        )),
+        ["dkim.sign.key"]
+    );
+}

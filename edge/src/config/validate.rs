@@ -165,6 +165,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
     let log = LogConfig {
         format: raw.log.and_then(|l| l.format).unwrap_or_default(),
     };
+    let dkim = v.dkim(raw.dkim.unwrap_or_default());
     let rewrite = match (rewrite, &local_domains, &recipients) {
         (Some(mut rewrite), Some(domains), Some(known)) => {
             rewrite.local_domains = domains.iter().cloned().collect();
@@ -195,6 +196,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         checks: checks?,
         proxy: proxy?,
         log,
+        dkim: Arc::new(dkim?),
     })
 }
 
@@ -1020,7 +1022,7 @@ impl Validator<'_> {
 }
 
 /// A domain name (not an address literal), lower-cased, or why it is not one.
-pub(super) fn domain_name(text: &str) -> Result<String, String> {
+pub(crate) fn domain_name(text: &str) -> Result<String, String> {
     match parse_domain(text) {
         Ok(Domain::Name(name)) => Ok(name),
         Ok(_) => Err(format!(

@@ -2,11 +2,12 @@
 //! the `auth` decision on it, the guard's judgement when a session ends, metrics and log lines
 //! (`log.rs`).
 
-use super::{InFlight, Session};
+use super::{Held, InFlight, Session};
 use crate::clock;
+use crate::dkim::{Hold, SignError, Step};
 use crate::metrics::{AuthResult, RecipientReason, RejectReason};
 use crate::protocol::{
-    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, SpoolFault, TxnId,
+    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, Role, SpoolFault, TxnId,
 };
 use crate::spool::TraceInfo;
 
@@ -31,20 +32,38 @@ impl Session {
                             .clone()
                             .filter(|_| self.config.config.auth.trace_login),
                     };
-                    let entry = self.ctx.spool.begin(&envelope, &trace).await;
-                    if let Err(e) = &entry {
-                        tracing::error!(error = %e, "spool: cannot start a message");
+                    let signable = self.role == Role::Submission
+                        && envelope.login.is_some()
+                        && !self.config.config.dkim.is_empty();
+                    if signable {
+                        let hold = Hold::new(self.config.config.dkim.clone());
+                        self.held = Some(Held {
+                            txn,
+                            envelope,
+                            trace,
+                            hold,
+                        });
+                    } else {
+                        self.begin_spool(txn, envelope, &trace).await;
                     }
-                    self.in_flight = Some(InFlight {
-                        txn,
-                        entry,
-                        envelope,
-                        size: 0,
-                    });
                 }
-                Event::MessageData { txn, data } => self.append(txn, data).await,
-                Event::MessageEnd { txn } => self.commit(txn).await,
+                Event::MessageData { txn, data } => match &mut self.held {
+                    Some(held) if held.txn == txn => self.hold(data).await,
+                    _ => self.append(txn, data).await,
+                },
+                Event::MessageEnd { txn } => {
+                    if let Some(held) = self.held.take_if(|h| h.txn == txn) {
+                        if let Err(e) = self.seal(held).await {
+                            tracing::error!(error = %e, "dkim: cannot sign; replying 451");
+                            self.reject_message(None, RejectReason::SpoolFailure);
+                            self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
+                            continue;
+                        }
+                    }
+                    self.commit(txn).await;
+                }
                 Event::MessageAbort { txn, reason } => {
+                    self.held.take_if(|h| h.txn == txn);
                     let aborted = self.in_flight.take().filter(|f| f.txn == txn);
                     if let Some(r) = reason {
                         let envelope = aborted.as_ref().map(|f| &f.envelope);
@@ -117,26 +136,90 @@ impl Session {
         self.log_recipient_rejected(recipient, reason.label());
     }
 
+    /// Creates the message's spool entry: the envelope and the `Received:` header.
+    async fn begin_spool(&mut self, txn: TxnId, envelope: Envelope, trace: &TraceInfo) {
+        let entry = self.ctx.spool.begin(&envelope, trace).await;
+        if let Err(e) = &entry {
+            tracing::error!(error = %e, "spool: cannot start a message");
+        }
+        self.in_flight = Some(InFlight {
+            txn,
+            entry,
+            envelope,
+            size: 0,
+        });
+    }
+
+    /// Writes content to the spool entry, and hands the emptied buffer back to the engine.
     async fn append(&mut self, txn: TxnId, data: Vec<u8>) {
+        if let Some(emptied) = self.write(txn, data).await {
+            self.conn.recycle(emptied);
+        }
+    }
+
+    /// Writes content to the spool entry of `txn`; returns the buffer, emptied.
+    async fn write(&mut self, txn: TxnId, data: Vec<u8>) -> Option<Vec<u8>> {
         let entry = match &mut self.in_flight {
             Some(f) if f.txn == txn => {
                 f.size += data.len() as u64;
                 &mut f.entry
             }
-            _ => return self.conn.recycle(data),
+            _ => return Some(data),
         };
         let Ok(incoming) = entry else {
             // The entry already failed: the content is dropped, the end gets 451.
-            return self.conn.recycle(data);
+            return Some(data);
         };
         let (res, emptied) = incoming.append(data).await;
-        self.conn.recycle(emptied);
         if let Err(e) = res {
             tracing::error!(error = %e, "spool: write failed");
             if let Ok(failed) = std::mem::replace(entry, Err(e)) {
                 failed.abort().await;
             }
         }
+        Some(emptied)
+    }
+
+    /// Content of a held submission: kept until its header section says whether it is signed;
+    /// written out as soon as it is known not to be.
+    async fn hold(&mut self, data: Vec<u8>) {
+        let Some(held) = &mut self.held else {
+            return self.conn.recycle(data);
+        };
+        let step = held.hold.push(&data);
+        self.conn.recycle(data);
+        if step == Step::Release {
+            if let Some(Held {
+                txn,
+                envelope,
+                trace,
+                hold,
+            }) = self.held.take()
+            {
+                self.begin_spool(txn, envelope, &trace).await;
+                // Held content can be as large as a message: not kept as the engine's buffer.
+                self.write(txn, hold.release()).await;
+            }
+        }
+    }
+
+    /// The end of a held submission: signs it if its `From:` domain has a key, then spools it
+    /// with the `DKIM-Signature:` field first (after our `Received:`), for the commit to follow.
+    async fn seal(&mut self, held: Held) -> Result<(), SignError> {
+        let Held {
+            txn,
+            envelope,
+            trace,
+            hold,
+        } = held;
+        let (signature, message) = hold.finish()?;
+        self.begin_spool(txn, envelope, &trace).await;
+        if let Some(signature) = signature {
+            tracing::debug!("dkim: message signed");
+            self.write(txn, signature.into_bytes()).await;
+        }
+        self.write(txn, message).await;
+        Ok(())
     }
 
     /// Makes the message durable, then lets the engine answer: 250 only after the fsyncs.

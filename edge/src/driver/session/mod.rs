@@ -20,10 +20,11 @@ use tokio::sync::watch;
 use super::context::{ListenerId, ListenerSpec, Snapshot, WorkerCtx};
 use crate::auth::SessionAuth;
 use crate::clock;
+use crate::dkim;
 use crate::guard::Admission;
 use crate::metrics::{RefuseReason, WorkerMetrics};
 use crate::protocol::{Closing, Connection, Envelope, Reply, Role, TxnId};
-use crate::spool::{Incoming, SpoolError};
+use crate::spool::{Incoming, SpoolError, TraceInfo};
 use crate::transport::{RecvBuf, Stream};
 use log::Summary;
 use tls::SessionTls;
@@ -36,6 +37,16 @@ struct InFlight {
     envelope: Envelope,
     /// Content octets received so far (after dot-unstuffing).
     size: u64,
+}
+
+/// An authenticated submission held in memory until its DKIM signature is known
+/// ([`dkim::Hold`]): it reaches the spool at the end of its header section when it is not to be
+/// signed, at the end of its data when it is.
+struct Held {
+    txn: TxnId,
+    envelope: Envelope,
+    trace: TraceInfo,
+    hold: dkim::Hold,
 }
 
 /// Everything a session owns besides the socket.
@@ -61,6 +72,9 @@ struct Session {
     conn: Connection,
     tls: Option<SessionTls>,
     in_flight: Option<InFlight>,
+    held: Option<Held>,
+    /// The listener's role: only submissions are signed.
+    role: Role,
     summary: Summary,
     /// Plaintext replies waiting to be sent (or sealed).
     out: Vec<u8>,
@@ -187,6 +201,8 @@ impl Session {
             conn,
             tls: None,
             in_flight: None,
+            held: None,
+            role: spec.engine.role,
             summary: Summary::new(),
             out: Vec::with_capacity(512),
             wire: Vec::new(),
