@@ -29,6 +29,7 @@ mod config;
 mod crash;
 mod disk_full;
 mod dkim;
+mod dnsbl;
 mod envelope;
 mod greeting;
 mod guard;

@@ -8,6 +8,8 @@
 //! [RFC 8617]: https://www.rfc-editor.org/rfc/rfc8617
 //! [RFC 8601]: https://www.rfc-editor.org/rfc/rfc8601
 
+use crate::guard::DnsblConfig;
+
 /// What one check does with its result (`checks.spf`, `checks.dkim`, `checks.dmarc`,
 /// `checks.arc`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +58,9 @@ pub struct ChecksConfig {
     pub dmarc: CheckMode,
     /// ARC chains, RFC 8617 §5.2.
     pub arc: CheckMode,
+    /// DNS block and allow lists scored before `MAIL` (`[[checks.dnsbl]]`,
+    /// `checks.dnsbl_threshold`); none by default.
+    pub dnsbl: DnsblConfig,
 }
 
 impl ChecksConfig {

@@ -213,6 +213,17 @@ pub(super) struct RawChecks {
     pub dkim: Option<String>,
     pub dmarc: Option<String>,
     pub arc: Option<String>,
+    #[serde(default)]
+    pub dnsbl: Vec<RawDnsbl>,
+    pub dnsbl_threshold: Option<i64>,
+}
+
+/// One `[[checks.dnsbl]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDnsbl {
+    pub zone: String,
+    pub weight: i64,
 }
 
 /// `[log]`; every key is optional.

@@ -1285,6 +1285,7 @@ fn checks_default_to_tag_and_each_mode_is_typed() {
         dkim: CheckMode::Tag,
         dmarc: CheckMode::Tag,
         arc: CheckMode::Tag,
+        dnsbl: crate::guard::DnsblConfig::default(),
     };
     assert_eq!(Config::from_toml_str(BASE).unwrap().checks, tag);
     assert_eq!(Config::embedded_default().checks, tag);
@@ -1299,6 +1300,7 @@ fn checks_default_to_tag_and_each_mode_is_typed() {
             dkim: CheckMode::Off,
             dmarc: CheckMode::Enforce,
             arc: CheckMode::Tag,
+            dnsbl: crate::guard::DnsblConfig::default(),
         }
     );
     let all_off = "[checks]\nspf = \"off\"\ndkim = \"off\"\ndmarc = \"off\"\narc = \"off\"\n";
@@ -1477,5 +1479,60 @@ fn dkim_sign_problems_name_their_entry() {
             "{BASE}\n[[dkim.sign]]\ndomain = \"a.test\"\nselector = \"s\"\n"
         )),
         ["dkim.sign.key"]
+    );
+}
+
+#[test]
+fn dnsbl_lists_are_typed_and_default_to_none() {
+    let c = Config::from_toml_str(BASE).unwrap();
+    assert!(!c.checks.dnsbl.is_enabled());
+    assert_eq!(c.checks.dnsbl.threshold, crate::guard::DEFAULT_THRESHOLD);
+    let c = Config::from_toml_str(&format!(
+        "{BASE}\n[checks]\ndnsbl_threshold = 4\n\
+         [[checks.dnsbl]]\nzone = \"Zen.Example.\"\nweight = 4\n\
+         [[checks.dnsbl]]\nzone = \"list.dnswl.example\"\nweight = -5\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.checks.dnsbl,
+        crate::guard::DnsblConfig {
+            zones: vec![
+                crate::guard::DnsblZone {
+                    zone: "zen.example".into(),
+                    weight: 4
+                },
+                crate::guard::DnsblZone {
+                    zone: "list.dnswl.example".into(),
+                    weight: -5
+                },
+            ],
+            threshold: 4,
+        }
+    );
+}
+
+#[test]
+fn dnsbl_problems_name_their_entry() {
+    let text = format!(
+        "{BASE}\n[checks]\ndnsbl_threshold = 0\n\
+         [[checks.dnsbl]]\nzone = \"a.test\"\nweight = 0\n\
+         [[checks.dnsbl]]\nzone = \"a.test\"\nweight = 1\n\
+         [[checks.dnsbl]]\nzone = \"bad zone\"\nweight = 101\n"
+    );
+    let mut found = keys(&text);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "checks.dnsbl[0].weight",
+            "checks.dnsbl[1].zone",
+            "checks.dnsbl[2].weight",
+            "checks.dnsbl[2].zone",
+            "checks.dnsbl_threshold",
+        ]
+    );
+    assert_eq!(
+        keys(&format!("{BASE}\n[[checks.dnsbl]]\nzone = \"a.test\"\n")),
+        ["checks.dnsbl.weight"]
     );
 }

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::auth::AuthServices;
 use crate::config::{Config, TlsMode};
-use crate::guard::Guard;
+use crate::guard::{DnsblChecker, Guard};
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::protocol::EngineConfig;
 use crate::proxy::ProxyConfig;
@@ -91,6 +91,8 @@ pub(super) struct WorkerCtx {
     pub(super) config: LiveConfig,
     pub(super) auth: Arc<AuthServices>,
     pub(super) guard: Arc<Guard>,
+    /// This worker's DNS block list lookups (its own resolver and cache).
+    pub(super) dnsbl: DnsblChecker,
     pub(super) metrics: Arc<Metrics>,
     /// Every listener's name and address, in config order.
     pub(super) listeners: Vec<Arc<ListenerId>>,

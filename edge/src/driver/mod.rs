@@ -23,7 +23,7 @@ use crate::auth::AuthServices;
 use crate::clock;
 use crate::config::{Config, TlsMode};
 use crate::control::ControlServer;
-use crate::guard::{capacity, Guard};
+use crate::guard::{capacity, DnsblHits, Guard};
 use crate::metrics::ShieldStats;
 use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
@@ -246,6 +246,9 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
         reloader.clone(),
     )?;
     let (stop, stop_rx) = watch::channel(false);
+    // Clients each DNS list listed: counted by the workers, read by the metrics endpoint.
+    let dnsbl_hits = Arc::new(DnsblHits::default());
+    metrics.set_dnsbl_hits(dnsbl_hits.clone());
     let mut handles = Vec::new();
     for (id, worker_sockets) in sockets.into_iter().enumerate() {
         let setup = worker::WorkerSetup {
@@ -261,6 +264,8 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
             grace: cfg.shutdown_grace,
             auth: auth.clone(),
             guard: guard.clone(),
+            dnsbl_hits: dnsbl_hits.clone(),
+            nameservers: cfg.relay.nameservers.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("smtp-edge-w{id}"))

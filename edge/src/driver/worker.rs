@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use super::context::{ListenerId, LiveConfig, WorkerCtx};
 use super::session;
 use crate::auth::AuthServices;
-use crate::guard::Guard;
+use crate::guard::{DnsblChecker, DnsblHits, Guard};
 use crate::metrics::Metrics;
 use crate::queue::QueueHandle;
 use crate::spool::{QueueIdGen, SpoolWriter};
@@ -59,6 +59,10 @@ pub struct WorkerSetup {
     pub auth: Arc<AuthServices>,
     /// Admission and bans.
     pub guard: Arc<Guard>,
+    /// The DNS lists' hit counters, shared by every worker.
+    pub dnsbl_hits: Arc<DnsblHits>,
+    /// `dns.nameservers` (empty: the system resolver); bound at start, as for the relay.
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 /// Runs a worker until shutdown and its grace period are over.
@@ -83,6 +87,8 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
             config: setup.config,
             auth: setup.auth,
             guard: setup.guard,
+            // Built here, on the worker's runtime, which its resolver's sockets belong to.
+            dnsbl: DnsblChecker::new(setup.dnsbl_hits, &setup.nameservers),
             metrics: setup.metrics,
             listeners: setup.listener_ids,
             id: setup.id,

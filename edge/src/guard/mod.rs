@@ -28,6 +28,7 @@
 mod bans;
 pub mod capacity;
 mod counts;
+mod dnsbl;
 mod pruner;
 
 use std::net::IpAddr;
@@ -43,6 +44,10 @@ use crate::shield::{Shield, ShieldConfig, ShieldCounters, ShieldError, MAX_BAN_S
 pub use bans::BanTable;
 use bans::KernelBans;
 pub use counts::PerSource;
+pub use dnsbl::{
+    query_name, DnsblChecker, DnsblConfig, DnsblHits, DnsblZone, DEFAULT_THRESHOLD,
+    LOOKUP_DEADLINE, MAX_WEIGHT, MAX_ZONES,
+};
 
 use crate::protocol::CloseReason;
 
@@ -119,6 +124,8 @@ pub enum BanReason {
     AuthFailures,
     /// The operator banned it (`smtp-edge ban add`).
     Operator,
+    /// DNS block lists list it at or over `checks.dnsbl_threshold`.
+    Listed,
 }
 
 impl BanReason {
@@ -128,6 +135,7 @@ impl BanReason {
             BanReason::BadCommands => "too many bad commands",
             BanReason::AuthFailures => "too many failed logins",
             BanReason::Operator => "by the operator",
+            BanReason::Listed => "on DNS block lists",
         }
     }
 }
@@ -345,6 +353,7 @@ impl Guard {
         let ban = match reason {
             CloseReason::Pregreet => BanReason::Pregreet,
             CloseReason::TooManyErrors => BanReason::BadCommands,
+            CloseReason::Listed => BanReason::Listed,
             CloseReason::Quit | CloseReason::Timeout | CloseReason::Shutdown => return,
         };
         self.ban(ip, now, ban);

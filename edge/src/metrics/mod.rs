@@ -31,6 +31,7 @@
 //! | `smtp_edge_queue_messages{state}` | gauge: `active` (not attempted yet), `deferred` |
 //! | `smtp_edge_shield_packets_total{action}` | counter: `passed`, `dropped_rate`, `dropped_banned`, `dropped_malformed` |
 //! | `smtp_edge_shield_bans_active` | gauge |
+//! | `smtp_edge_dnsbl_hits_total{zone}` | counter: clients each `[[checks.dnsbl]]` zone listed (only with lists) |
 //! | `smtp_edge_build_info{version,commit}` | gauge, always 1 |
 //! | `process_open_fds`, `process_max_fds`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_start_time_seconds` | gauges, from `/proc/self` |
 //! | `process_cpu_seconds_total` | counter, from `/proc/self` |
@@ -47,6 +48,7 @@ mod worker;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+use crate::guard::DnsblHits;
 use crate::relay::{Verdict, Via};
 
 pub use http::{serve, MAX_CONNECTIONS, MAX_REQUEST_HEAD, REQUEST_DEADLINE};
@@ -64,6 +66,8 @@ pub struct Metrics {
     listeners: Vec<String>,
     delivery: DeliveryMetrics,
     shield: OnceLock<ShieldSource>,
+    /// Hits per DNS block list, once the lists are known.
+    dnsbl: OnceLock<Arc<DnsblHits>>,
 }
 
 /// Reads the shield's counters at scrape time (see [`Metrics::set_shield_source`]).
@@ -128,7 +132,19 @@ impl Metrics {
             listeners,
             delivery: DeliveryMetrics::default(),
             shield: OnceLock::new(),
+            dnsbl: OnceLock::new(),
         })
+    }
+
+    /// Sets where `smtp_edge_dnsbl_hits_total{zone}` comes from (the lists of `[checks]`).
+    /// Only the first call takes effect.
+    pub fn set_dnsbl_hits(&self, hits: Arc<DnsblHits>) {
+        let _ = self.dnsbl.set(hits);
+    }
+
+    /// Each DNS block list and how many clients it listed; empty without lists.
+    pub fn dnsbl_hits(&self) -> Vec<(String, u64)> {
+        self.dnsbl.get().map(|h| h.snapshot()).unwrap_or_default()
     }
 
     /// Sets where the `smtp_edge_shield_*` series come from: `source` is called on every

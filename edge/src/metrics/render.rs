@@ -255,6 +255,19 @@ pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
         shield.bans_active,
     );
 
+    let dnsbl = m.dnsbl_hits();
+    if !dnsbl.is_empty() {
+        header(
+            &mut out,
+            "smtp_edge_dnsbl_hits_total",
+            "Clients each DNS block or allow list listed (checks.dnsbl), by zone.",
+            "counter",
+        );
+        for (zone, n) in dnsbl {
+            let _ = writeln!(out, "smtp_edge_dnsbl_hits_total{{zone=\"{zone}\"}} {n}");
+        }
+    }
+
     header(
         &mut out,
         "smtp_edge_build_info",

@@ -42,6 +42,10 @@ pub enum Event {
     /// The client presented credentials: check them off the engine, then call
     /// `Connection::handle_auth`. Nothing more is read until then.
     Authenticate(Credentials),
+    /// The client sent `MAIL` while the verdict on its address (DNS block and allow lists,
+    /// asked for with `Connection::require_source_verdict`) is not in: get it, then call
+    /// `Connection::handle_source_verdict`. Nothing more is read until then.
+    SourceCheck,
     /// `MAIL` was refused (the reply is queued); for counting and logging.
     Rejected(Rejection),
     /// One `RCPT` was refused (the reply is queued; the transaction goes on); for counting and
@@ -97,6 +101,22 @@ pub enum CloseReason {
     ///
     /// [RFC 5321 §3.1]: https://www.rfc-editor.org/rfc/rfc5321#section-3.1
     Pregreet,
+    /// The client's address scored at or over the threshold of the DNS block lists (554 sent
+    /// in reply to `MAIL`).
+    Listed,
+}
+
+/// The verdict on the client's address, for `Connection::handle_source_verdict`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceVerdict {
+    /// Not listed, outweighed by allow lists, or the lists could not be asked: go on.
+    Clear,
+    /// Listed at or over the threshold; `zone` is the list with the largest weight among those
+    /// that list it, named in the reply.
+    Listed {
+        /// The list's DNS zone.
+        zone: String,
+    },
 }
 
 /// A failure of the spool, reported to the engine after `Event::MessageEnd`; the client gets

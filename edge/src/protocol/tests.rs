@@ -49,6 +49,9 @@ enum Step<'a> {
     TlsEstablished,
     /// The client is in the trusted networks (`grant_trusted`).
     GrantTrusted,
+    /// The client's address is being looked up in DNS block lists (`require_source_verdict`);
+    /// when the engine asks, it is listed in this zone, or clear (`None`).
+    SourceLookup(Option<&'a str>),
 }
 
 /// What the test driver has seen so far.
@@ -59,6 +62,8 @@ struct Recorder {
     messages: Vec<Vec<u8>>,
     current: Option<Vec<u8>>,
     fail_next_spool: bool,
+    /// The verdict handed out on `Event::SourceCheck`: listed in this zone, or clear.
+    listed_in: Option<String>,
 }
 
 impl Recorder {
@@ -113,6 +118,15 @@ impl Recorder {
                     conn.handle_auth(now, outcome);
                     progressed = true;
                 }
+                Event::SourceCheck => {
+                    self.events.push("source check".to_owned());
+                    let verdict = match self.listed_in.clone() {
+                        Some(zone) => SourceVerdict::Listed { zone },
+                        None => SourceVerdict::Clear,
+                    };
+                    conn.handle_source_verdict(now, verdict);
+                    progressed = true;
+                }
                 Event::Rejected(r) => self.events.push(format!("rejected {r:?}")),
                 Event::RecipientRejected {
                     rejection,
@@ -162,6 +176,10 @@ fn run_steps(cfg: &EngineConfig, steps: &[Step]) -> Outcome {
             Step::FailNextSpool => r.fail_next_spool = true,
             Step::TlsEstablished => conn.handle_tls_established(now),
             Step::GrantTrusted => conn.grant_trusted(),
+            Step::SourceLookup(zone) => {
+                conn.require_source_verdict();
+                r.listed_in = zone.map(str::to_owned);
+            }
         }
         let _ = conn.poll_transmit(&mut r.out);
     }
@@ -1491,4 +1509,117 @@ fn ehlo_arguments_are_hosts_and_nothing_else_reaches_the_reply() {
             );
         }
     }
+}
+
+#[test]
+fn a_listed_source_is_refused_at_mail_and_the_session_ends() {
+    let c = cfg(Role::Delivery);
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n";
+    let o = run_split_steps(
+        &c,
+        &[Step::SourceLookup(Some("bl.test")), Step::Input(input)],
+    );
+    assert_eq!(
+        o.replies.last().unwrap(),
+        "554 5.7.1 Service unavailable; client blocked using bl.test"
+    );
+    assert!(o.closed);
+    assert_eq!(o.events, ["source check", "close Listed"]);
+    // EHLO is answered while the lookups run: the client waits only at MAIL.
+    assert!(
+        o.replies
+            .iter()
+            .any(|r| r.starts_with("250-mx.example.test")),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn a_clear_source_sends_mail_as_if_never_checked() {
+    let c = cfg(Role::Delivery);
+    let input =
+        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let checked = run_split_steps(&c, &[Step::SourceLookup(None), Step::Input(input)]);
+    let unchecked = run_split_steps(&c, &[Step::Input(input)]);
+    assert_eq!(checked.replies, unchecked.replies);
+    assert_eq!(checked.messages, unchecked.messages);
+    assert_eq!(checked.events[0], "source check");
+    assert_eq!(checked.events[1..], unchecked.events[..]);
+    // Asked once per session: the second MAIL does not wait again.
+    let two = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRSET\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n";
+    let o = run_split_steps(&c, &[Step::SourceLookup(None), Step::Input(two)]);
+    assert_eq!(o.events, ["source check", "close Quit"]);
+}
+
+#[test]
+fn mail_waits_for_the_source_verdict_and_stale_verdicts_are_ignored() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    // A verdict nobody asked for changes nothing.
+    conn.handle_source_verdict(
+        now,
+        SourceVerdict::Listed {
+            zone: "x.test".into(),
+        },
+    );
+    conn.require_source_verdict();
+    let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\n";
+    let used = conn.handle_input(now, input);
+    // Nothing after MAIL is read before the verdict; no deadline runs meanwhile.
+    assert_eq!(&input[used..], b"RCPT TO:<b@example.test>\r\n");
+    assert!(matches!(conn.poll_event(), Some(Event::SourceCheck)));
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_source_verdict(now, SourceVerdict::Clear);
+    // A second verdict for the same session is ignored.
+    conn.handle_source_verdict(
+        now,
+        SourceVerdict::Listed {
+            zone: "x.test".into(),
+        },
+    );
+    assert_eq!(conn.handle_input(now, &input[used..]), input.len() - used);
+    let mut out = Vec::new();
+    assert!(conn.poll_transmit(&mut out));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.ends_with("250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"),
+        "{text}"
+    );
+
+    // A verdict that comes before MAIL is kept for it.
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    conn.require_source_verdict();
+    conn.handle_source_verdict(
+        now,
+        SourceVerdict::Listed {
+            zone: "bl.test".into(),
+        },
+    );
+    conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<>\r\n");
+    assert!(conn.is_closed());
+    assert!(matches!(
+        conn.poll_event(),
+        Some(Event::Close(CloseReason::Listed))
+    ));
+}
+
+#[test]
+fn shutdown_while_mail_waits_for_the_verdict_answers_then_closes() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Arc::new(cfg(Role::Delivery)), now);
+    conn.require_source_verdict();
+    conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<>\r\n");
+    conn.handle_shutdown();
+    assert!(!conn.is_closed(), "MAIL is still owed its reply");
+    conn.handle_source_verdict(now, SourceVerdict::Clear);
+    let mut out = Vec::new();
+    assert!(conn.poll_transmit(&mut out));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.ends_with(
+            "250 2.1.0 Sender ok\r\n421 4.3.2 mx.example.test Service shutting down\r\n"
+        ),
+        "{text}"
+    );
+    assert!(conn.is_closed());
 }

@@ -7,7 +7,8 @@ use crate::clock;
 use crate::dkim::{Hold, SignError, Step};
 use crate::metrics::{AuthResult, RecipientReason, RejectReason};
 use crate::protocol::{
-    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, Role, SpoolFault, TxnId,
+    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, Role, SourceVerdict,
+    SpoolFault, TxnId,
 };
 use crate::spool::TraceInfo;
 
@@ -79,6 +80,15 @@ impl Session {
                 }
                 Event::StartTls => starttls = true,
                 Event::Authenticate(credentials) => self.authenticate(credentials).await,
+                Event::SourceCheck => {
+                    // A lookup that failed (it cannot panic, but a task can be cancelled)
+                    // lets the client through, as an unanswered list does.
+                    let verdict = match self.source_check.take() {
+                        Some(lookups) => lookups.await.unwrap_or(SourceVerdict::Clear),
+                        None => SourceVerdict::Clear,
+                    };
+                    self.conn.handle_source_verdict(clock::now(), verdict);
+                }
                 Event::Rejected(r) => self.reject_message(None, reject_reason(r)),
                 Event::RecipientRejected {
                     rejection,
@@ -268,6 +278,7 @@ fn outcome(reason: CloseReason) -> &'static str {
         CloseReason::TooManyErrors => "too many errors",
         CloseReason::Shutdown => "shutdown",
         CloseReason::Pregreet => "pregreet",
+        CloseReason::Listed => "dnsbl",
     }
 }
 

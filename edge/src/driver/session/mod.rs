@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::context::{ListenerId, ListenerSpec, Snapshot, WorkerCtx};
 use crate::auth::SessionAuth;
@@ -23,9 +24,9 @@ use crate::clock;
 use crate::dkim;
 use crate::guard::Admission;
 use crate::metrics::{RefuseReason, WorkerMetrics};
-use crate::protocol::{Closing, Connection, Envelope, Reply, Role, TxnId};
+use crate::protocol::{Closing, Connection, Envelope, Reply, Role, SourceVerdict, TxnId};
 use crate::spool::{Incoming, SpoolError, TraceInfo};
-use crate::transport::{RecvBuf, Stream};
+use crate::transport::{self, RecvBuf, Stream};
 use log::Summary;
 use tls::SessionTls;
 
@@ -73,6 +74,9 @@ struct Session {
     tls: Option<SessionTls>,
     in_flight: Option<InFlight>,
     held: Option<Held>,
+    /// The DNS block list lookups of the client's address, started at admission; the engine
+    /// asks for their verdict when the client says `MAIL`.
+    source_check: Option<JoinHandle<SourceVerdict>>,
     /// The listener's role: only submissions are signed.
     role: Role,
     summary: Summary,
@@ -134,6 +138,8 @@ pub(super) async fn serve(
     if slot.is_trusted() {
         // Our own software is not tested for pregreeting.
         s.conn.skip_greeting_delay();
+    } else if spec.engine.role == Role::Delivery {
+        s.check_source();
     }
     s.begin(&spec, &mut shutdown);
     if spec.implicit && !s.start_tls(&spec, now) {
@@ -202,6 +208,7 @@ impl Session {
             tls: None,
             in_flight: None,
             held: None,
+            source_check: None,
             role: spec.engine.role,
             summary: Summary::new(),
             out: Vec::with_capacity(512),
@@ -212,6 +219,21 @@ impl Session {
 
     fn metrics(&self) -> &WorkerMetrics {
         self.ctx.metrics()
+    }
+
+    /// Starts the DNS block list lookups of the client (never for trusted sources, which never
+    /// get here), and has the engine wait for their verdict at `MAIL`.
+    fn check_source(&mut self) {
+        if !self.config.config.checks.dnsbl.is_enabled() {
+            return;
+        }
+        let checker = self.ctx.dnsbl.clone();
+        let config = self.config.clone();
+        let ip = self.peer.ip();
+        self.source_check = Some(transport::spawn(async move {
+            checker.check(ip, &config.config.checks.dnsbl).await
+        }));
+        self.conn.require_source_verdict();
     }
 
     /// Tells the engine what it must know before the first input: a trusted source, a server
@@ -476,6 +498,10 @@ impl Session {
 
     /// Cleans up and writes the session's log line.
     async fn finish(mut self) {
+        if let Some(lookups) = self.source_check.take() {
+            // The session ended before MAIL: nobody needs the answers.
+            lookups.abort();
+        }
         if let Some(InFlight {
             entry: Ok(entry), ..
         }) = self.in_flight.take()

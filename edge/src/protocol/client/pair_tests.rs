@@ -339,6 +339,8 @@ impl Pair {
                     self.server.handle_auth(now, outcome);
                     unblocked = true;
                 }
+                // The pair's server never asks for a source verdict.
+                ServerEvent::SourceCheck => unreachable!("no DNS lists in the pair"),
                 ServerEvent::Rejected(_)
                 | ServerEvent::RecipientRejected { .. }
                 | ServerEvent::Close(_) => {}

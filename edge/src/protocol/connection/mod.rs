@@ -19,7 +19,7 @@ use super::auth::{SaslExchange, SaslStep, MAX_AUTH_LINE, MECHANISMS};
 use super::command::{self, Command, CommandError};
 use super::data::{DataFault, DataReceiver, LineCheck};
 use super::envelope::{self, MailFrom};
-use super::event::{CloseReason, Event, Rejection, SpoolFault};
+use super::event::{CloseReason, Event, Rejection, SourceVerdict, SpoolFault};
 use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
 use super::reply::{Closing, Reply};
 use super::transaction::{Envelope, Greeting, TxnId};
@@ -49,6 +49,9 @@ enum Phase {
     AuthResponse(SaslExchange),
     /// Credentials handed out; waiting for [`Connection::handle_auth`].
     AuthPending,
+    /// `MAIL` arrived before the verdict on the client's address; waiting for
+    /// [`Connection::handle_source_verdict`], then the line is carried out.
+    SourcePending(Vec<u8>),
     /// Done; nothing more is read.
     Closed,
 }
@@ -108,6 +111,19 @@ pub struct Connection {
     identity: Identity,
     /// Complete command lines read so far: the command timeout restarts only when one ends.
     lines_read: u64,
+    /// The verdict on the client's address, when `MAIL` must wait for it.
+    source: Source,
+}
+
+/// Where the verdict on the client's address stands ([`Connection::require_source_verdict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// None is needed, or it came in clear.
+    Clear,
+    /// Needed before `MAIL` is answered, not in yet.
+    Pending,
+    /// Listed: `MAIL` gets 554 naming the zone, and the session ends.
+    Listed(String),
 }
 
 /// Who may submit mail on this session.
@@ -172,6 +188,7 @@ impl Connection {
             secure: false,
             identity: Identity::Anonymous,
             lines_read: 0,
+            source: Source::Clear,
         };
         conn.reply(Reply::greeting(&conn.cfg.hostname));
         conn
@@ -244,6 +261,34 @@ impl Connection {
         }
     }
 
+    /// The client's address is being looked up in DNS block and allow lists: `MAIL` waits for
+    /// [`Connection::handle_source_verdict`] (as postscreen judges a client only once it has
+    /// shown itself, and the lookups run while it greets). Call before the first input.
+    pub fn require_source_verdict(&mut self) {
+        self.source = Source::Pending;
+    }
+
+    /// The verdict on the client's address. If `MAIL` is waiting for it, it is answered now:
+    /// carried out when clear, `554 5.7.1` naming the zone when listed, and the session ends
+    /// ([`CloseReason::Listed`]). Earlier, the verdict is kept for the first `MAIL`.
+    pub fn handle_source_verdict(&mut self, now: Instant, verdict: SourceVerdict) {
+        if self.source != Source::Pending {
+            return;
+        }
+        self.source = match verdict {
+            SourceVerdict::Clear => Source::Clear,
+            SourceVerdict::Listed { zone } => Source::Listed(zone),
+        };
+        let Phase::SourcePending(line) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        self.deadline = now + self.cfg.timeouts.command;
+        self.execute(&line);
+        if self.closing && !self.is_closed() {
+            self.close_shutdown();
+        }
+    }
+
     /// The authenticated login, if any.
     pub fn login(&self) -> Option<&str> {
         match &self.identity {
@@ -285,9 +330,11 @@ impl Connection {
                 Phase::Bdat(_) => self.read_bdat(rest),
                 Phase::AuthResponse(_) => self.read_command(rest),
                 // After STARTTLS nothing more is read in the clear: the caller drops the rest.
-                Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => {
-                    break
-                }
+                Phase::Spooling(_)
+                | Phase::TlsPending
+                | Phase::AuthPending
+                | Phase::SourcePending(_)
+                | Phase::Closed => break,
             };
         }
         self.flush_body();
@@ -391,7 +438,11 @@ impl Connection {
             return self.greet_at;
         }
         match self.phase {
-            Phase::Spooling(_) | Phase::TlsPending | Phase::AuthPending | Phase::Closed => None,
+            Phase::Spooling(_)
+            | Phase::TlsPending
+            | Phase::AuthPending
+            | Phase::SourcePending(_)
+            | Phase::Closed => None,
             _ => Some(self.deadline),
         }
     }
@@ -563,6 +614,17 @@ impl Connection {
         match cmd {
             Command::Ehlo(domain) => self.ehlo(Greeting::Ehlo, domain),
             Command::Helo(domain) => self.ehlo(Greeting::Helo, domain),
+            Command::Mail(_) if self.source == Source::Pending => {
+                self.phase = Phase::SourcePending(line.to_vec());
+                self.events.push_back(Event::SourceCheck);
+            }
+            Command::Mail(_) if matches!(self.source, Source::Listed(_)) => {
+                if let Source::Listed(zone) = &self.source {
+                    let reply = Reply::source_listed(zone);
+                    self.reply(reply);
+                }
+                self.close(CloseReason::Listed);
+            }
             Command::Mail(arg) => self.mail(arg),
             Command::Rcpt(arg) => self.rcpt(arg),
             Command::Data => self.data(),

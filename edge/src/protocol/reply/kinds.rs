@@ -426,6 +426,18 @@ impl Reply {
         )
     }
 
+    /// `554 5.7.1`: the client's address is on DNS block lists scoring at or over the
+    /// threshold; `zone` names the list, as Postfix's postscreen does ([RFC 5782]).
+    ///
+    /// [RFC 5782]: https://www.rfc-editor.org/rfc/rfc5782
+    pub fn source_listed(zone: &str) -> Reply {
+        Reply::enhanced(
+            Code::TransactionFailed,
+            (7, 1),
+            format!("Service unavailable; client blocked using {zone}"),
+        )
+    }
+
     /// `555 5.5.4`: a MAIL or RCPT parameter we do not know ([RFC 5321 §4.1.1.11]).
     ///
     /// [RFC 5321 §4.1.1.11]: https://www.rfc-editor.org/rfc/rfc5321#section-4.1.1.11
