@@ -6,14 +6,12 @@
 //! Users are created with the real `smtp-edge user add` (see [`AuthOpts`]); the tarpit is off
 //! (`tarpit_max_ms = 0`) except in the test that measures it.
 
-use std::fs;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    maildir_files, wait_for_maildir, wait_until, AuthOpts, ListenerTls, Opts, Server,
-    DELIVERY_DEADLINE,
+    maildir_files, queued_messages, wait_for_maildir, wait_until, AuthOpts, ListenerTls, Opts,
+    Server, DELIVERY_DEADLINE,
 };
 use crate::maildir::{
     assert_bytes_eq, assert_delivered, assert_one_delivered, new_dir, read, sample_message,
@@ -134,19 +132,11 @@ pub(crate) fn login_starttls(addr: SocketAddr, user: &str, password: &str) -> Tl
     c
 }
 
-/// Files in `<spool>/queue/` (messages not yet delivered to every recipient), sorted.
-fn queued_files(server: &Server) -> Vec<std::path::PathBuf> {
-    let dir = server.dir.path().join("spool").join("queue");
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        !p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'))
-    });
-    files.sort();
-    files
+/// Ids of the messages queued in the spool (not yet delivered to every recipient), sorted.
+fn queued_ids(server: &Server) -> Vec<String> {
+    queued_messages(&server.dir.path().join("spool"))
+        .into_keys()
+        .collect()
 }
 
 /// A queue file read back: its header fields in order and the message after `end 0:`.
@@ -159,31 +149,25 @@ struct QueueFile {
 impl QueueFile {
     /// Parses the documented format: `SMTP-EDGE-QUEUE 1\n`, then `key N:value\n` fields up to
     /// `end 0:\n`, then exactly `size` message octets.
-    fn read(path: &Path) -> QueueFile {
-        let raw = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    fn parse(raw: &[u8], path: &str) -> QueueFile {
         let show = || String::from_utf8_lossy(&raw[..raw.len().min(800)]).into_owned();
         let mut rest = raw
             .strip_prefix(b"SMTP-EDGE-QUEUE 1\n".as_slice())
-            .unwrap_or_else(|| panic!("{}: no queue magic: {:?}", path.display(), show()));
+            .unwrap_or_else(|| panic!("{}: no queue magic: {:?}", path, show()));
         let mut fields = Vec::new();
         loop {
             let sp = rest
                 .iter()
                 .position(|&b| b == b' ')
-                .unwrap_or_else(|| panic!("{}: bad header: {:?}", path.display(), show()));
+                .unwrap_or_else(|| panic!("{}: bad header: {:?}", path, show()));
             let key = String::from_utf8_lossy(&rest[..sp]).into_owned();
             let colon = sp + rest[sp..].iter().position(|&b| b == b':').unwrap();
             let len: usize = std::str::from_utf8(&rest[sp + 1..colon])
                 .unwrap()
                 .parse()
-                .unwrap_or_else(|e| panic!("{}: field {key}: {e}: {:?}", path.display(), show()));
+                .unwrap_or_else(|e| panic!("{}: field {key}: {e}: {:?}", path, show()));
             let value = &rest[colon + 1..colon + 1 + len];
-            assert_eq!(
-                rest[colon + 1 + len],
-                b'\n',
-                "{}: field {key}",
-                path.display()
-            );
+            assert_eq!(rest[colon + 1 + len], b'\n', "{}: field {key}", path);
             fields.push((key.clone(), String::from_utf8_lossy(value).into_owned()));
             rest = &rest[colon + 2 + len..];
             if key == "end" {
@@ -195,12 +179,7 @@ impl QueueFile {
             message: rest.to_vec(),
         };
         let size: usize = q.one("size").parse().expect("size digits");
-        assert_eq!(
-            q.message.len(),
-            size,
-            "{}: size field vs message",
-            path.display()
-        );
+        assert_eq!(q.message.len(), size, "{}: size field vs message", path);
         q
     }
 
@@ -558,11 +537,7 @@ fn submission_mail_requires_auth_and_relays_nothing_without_it() {
     assert!(r.code == 503 || r.code == 554, "DATA without MAIL: {r:?}");
     assert_eq!(c.cmd("QUIT").code, 221);
     assert!(maildir_files(&server.maildir).is_empty());
-    assert!(
-        queued_files(&server).is_empty(),
-        "{:?}",
-        queued_files(&server)
-    );
+    assert!(queued_ids(&server).is_empty(), "{:?}", queued_ids(&server));
 }
 
 #[test]
@@ -657,11 +632,7 @@ fn delivery_port_never_relays_with_or_without_auth_attempts() {
         );
     }
     assert_eq!(c.cmd("QUIT").code, 221);
-    assert!(
-        queued_files(&server).is_empty(),
-        "{:?}",
-        queued_files(&server)
-    );
+    assert!(queued_ids(&server).is_empty(), "{:?}", queued_ids(&server));
     assert!(maildir_files(&server.maildir).is_empty());
 }
 
@@ -728,9 +699,9 @@ fn remote_recipients_stay_queued_and_local_ones_go_to_maildir() {
         assert!(line.contains(want), "{want} expected: {line}");
     }
     // The message stays queued, whole, under its id: the remote recipients are still owed it.
-    let path = server.dir.path().join("spool/queue").join(&qid);
-    assert_eq!(queued_files(&server), vec![path.clone()]);
-    let q = QueueFile::read(&path);
+    let mut queued = queued_messages(&server.dir.path().join("spool"));
+    assert_eq!(queued.keys().collect::<Vec<_>>(), vec![&qid]);
+    let q = QueueFile::parse(&queued.remove(&qid).unwrap(), &qid);
     assert_eq!(q.one("id"), qid);
     assert_eq!(q.one("from"), ALICE);
     assert_eq!(q.all("rcpt"), rcpts, "queued envelope: {:?}", q.fields);

@@ -154,6 +154,27 @@ fn full_spool_gives_451_and_the_server_recovers_when_space_is_freed() {
         .find(|f| fs::read(f).unwrap().windows(10).any(|w| w == b"after-free"))
         .expect("message sent after freeing space not found");
     assert_delivered(delivered_after, "sender@remote.test", rcpt, &after);
+    // Nothing of the refused message was kept: not delivered, no file left in the spool, and
+    // the log holds no record of it (a restart would find nothing to deliver).
+    assert!(
+        !files
+            .iter()
+            .any(|f| fs::read(f).unwrap().windows(10).any(|w| w == b"while-full")),
+        "the refused message was delivered"
+    );
+    let spool = tmpfs.path().join("spool");
+    for dir in ["tmp", "queue"] {
+        let left: Vec<_> = fs::read_dir(spool.join(dir)).unwrap().flatten().collect();
+        assert!(left.is_empty(), "spool/{dir}: {left:?}");
+    }
+    for segment in fs::read_dir(spool.join("log")).unwrap().flatten() {
+        let bytes = fs::read(segment.path()).unwrap();
+        assert!(
+            !bytes.windows(10).any(|w| w == b"while-full"),
+            "{} holds the refused message",
+            segment.path().display()
+        );
+    }
     drop(server);
 }
 
@@ -238,8 +259,8 @@ fn a_maildir_write_that_fails_leaves_no_partial_file() {
         free_before,
         free_bytes(tmpfs.path())
     );
-    // The message is not lost: it waits in the queue for a retry.
-    let queue = server.dir.path().join("spool/queue");
-    assert_eq!(fs::read_dir(&queue).unwrap().count(), 1);
+    // The message is not lost: it waits in the queue for a retry, with its record.
+    let state = server.dir.path().join("spool/state");
+    assert_eq!(fs::read_dir(&state).unwrap().count(), 1);
     drop(server);
 }

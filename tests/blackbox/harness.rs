@@ -867,3 +867,89 @@ pub fn client_script(name: &str) -> String {
 pub fn run_bin(args: &[&str], deadline: Duration) -> Output {
     run_client(BIN, args, b"", deadline)
 }
+
+/// One record of a spool log segment, read as the format is documented
+/// (`edge/src/spool/log/record.rs`): a 46-octet header (`SEL1`, kind, length, queue id, two
+/// checksums), then the payload.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// 1 message, 2 state, 3 done.
+    pub kind: u8,
+    /// The queue id.
+    pub id: String,
+    /// Where the header starts in the segment.
+    pub offset: usize,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Length of a log record header.
+pub const LOG_HEADER_LEN: usize = 46;
+
+/// The records of one segment in order, up to the first header that is not one (zeros, or a
+/// torn tail) or runs past the end. Checksums are the server's business; this reads the layout.
+pub fn log_records(path: &Path) -> Vec<LogRecord> {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + LOG_HEADER_LEN <= bytes.len() && &bytes[pos..pos + 4] == b"SEL1" {
+        let len = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let start = pos + LOG_HEADER_LEN;
+        if start + len > bytes.len() {
+            break;
+        }
+        out.push(LogRecord {
+            kind: bytes[pos + 4],
+            id: String::from_utf8_lossy(&bytes[pos + 12..pos + 38]).into_owned(),
+            offset: pos,
+            payload: bytes[start..start + len].to_vec(),
+        });
+        pos = start + len;
+    }
+    out
+}
+
+/// The segments of `<spool>/log/`, in name (write) order.
+pub fn log_segments(spool: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = fs::read_dir(spool.join("log"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    segments.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    segments.sort();
+    segments
+}
+
+/// The messages queued in `spool`, in queue-file form, by id: `queue/<qid>` files, and log
+/// messages without a done mark.
+pub fn queued_messages(spool: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(spool.join("queue"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            out.insert(name, fs::read(entry.path()).unwrap());
+        }
+    }
+    let mut done = std::collections::HashSet::new();
+    let mut logged = Vec::new();
+    for segment in log_segments(spool) {
+        for r in log_records(&segment) {
+            match r.kind {
+                1 => logged.push((r.id, r.payload)),
+                3 => {
+                    done.insert(r.id);
+                }
+                _ => {}
+            }
+        }
+    }
+    for (id, payload) in logged {
+        if !done.contains(&id) {
+            out.insert(id, payload);
+        }
+    }
+    out
+}

@@ -54,6 +54,7 @@ mod shield_server;
 mod shield_spoof;
 mod smuggling;
 mod spool;
+mod spool_log;
 mod tls;
 mod tls_clients;
 mod tls_faults;

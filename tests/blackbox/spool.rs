@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::{run_bin, wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE};
+use crate::harness::{run_bin, wait_for_maildir, Opts, Server, DELIVERY_DEADLINE};
 use crate::maildir::{assert_delivered, new_dir, sample_message};
 use crate::session::{dot_stuff, SmtpConn};
 
@@ -27,7 +27,8 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Opens a transaction and sends part of its body, so that the message sits in `tmp/`.
+/// Opens a transaction and sends part of its body: a message in flight (gathered by the
+/// server, not yet committed).
 fn half_sent(server: &Server) -> SmtpConn {
     let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
     for (line, want) in [
@@ -39,11 +40,6 @@ fn half_sent(server: &Server) -> SmtpConn {
         assert_eq!(r.code, want, "{line}: {r:?}");
     }
     c.send(b"Subject: in flight\r\n\r\nfirst half\r\n");
-    let tmp = server.dir.path().join("spool/tmp");
-    wait_until(DELIVERY_DEADLINE, || {
-        (!files_in(&tmp).is_empty()).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no file in {} during DATA", tmp.display()));
     c
 }
 
@@ -130,14 +126,16 @@ fn spool_and_maildir_are_private_to_the_server() {
     let server = Server::start(Opts::default());
     let spool = server.dir.path().join("spool");
     let mut c = half_sent(&server);
-    let tmp_files = files_in(&spool.join("tmp"));
-    assert_eq!(mode(&tmp_files[0]), 0o600, "{}", tmp_files[0].display());
-    for dir in ["", "tmp", "queue", "state"] {
+    c.send(b".\r\n");
+    assert_eq!(c.reply().code, 250);
+    // The message is committed in a log segment.
+    let segments = files_in(&spool.join("log"));
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(mode(&segments[0]), 0o600, "{}", segments[0].display());
+    for dir in ["", "tmp", "queue", "state", "log"] {
         assert_eq!(mode(&spool.join(dir)), 0o700, "spool/{dir}");
     }
     assert_eq!(mode(&spool.join("generation")), 0o600);
-    c.send(b".\r\n");
-    assert_eq!(c.reply().code, 250);
     let files = wait_for_maildir(&new_dir(&server.maildir, RCPT), 1, DELIVERY_DEADLINE);
     assert_eq!(mode(&files[0]), 0o600, "{}", files[0].display());
     let mailbox = server.maildir.join("example.test/user");

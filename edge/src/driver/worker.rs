@@ -16,6 +16,7 @@ use crate::auth::AuthServices;
 use crate::guard::{DnsblChecker, DnsblHits, Guard};
 use crate::metrics::Metrics;
 use crate::queue::QueueHandle;
+use crate::spool::log::OnSeal;
 use crate::spool::{QueueIdGen, SpoolWriter};
 use crate::transport::{self, BufferPool, Listener};
 
@@ -77,7 +78,10 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
             }
         };
         let ids = QueueIdGen::new(setup.generation, setup.id as u16);
-        let spool = SpoolWriter::open(&setup.spool_dir, ids)
+        // The queue deletes each log segment the worker seals once its messages are done.
+        let seals = setup.queue.clone();
+        let on_seal: OnSeal = Rc::new(move |segment, messages| seals.sealed(segment, messages));
+        let spool = SpoolWriter::open(&setup.spool_dir, ids, on_seal)
             .await
             .map_err(std::io::Error::other)?;
         let ctx = Rc::new(WorkerCtx {

@@ -71,6 +71,7 @@ use crate::relay::{
     Attempt as RelayAttempt, AttemptResult, RelayHandle, Route as RelayRoute, Verdict, Via,
 };
 use crate::rewrite::SharedRewriter;
+use crate::spool::log::{Placed, SegmentName};
 pub use crate::spool::QueueId;
 use crate::spool::{Queued, SpoolError};
 
@@ -162,7 +163,10 @@ pub struct MessageInfo {
 }
 
 enum Command {
-    Enqueue(QueueId),
+    /// A message committed by a worker: in the log, or (`None`) in `queue/`.
+    Enqueue(QueueId, Option<Placed>),
+    /// A worker sealed a log segment holding this many messages.
+    Sealed(SegmentName, u64),
     Control(Request, mpsc::Sender<Answer>),
     /// The relay's verdicts on one attempt (forwarded from its results channel).
     Relayed(AttemptResult),
@@ -224,9 +228,23 @@ impl QueueHandle {
     /// Queues a committed message for its first attempt. Never blocks. If the thread is gone
     /// the message stays on disk and is attempted at the next start.
     pub fn enqueue(&self, id: QueueId) {
-        if self.tx.send(Command::Enqueue(id)).is_err() {
+        if self.tx.send(Command::Enqueue(id, None)).is_err() {
             tracing::error!(%id, "queue thread gone; message stays queued until restart");
         }
+    }
+
+    /// Queues a message committed into the spool log at `placed`. Never blocks.
+    pub fn enqueue_logged(&self, id: QueueId, placed: Placed) {
+        if self.tx.send(Command::Enqueue(id, Some(placed))).is_err() {
+            tracing::error!(%id, "queue thread gone; message stays queued until restart");
+        }
+    }
+
+    /// A worker is done with log segment `segment`, which holds `messages` messages: the queue
+    /// deletes it once that many are done. Never blocks.
+    pub fn sealed(&self, segment: SegmentName, messages: u64) {
+        // If the thread is gone, the next start compacts the segment.
+        let _ = self.tx.send(Command::Sealed(segment, messages));
     }
 
     /// Carries out an operator's request and waits for the answer (blocking: the control
@@ -434,8 +452,15 @@ impl Scheduler {
     /// Carries out one command; true to stop.
     fn handle(&mut self, command: Command) -> bool {
         match command {
-            Command::Enqueue(id) => {
+            Command::Enqueue(id, placed) => {
+                if let Some(placed) = placed {
+                    self.store.add(id, placed);
+                }
                 self.schedule(id, 0, false);
+                false
+            }
+            Command::Sealed(segment, messages) => {
+                self.store.sealed(segment, messages);
                 false
             }
             Command::Control(request, reply) => {
@@ -837,7 +862,9 @@ impl Scheduler {
                 Ok(Command::Control(_, reply)) => {
                     let _ = reply.send(Answer::Error("the queue is shutting down".into()));
                 }
-                Ok(Command::Enqueue(_) | Command::Reconfigure(_) | Command::Shutdown) => {}
+                Ok(Command::Sealed(segment, messages)) => self.store.sealed(segment, messages),
+                Ok(Command::Enqueue(id, Some(placed))) => self.store.add(id, placed),
+                Ok(Command::Enqueue(_, None) | Command::Reconfigure(_) | Command::Shutdown) => {}
                 Err(_) => break,
             }
         }
@@ -971,6 +998,10 @@ impl Scheduler {
                 keep.push((id, &attempt.record));
             }
         }
+        if let Err(e) = self.store.flush() {
+            // The marks are written, not yet synced: a crash may attempt those messages again.
+            tracing::error!(error = %e, "queue: cannot sync done marks");
+        }
         if let Err(e) = self.store.save(&keep) {
             // The attempt stands (a delivered Maildir entry is found again); the next round
             // redoes what this record would have said.
@@ -1026,7 +1057,7 @@ impl Scheduler {
                 if self.busy.contains_key(&id) {
                     return Answer::Error(format!("{id}: being delivered; try again shortly"));
                 }
-                if let Err(e) = self.store.remove(&id) {
+                if let Err(e) = self.store.remove(&id).and_then(|()| self.store.flush()) {
                     return Answer::Error(e.to_string());
                 }
                 tracing::info!(%id, "removed by the operator");

@@ -1,19 +1,31 @@
 //! [`Store`]: the queue's storage, and the only code that knows its layout.
 //!
 //! ```text
-//!  <spool.dir>/queue/<qid>    the message as the spool committed it (envelope + content)
+//!  <spool.dir>/log/<segment>  messages committed by the workers (one record each), and the
+//!                             queue's own segment: notices, and a done mark per message
+//!  <spool.dir>/queue/<qid>    a message too large for the log, in a file of its own
 //!  <spool.dir>/state/<qid>    its per-recipient Record (JSON), once an attempt left work to do
 //! ```
 //!
-//! A message file without a state file has never been attempted: every recipient is pending.
-//! State files are replaced whole (written to `state/.<qid>.tmp`, `fdatasync`, renamed, the
-//! directory synced once per batch), so a crash leaves the old record or the new one, never a
-//! mix. A message is removed file first, record second: a crash in between leaves a record
-//! without a message, which [`Store::open`] deletes.
+//! A message without a state file has never been attempted: every recipient is pending. State
+//! files are replaced whole (written to `state/.<qid>.tmp`, `fdatasync`, renamed, the directory
+//! synced once per batch), so a crash leaves the old record or the new one, never a mix.
 //!
-//! Everything else goes through this type, so that the layout (one file per message today) can
-//! change without the scheduler noticing.
+//! **The log.** A worker tells the queue where each message it committed is (segment and
+//! offset), and when it has sealed a segment, with how many messages it holds. A message that
+//! is done gets a done mark in the queue's own segment (synced once per round, as a batch), and
+//! a sealed segment is deleted once as many of its messages are done as it holds: no per-message
+//! unlink. At startup, [`Store::open`] scans every segment (see [`crate::spool::log::scan`]:
+//! a torn tail ends a segment, a record that fails its checksum is skipped and logged, never
+//! delivered), copies each message that is not done into a new segment of its own, syncs it,
+//! and deletes the old segments: segments pinned by long-deferred messages are compacted at
+//! every start. A message is removed from its file, or marked done, before its record goes: a
+//! crash in between leaves a record without a message, which [`Store::open`] deletes.
+//!
+//! Everything else goes through this type, so that the layout can change without the scheduler
+//! noticing.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +34,7 @@ use std::path::{Path, PathBuf};
 use super::record::Record;
 use crate::protocol::Envelope;
 use crate::relay::Content;
+use crate::spool::log::{self, Kind, Placed, Segment, SegmentName, HEADER_LEN};
 use crate::spool::{self, queue_path, QueueId, QueueIdGen, Queued, SpoolError};
 
 /// Subdirectory of per-recipient records.
@@ -29,8 +42,8 @@ const STATE_DIR: &str = "state";
 /// Where earlier versions left the remote recipients of submitted mail (same file format as
 /// `queue/`); [`Store::open`] takes them into the queue.
 const LEGACY_OUTBOUND_DIR: &str = "outbound";
-/// The worker index of the ids the queue itself gives (delivery status notifications): above
-/// any worker's.
+/// The worker index of the ids the queue itself gives (delivery status notifications), and the
+/// owner of its log segments: above any worker's.
 const QUEUE_ID_WORKER: u16 = u16::MAX;
 
 /// The queue's storage.
@@ -38,6 +51,24 @@ const QUEUE_ID_WORKER: u16 = u16::MAX;
 pub struct Store {
     spool: PathBuf,
     ids: QueueIdGen,
+    generation: u64,
+    /// Where each message of the log is; messages in `queue/` are not listed.
+    places: HashMap<QueueId, Placed>,
+    /// The queue's own segment (notices, done marks), created when first needed.
+    journal: Option<Segment>,
+    /// Done marks written since the last sync.
+    unsynced: bool,
+    /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
+    segments: HashMap<SegmentName, Tally>,
+}
+
+/// What the store knows of one worker segment of this run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Messages it holds, once its worker has sealed it.
+    sealed: Option<u64>,
+    /// Messages of it that are done.
+    done: u64,
 }
 
 fn err(op: &'static str, path: &Path, source: io::Error) -> SpoolError {
@@ -49,20 +80,32 @@ fn err(op: &'static str, path: &Path, source: io::Error) -> SpoolError {
 }
 
 impl Store {
-    /// Opens the store in `spool` (prepared and recovered by [`spool::recover`]), takes in what
-    /// an earlier version left in `outbound/`, drops records whose message is gone, and returns
-    /// the ids queued, oldest first. `generation` is this run's (ids of new messages).
+    /// Opens the store in `spool` (prepared by [`spool::prepare`]): recovers `tmp/` and
+    /// `queue/` ([`spool::recover`]), takes in what an earlier version left in `outbound/`,
+    /// recovers and compacts the log, drops records whose message is gone, and returns the ids
+    /// queued, oldest first. `generation` is this run's (ids of new messages, segment names).
     pub fn open(spool: &Path, generation: u64) -> Result<(Store, Vec<QueueId>), SpoolError> {
         let state = spool.join(STATE_DIR);
         fs::create_dir_all(&state).map_err(|e| err("create dir", &state, e))?;
         set_private(&state)?;
         migrate_outbound(spool)?;
-        let ids = spool::recover(spool)?;
+        let files = spool::recover(spool)?;
+        let mut store = Store {
+            spool: spool.to_owned(),
+            ids: QueueIdGen::new(generation, QUEUE_ID_WORKER),
+            generation,
+            places: HashMap::new(),
+            journal: None,
+            unsynced: false,
+            segments: HashMap::new(),
+        };
+        let mut ids = store.recover_log()?;
+        ids.extend(files);
         for entry in fs::read_dir(&state).map_err(|e| err("read dir", &state, e))? {
             let entry = entry.map_err(|e| err("read dir", &state, e))?;
             let name = entry.file_name();
             let stale = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
-                Some(id) => !queue_path(spool, &id).exists(),
+                Some(id) => !store.contains(&id),
                 // `.<id>.tmp`: a record being replaced when the server stopped.
                 None => name.to_str().is_some_and(|n| n.ends_with(".tmp")),
             };
@@ -70,21 +113,144 @@ impl Store {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        let store = Store {
-            spool: spool.to_owned(),
-            ids: QueueIdGen::new(generation, QUEUE_ID_WORKER),
-        };
         Ok((store, ids))
+    }
+
+    /// Scans every segment a past run left, copies the messages that are not done into this
+    /// run's own segment, syncs it and deletes the old ones. Returns the messages, in log order.
+    fn recover_log(&mut self) -> Result<Vec<QueueId>, SpoolError> {
+        let names = log::list(&self.spool)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found: Vec<(QueueId, SegmentName, u64)> = Vec::new();
+        let mut done: HashSet<QueueId> = HashSet::new();
+        for name in &names {
+            let scanned = log::recover(&log::segment_path(&self.spool, name))?;
+            for r in scanned.records {
+                match r.kind {
+                    Kind::Message => found.push((r.id, *name, r.offset)),
+                    Kind::Done => {
+                        done.insert(r.id);
+                    }
+                    Kind::State => {}
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut live = Vec::new();
+        for (id, name, offset) in found {
+            // A copy made by an interrupted compaction, or a message done: once, or never.
+            if done.contains(&id) || !seen.insert(id) {
+                continue;
+            }
+            let path = log::segment_path(&self.spool, &name);
+            match log::read_record(&path, offset) {
+                Ok((_, payload)) => {
+                    let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
+                    log::record::encode(&mut record, Kind::Message, &id, &payload);
+                    let placed = self.append(&record)?;
+                    self.places.insert(id, placed);
+                    live.push(id);
+                }
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "spool: message unreadable; not delivered")
+                }
+            }
+        }
+        if let Some(journal) = &self.journal {
+            journal.sync()?;
+        }
+        for name in &names {
+            let path = log::segment_path(&self.spool, name);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a recovered segment");
+            }
+        }
+        if !live.is_empty() {
+            tracing::info!(
+                messages = live.len(),
+                segments = names.len(),
+                "spool: recovered the log"
+            );
+        }
+        Ok(live)
+    }
+
+    /// Appends `record` to the queue's own segment (a new one when it is full); not synced.
+    fn append(&mut self, record: &[u8]) -> Result<Placed, SpoolError> {
+        let full = self.journal.as_ref().is_none_or(|j| !j.fits(record.len()));
+        if full {
+            let seq = self.journal.as_ref().map_or(0, |j| j.name().seq + 1);
+            if let Some(old) = &self.journal {
+                old.sync()?;
+            }
+            let name = SegmentName {
+                generation: self.generation,
+                owner: QUEUE_ID_WORKER,
+                seq,
+            };
+            self.journal = Some(Segment::create(&self.spool, name)?);
+        }
+        let Some(journal) = self.journal.as_mut() else {
+            return Err(err("write", &self.spool, io::Error::other("no segment")));
+        };
+        let offset = journal.append(record)?;
+        Ok(Placed {
+            segment: journal.name(),
+            offset,
+        })
+    }
+
+    /// A worker committed message `id` at `placed`.
+    pub fn add(&mut self, id: QueueId, placed: Placed) {
+        self.places.insert(id, placed);
+        self.segments.entry(placed.segment).or_default();
+    }
+
+    /// A worker sealed `segment`, which holds `messages` messages: it goes once they are done.
+    pub fn sealed(&mut self, segment: SegmentName, messages: u64) {
+        self.segments.entry(segment).or_default().sealed = Some(messages);
+        self.reclaim(segment);
+    }
+
+    /// Deletes `segment` if it is sealed and every message in it is done.
+    fn reclaim(&mut self, segment: SegmentName) {
+        let Some(tally) = self.segments.get(&segment) else {
+            return;
+        };
+        if tally.sealed.is_none_or(|n| tally.done < n) {
+            return;
+        }
+        self.segments.remove(&segment);
+        let path = log::segment_path(&self.spool, &segment);
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "spool: segment reclaimed"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "spool: cannot reclaim a segment")
+            }
+        }
     }
 
     /// The message `id`.
     pub fn message(&self, id: &QueueId) -> Result<Queued, SpoolError> {
-        spool::read_queued(&queue_path(&self.spool, id))
+        match self.places.get(id) {
+            None => spool::read_queued(&queue_path(&self.spool, id)),
+            Some(p) => {
+                let path = log::segment_path(&self.spool, &p.segment);
+                let (header, payload) = log::read_record(&path, p.offset)?;
+                if header.kind != Kind::Message || header.id != *id {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, "record of another message");
+                    return Err(err("decode", &path, e));
+                }
+                spool::decode_queued(payload, Some(*id), &path)
+            }
+        }
     }
 
     /// Whether message `id` is queued.
     pub fn contains(&self, id: &QueueId) -> bool {
-        queue_path(&self.spool, id).exists()
+        self.places.contains_key(id) || queue_path(&self.spool, id).exists()
     }
 
     /// The record of `id`; `None` if it was never attempted.
@@ -120,16 +286,32 @@ impl Store {
         sync_dir(&dir)
     }
 
-    /// Removes message `id` and its record.
-    pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let path = queue_path(&self.spool, id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err("remove", &path, e)),
+    /// Removes message `id` and its record: its file, or (in the log) a done mark, made durable
+    /// by the next [`Store::flush`].
+    pub fn remove(&mut self, id: &QueueId) -> Result<(), SpoolError> {
+        match self.places.get(id).copied() {
+            None => {
+                let path = queue_path(&self.spool, id);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err("remove", &path, e)),
+                }
+            }
+            Some(placed) => {
+                let mut mark = Vec::with_capacity(HEADER_LEN);
+                log::record::encode(&mut mark, Kind::Done, id, &[]);
+                self.append(&mark)?;
+                self.unsynced = true;
+                self.places.remove(id);
+                if let Some(tally) = self.segments.get_mut(&placed.segment) {
+                    tally.done += 1;
+                    self.reclaim(placed.segment);
+                }
+            }
         }
-        // Not synced: if this unlink is lost in a crash, the restart finds every recipient
-        // final, or the record without its message, and removes it again.
+        // Not synced: if this unlink (or done mark) is lost in a crash, the restart finds every
+        // recipient final, or the record without its message, and removes it again.
         let state = self.state_path(id);
         match fs::remove_file(&state) {
             Ok(()) => Ok(()),
@@ -138,25 +320,48 @@ impl Store {
         }
     }
 
-    /// Queues a new message made here (a delivery status notification): durable (file and
-    /// directory synced) before this returns its id.
+    /// Makes the done marks written since the last call durable (one `fdatasync`).
+    pub fn flush(&mut self) -> Result<(), SpoolError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Some(journal) = &self.journal {
+            journal.sync()?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Queues a new message made here (a delivery status notification): durable before this
+    /// returns its id.
     pub fn insert(&mut self, envelope: &Envelope, message: &[u8]) -> Result<QueueId, SpoolError> {
         let id = self.ids.next();
-        let tmp = spool::tmp_path(&self.spool, &id);
-        write_synced(&tmp, &spool::encode_file(envelope, &id, message))?;
-        let path = queue_path(&self.spool, &id);
-        fs::rename(&tmp, &path).map_err(|e| err("rename", &tmp, e))?;
-        sync_dir(&self.spool.join(spool::QUEUE_DIR))?;
+        let file = spool::encode_file(envelope, &id, message);
+        let mut record = Vec::with_capacity(HEADER_LEN + file.len());
+        log::record::encode(&mut record, Kind::Message, &id, &file);
+        let placed = self.append(&record)?;
+        if let Some(journal) = &self.journal {
+            journal.sync()?;
+        }
+        self.unsynced = false;
+        self.places.insert(id, placed);
         Ok(id)
     }
 
-    /// Where the relay reads `queued`'s content from: its file, from the end of the envelope
-    /// header. The file stays until the message is removed.
+    /// Where the relay reads `queued`'s content from: its file or its log segment, from the end
+    /// of the envelope header. It stays there until the message is removed.
     pub fn content(&self, queued: &Queued) -> Content {
-        Content {
-            path: queue_path(&self.spool, &queued.id),
-            offset: queued.message_offset(),
-            len: queued.message().len() as u64,
+        match self.places.get(&queued.id) {
+            None => Content {
+                path: queue_path(&self.spool, &queued.id),
+                offset: queued.message_offset(),
+                len: queued.message().len() as u64,
+            },
+            Some(p) => Content {
+                path: log::segment_path(&self.spool, &p.segment),
+                offset: p.offset + HEADER_LEN as u64 + queued.message_offset(),
+                len: queued.message().len() as u64,
+            },
         }
     }
 

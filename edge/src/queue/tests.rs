@@ -6,6 +6,7 @@ use super::*;
 use crate::delivery::{target, DEFAULT_FILE_MODE};
 use crate::protocol::address::parse_mailbox;
 use crate::spool::format::committed_file;
+use crate::spool::log::{self, Placed, SegmentName};
 use crate::spool::tests::envelope;
 use crate::spool::{self, queue_path, QueueIdGen};
 
@@ -393,4 +394,108 @@ fn operator_requests_show_flush_delete_and_bounce() {
     q.shutdown();
     let notice = String::from_utf8(f.entries("example.test", "alice")[0].1.clone()).unwrap();
     assert!(notice.contains("returned by the operator"), "{notice}");
+}
+
+/// Writes messages for `rcpts` into a new log segment `seq` of worker 0, as a worker's flusher
+/// would (one write, one sync); returns where each is.
+fn log_messages(f: &mut Fixture, seq: u32, count: usize) -> (SegmentName, Vec<(QueueId, Placed)>) {
+    let name = SegmentName {
+        generation: 1,
+        owner: 0,
+        seq,
+    };
+    let mut segment = log::Segment::create(&f.spool, name).unwrap();
+    let mut batch = Vec::new();
+    let mut starts = Vec::new();
+    for _ in 0..count {
+        let id = f.ids.next();
+        starts.push((id, batch.len() as u64));
+        let file = committed_file(&envelope(&["alice@example.test"]), &id, MSG);
+        log::record::encode(&mut batch, log::Kind::Message, &id, &file);
+    }
+    let at = segment.append(&batch).unwrap();
+    segment.sync().unwrap();
+    let placed = starts
+        .into_iter()
+        .map(|(id, start)| {
+            let p = Placed {
+                segment: name,
+                offset: at + start,
+            };
+            (id, p)
+        })
+        .collect();
+    (name, placed)
+}
+
+#[test]
+fn logged_messages_are_delivered_and_their_segment_goes_once_sealed_and_done() {
+    let mut f = fixture();
+    // The queue starts first (it recovers the log), then a worker writes.
+    let q = f.start();
+    let (name, placed) = log_messages(&mut f, 0, 3);
+    let path = log::segment_path(&f.spool, &name);
+    for (id, p) in &placed {
+        q.enqueue_logged(*id, *p);
+    }
+    wait("three delivered", || {
+        f.entries("example.test", "alice").len() == 3
+    });
+    for (i, (name, body)) in f.entries("example.test", "alice").iter().enumerate() {
+        assert!(
+            placed.iter().any(|(id, _)| name.starts_with(id.as_str())),
+            "{i}: {name}"
+        );
+        assert_eq!(body, &expected("alice@example.test"));
+    }
+    // Done, but the worker may still write to it: it stays until sealed.
+    assert!(path.exists());
+    q.sealed(name, 3);
+    wait("segment reclaimed", || !path.exists());
+    q.shutdown();
+    // A restart finds nothing to do: the done marks were synced.
+    let (_, backlog) = Store::open(&f.spool, 8).unwrap();
+    assert_eq!(backlog, vec![]);
+}
+
+#[test]
+fn a_restart_copies_forward_what_is_not_done_and_drops_the_old_segments() {
+    let mut f = fixture();
+    let (_, placed) = log_messages(&mut f, 0, 2);
+    let (done, live) = (placed[0].0, placed[1].0);
+    // A done mark for the first, in the queue's own segment of that run.
+    let mut own = log::Segment::create(
+        &f.spool,
+        SegmentName {
+            generation: 1,
+            owner: u16::MAX,
+            seq: 0,
+        },
+    )
+    .unwrap();
+    let mut mark = Vec::new();
+    log::record::encode(&mut mark, log::Kind::Done, &done, &[]);
+    own.append(&mark).unwrap();
+    own.sync().unwrap();
+    drop(own);
+
+    let (store, backlog) = Store::open(&f.spool, 2).unwrap();
+    assert_eq!(backlog, vec![live]);
+    assert!(!store.contains(&done));
+    assert_eq!(store.message(&live).unwrap().message(), MSG);
+    let left = log::list(&f.spool).unwrap();
+    assert_eq!(left.len(), 1, "only the copy: {left:?}");
+    assert_eq!((left[0].generation, left[0].owner), (2, u16::MAX));
+    drop(store);
+    // And again: the copy is recovered like any segment.
+    let (store, backlog) = Store::open(&f.spool, 3).unwrap();
+    assert_eq!(backlog, vec![live]);
+    let content = store.content(&store.message(&live).unwrap());
+    let bytes = fs::read(&content.path).unwrap();
+    let at = content.offset as usize;
+    assert_eq!(
+        &bytes[at..at + content.len as usize],
+        MSG,
+        "the relay reads the message from the log"
+    );
 }

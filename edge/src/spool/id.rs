@@ -114,6 +114,16 @@ impl QueueIdGen {
         }
     }
 
+    /// The run these ids belong to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The worker these ids belong to.
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
     /// The next id; never repeats one this generator or any other worker or run has given.
     // Not an Iterator: the sequence never ends, and an Option would only add an unwrap.
     #[allow(clippy::should_implement_trait)]

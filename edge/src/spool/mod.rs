@@ -2,16 +2,21 @@
 //! for it ([RFC 5321 §6.1]).
 //!
 //! ```text
-//!  <spool.dir>/tmp/<qid>     being written by a worker; never delivered; deleted by recover()
-//!  <spool.dir>/queue/<qid>   complete and fsynced (file and directory): the 250 may go out
+//!  <spool.dir>/log/<segment>  the log: committed messages of up to INLINE_MAX octets, many per
+//!                             write and fdatasync, and the queue's own records (see log/)
+//!  <spool.dir>/tmp/<qid>      a larger message being written; never delivered; deleted by recover()
+//!  <spool.dir>/queue/<qid>    a larger message, complete and fsynced (file and directory)
 //! ```
 //!
-//! A worker's [`SpoolWriter`] creates `tmp/<qid>`, writes the envelope header ([`format`](mod@format)), the
-//! [`received_header`] and the body through the ring, then [`Incoming::commit`] syncs the file,
-//! renames it into `queue/` and syncs `queue/` (shared between concurrent commits: group commit).
-//! Only a rename publishes a file in `queue/`, and only after its data is on disk, so nothing
-//! half-written is ever delivered. Every failure is a [`SpoolError`], which the driver answers
-//! with `451 4.3.0`.
+//! A worker's [`SpoolWriter`] gathers the envelope header ([`format`](mod@format)), the
+//! [`received_header`] and the body in memory; [`Incoming::commit`] hands the whole as one
+//! checksummed record to the worker's [`log::LogWriter`], which writes every record its
+//! sessions committed meanwhile with one write and one `fdatasync` (group commit) before any of
+//! them is answered. A message that outgrows [`INLINE_MAX`] streams into `tmp/<qid>` instead,
+//! which commit syncs, renames into `queue/` and publishes with a directory fsync shared between
+//! concurrent commits. Nothing half-written is ever delivered: a record counts only whole and
+//! with its checksums right, a file only once renamed after its data is on disk. Every failure
+//! is a [`SpoolError`], which the driver answers with `451 4.3.0`.
 //!
 //! Startup takes the [`SpoolLock`] first (one server per spool), then calls [`prepare`],
 //! [`next_generation`] and [`recover`] (through `delivery::start`) **before** any worker opens a
@@ -41,7 +46,7 @@ pub use instance::{next_generation, LockError, SpoolLock, GENERATION_FILE};
 pub use trace::{
     push_date_time, received_header, TlsTrace, TraceInfo, WithProtocol, MAX_TRACE_HELO,
 };
-pub use writer::{Incoming, SpoolWriter};
+pub use writer::{Committed, Incoming, SpoolWriter, INLINE_MAX};
 
 use crate::protocol::Envelope;
 
@@ -49,6 +54,15 @@ use crate::protocol::Envelope;
 pub const TMP_DIR: &str = "tmp";
 /// Subdirectory of committed files waiting for delivery.
 pub const QUEUE_DIR: &str = "queue";
+
+/// Where a committed message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// Its own file, `queue/<qid>`.
+    File,
+    /// A record in the log.
+    Log(log::Placed),
+}
 
 /// Mode of every spool directory: the owner's alone.
 pub const DIR_MODE: u32 = 0o700;
@@ -91,11 +105,11 @@ pub fn queue_path(dir: &Path, id: &QueueId) -> PathBuf {
     dir.join(QUEUE_DIR).join(id.as_str())
 }
 
-/// Creates `dir` and its `tmp/` and `queue/` if missing, and makes each of them
+/// Creates `dir` and its `tmp/`, `queue/` and `log/` if missing, and makes each of them
 /// mode 0700, whatever they were (blocking; startup only).
 pub fn prepare(dir: &Path) -> Result<(), SpoolError> {
     instance::create_private_dir(dir)?;
-    for sub in [TMP_DIR, QUEUE_DIR] {
+    for sub in [TMP_DIR, QUEUE_DIR, log::LOG_DIR] {
         instance::create_private_dir(&dir.join(sub))?;
     }
     Ok(())
@@ -167,6 +181,20 @@ impl Queued {
 /// error (`op` = `decode`), never a panic and never a partial message.
 pub fn read_queued(path: &Path) -> Result<Queued, SpoolError> {
     let data = fs::read(path).map_err(|e| SpoolError::new("read", path, e))?;
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok());
+    decode_queued(data, named, path)
+}
+
+/// Checks a message in queue-file form (`data`, read from `path`) and that its header names
+/// `expected`: an error (`op` = `decode`) for anything else, never a partial message.
+pub fn decode_queued(
+    data: Vec<u8>,
+    expected: Option<QueueId>,
+    path: &Path,
+) -> Result<Queued, SpoolError> {
     let bad = |e: FormatError| {
         SpoolError::new(
             "decode",
@@ -175,8 +203,7 @@ pub fn read_queued(path: &Path) -> Result<Queued, SpoolError> {
         )
     };
     let decoded = format::decode(&data).map_err(bad)?;
-    let named = path.file_name().and_then(|n| n.to_str());
-    if named != Some(decoded.id.as_str()) {
+    if expected != Some(decoded.id) {
         return Err(bad(FormatError::IdMismatch(decoded.id.to_string())));
     }
     Ok(Queued {

@@ -1,5 +1,7 @@
-//! The per-worker spool writer: message bytes go to disk through the ring, and a commit returns
-//! only once the message is durable under `queue/`.
+//! The per-worker spool writer: a message is gathered in memory while it is received, then
+//! committed into the worker's log with others that finished meanwhile (one write, one
+//! `fdatasync`); one too large to gather streams into a file of its own under `tmp/`, renamed
+//! into `queue/` at commit.
 
 use std::cell::RefCell;
 use std::io;
@@ -9,20 +11,28 @@ use std::time::{Duration, Instant};
 
 use super::format::{encode_header, size_field, SIZE_OFFSET};
 use super::group::GroupSync;
+use super::log::{self, LogWriter, OnSeal, HEADER_LEN};
 use super::{
-    queue_path, received_header, tmp_path, QueueId, QueueIdGen, SpoolError, TraceInfo, QUEUE_DIR,
+    queue_path, received_header, tmp_path, Place, QueueId, QueueIdGen, SpoolError, TraceInfo,
+    QUEUE_DIR,
 };
 use crate::protocol::Envelope;
 use crate::transport;
+
+/// Largest message (queue-file form: envelope header and content) gathered in memory and
+/// committed into the log; a larger one streams into a file of its own. Most mail is far
+/// smaller, and a large message pays for its file-system metadata over many octets.
+pub const INLINE_MAX: usize = 1 << 20;
 
 /// One worker's spool writer. Single-threaded: share it between the worker's connection tasks
 /// through the `Rc` that [`SpoolWriter::open`] returns.
 pub struct SpoolWriter {
     dir: PathBuf,
     ids: RefCell<QueueIdGen>,
-    /// `queue/`, open so that it can be fsynced after renames into it.
+    /// `queue/`, open so that it can be fsynced after renames into it (large messages).
     queue_dir: transport::File,
     group: GroupSync,
+    log: LogWriter,
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -33,19 +43,37 @@ impl std::fmt::Debug for SpoolWriter {
     }
 }
 
+/// A message made durable: its id, where it is, and how long its commit waited for syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Its queue id.
+    pub id: QueueId,
+    /// Where it is.
+    pub place: Place,
+    /// Time spent waiting for `fdatasync`/`fsync` (the metric).
+    pub fsync: Duration,
+}
+
 impl SpoolWriter {
     /// Opens the writer of one worker over a spool that [`super::prepare`] has set up, taking
-    /// ids from `ids` (whose worker index must be this worker's alone).
-    pub async fn open(dir: &Path, ids: QueueIdGen) -> Result<Rc<SpoolWriter>, SpoolError> {
+    /// ids from `ids` (whose worker index must be this worker's alone; it also names the
+    /// worker's log segments). `on_seal` hears of each log segment the worker is done with.
+    pub async fn open(
+        dir: &Path,
+        ids: QueueIdGen,
+        on_seal: OnSeal,
+    ) -> Result<Rc<SpoolWriter>, SpoolError> {
         let queue = dir.join(QUEUE_DIR);
         let queue_dir = transport::File::open_dir(&queue)
             .await
             .map_err(|e| SpoolError::new("open dir", &queue, e))?;
+        let log = LogWriter::start(dir, ids.generation(), ids.worker(), on_seal);
         Ok(Rc::new(SpoolWriter {
             dir: dir.to_owned(),
             ids: RefCell::new(ids),
             queue_dir,
             group: GroupSync::default(),
+            log,
         }))
     }
 
@@ -54,14 +82,19 @@ impl SpoolWriter {
         &self.dir
     }
 
-    /// Directory fsyncs of `queue/` done so far; with group commit this stays below the number of
-    /// commits under concurrency (a metric, and the proof in tests).
+    /// Directory fsyncs of `queue/` done so far (messages too large for the log).
     pub fn dir_syncs(&self) -> u64 {
         self.group.syncs()
     }
 
-    /// Starts a message: creates `tmp/<qid>` (exclusively) and writes the envelope header and the
-    /// `Received:` header for `trace`. The body follows through [`Incoming::append`].
+    /// What the log writer has done: with group commit its batches (one `fdatasync` each) stay
+    /// below the messages committed under concurrency.
+    pub fn log_stats(&self) -> log::Stats {
+        self.log.stats()
+    }
+
+    /// Starts a message: the envelope header and the `Received:` header for `trace`, in memory.
+    /// The body follows through [`Incoming::append`].
     ///
     /// An envelope without recipients is refused (`op` = `begin`): it could never be delivered.
     pub async fn begin(
@@ -75,30 +108,23 @@ impl SpoolWriter {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "envelope without recipients");
             return Err(SpoolError::new("begin", &tmp, e));
         }
-        // 0600 less the umask: a umask can only narrow it.
-        let file = transport::File::create_new(&tmp, super::FILE_MODE)
-            .await
-            .map_err(|e| SpoolError::new("create", &tmp, e))?;
-        let mut head = encode_header(envelope, &id);
+        let head = encode_header(envelope, &id);
         let message_start = head.len() as u64;
-        head.extend_from_slice(received_header(trace, &id, &envelope.rcpt_to).as_bytes());
-        let mut incoming = Incoming {
+        let received = received_header(trace, &id, &envelope.rcpt_to);
+        let mut inline = Vec::with_capacity(HEADER_LEN + head.len() + received.len() + 16 * 1024);
+        inline.resize(HEADER_LEN, 0);
+        inline.extend_from_slice(&head);
+        inline.extend_from_slice(received.as_bytes());
+        Ok(Incoming {
             writer: self.clone(),
             id,
-            file: Some(file),
+            inline: Some(inline),
+            file: None,
             tmp,
             offset: 0,
             message_start,
             state: State::Writing,
-        };
-        let (res, _) = incoming.append(head).await;
-        match res {
-            Ok(()) => Ok(incoming),
-            Err(e) => {
-                incoming.abort().await;
-                Err(e)
-            }
-        }
+        })
     }
 }
 
@@ -112,7 +138,7 @@ fn stopwatch() -> Instant {
 /// Where an [`Incoming`] stands; decides what `Drop` must clean up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// `tmp/<qid>` exists and takes appends.
+    /// Takes appends (in memory, or into `tmp/<qid>` once it exists).
     Writing,
     /// A write failed: the message can only be aborted (errors are sticky).
     Poisoned,
@@ -123,13 +149,16 @@ enum State {
 }
 
 /// A message being written. End it with [`Incoming::commit`] or [`Incoming::abort`]; if it is
-/// dropped instead (the connection died mid-`DATA`), `Drop` removes its file.
+/// dropped instead (the connection died mid-`DATA`), `Drop` removes its file if it has one.
 pub struct Incoming {
     writer: Rc<SpoolWriter>,
     id: QueueId,
+    /// The message in queue-file form after [`HEADER_LEN`] octets kept for the log record's
+    /// header, while it is at most [`INLINE_MAX`]; `None` once it streams into `tmp`.
+    inline: Option<Vec<u8>>,
     file: Option<transport::File>,
     tmp: PathBuf,
-    /// Where the next append goes: the file's length so far.
+    /// Where the next append to the file goes: the file's length so far.
     offset: u64,
     /// Where the message (our `Received:` header) starts, after the envelope header.
     message_start: u64,
@@ -140,6 +169,7 @@ impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("id", &self.id)
+            .field("inline", &self.inline.as_ref().map(Vec::len))
             .field("offset", &self.offset)
             .field("state", &self.state)
             .finish_non_exhaustive()
@@ -155,14 +185,26 @@ impl Incoming {
     /// Appends `data` (message bytes, dot-unstuffed, CRLF line ends) and hands the buffer back
     /// emptied for reuse, whether the write succeeded or not. After an error every later
     /// append and the commit fail too.
-    pub async fn append(&mut self, data: Vec<u8>) -> (Result<(), SpoolError>, Vec<u8>) {
-        let file = match (&self.file, self.state) {
-            (Some(file), State::Writing) => file,
-            _ => {
-                let mut data = data;
+    pub async fn append(&mut self, mut data: Vec<u8>) -> (Result<(), SpoolError>, Vec<u8>) {
+        if self.state != State::Writing {
+            data.clear();
+            return (Err(self.poisoned()), data);
+        }
+        if let Some(inline) = &mut self.inline {
+            if inline.len() - HEADER_LEN + data.len() <= INLINE_MAX {
+                inline.extend_from_slice(&data);
                 data.clear();
-                return (Err(self.poisoned()), data);
+                return (Ok(()), data);
             }
+            if let Err(e) = self.spill().await {
+                self.state = State::Poisoned;
+                data.clear();
+                return (Err(e), data);
+            }
+        }
+        let Some(file) = &self.file else {
+            data.clear();
+            return (Err(self.poisoned()), data);
         };
         let len = data.len() as u64;
         let (res, buf) = file.write_all_at(data, self.offset).await;
@@ -178,18 +220,59 @@ impl Incoming {
         }
     }
 
-    /// Makes the message durable in `queue/`: records its size, `fdatasync`s and closes the
-    /// file, renames it from `tmp/` into `queue/`, then waits for an fsync of `queue/` that
-    /// started after the rename (shared with concurrent commits). Only then `Ok`, with the time
-    /// spent waiting for fsyncs; the caller may now send the 250 and hand the id to delivery.
-    ///
-    /// On error the file is removed from wherever it is (best effort), so the message the
-    /// client is told to retry (451) is not also delivered.
-    pub async fn commit(mut self) -> Result<(QueueId, Duration), SpoolError> {
-        let (file, State::Writing) = (self.file.take(), self.state) else {
+    /// The message outgrew [`INLINE_MAX`]: creates `tmp/<qid>` and writes what was gathered.
+    async fn spill(&mut self) -> Result<(), SpoolError> {
+        let Some(inline) = self.inline.take() else {
+            return Ok(());
+        };
+        // 0600 less the umask: a umask can only narrow it.
+        let file = transport::File::create_new(&self.tmp, super::FILE_MODE)
+            .await
+            .map_err(|e| SpoolError::new("create", &self.tmp, e))?;
+        self.file = Some(file);
+        let mut gathered = inline;
+        gathered.drain(..HEADER_LEN);
+        let len = gathered.len() as u64;
+        let Some(file) = &self.file else {
             return Err(self.poisoned());
         };
-        let Some(file) = file else {
+        let (res, _) = file.write_all_at(gathered, 0).await;
+        res.map_err(|e| SpoolError::new("write", &self.tmp, e))?;
+        self.offset = len;
+        Ok(())
+    }
+
+    /// Makes the message durable. One gathered in memory becomes a log record, committed with
+    /// the others its worker finished meanwhile (one write, one `fdatasync`). One in its own
+    /// file records its size, is `fdatasync`ed, renamed from `tmp/` into `queue/`, and waits
+    /// for an fsync of `queue/` that started after the rename (shared with concurrent commits).
+    /// Only then `Ok`; the caller may now send the 250 and hand the message to the queue.
+    ///
+    /// On error nothing of the message is left to deliver (best effort for a file: it is
+    /// removed from wherever it is), so the message the client is told to retry (451) is not
+    /// also delivered.
+    pub async fn commit(mut self) -> Result<Committed, SpoolError> {
+        if self.state != State::Writing {
+            return Err(self.poisoned());
+        }
+        if let Some(mut inline) = self.inline.take() {
+            self.state = State::Done;
+            let size = (inline.len() - HEADER_LEN) as u64 - self.message_start;
+            let at = HEADER_LEN + SIZE_OFFSET as usize;
+            let digits = size_field(size);
+            if let Some(slot) = inline.get_mut(at..at + digits.len()) {
+                slot.copy_from_slice(&digits);
+            }
+            log::record::seal_in_place(&mut inline, log::Kind::Message, &self.id);
+            let started = stopwatch();
+            let placed = self.writer.log.commit(inline).await?;
+            return Ok(Committed {
+                id: self.id,
+                place: Place::Log(placed),
+                fsync: started.elapsed(),
+            });
+        }
+        let Some(file) = self.file.take() else {
             return Err(self.poisoned());
         };
         // From here on, an error leaves `self` in Writing or Renamed and Drop cleans up.
@@ -221,12 +304,20 @@ impl Incoming {
             return Err(SpoolError::new("fsync dir", &dir, e));
         }
         self.state = State::Done;
-        Ok((self.id, fsyncs))
+        Ok(Committed {
+            id: self.id,
+            place: Place::File,
+            fsync: fsyncs,
+        })
     }
 
-    /// Abandons the message: closes and removes its file (best effort; recover() removes what
-    /// this cannot).
+    /// Abandons the message: drops what was gathered, or closes and removes its file (best
+    /// effort; recover() removes what this cannot).
     pub async fn abort(mut self) {
+        if self.inline.take().is_some() && self.file.is_none() {
+            self.state = State::Done;
+            return;
+        }
         if let Some(file) = self.file.take() {
             let _ = file.close().await;
         }
@@ -251,10 +342,15 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
+        // Gathered in memory only: nothing on disk to undo.
+        if self.inline.is_some() {
+            return;
+        }
         // A blocking unlink on the worker thread: acceptable because this path is rare (a
-        // connection lost mid-DATA, or a cancelled commit) and an unlink is short, and because
-        // the ring has no synchronous API and transport offers no spawn. If it fails, recover()
-        // removes tmp/ files at the next start; a Renamed file was never acknowledged.
+        // connection lost mid-DATA of a large message, or a cancelled commit) and an unlink is
+        // short, and because the ring has no synchronous API and transport offers no spawn. If
+        // it fails, recover() removes tmp/ files at the next start; a Renamed file was never
+        // acknowledged.
         let path = match self.state {
             State::Writing | State::Poisoned => self.tmp.clone(),
             State::Renamed => queue_path(&self.writer.dir, &self.id),
@@ -272,8 +368,9 @@ impl Drop for Incoming {
 mod tests {
     use super::*;
     use crate::protocol::Greeting;
+    use crate::spool::log::{read_record, segment_path};
     use crate::spool::tests::envelope;
-    use crate::spool::{prepare, read_queued, recover, TMP_DIR};
+    use crate::spool::{decode_queued, prepare, read_queued, recover, Queued, TMP_DIR};
     use std::time::UNIX_EPOCH;
 
     fn trace() -> TraceInfo {
@@ -294,12 +391,29 @@ mod tests {
         std::fs::read_dir(dir.join(sub)).unwrap().count()
     }
 
+    fn no_seal() -> OnSeal {
+        Rc::new(|_, _| {})
+    }
+
+    /// Reads a committed message back from wherever it is.
+    fn read_back(dir: &Path, c: &Committed) -> Queued {
+        match c.place {
+            Place::File => read_queued(&queue_path(dir, &c.id)).unwrap(),
+            Place::Log(p) => {
+                let path = segment_path(dir, &p.segment);
+                let (h, payload) = read_record(&path, p.offset).unwrap();
+                assert_eq!((h.kind, h.id), (log::Kind::Message, c.id));
+                decode_queued(payload, Some(c.id), &path).unwrap()
+            }
+        }
+    }
+
     #[test]
-    fn commit_publishes_exact_bytes_in_queue() {
+    fn commit_puts_exact_bytes_in_the_log() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
         crate::transport::run(256, async {
-            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
                 .await
                 .unwrap();
             let env = envelope(&["a@example.test"]);
@@ -310,24 +424,59 @@ mod tests {
                 res.unwrap();
                 assert!(buf.is_empty());
             }
-            let (committed, _) = m.commit().await.unwrap();
-            assert_eq!(committed, id);
-            let q = read_queued(&queue_path(dir.path(), &id)).unwrap();
+            let committed = m.commit().await.unwrap();
+            assert_eq!(committed.id, id);
+            assert!(matches!(committed.place, Place::Log(_)));
+            let q = read_back(dir.path(), &committed);
             assert_eq!(q.envelope, env);
             let want = received_header(&trace(), &id, &env.rcpt_to)
                 + "Subject: hi\r\n\r\nline 1\r\nline 2\r\n";
             assert_eq!(q.message(), want.as_bytes());
+            // No file per message anywhere.
+            assert_eq!(count(dir.path(), TMP_DIR), 0);
+            assert_eq!(count(dir.path(), QUEUE_DIR), 0);
+        });
+    }
+
+    #[test]
+    fn a_message_larger_than_inline_max_gets_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path()).unwrap();
+        crate::transport::run(256, async {
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
+                .await
+                .unwrap();
+            let env = envelope(&["a@example.test"]);
+            let mut m = w.begin(&env, &trace()).await.unwrap();
+            let line = vec![b'x'; 998];
+            let mut body = Vec::new();
+            while body.len() <= INLINE_MAX {
+                let mut piece = line.clone();
+                piece.extend_from_slice(b"\r\n");
+                body.extend_from_slice(&piece);
+                let (res, _) = m.append(piece).await;
+                res.unwrap();
+            }
+            assert_eq!(
+                count(dir.path(), TMP_DIR),
+                1,
+                "streams into tmp/ once past the limit"
+            );
+            let committed = m.commit().await.unwrap();
+            assert_eq!(committed.place, Place::File);
+            let q = read_back(dir.path(), &committed);
+            assert!(q.message().ends_with(&body));
             assert_eq!(count(dir.path(), TMP_DIR), 0);
         });
     }
 
     #[test]
-    fn concurrent_commits_share_directory_fsyncs() {
+    fn concurrent_commits_share_one_write_and_fdatasync() {
         const N: usize = 32;
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
         crate::transport::run(256, async {
-            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
                 .await
                 .unwrap();
             let tasks: Vec<_> = (0..N)
@@ -341,22 +490,69 @@ mod tests {
                     })
                 })
                 .collect();
-            let mut ids = Vec::new();
+            let mut committed = Vec::new();
             for t in tasks {
-                ids.push(t.await.unwrap().unwrap().0);
+                committed.push(t.await.unwrap().unwrap());
             }
+            let stats = w.log_stats();
+            assert_eq!(stats.records, N as u64);
             assert!(
-                w.dir_syncs() < N as u64,
-                "{} dir fsyncs for {N} commits",
-                w.dir_syncs()
+                stats.batches < N as u64 && stats.batches >= 1,
+                "{} batches for {N} commits",
+                stats.batches
             );
-            assert!(w.dir_syncs() >= 1);
-            for id in &ids {
-                read_queued(&queue_path(dir.path(), id)).unwrap();
+            for (i, c) in committed.iter().enumerate() {
+                let q = read_back(dir.path(), c);
+                assert!(q.message().ends_with(format!("message {i}\r\n").as_bytes()));
             }
         });
-        assert_eq!(count(dir.path(), QUEUE_DIR), N);
+        assert_eq!(count(dir.path(), QUEUE_DIR), 0);
         assert_eq!(count(dir.path(), TMP_DIR), 0);
+        assert_eq!(count(dir.path(), log::LOG_DIR), 1, "one segment for all");
+    }
+
+    #[test]
+    fn a_full_segment_is_sealed_with_its_count_and_the_next_one_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path()).unwrap();
+        let sealed = Rc::new(RefCell::new(Vec::new()));
+        crate::transport::run(256, async {
+            let seen = sealed.clone();
+            let on_seal: OnSeal = Rc::new(move |name, n| seen.borrow_mut().push((name, n)));
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 3), on_seal)
+                .await
+                .unwrap();
+            // Messages just under INLINE_MAX: a 64 MiB segment holds 63 of them.
+            let body = vec![b'y'; INLINE_MAX - 4096];
+            let mut places = Vec::new();
+            for _ in 0..70 {
+                let mut m = w
+                    .begin(&envelope(&["a@example.test"]), &trace())
+                    .await
+                    .unwrap();
+                let (res, _) = m.append(body.clone()).await;
+                res.unwrap();
+                places.push(m.commit().await.unwrap());
+            }
+            let segments: std::collections::BTreeSet<_> = places
+                .iter()
+                .map(|c| match c.place {
+                    Place::Log(p) => p.segment,
+                    Place::File => panic!("not in the log"),
+                })
+                .collect();
+            assert_eq!(segments.len(), 2);
+            let first = *segments.iter().next().unwrap();
+            assert_eq!((first.owner, first.seq), (3, 0));
+            let n = places
+                .iter()
+                .filter(|c| matches!(c.place, Place::Log(p) if p.segment == first))
+                .count() as u64;
+            assert_eq!(*sealed.borrow(), vec![(first, n)]);
+            for c in &places {
+                read_back(dir.path(), c);
+            }
+        });
     }
 
     #[test]
@@ -364,7 +560,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
         crate::transport::run(256, async {
-            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
                 .await
                 .unwrap();
             let m = w
@@ -376,13 +572,18 @@ mod tests {
                 .begin(&envelope(&["a@example.test"]), &trace())
                 .await
                 .unwrap();
-            let (res, _) = m.append(b"partial".to_vec()).await;
+            let (res, _) = m.append(vec![b'z'; INLINE_MAX + 1]).await;
             res.unwrap();
             assert_eq!(count(dir.path(), TMP_DIR), 1);
             drop(m);
         });
         assert_eq!(count(dir.path(), TMP_DIR), 0);
         assert_eq!(count(dir.path(), QUEUE_DIR), 0);
+        assert_eq!(
+            count(dir.path(), log::LOG_DIR),
+            0,
+            "no segment without a message"
+        );
         assert_eq!(recover(dir.path()).unwrap(), vec![]);
     }
 
@@ -391,18 +592,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
         crate::transport::run(256, async {
-            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0))
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
                 .await
                 .unwrap();
-            std::fs::remove_dir(dir.path().join(TMP_DIR)).unwrap();
-            let err = w
+            std::fs::remove_dir(dir.path().join(log::LOG_DIR)).unwrap();
+            let m = w
                 .begin(&envelope(&["a@example.test"]), &trace())
                 .await
-                .unwrap_err();
+                .unwrap();
+            let err = m.commit().await.unwrap_err();
             assert_eq!(err.op, "create");
             let text = err.to_string();
             assert!(
-                text.starts_with("spool create ") && text.contains("/tmp/"),
+                text.starts_with("spool create ") && text.contains("/log/"),
                 "{text}"
             );
             let err = w.begin(&envelope(&[]), &trace()).await.unwrap_err();
@@ -410,9 +612,13 @@ mod tests {
         });
         let missing = tempfile::tempdir().unwrap();
         crate::transport::run(256, async {
-            let err = SpoolWriter::open(&missing.path().join("nope"), QueueIdGen::new(1, 0))
-                .await
-                .unwrap_err();
+            let err = SpoolWriter::open(
+                &missing.path().join("nope"),
+                QueueIdGen::new(1, 0),
+                no_seal(),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(err.op, "open dir");
         });
     }

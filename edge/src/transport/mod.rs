@@ -251,6 +251,26 @@ impl File {
             .map(File)
     }
 
+    /// Creates `path` for reading and writing with permission bits `mode` (less the umask),
+    /// failing if it exists.
+    pub async fn create_rw(path: &Path, mode: u32) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        tokio_uring::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .await
+            .map(File)
+    }
+
+    /// Allocates `len` octets from `offset` (`fallocate(2)` mode 0: the file grows to cover
+    /// them, and later writes there need no allocation).
+    pub async fn fallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.0.fallocate(offset, len, 0).await
+    }
+
     /// Opens `path` for reading.
     pub async fn open(path: &Path) -> io::Result<File> {
         tokio_uring::fs::File::open(path).await.map(File)

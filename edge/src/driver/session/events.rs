@@ -10,7 +10,7 @@ use crate::protocol::{
     AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, Role, SourceVerdict,
     SpoolFault, TxnId,
 };
-use crate::spool::TraceInfo;
+use crate::spool::{Committed, Place, TraceInfo};
 
 impl Session {
     /// Acts on every event the engine has queued, in order; returns true on STARTTLS.
@@ -253,13 +253,16 @@ impl Session {
             }
         };
         match verdict {
-            Ok((id, fsync)) => {
+            Ok(Committed { id, place, fsync }) => {
                 self.metrics().observe_fsync(fsync);
                 self.metrics().message_accepted();
                 self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
                 self.log_message_accepted(&id, &envelope, size);
                 self.summary.queue_ids.push(id);
-                self.ctx.queue.enqueue(id);
+                match place {
+                    Place::Log(placed) => self.ctx.queue.enqueue_logged(id, placed),
+                    Place::File => self.ctx.queue.enqueue(id),
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool: commit failed; replying 451");

@@ -6,9 +6,11 @@
 //!     record · record · record · … · zeros (preallocated, not written yet)
 //! ```
 //!
-//! Each writer (a worker, or the queue) owns its segments: it creates one at a time,
-//! preallocated to [`SEGMENT_SIZE`] with `fallocate` so that appends never allocate, writes
-//! records at its end, and moves on to a new segment when a write would not fit. Names sort
+//! Each writer (a worker, or the queue) owns its segments: it creates one at a time, grows it
+//! with `fallocate` ahead of the writes (in steps of [`PREALLOC_STEP`], up to [`SEGMENT_SIZE`])
+//! so that appending a record never allocates, writes records at its end, and moves on to a new
+//! segment when a write would not fit. A new segment's directory entry is synced before any
+//! record in it is acknowledged. Names sort
 //! in the order segments were created (the generation is the run's, see
 //! [`crate::spool::next_generation`]), so a scan replays them in order.
 //!
@@ -16,8 +18,9 @@
 //! - [`scan`](mod@scan): recovery, which stops at a torn tail and skips a record whose payload
 //!   fails its checksum.
 //!
-//! A [`Segment`] here is the blocking writer (startup, the queue's thread, tests); workers write
-//! through their ring.
+//! - [`LogWriter`]: a worker's writer on its ring, with group commit.
+//!
+//! A [`Segment`] here is the blocking writer (startup, the queue's thread, tests).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -28,17 +31,19 @@ use std::str::FromStr;
 
 pub mod record;
 pub mod scan;
+mod writer;
 
 pub use record::{Kind, HEADER_LEN, MAX_PAYLOAD};
 pub use scan::{Found, Scanned, Skipped, Tail};
+pub use writer::{LogWriter, OnSeal, Placed, Stats, PREALLOC_STEP};
 
 use super::SpoolError;
 
 /// Subdirectory of segments.
 pub const LOG_DIR: &str = "log";
-/// Size of a segment, preallocated at creation. Large enough that creating one is rare (one
-/// file per 64 MiB of mail, instead of one per message), small enough that a segment pinned by
-/// one long-deferred message wastes little.
+/// Largest size of a segment. Large enough that creating one is rare (one file per 64 MiB of
+/// mail, instead of one per message), small enough that a segment pinned by one long-deferred
+/// message wastes little.
 pub const SEGMENT_SIZE: u64 = 64 << 20;
 
 /// A segment's name: who wrote it, in which run, in what order.
@@ -113,7 +118,12 @@ pub fn segment_path(spool: &Path, name: &SegmentName) -> PathBuf {
 pub fn list(spool: &Path) -> Result<Vec<SegmentName>, SpoolError> {
     let dir = spool.join(LOG_DIR);
     let mut names = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|e| err("read dir", &dir, e))? {
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(err("read dir", &dir, e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(|e| err("read dir", &dir, e))?;
         match entry.file_name().to_str().map(str::parse::<SegmentName>) {
             Some(Ok(name)) => names.push(name),
@@ -173,8 +183,8 @@ pub fn read_record(path: &Path, offset: u64) -> Result<(record::Header, Vec<u8>)
     Ok((header, payload))
 }
 
-/// Creates a segment file (exclusively, mode 0600) and preallocates [`SEGMENT_SIZE`] octets.
-/// A full disk fails here, before any record is written.
+/// Creates a segment file (exclusively, mode 0600) and syncs the directory; [`Segment::append`]
+/// allocates its space ahead of the writes.
 pub fn create(path: &Path) -> Result<File, SpoolError> {
     let file = fs::OpenOptions::new()
         .read(true)
@@ -183,18 +193,20 @@ pub fn create(path: &Path) -> Result<File, SpoolError> {
         .mode(super::FILE_MODE)
         .open(path)
         .map_err(|e| err("create", path, e))?;
-    preallocate(&file).map_err(|e| {
-        let _ = fs::remove_file(path);
-        err("fallocate", path, e)
-    })?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("fsync dir", dir, e))?;
+    }
     Ok(file)
 }
 
-fn preallocate(file: &File) -> io::Result<()> {
+fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(SEGMENT_SIZE).map_err(io::Error::other)?;
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
     // SAFETY: the descriptor is open for writing and owned by `file` for the whole call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
     if rc == 0 {
         Ok(())
     } else {
@@ -211,6 +223,8 @@ pub struct Segment {
     file: File,
     /// Where the next record goes.
     end: u64,
+    /// How much is preallocated.
+    allocated: u64,
 }
 
 impl Segment {
@@ -223,6 +237,7 @@ impl Segment {
             path,
             file,
             end: 0,
+            allocated: 0,
         })
     }
 
@@ -249,6 +264,16 @@ impl Segment {
             return Err(err("write", &self.path, e));
         }
         let at = self.end;
+        let want = at + records.len() as u64;
+        if want > self.allocated {
+            let step = (want.div_ceil(PREALLOC_STEP) * PREALLOC_STEP).min(SEGMENT_SIZE);
+            let from = self.allocated;
+            let grown = preallocate(&self.file, from, step - from)
+                .map(|()| step)
+                // Not room for a whole step: enough for these records will do.
+                .or_else(|_| preallocate(&self.file, from, want - from).map(|()| want));
+            self.allocated = grown.map_err(|e| err("fallocate", &self.path, e))?;
+        }
         self.file
             .write_all_at(records, at)
             .map_err(|e| err("write", &self.path, e))?;
@@ -302,7 +327,11 @@ mod tests {
             seq: 0,
         };
         let mut seg = Segment::create(dir.path(), name).unwrap();
-        assert_eq!(fs::metadata(seg.path()).unwrap().len(), SEGMENT_SIZE);
+        assert_eq!(
+            fs::metadata(seg.path()).unwrap().len(),
+            0,
+            "allocated as records need it"
+        );
         let (a, b) = (QueueId::from_parts(1, 0, 1), QueueId::from_parts(1, 0, 2));
         let mut batch = Vec::new();
         encode(&mut batch, Kind::Message, &a, b"message a");
@@ -333,7 +362,13 @@ mod tests {
             seq: 0,
         };
         let mut seg = Segment::create(dir.path(), name).unwrap();
+        // Grows past the first step as records need it.
+        let big = vec![1u8; PREALLOC_STEP as usize + 10];
+        assert_eq!(seg.append(&big).unwrap(), 0);
+        seg.append(&[1]).unwrap();
+        assert_eq!(fs::metadata(seg.path()).unwrap().len(), 2 * PREALLOC_STEP);
         seg.end = SEGMENT_SIZE - 10;
+        seg.allocated = SEGMENT_SIZE;
         assert!(!seg.fits(11));
         assert_eq!(seg.append(&[1; 11]).unwrap_err().op, "write");
         assert!(seg.fits(10));

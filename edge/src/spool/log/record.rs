@@ -99,6 +99,13 @@ pub enum HeaderError {
 /// own, and a larger payload is a caller bug (`debug_assert`), stored with its length clipped
 /// so that its checksum fails and the scan skips it.
 pub fn encode(out: &mut Vec<u8>, kind: Kind, id: &QueueId, payload: &[u8]) {
+    out.reserve(HEADER_LEN + payload.len());
+    encode_header(out, kind, id, payload);
+    out.extend_from_slice(payload);
+}
+
+/// Appends the header of a record of `kind` for `id` and `payload`.
+fn encode_header(out: &mut Vec<u8>, kind: Kind, id: &QueueId, payload: &[u8]) {
     debug_assert!(payload.len() <= MAX_PAYLOAD as usize, "record too large");
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let mut header = [0u8; HEADER_LEN];
@@ -110,9 +117,20 @@ pub fn encode(out: &mut Vec<u8>, kind: Kind, id: &QueueId, payload: &[u8]) {
         .copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     let header_crc = crc32c::crc32c(&header[..HEADER_CRC_AT]);
     header[HEADER_CRC_AT..].copy_from_slice(&header_crc.to_le_bytes());
-    out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+}
+
+/// Turns `buf`, whose first [`HEADER_LEN`] octets are reserved for it, into a record of `kind`
+/// for `id` whose payload is the rest of `buf`: the header is written in place, so a message
+/// gathered in memory is never copied to become a record.
+pub fn seal_in_place(buf: &mut [u8], kind: Kind, id: &QueueId) {
+    let Some((head, payload)) = buf.split_first_chunk_mut::<HEADER_LEN>() else {
+        debug_assert!(false, "buffer without room for a header");
+        return;
+    };
+    let mut record = Vec::with_capacity(HEADER_LEN);
+    encode_header(&mut record, kind, id, payload);
+    head.copy_from_slice(&record);
 }
 
 /// The encoded length of a record with a payload of `payload_len` octets.
@@ -180,6 +198,17 @@ mod tests {
             assert!(payload_ok(&h, &out[1 + HEADER_LEN..]));
             assert!(!payload_ok(&h, b"paylaod"));
         }
+    }
+
+    #[test]
+    fn sealing_in_place_equals_encoding() {
+        let id = QueueId::from_parts(5, 1, 9);
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(b"the message");
+        seal_in_place(&mut buf, Kind::Message, &id);
+        let mut want = Vec::new();
+        encode(&mut want, Kind::Message, &id, b"the message");
+        assert_eq!(buf, want);
     }
 
     #[test]
