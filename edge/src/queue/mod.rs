@@ -442,10 +442,21 @@ impl Scheduler {
             self.round(now_ms());
             if stop {
                 self.stop_relay(rx);
+                self.sync_done_marks();
                 self.publish_size();
                 return;
             }
+            self.sync_done_marks();
             self.publish_size();
+        }
+    }
+
+    /// Syncs the done marks of everything this pass finished: one `fdatasync` for all the
+    /// commands, results and the round it handled, not one per message.
+    fn sync_done_marks(&mut self) {
+        if let Err(e) = self.store.flush() {
+            // The marks are written, not yet synced: a crash may attempt those messages again.
+            tracing::error!(error = %e, "queue: cannot sync done marks");
         }
     }
 
@@ -997,10 +1008,6 @@ impl Scheduler {
             } else {
                 keep.push((id, &attempt.record));
             }
-        }
-        if let Err(e) = self.store.flush() {
-            // The marks are written, not yet synced: a crash may attempt those messages again.
-            tracing::error!(error = %e, "queue: cannot sync done marks");
         }
         if let Err(e) = self.store.save(&keep) {
             // The attempt stands (a delivered Maildir entry is found again); the next round
