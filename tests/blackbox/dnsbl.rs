@@ -41,12 +41,16 @@ fn listed_sources_get_554_at_mail_and_are_banned_allow_lists_outweigh() {
     let server = Server::start(Opts {
         metrics: true,
         trusted: Some(vec!["127.0.0.1/32", "127.0.0.5/32"]),
-        extra_toml: vec![format!(
-            "[dns]\nnameservers = [\"{}\"]\n\n[checks]\ndnsbl_threshold = 3\n\n\
-             [[checks.dnsbl]]\nzone = \"bl.test\"\nweight = 3\n\n\
-             [[checks.dnsbl]]\nzone = \"wl.test\"\nweight = -5",
-            dns.addr
-        )],
+        nameservers: vec![dns.addr],
+        // The lists alone: SPF, DKIM, DMARC and ARC are off.
+        checks: ["spf", "dkim", "dmarc", "arc"]
+            .iter()
+            .map(|c| format!("{c} = \"off\""))
+            .chain(["dnsbl_threshold = 3".to_owned()])
+            .collect(),
+        extra_toml: vec!["[[checks.dnsbl]]\nzone = \"bl.test\"\nweight = 3\n\n\
+             [[checks.dnsbl]]\nzone = \"wl.test\"\nweight = -5"
+            .to_owned()],
         ..Opts::default()
     });
 

@@ -87,6 +87,11 @@ pub struct Opts {
     pub log_format: Option<&'static str>,
     /// More TOML, written at the end of the file (whole sections: `[[dkim.sign]]` ...).
     pub extra_toml: Vec<String>,
+    /// `key = value` lines of the `[checks]` section. Empty: every check is off, so that tests
+    /// of other things never wait on the machine's DNS.
+    pub checks: Vec<String>,
+    /// `dns.nameservers`, written if non-empty.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -162,6 +167,8 @@ impl Default for Opts {
             listener_names: Vec::new(),
             log_format: None,
             extra_toml: Vec::new(),
+            checks: Vec::new(),
+            nameservers: Vec::new(),
         }
     }
 }
@@ -228,6 +235,23 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     }
     if !opts.relay.is_empty() {
         writeln!(t, "\n[relay]\n{}", opts.relay.join("\n")).unwrap();
+    }
+    if opts.checks.is_empty() {
+        writeln!(
+            t,
+            "\n[checks]\nspf = \"off\"\ndkim = \"off\"\ndmarc = \"off\"\narc = \"off\""
+        )
+        .unwrap();
+    } else {
+        writeln!(t, "\n[checks]\n{}", opts.checks.join("\n")).unwrap();
+    }
+    if !opts.nameservers.is_empty() {
+        let list: Vec<String> = opts
+            .nameservers
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        writeln!(t, "\n[dns]\nnameservers = [{}]", list.join(", ")).unwrap();
     }
     writeln!(
         t,

@@ -14,7 +14,6 @@
 
 mod client_runs;
 #[path = "../dns/mod.rs"]
-#[allow(dead_code)]
 mod dns;
 mod harness;
 mod maildir;
@@ -23,6 +22,7 @@ mod session;
 mod auth;
 mod auth_clients;
 mod ban;
+mod checks;
 mod clients;
 mod command_line;
 mod config;

@@ -7,6 +7,22 @@
 //! [RFC 7489]: https://www.rfc-editor.org/rfc/rfc7489
 //! [RFC 8617]: https://www.rfc-editor.org/rfc/rfc8617
 //! [RFC 8601]: https://www.rfc-editor.org/rfc/rfc8601
+//!
+//! - `verify.rs`: [`Verifier`], one per worker: the lookups, with mail-auth, on the worker's
+//!   runtime; SPF at `MAIL` ([`Verifier::sender`]), the rest over the whole message
+//!   ([`Verifier::message`]).
+//! - `result.rs`: results in RFC 8601's words, and the `Authentication-Results:` header.
+//! - `forged.rs`: removing the ones that arrive claiming our host name.
+//! - `cache.rs`: the worker's DNS cache, by TTL.
+
+mod cache;
+mod forged;
+mod result;
+mod verify;
+
+pub use forged::strip_forged;
+pub use result::{Check, DkimSignature, DmarcPolicy, DmarcVerdict, Results, SpfVerdict, Verdict};
+pub use verify::{SenderCheck, Verifier, VerifierError};
 
 use crate::guard::DnsblConfig;
 
@@ -20,8 +36,9 @@ pub enum CheckMode {
     #[default]
     Tag,
     /// Reported, and acted on: an SPF `fail` is refused at MAIL FROM, a DMARC `fail` under
-    /// `p=reject` after the data, under `p=quarantine` delivered to the Junk folder. DKIM and
-    /// ARC never refuse on their own (RFC 6376 §6.1: a failed signature is as no signature).
+    /// `p=reject` after the data (under `p=quarantine` the message is delivered with the
+    /// result in its header, for the mail store's filters). DKIM and ARC never refuse on their
+    /// own (RFC 6376 §6.1: a failed signature is as no signature).
     Enforce,
 }
 

@@ -98,7 +98,7 @@
 //! `[checks]` sets what the delivery listeners verify ([`crate::checks`]): `spf`, `dkim`,
 //! `dmarc` and `arc`, each `"off"`, `"tag"` (the default: an `Authentication-Results:` header)
 //! or `"enforce"` (SPF `fail` refused at MAIL FROM, DMARC `fail` under `p=reject` refused after
-//! the data, under `p=quarantine` delivered to the Junk folder).
+//! the data; `p=quarantine` is delivered with its result in the header).
 //!
 //! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, `delivery.aliases`,
 //! the `[tls]` paths,
@@ -459,6 +459,9 @@ impl Config {
             auth_offered: listener.role == Role::Submission && self.auth.offers_auth(),
             // Validation refuses a delay on implicit TLS, where the client speaks first.
             greet_delay: listener.greet_delay,
+            // SPF is looked up at MAIL, so that `enforce` can refuse there (RFC 7208 §2.4)
+            // and `tag` has the result ready for the header.
+            check_sender: listener.role == Role::Delivery && self.checks.spf.is_on(),
         }
     }
 }

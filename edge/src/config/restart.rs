@@ -71,6 +71,12 @@ const RESTART_KEYS: &[RestartKey] = &[
         differs: |a, b| a.tls.session_cache != b.tls.session_cache,
         keep: |fresh, running| fresh.tls.session_cache = running.tls.session_cache,
     },
+    // Each worker builds its checks (a resolver and its cache) once, on its own runtime.
+    RestartKey {
+        key: "checks",
+        differs: |a, b| a.checks != b.checks,
+        keep: |fresh, running| fresh.checks.clone_from(&running.checks),
+    },
     RestartKey {
         key: "dns.nameservers",
         differs: |a, b| a.relay.nameservers != b.relay.nameservers,

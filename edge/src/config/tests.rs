@@ -1343,6 +1343,7 @@ fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
          [limits]\nmax_recipients = 200\n\
          [auth]\nverify_threads = 3\n\
          [tls]\nsession_cache = 10\n\
+         [checks]\nspf = \"enforce\"\n\
          [dns]\nnameservers = [\"192.0.2.53\"]\n\
          [shutdown]\ngrace_secs = 5\n\
          [log]\nformat = \"json\"\n\
@@ -1369,12 +1370,14 @@ fn a_reload_keeps_the_running_values_of_keys_that_need_a_restart() {
             "shield",
             "auth.verify_threads",
             "tls.session_cache",
+            "checks",
             "dns.nameservers",
             "log.format",
             "shutdown.grace_secs",
         ]
     );
     assert_eq!(fresh.log, running.log);
+    assert_eq!(fresh.checks, running.checks);
     assert_eq!(fresh.workers, running.workers);
     assert_eq!(fresh.listeners, running.listeners);
     assert_eq!(fresh.spool_dir, running.spool_dir);

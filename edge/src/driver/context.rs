@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::auth::AuthServices;
+use crate::checks::Verifier;
 use crate::config::{Config, TlsMode};
 use crate::guard::{DnsblChecker, Guard};
 use crate::metrics::{Metrics, WorkerMetrics};
@@ -93,6 +94,9 @@ pub(super) struct WorkerCtx {
     pub(super) guard: Arc<Guard>,
     /// This worker's DNS block list lookups (its own resolver and cache).
     pub(super) dnsbl: DnsblChecker,
+    /// SPF, DKIM, DMARC and ARC for delivery sessions; `None` when every check is off (or
+    /// there is no delivery listener).
+    pub(super) checks: Option<Rc<Verifier>>,
     pub(super) metrics: Arc<Metrics>,
     /// Every listener's name and address, in config order.
     pub(super) listeners: Vec<Arc<ListenerId>>,

@@ -13,8 +13,10 @@ use tokio::sync::{watch, Notify};
 use super::context::{ListenerId, LiveConfig, WorkerCtx};
 use super::session;
 use crate::auth::AuthServices;
+use crate::checks::Verifier;
 use crate::guard::{DnsblChecker, DnsblHits, Guard};
 use crate::metrics::Metrics;
+use crate::protocol::Role;
 use crate::queue::QueueHandle;
 use crate::spool::log::OnSeal;
 use crate::spool::{QueueIdGen, SpoolWriter};
@@ -84,7 +86,24 @@ pub fn run(setup: WorkerSetup) -> std::io::Result<()> {
         let spool = SpoolWriter::open(&setup.spool_dir, ids, on_seal)
             .await
             .map_err(std::io::Error::other)?;
+        // The checks as the server started: a reload does not change them (`config/restart.rs`).
+        let snapshot = setup.config.load();
+        let cfg = &snapshot.config;
+        let delivery = cfg.listeners.iter().any(|l| l.role == Role::Delivery);
+        let checks = if delivery && cfg.checks.any() {
+            // Built here, on the worker's runtime, where its lookups run.
+            match Verifier::new(cfg.checks.clone(), &cfg.relay.nameservers, &cfg.hostname) {
+                Ok(v) => Some(Rc::new(v)),
+                Err(e) => {
+                    tracing::error!(worker = setup.id, error = %e, "checks are off on this worker");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let ctx = Rc::new(WorkerCtx {
+            checks,
             buffers,
             spool,
             queue: setup.queue,

@@ -24,6 +24,7 @@
 //! | `smtp_edge_recipients_rejected_total{reason}` | counter, every [`RecipientReason`] always present |
 //! | `smtp_edge_banned_connections_total{listener}` | counter: refused at connect, source banned |
 //! | `smtp_edge_connections_refused_total{listener,reason}` | counter: `per_ip`, `max_connections` caps |
+//! | `smtp_edge_checks_total{check,result}` | counter: `check` = `spf`, `dkim`, `dmarc`, `arc`; `result` = RFC 8601's `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror` |
 //! | `smtp_edge_bytes_received_total` | counter |
 //! | `smtp_edge_spool_fsync_seconds` | histogram, buckets [`FSYNC_BUCKETS`] |
 //! | `smtp_edge_messages_delivered_total` | counter: recipients delivered (Maildir or next hop) |

@@ -18,6 +18,7 @@ use super::worker::{
 };
 use super::{Metrics, VERDICTS};
 use crate::build_info;
+use crate::checks::{Check, Verdict};
 use crate::relay::Via;
 
 /// Sums the counters of every worker and writes every series, then the build and the
@@ -148,6 +149,27 @@ pub(super) fn render(m: &Metrics, process: &ProcessStats) -> String {
         "TLS handshakes that failed: bad input, timeout, or the peer went away.",
         sum(|w| w.tls_failures.load(Relaxed)),
     );
+
+    let name = "smtp_edge_checks_total";
+    header(
+        &mut out,
+        name,
+        "Results of the inbound checks (SPF per transaction, DKIM per signature, DMARC and \
+         ARC per message), by check and RFC 8601 result.",
+        "counter",
+    );
+    for (c, check) in Check::ALL.iter().enumerate() {
+        for (v, verdict) in Verdict::ALL.iter().enumerate() {
+            let n = m
+                .workers
+                .iter()
+                .filter_map(|w| w.checks.get(c).and_then(|row| row.get(v)))
+                .map(|x| x.load(Relaxed))
+                .fold(0u64, u64::wrapping_add);
+            let (check, result) = (check.as_str(), verdict.as_str());
+            let _ = writeln!(out, "{name}{{check=\"{check}\",result=\"{result}\"}} {n}");
+        }
+    }
 
     counter(
         &mut out,

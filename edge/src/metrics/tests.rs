@@ -223,6 +223,34 @@ fn every_reason_is_exported_even_at_zero() {
 }
 
 #[test]
+fn checks_count_by_check_and_result() {
+    use crate::checks::{Check, Verdict};
+    let m = Metrics::new(2, vec!["smtp".to_owned()]);
+    m.worker(0).check(Check::Spf, Verdict::Fail);
+    m.worker(1).check(Check::Spf, Verdict::Fail);
+    m.worker(1).check(Check::Dmarc, Verdict::Pass);
+    let e = parse(&m.render());
+    assert_eq!(
+        e.get("smtp_edge_checks_total{check=\"spf\",result=\"fail\"}"),
+        2.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_checks_total{check=\"dmarc\",result=\"pass\"}"),
+        1.0
+    );
+    assert_eq!(
+        e.get("smtp_edge_checks_total{check=\"arc\",result=\"permerror\"}"),
+        0.0
+    );
+    let series = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("smtp_edge_checks_total"))
+        .count();
+    assert_eq!(series, Check::ALL.len() * Verdict::ALL.len());
+}
+
+#[test]
 fn every_family_has_help_and_type() {
     let e = parse(&Metrics::new(1, mx()).render());
     let expected = [
@@ -236,6 +264,7 @@ fn every_family_has_help_and_type() {
         ("smtp_edge_banned_connections_total", "counter"),
         ("smtp_edge_connections_refused_total", "counter"),
         ("smtp_edge_tls_handshake_failures_total", "counter"),
+        ("smtp_edge_checks_total", "counter"),
         ("smtp_edge_bytes_received_total", "counter"),
         ("smtp_edge_spool_fsync_seconds", "histogram"),
         ("smtp_edge_messages_delivered_total", "counter"),

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::checks::{Check, Verdict};
+
 /// Why a message was refused (at MAIL, or whole after its data); the `reason` label of
 /// `smtp_edge_messages_rejected_total`. Refused recipients are [`RecipientReason`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,13 +28,17 @@ pub enum RejectReason {
     /// MAIL FROM an address the authenticated user does not own, or `<>`, on submission
     /// (553 5.7.1).
     SenderNotOwned,
+    /// SPF `fail` under `checks.spf = "enforce"`, at MAIL FROM (550 5.7.23).
+    SpfFail,
+    /// DMARC `fail` under `p=reject` and `checks.dmarc = "enforce"`, after the data (550 5.7.1).
+    DmarcReject,
     /// Anything else.
     Other,
 }
 
 impl RejectReason {
     /// Every reason, in the order they are rendered.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::MessageTooLarge,
         RejectReason::BareNewline,
         RejectReason::LineTooLong,
@@ -40,6 +46,8 @@ impl RejectReason {
         RejectReason::SpoolFailure,
         RejectReason::NotAuthenticated,
         RejectReason::SenderNotOwned,
+        RejectReason::SpfFail,
+        RejectReason::DmarcReject,
         RejectReason::Other,
     ];
 
@@ -54,6 +62,8 @@ impl RejectReason {
             RejectReason::SpoolFailure => "spool_failure",
             RejectReason::NotAuthenticated => "not_authenticated",
             RejectReason::SenderNotOwned => "sender_not_owned",
+            RejectReason::SpfFail => "spf_fail",
+            RejectReason::DmarcReject => "dmarc_reject",
             RejectReason::Other => "other",
         }
     }
@@ -157,6 +167,8 @@ pub struct WorkerMetrics {
     pub(super) tls_failures: AtomicU64,
     /// AUTH attempts, indexed like [`AUTH_RESULTS`].
     pub(super) auth: [AtomicU64; AUTH_RESULTS.len()],
+    /// Check results, `[check][verdict]`, indexed like [`Check::ALL`] and [`Verdict::ALL`].
+    pub(super) checks: [[AtomicU64; Verdict::ALL.len()]; Check::ALL.len()],
 }
 
 /// One listener's connection counters on one worker. Aligned like [`WorkerMetrics`], so that
@@ -228,6 +240,7 @@ impl WorkerMetrics {
             tls_handshakes: Default::default(),
             tls_failures: AtomicU64::default(),
             auth: Default::default(),
+            checks: Default::default(),
         }
     }
 
@@ -319,6 +332,19 @@ impl WorkerMetrics {
         if let Some(counter) = self
             .listener(listener)
             .and_then(|l| l.refused.get(reason as usize))
+        {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A check (SPF, DKIM, DMARC, ARC) gave `verdict`.
+    #[inline]
+    pub fn check(&self, check: Check, verdict: Verdict) {
+        let c = Check::ALL.iter().position(|&x| x == check);
+        let v = Verdict::ALL.iter().position(|&x| x == verdict);
+        if let Some(counter) = c
+            .zip(v)
+            .and_then(|(c, v)| self.checks.get(c).and_then(|row| row.get(v)))
         {
             counter.fetch_add(1, Relaxed);
         }

@@ -2,6 +2,7 @@
 
 use super::auth::Credentials;
 use super::transaction::{Envelope, TxnId};
+use super::Mailbox;
 
 /// Something the driver must act on, polled in order with `Connection::poll_event`.
 #[derive(Debug)]
@@ -46,6 +47,17 @@ pub enum Event {
     /// asked for with `Connection::require_source_verdict`) is not in: get it, then call
     /// `Connection::handle_source_verdict`. Nothing more is read until then.
     SourceCheck,
+    /// `MAIL` was accepted by the engine's rules, and [`EngineConfig::check_sender`] asks for
+    /// the sender to be checked (SPF, RFC 7208 §2.4): check it, then call
+    /// `Connection::handle_sender_checked`. Nothing more is read until then.
+    ///
+    /// [`EngineConfig::check_sender`]: super::EngineConfig::check_sender
+    CheckSender {
+        /// The `HELO`/`EHLO` argument.
+        helo: String,
+        /// The reverse-path; `None` is the null sender `<>`.
+        mail_from: Option<Mailbox>,
+    },
     /// `MAIL` was refused (the reply is queued); for counting and logging.
     Rejected(Rejection),
     /// One `RCPT` was refused (the reply is queued; the transaction goes on); for counting and
@@ -83,6 +95,20 @@ pub enum Rejection {
     /// MAIL FROM an address the authenticated user does not own, or the null sender, on
     /// submission.
     SenderNotOwned,
+    /// The sender's domain does not authorise the client (SPF `fail`, RFC 7208 §8.4).
+    SpfFail,
+    /// The From: domain's DMARC policy is `p=reject` and the message did not pass
+    /// (RFC 7489 §6.6.2).
+    DmarcReject,
+}
+
+/// The outcome of [`Event::CheckSender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderVerdict {
+    /// Go on: the 250 to `MAIL`.
+    Accept,
+    /// Refuse the sender: `550 5.7.23` (RFC 7372 §3.2).
+    SpfFail,
 }
 
 /// Why the session ended.

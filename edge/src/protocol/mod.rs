@@ -24,7 +24,7 @@ pub use auth::{decode_base64, Credentials, Secret, MAX_AUTH_LINE, MECHANISMS};
 pub use command::{Command, CommandError};
 pub use connection::{AuthOutcome, Connection};
 pub use data::{DataFault, DataReceiver, LineCheck};
-pub use event::{CloseReason, Event, Rejection, SourceVerdict, SpoolFault};
+pub use event::{CloseReason, Event, Rejection, SenderVerdict, SourceVerdict, SpoolFault};
 pub use policy::{
     EngineConfig, RecipientCheck, Role, Timeouts, DEFAULT_MAX_LINE_LENGTH, MAX_COMMAND_LINE,
     MIN_RECIPIENTS, MIN_TEXT_LINE,

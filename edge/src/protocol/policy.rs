@@ -96,6 +96,11 @@ pub struct EngineConfig {
     /// client that talks before it gets 554 and the session closes with
     /// [`CloseReason::Pregreet`](super::CloseReason::Pregreet).
     pub greet_delay: Duration,
+    /// Each sender is checked outside the engine before `MAIL` is answered
+    /// ([`Event::CheckSender`](super::Event::CheckSender), then
+    /// [`Connection::handle_sender_checked`](super::Connection::handle_sender_checked)): SPF
+    /// on delivery listeners.
+    pub check_sender: bool,
 }
 
 impl EngineConfig {
@@ -122,6 +127,7 @@ impl EngineConfig {
             tls_required: false,
             auth_offered: false,
             greet_delay: Duration::ZERO,
+            check_sender: false,
         }
     }
 }

@@ -87,7 +87,10 @@ impl Recorder {
                 Event::MessageEnd { txn } => {
                     self.events.push(format!("end {}", txn.0));
                     let content = self.current.take().unwrap();
-                    if std::mem::take(&mut self.fail_next_spool) {
+                    // The test policy: content marked so fails DMARC under p=reject.
+                    if content.windows(12).any(|w| w == b"X-Dmarc: bad") {
+                        conn.handle_dmarc_rejected(now, txn, "bad.test");
+                    } else if std::mem::take(&mut self.fail_next_spool) {
                         conn.handle_spooled(now, txn, Err(SpoolFault));
                     } else {
                         self.messages.push(content);
@@ -125,6 +128,18 @@ impl Recorder {
                         None => SourceVerdict::Clear,
                     };
                     conn.handle_source_verdict(now, verdict);
+                    progressed = true;
+                }
+                Event::CheckSender { helo, mail_from } => {
+                    let from = mail_from.map(|m| m.to_string()).unwrap_or_default();
+                    self.events.push(format!("check {helo} <{from}>"));
+                    // The test policy: spf-fail.test authorises nobody.
+                    let verdict = if from.ends_with("@spf-fail.test") {
+                        SenderVerdict::SpfFail
+                    } else {
+                        SenderVerdict::Accept
+                    };
+                    conn.handle_sender_checked(now, verdict);
                     progressed = true;
                 }
                 Event::Rejected(r) => self.events.push(format!("rejected {r:?}")),
@@ -1622,4 +1637,71 @@ fn shutdown_while_mail_waits_for_the_verdict_answers_then_closes() {
         "{text}"
     );
     assert!(conn.is_closed());
+}
+
+#[test]
+fn sender_check_holds_mail_and_pipelined_commands_until_its_verdict() {
+    let mut c = cfg(Role::Delivery);
+    c.check_sender = true;
+    // Pipelined (RFC 2920): RCPT and DATA wait behind the check, then run in order.
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@spf-pass.test>\r\nRCPT TO:<b@example.test>\r\n\
+        DATA\r\nhi\r\n.\r\nMAIL FROM:<x@spf-fail.test>\r\nRCPT TO:<b@example.test>\r\nMAIL FROM:<>\r\n";
+    let o = run_split(&c, input);
+    assert_eq!(
+        codes(&o)[2..],
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "550 5.7.23",
+            "503 5.5.1",
+            "250 2.1.0"
+        ]
+    );
+    assert_eq!(
+        o.events,
+        [
+            "check c.test <a@spf-pass.test>",
+            "start 0 b@example.test",
+            "end 0",
+            "check c.test <x@spf-fail.test>",
+            "rejected SpfFail",
+            "check c.test <>",
+        ]
+    );
+    // While the check is out, no client timeout runs: the wait is the server's.
+    let mut conn = Connection::new(Arc::new(c), Instant::now());
+    let now = Instant::now();
+    let _ = conn.handle_input(now, b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert_eq!(conn.poll_timeout(), None);
+    // A verdict nobody asked for is ignored.
+    conn.handle_sender_checked(now, SenderVerdict::Accept);
+    conn.handle_sender_checked(now, SenderVerdict::SpfFail);
+    let mut out = Vec::new();
+    let _ = conn.poll_transmit(&mut out);
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .ends_with("250 2.1.0 Sender ok\r\n"));
+}
+
+#[test]
+fn submission_and_unchecked_delivery_never_ask_about_the_sender() {
+    let o = delivery("EHLO c\r\nMAIL FROM:<x@spf-fail.test>\r\n");
+    assert_eq!(codes(&o)[2..], ["250 2.1.0"]);
+    assert!(o.events.is_empty(), "{:?}", o.events);
+}
+
+#[test]
+fn dmarc_rejection_replaces_the_250_and_the_session_goes_on() {
+    let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n\
+        X-Dmarc: bad\r\n\r\nx\r\n.\r\nNOOP\r\n";
+    let o = run_split(&cfg(Role::Delivery), input);
+    assert_eq!(codes(&o)[5..], ["550 5.7.1", "250 2.0.0"]);
+    assert!(o
+        .replies
+        .iter()
+        .any(|r| r.contains("DMARC policy of bad.test")));
+    assert_eq!(o.events[2], "rejected DmarcReject");
+    assert!(o.messages.is_empty());
 }

@@ -2,13 +2,14 @@
 //! the `auth` decision on it, the guard's judgement when a session ends, metrics and log lines
 //! (`log.rs`).
 
-use super::{Held, InFlight, Session};
+use super::{Checking, Held, InFlight, Session};
+use crate::checks::{strip_forged, Check, CheckMode, Results, Verdict};
 use crate::clock;
 use crate::dkim::{Hold, SignError, Step};
 use crate::metrics::{AuthResult, RecipientReason, RejectReason};
 use crate::protocol::{
-    AuthOutcome, CloseReason, Credentials, Envelope, Event, Rejection, Role, SourceVerdict,
-    SpoolFault, TxnId,
+    AuthOutcome, CloseReason, Credentials, Envelope, Event, Mailbox, Rejection, Role,
+    SenderVerdict, SourceVerdict, SpoolFault, TxnId,
 };
 use crate::spool::{Committed, Place, TraceInfo};
 
@@ -33,6 +34,15 @@ impl Session {
                             .clone()
                             .filter(|_| self.config.config.auth.trace_login),
                     };
+                    if self.checks.is_some() {
+                        self.checking = Some(Checking {
+                            txn,
+                            envelope,
+                            trace,
+                            content: Vec::new(),
+                        });
+                        continue;
+                    }
                     let signable = self.role == Role::Submission
                         && envelope.login.is_some()
                         && !self.config.config.dkim.is_empty();
@@ -48,11 +58,25 @@ impl Session {
                         self.begin_spool(txn, envelope, &trace).await;
                     }
                 }
-                Event::MessageData { txn, data } => match &mut self.held {
-                    Some(held) if held.txn == txn => self.hold(data).await,
-                    _ => self.append(txn, data).await,
-                },
+                Event::MessageData { txn, data } => {
+                    if let Some(c) = self.checking.as_mut().filter(|c| c.txn == txn) {
+                        c.content.extend_from_slice(&data);
+                        self.conn.recycle(data);
+                        continue;
+                    }
+                    match &mut self.held {
+                        Some(held) if held.txn == txn => self.hold(data).await,
+                        _ => self.append(txn, data).await,
+                    }
+                }
+                Event::CheckSender { helo, mail_from } => {
+                    self.check_sender(&helo, mail_from.as_ref()).await;
+                }
                 Event::MessageEnd { txn } => {
+                    if let Some(c) = self.checking.take_if(|c| c.txn == txn) {
+                        self.check_and_commit(c).await;
+                        continue;
+                    }
                     if let Some(held) = self.held.take_if(|h| h.txn == txn) {
                         if let Err(e) = self.seal(held).await {
                             tracing::error!(error = %e, "dkim: cannot sign; replying 451");
@@ -64,6 +88,8 @@ impl Session {
                     self.commit(txn).await;
                 }
                 Event::MessageAbort { txn, reason } => {
+                    self.checking = None;
+                    self.sender_check = None;
                     self.held.take_if(|h| h.txn == txn);
                     let aborted = self.in_flight.take().filter(|f| f.txn == txn);
                     if let Some(r) = reason {
@@ -130,6 +156,89 @@ impl Session {
         }
         self.closing |= decision.close;
         self.conn.handle_auth(clock::now(), decision.outcome);
+    }
+
+    /// SPF at `MAIL` ([RFC 7208 §2.4]); under `enforce` a `fail` is refused there.
+    ///
+    /// [RFC 7208 §2.4]: https://www.rfc-editor.org/rfc/rfc7208#section-2.4
+    async fn check_sender(&mut self, helo: &str, mail_from: Option<&Mailbox>) {
+        let Some(checks) = self.checks.clone() else {
+            // No verifier (its resolver could not be built): nothing to judge by.
+            return self
+                .conn
+                .handle_sender_checked(clock::now(), SenderVerdict::Accept);
+        };
+        let check = checks.sender(self.peer.ip(), helo, mail_from).await;
+        let verdict = check.verdict();
+        self.metrics().check(Check::Spf, verdict);
+        self.summary.spf.push(verdict.as_str());
+        let refuse = checks.config().spf == CheckMode::Enforce && verdict == Verdict::Fail;
+        self.sender_check = (!refuse).then_some(check);
+        let answer = if refuse {
+            SenderVerdict::SpfFail
+        } else {
+            SenderVerdict::Accept
+        };
+        self.conn.handle_sender_checked(clock::now(), answer);
+    }
+
+    /// The end of a held message: the checks over the whole of it, then the DMARC policy under
+    /// `enforce`, then the spool: our `Authentication-Results:` goes in after our `Received:`,
+    /// ahead of the message, whose own fields claiming our host name are left out.
+    async fn check_and_commit(&mut self, checking: Checking) {
+        let Checking {
+            txn,
+            envelope,
+            trace,
+            content,
+        } = checking;
+        let Some(checks) = self.checks.clone() else {
+            return;
+        };
+        let results = checks
+            .message(
+                &content,
+                self.peer.ip(),
+                &envelope.helo,
+                envelope.mail_from.as_ref(),
+                self.sender_check.take(),
+            )
+            .await;
+        self.count(&results);
+        let cfg = checks.config();
+        if let (CheckMode::Enforce, Some(dmarc)) = (cfg.dmarc, results.dmarc_rejects()) {
+            let domain = dmarc.domain.clone();
+            return self.conn.handle_dmarc_rejected(clock::now(), txn, &domain);
+        }
+        let hostname = &self.config.config.hostname;
+        let mut header = results.header(hostname).into_bytes();
+        match strip_forged(&content, hostname) {
+            Some(kept) => header.extend_from_slice(&kept),
+            None => header.extend_from_slice(&content),
+        }
+        drop(content);
+        self.begin_spool(txn, envelope, &trace).await;
+        // A write failure is kept in the entry: the commit then answers 451.
+        let _ = self.write(txn, header).await;
+        self.commit(txn).await;
+    }
+
+    /// Counts the message's check results; SPF was counted at `MAIL`.
+    fn count(&mut self, results: &Results) {
+        let m = self.ctx.metrics();
+        for sig in results.dkim.iter().flatten() {
+            m.check(Check::Dkim, sig.verdict);
+        }
+        if results.dkim.as_ref().is_some_and(Vec::is_empty) {
+            m.check(Check::Dkim, Verdict::None);
+        }
+        if let Some(dmarc) = &results.dmarc {
+            m.check(Check::Dmarc, dmarc.verdict);
+            self.summary.dmarc.push(dmarc.verdict.as_str());
+        }
+        if let Some(arc) = results.arc {
+            m.check(Check::Arc, arc);
+        }
     }
 
     /// A message refused at MAIL (no envelope yet) or whole after its data.
@@ -294,6 +403,8 @@ fn reject_reason(r: Rejection) -> RejectReason {
         Rejection::NulOctet => RejectReason::NulOctet,
         Rejection::NotAuthenticated => RejectReason::NotAuthenticated,
         Rejection::SenderNotOwned => RejectReason::SenderNotOwned,
+        Rejection::SpfFail => RejectReason::SpfFail,
+        Rejection::DmarcReject => RejectReason::DmarcReject,
         Rejection::RelayDenied | Rejection::UnknownRecipient | Rejection::TooManyRecipients => {
             RejectReason::Other
         }

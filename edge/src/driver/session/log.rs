@@ -33,6 +33,10 @@ pub(super) struct Summary {
     pub(super) rejected: u32,
     /// The distinct reasons of those refusals (metric labels), in the order first seen.
     pub(super) reasons: Vec<&'static str>,
+    /// The SPF result of each transaction checked, in order (delivery listeners).
+    pub(super) spf: Vec<&'static str>,
+    /// The DMARC result of each message checked, in order (delivery listeners).
+    pub(super) dmarc: Vec<&'static str>,
 }
 
 impl Summary {
@@ -42,6 +46,8 @@ impl Summary {
             queue_ids: Vec::new(),
             rejected: 0,
             reasons: Vec::new(),
+            spf: Vec::new(),
+            dmarc: Vec::new(),
         }
     }
 
@@ -71,6 +77,8 @@ impl Session {
             queued = %Joined(&self.summary.queue_ids),
             rejected = self.summary.rejected,
             reasons = %Joined(&self.summary.reasons),
+            spf = %Joined(&self.summary.spf),
+            dmarc = %Joined(&self.summary.dmarc),
             "session"
         );
     }

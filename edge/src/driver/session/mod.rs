@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::context::{ListenerId, ListenerSpec, Snapshot, WorkerCtx};
 use crate::auth::SessionAuth;
+use crate::checks::{SenderCheck, Verifier};
 use crate::clock;
 use crate::dkim;
 use crate::guard::Admission;
@@ -48,6 +49,17 @@ struct Held {
     envelope: Envelope,
     trace: TraceInfo,
     hold: dkim::Hold,
+}
+
+/// A message held whole in memory until the checks have judged it (see
+/// [`crate::checks::Verifier::message`]: DKIM needs the whole message), then spooled.
+struct Checking {
+    txn: TxnId,
+    envelope: Envelope,
+    trace: TraceInfo,
+    /// The content as the client sent it; never over `limits.max_message_size`, which the
+    /// engine enforces before it hands content out.
+    content: Vec<u8>,
 }
 
 /// Everything a session owns besides the socket.
@@ -79,6 +91,12 @@ struct Session {
     source_check: Option<JoinHandle<SourceVerdict>>,
     /// The listener's role: only submissions are signed.
     role: Role,
+    /// The message being held for the checks, on a delivery listener with checks on.
+    checking: Option<Checking>,
+    /// The SPF result from `MAIL` of the open transaction.
+    sender_check: Option<SenderCheck>,
+    /// The checks, on a delivery listener where some are on.
+    checks: Option<Rc<Verifier>>,
     summary: Summary,
     /// Plaintext replies waiting to be sent (or sealed).
     out: Vec<u8>,
@@ -193,6 +211,10 @@ impl Session {
         } else {
             Connection::new(spec.engine.clone(), now)
         };
+        let checks = ctx
+            .checks
+            .clone()
+            .filter(|_| spec.engine.role == Role::Delivery);
         Session {
             send_timeout: spec.engine.timeouts.command,
             stopping: false,
@@ -210,6 +232,9 @@ impl Session {
             held: None,
             source_check: None,
             role: spec.engine.role,
+            checking: None,
+            sender_check: None,
+            checks,
             summary: Summary::new(),
             out: Vec::with_capacity(512),
             wire: Vec::new(),

@@ -314,6 +314,11 @@ impl Pair {
                     }
                 }
                 ServerEvent::MessageAbort { .. } => self.receiving = None,
+                ServerEvent::CheckSender { .. } => {
+                    self.server
+                        .handle_sender_checked(now, crate::protocol::SenderVerdict::Accept);
+                    unblocked = true;
+                }
                 ServerEvent::StartTls => {
                     // RFC 3207 §4.2: the 220 goes in the clear, anything pipelined behind
                     // STARTTLS is dropped, then TLS.

@@ -69,6 +69,14 @@ impl Connection {
                 }
                 self.open_transaction(mail);
             }
+            Ok(mail) if self.cfg.check_sender => {
+                let helo = self.helo().unwrap_or_default().to_owned();
+                self.events.push_back(Event::CheckSender {
+                    helo,
+                    mail_from: mail.path.clone(),
+                });
+                self.phase = Phase::SenderPending(mail);
+            }
             Ok(mail) => self.open_transaction(mail),
             Err((reply, rejection)) => self.refuse(reply, rejection),
         }

@@ -19,7 +19,7 @@ use super::auth::{SaslExchange, SaslStep, MAX_AUTH_LINE, MECHANISMS};
 use super::command::{self, Command, CommandError};
 use super::data::{DataFault, DataReceiver, LineCheck};
 use super::envelope::{self, MailFrom};
-use super::event::{CloseReason, Event, Rejection, SourceVerdict, SpoolFault};
+use super::event::{CloseReason, Event, Rejection, SenderVerdict, SourceVerdict, SpoolFault};
 use super::policy::{EngineConfig, Role, MAX_COMMAND_LINE};
 use super::reply::{Closing, Reply};
 use super::transaction::{Envelope, Greeting, TxnId};
@@ -52,6 +52,8 @@ enum Phase {
     /// `MAIL` arrived before the verdict on the client's address; waiting for
     /// [`Connection::handle_source_verdict`], then the line is carried out.
     SourcePending(Vec<u8>),
+    /// `MAIL` handed out for a check; waiting for [`Connection::handle_sender_checked`].
+    SenderPending(MailFrom),
     /// Done; nothing more is read.
     Closed,
 }
@@ -334,6 +336,7 @@ impl Connection {
                 | Phase::TlsPending
                 | Phase::AuthPending
                 | Phase::SourcePending(_)
+                | Phase::SenderPending(_)
                 | Phase::Closed => break,
             };
         }
@@ -370,6 +373,53 @@ impl Connection {
                 self.bad_commands = 0;
             }
             Err(SpoolFault) => self.reply(Reply::storage_failed()),
+        }
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// The content of `txn` is refused by the From: domain's DMARC policy (`p=reject`,
+    /// [RFC 7489 §6.6.2]) and was not stored: `550 5.7.1` in place of the 250. Call it instead
+    /// of [`Connection::handle_spooled`] after [`Event::MessageEnd`]; ignored for any other
+    /// transaction.
+    ///
+    /// [RFC 7489 §6.6.2]: https://www.rfc-editor.org/rfc/rfc7489#section-6.6.2
+    pub fn handle_dmarc_rejected(&mut self, now: Instant, txn: TxnId, domain: &str) {
+        if !matches!(self.phase, Phase::Spooling(t) if t == txn) {
+            return;
+        }
+        self.txn = None;
+        self.phase = Phase::Command;
+        self.deadline = now + self.cfg.timeouts.command;
+        self.events
+            .push_back(Event::Rejected(Rejection::DmarcReject));
+        self.reply(Reply::dmarc_rejected(domain));
+        if self.closing {
+            self.close_shutdown();
+        }
+    }
+
+    /// The verdict on the sender of the last [`Event::CheckSender`]; ignored unless one is
+    /// pending.
+    pub fn handle_sender_checked(&mut self, now: Instant, verdict: SenderVerdict) {
+        if !matches!(self.phase, Phase::SenderPending(_)) {
+            return;
+        }
+        let Phase::SenderPending(mail) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return;
+        };
+        self.deadline = now + self.cfg.timeouts.command;
+        match verdict {
+            SenderVerdict::Accept => self.open_transaction(mail),
+            SenderVerdict::SpfFail => {
+                let domain = mail.path.as_ref().map_or_else(
+                    || self.helo().unwrap_or_default().to_owned(),
+                    |p| p.domain.to_string(),
+                );
+                self.events.push_back(Event::Rejected(Rejection::SpfFail));
+                self.reply(Reply::spf_failed(&domain));
+            }
         }
         if self.closing {
             self.close_shutdown();
@@ -442,6 +492,7 @@ impl Connection {
             | Phase::TlsPending
             | Phase::AuthPending
             | Phase::SourcePending(_)
+            | Phase::SenderPending(_)
             | Phase::Closed => None,
             _ => Some(self.deadline),
         }

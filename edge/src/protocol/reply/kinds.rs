@@ -387,6 +387,29 @@ impl Reply {
         )
     }
 
+    /// `550 5.7.23`: the sender's domain does not authorise this client ([RFC 7372 §3.2]:
+    /// SPF validation failed).
+    ///
+    /// [RFC 7372 §3.2]: https://www.rfc-editor.org/rfc/rfc7372#section-3.2
+    pub fn spf_failed(domain: &str) -> Reply {
+        Reply::enhanced(
+            Code::MailboxUnavailable,
+            (7, 23),
+            format!("SPF validation failed: {domain} does not authorise this host"),
+        )
+    }
+
+    /// `550 5.7.1`: the From: domain's DMARC policy rejects the message ([RFC 7489 §6.6.2]).
+    ///
+    /// [RFC 7489 §6.6.2]: https://www.rfc-editor.org/rfc/rfc7489#section-6.6.2
+    pub fn dmarc_rejected(domain: &str) -> Reply {
+        Reply::enhanced(
+            Code::MailboxUnavailable,
+            (7, 1),
+            format!("Message rejected by the DMARC policy of {domain}"),
+        )
+    }
+
     /// `553 5.7.1`: a sender address `login` may not use.
     pub fn sender_not_owned(login: &str) -> Reply {
         Reply::enhanced(
