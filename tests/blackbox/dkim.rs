@@ -230,3 +230,93 @@ fn submitted_mail_is_signed_and_dkimpy_verifies_it_against_the_keygen_record() {
         assert_eq!(&got.message, msg, "{tag}: delivered as sent");
     }
 }
+
+/// Messages whose shape a signer can get wrong: folded and oddly-cased fields, 8-bit text,
+/// dot-led lines, repeated fields, empty and missing bodies, and BDAT chunks split across the
+/// end of the header section. Each is delivered signed, as sent, and dkimpy verifies it.
+#[test]
+fn awkward_messages_are_signed_so_that_they_verify() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("example.pem");
+    let record = keygen("example.test", "s1", &key, "rsa");
+    let records = vec![("s1._domainkey.example.test".to_owned(), record)];
+    let (server, _cert, _certs) =
+        auth_server_with(&[("submission", "starttls", None)], users(), |o| {
+            o.extra_toml = vec![format!(
+                "[[dkim.sign]]\ndomain = \"example.test\"\nselector = \"s1\"\nkey = \"{}\"",
+                key.display()
+            )]
+        });
+    let messages: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "folded",
+            b"from:\r\n  Alice   Example\r\n\t<alice@example.test>\r\nTO: bob@example.test\r\n\
+              SUBJECT:   a   folded\r\n   subject  \r\nX-Token: folded\r\n\r\nbody  \t\r\n\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "eightbit",
+            "From: Алиса <alice@example.test>\r\nTo: bob@example.test\r\nSubject: héllo wörld\r\n\
+             X-Token: eightbit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nпривет\r\n"
+                .as_bytes()
+                .to_vec(),
+        ),
+        (
+            "dots",
+            b"From: alice@example.test\r\nTo: bob@example.test\r\nTo: carol@example.test\r\n\
+              Subject: dots\r\nX-Token: dots\r\n\r\n.\r\n..\r\n.leading\r\n"
+                .to_vec(),
+        ),
+        (
+            "emptybody",
+            b"From: alice@example.test\r\nSubject: empty\r\nX-Token: emptybody\r\n\r\n".to_vec(),
+        ),
+        (
+            "nobody",
+            b"From: alice@example.test\r\nSubject: no body\r\nX-Token: nobody\r\n".to_vec(),
+        ),
+    ];
+    let mut c = login_starttls(server.listener(0), ALICE, ALICE_PW);
+    for (tag, msg) in &messages {
+        let r = send_mail(&mut c, ALICE, &[BOB], msg);
+        assert_eq!(r.code, 250, "{tag}: {r:?}");
+    }
+    // BDAT, in chunks cut inside the blank line that ends the header section.
+    let bdat =
+        b"From: alice@example.test\r\nSubject: chunked\r\nX-Token: bdat\r\n\r\nbody\r\nno end";
+    let cut = bdat.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 3;
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{BOB}>")).code, 250);
+    for (i, chunk) in [&bdat[..1], &bdat[1..cut], &bdat[cut..]].iter().enumerate() {
+        let last = if i == 2 { " LAST" } else { "" };
+        c.send(format!("BDAT {}{last}\r\n", chunk.len()).as_bytes());
+        c.send(chunk);
+        let r = c.reply();
+        assert_eq!(r.code, 250, "BDAT chunk {i}: {r:?}");
+    }
+    assert_eq!(c.cmd("QUIT").code, 221);
+
+    wait_for_maildir(&server.maildir, messages.len() + 1, DELIVERY_DEADLINE);
+    let dir = new_dir(&server.maildir, BOB);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let mut all: Vec<(&str, &[u8])> = messages.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+    all.push(("bdat", bdat));
+    for (tag, msg) in all {
+        let file = files
+            .iter()
+            .find(|p| {
+                let text = std::fs::read(p).unwrap();
+                let token = format!("X-Token: {tag}\r\n");
+                text.windows(token.len()).any(|w| w == token.as_bytes())
+            })
+            .unwrap_or_else(|| panic!("no delivered message {tag}"));
+        let got = read(file);
+        assert_eq!(signatures(&got.message).len(), 1, "{tag}: not signed once");
+        assert!(got.message.ends_with(msg), "{tag}: not delivered as sent");
+        assert!(dkimpy_verifies(file, &records), "{tag}: dkimpy says fail");
+    }
+}

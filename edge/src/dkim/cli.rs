@@ -81,10 +81,12 @@ fn execute(args: &Keygen) -> Result<String, CliError> {
         .and_then(|()| file.sync_all())
         .map_err(failed)?;
     let key = SigningKey::load(&args.out).map_err(|e| CliError::Failed(e.to_string()))?;
+    // TOML strings, quoted and escaped as TOML wants, so the lines paste into the file as is.
+    let toml_string = |s: &str| toml::Value::String(s.to_owned()).to_string();
     Ok(format!(
         "wrote a {} key ({} bits) to {}\n\
          publish this TXT record, then add to the configuration:\n\
-         [[dkim.sign]] domain = \"{domain}\", selector = \"{selector}\", key = \"{}\"\n\
+         [[dkim.sign]]\ndomain = {}\nselector = {}\nkey = {}\n\
          {selector}._domainkey.{domain}. IN TXT {}\n",
         match key.algorithm() {
             KeyAlgorithm::Rsa => "RSA",
@@ -92,7 +94,9 @@ fn execute(args: &Keygen) -> Result<String, CliError> {
         },
         key.bits(),
         args.out.display(),
-        args.out.display(),
+        toml_string(&domain),
+        toml_string(&selector),
+        toml_string(&args.out.display().to_string()),
         zone_strings(&key.txt_record()),
     ))
 }
@@ -117,6 +121,33 @@ fn zone_strings(record: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The configuration lines printed paste into the configuration file as they are.
+    #[test]
+    fn the_printed_configuration_is_toml_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a \"quoted\" key.pem");
+        let printed = execute(&Keygen {
+            domain: "Example.TEST".to_owned(),
+            selector: "s1".to_owned(),
+            out: out.clone(),
+            algorithm: KeyAlgorithm::Ed25519,
+            bits: 2048,
+        })
+        .unwrap();
+        let snippet: String = printed
+            .lines()
+            .skip_while(|l| !l.starts_with("[[dkim.sign]]"))
+            .take_while(|l| !l.contains("IN TXT"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: toml::Value =
+            toml::from_str(&snippet).unwrap_or_else(|e| panic!("{e}: {snippet}"));
+        let entry = &parsed["dkim"]["sign"][0];
+        assert_eq!(entry["domain"].as_str(), Some("example.test"));
+        assert_eq!(entry["selector"].as_str(), Some("s1"));
+        assert_eq!(entry["key"].as_str(), Some(out.to_str().unwrap()));
+    }
 
     #[test]
     fn long_records_are_split_into_strings_of_at_most_255_octets() {

@@ -176,14 +176,7 @@ impl DnsblChecker {
                 }
             }
         });
-        let all = futures_util::future::join_all(lookups);
-        let listed: Vec<usize> = match tokio::time::timeout(LOOKUP_DEADLINE, all).await {
-            Ok(answers) => answers.into_iter().flatten().collect(),
-            Err(_) => {
-                tracing::debug!(%ip, "dnsbl: lookups timed out");
-                Vec::new()
-            }
-        };
+        let listed = gather(lookups, LOOKUP_DEADLINE).await;
         for zone in listed.iter().filter_map(|&i| config.zones.get(i)) {
             self.hits.hit(&zone.zone);
         }
@@ -193,6 +186,28 @@ impl DnsblChecker {
         }
         verdict
     }
+}
+
+/// Runs `lookups` (each the index of the zone that lists the client, or `None`) at once, and
+/// collects those that list it within `deadline`. Each lookup has its own deadline: a list that
+/// does not answer in time is left out on its own, and the answers that did come in still
+/// count, as postscreen scores the replies that arrived before its DNSBL timeout.
+async fn gather<F>(lookups: impl IntoIterator<Item = F>, deadline: Duration) -> Vec<usize>
+where
+    F: std::future::Future<Output = Option<usize>>,
+{
+    let bounded = lookups.into_iter().map(|lookup| async move {
+        let answer = tokio::time::timeout(deadline, lookup).await;
+        if answer.is_err() {
+            tracing::debug!("dnsbl: a list did not answer in time; it counts as not listing");
+        }
+        answer.ok().flatten()
+    });
+    futures_util::future::join_all(bounded)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The name a list is asked about `ip` ([RFC 5782 §2.1, §2.4]): the IPv4 octets in reverse
@@ -243,6 +258,35 @@ mod tests {
                 .collect(),
             threshold: DEFAULT_THRESHOLD,
         }
+    }
+
+    /// A list that never answers must not cost the answers of the others: a listing that came
+    /// in counts, whatever a slower list does.
+    #[test]
+    fn a_silent_list_leaves_the_answers_of_the_others_standing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let silent = || -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<usize>>>> {
+            Box::pin(std::future::pending())
+        };
+        let answered = |zone: Option<usize>| -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Option<usize>>>,
+        > { Box::pin(std::future::ready(zone)) };
+        let deadline = Duration::from_millis(50);
+        let listed = runtime.block_on(gather(
+            vec![
+                answered(Some(0)),
+                silent(),
+                answered(None),
+                answered(Some(3)),
+            ],
+            deadline,
+        ));
+        assert_eq!(listed, [0, 3]);
+        let listed = runtime.block_on(gather(vec![silent(), silent()], deadline));
+        assert_eq!(listed, Vec::<usize>::new(), "no answer is no listing");
     }
 
     #[test]
