@@ -1,4 +1,10 @@
-//! `smtp-edge user add|passwd|del --users FILE ADDRESS`: edits the users file.
+//! `smtp-edge user list|add|passwd|del`: reads and edits the users file.
+//!
+//! Which file: `--users FILE`, else `auth.users` of `--config FILE` (default: the embedded
+//! configuration). `add` accepts only addresses in the `local_domains` of that configuration
+//! (the server would accept mail for no other), and `add` and `passwd` refuse passwords under
+//! [`MIN_PASSWORD_CHARS`] characters. Of the configuration file only `local_domains` and
+//! `auth.users` are read, so the first user can be added before the users file exists.
 //!
 //! The password is read from standard input: one line (its `\n` or `\r\n` removed), or, on a
 //! terminal, typed twice after prompts on standard error with echo turned off. It is hashed
@@ -11,7 +17,8 @@
 //! at once (the later rename would win). The server picks the change up on SIGHUP.
 //!
 //! Exit status: 0 on success, 2 on a usage error, 1 when the operation fails (the user exists
-//! for `add`, does not for `passwd` and `del`, the passwords differ, the file cannot be written).
+//! for `add`, does not for `passwd` and `del`, the address is outside `local_domains`, the
+//! password is too short or the passwords differ, the file cannot be read or written).
 
 use crate::cli::{self, CliError};
 use std::fs::{self, File, OpenOptions};
@@ -27,7 +34,12 @@ use super::users::{hash_password, login_address, HashParams};
 /// Longest password accepted, in octets: far beyond any passphrase, and it bounds the read.
 const MAX_PASSWORD: usize = 1024;
 
-/// `smtp-edge user add|passwd|del --users FILE ADDRESS`.
+/// Shortest password `add` and `passwd` accept, in characters: NIST SP 800-63B §3.1.1.2 asks
+/// for at least 8 where a password is the only factor, 15 with no other; 12 is the common
+/// middle (and OWASP's advice for SMTP-reachable accounts, which face online guessing).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// `smtp-edge user list|add|passwd|del`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 #[command(
     after_help = "On a terminal the password is prompted for twice, without echo; \
@@ -41,34 +53,110 @@ pub struct UserArgs {
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 enum Op {
-    /// Create ADDRESS; its password is read from standard input.
+    /// Print the logins of the users file, one per line.
+    List(Files),
+    /// Create ADDRESS (in local_domains); its password (12 characters or more) is read from
+    /// standard input.
     Add(Target),
-    /// Set a new password for ADDRESS, read from standard input.
+    /// Set a new password (12 characters or more) for ADDRESS, read from standard input.
     Passwd(Target),
     /// Remove ADDRESS.
     Del(Target),
 }
 
+/// Which users file, and the configuration it may come from.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+struct Files {
+    /// The users file (`address:$argon2id$...` per line); default: `auth.users` of the
+    /// configuration.
+    #[arg(long, value_name = "FILE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    users: Option<String>,
+    /// The configuration whose `local_domains` (and `auth.users`) apply; default: the embedded
+    /// one.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 /// Which file, and which login in it.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 struct Target {
-    /// The users file (`address:$argon2id$...` per line).
-    #[arg(long, value_name = "FILE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    users: String,
+    #[command(flatten)]
+    files: Files,
     /// The login: an address such as alice@example.test.
     #[arg(value_name = "ADDRESS")]
     address: String,
 }
 
-/// Runs `smtp-edge user ...` and prints one line on success (stdout) or failure (stderr);
-/// never prints the password.
+/// What `user` reads of the configuration: its domains and its users file.
+struct Settings {
+    local_domains: Vec<String>,
+    users: Option<String>,
+    /// How to name the configuration in messages.
+    name: String,
+}
+
+impl Files {
+    /// The configuration's `local_domains` and `auth.users`; only these two keys are read.
+    fn settings(&self) -> Result<Settings, CliError> {
+        let (text, name) = match &self.config {
+            Some(path) => (
+                fs::read_to_string(path)
+                    .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?,
+                path.display().to_string(),
+            ),
+            None => (
+                crate::config::DEFAULT_TOML.to_owned(),
+                "the embedded configuration".to_owned(),
+            ),
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| failed(format!("{name}: {}", e.message().trim())))?;
+        let local_domains = table
+            .get("local_domains")
+            .and_then(toml::Value::as_array)
+            .map(|domains| {
+                domains
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .ok_or_else(|| failed(format!("{name}: local_domains: expected a list of domains")))?;
+        let users = table
+            .get("auth")
+            .and_then(|auth| auth.get("users"))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned);
+        Ok(Settings {
+            local_domains,
+            users,
+            name,
+        })
+    }
+
+    /// The users file: `--users`, else the configuration's `auth.users`.
+    fn users(&self, settings: &Settings) -> Result<PathBuf, CliError> {
+        match (&self.users, &settings.users) {
+            (Some(users), _) | (None, Some(users)) => Ok(PathBuf::from(users)),
+            (None, None) => Err(CliError::Usage(format!(
+                "no users file: pass --users FILE, or --config FILE with auth.users \
+                 ({} has none)",
+                settings.name
+            ))),
+        }
+    }
+}
+
+/// Runs `smtp-edge user ...` and prints its result on stdout, or one line on failure
+/// (stderr); never prints the password.
 pub fn run(args: &UserArgs) -> ExitCode {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     // SAFETY: isatty only inspects the descriptor number; 0 is standard input.
     let tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     let result = execute(args, &mut input, tty, HashParams::OWASP);
-    cli::finish(result.map(|message| message + "\n"), "user")
+    cli::finish(result, "user")
 }
 
 /// The test seam: `run` with the password read from `input` as from a pipe, and `params` (tests
@@ -88,9 +176,24 @@ fn execute(
     tty: bool,
     params: HashParams,
 ) -> Result<String, CliError> {
-    let (Op::Add(target) | Op::Passwd(target) | Op::Del(target)) = &args.op;
+    let target = match &args.op {
+        Op::List(files) => return list(files),
+        Op::Add(target) | Op::Passwd(target) | Op::Del(target) => target,
+    };
     let login = login_address(&target.address).map_err(CliError::Usage)?;
-    let users = PathBuf::from(&target.users);
+    let settings = target.files.settings()?;
+    if matches!(args.op, Op::Add(_)) {
+        let domain = login.rsplit_once('@').map_or("", |(_, d)| d);
+        if !settings.local_domains.iter().any(|d| d == domain) {
+            return Err(failed(format!(
+                "{login}: {domain} is not in local_domains of {} ({}); a user's own address \
+                 must be one we take mail for (pass --config FILE for another configuration)",
+                settings.name,
+                settings.local_domains.join(", ")
+            )));
+        }
+    }
+    let users = target.files.users(&settings)?;
     // Edit the file a symlink points to, not the link: the rename would replace the link.
     let path = fs::canonicalize(&users).unwrap_or(users);
     let existing = match fs::read(&path) {
@@ -115,13 +218,20 @@ fn execute(
         _ => {}
     }
     let new_line = match args.op {
-        Op::Del(_) => None,
+        Op::Del(_) | Op::List(_) => None,
         Op::Add(_) | Op::Passwd(_) => {
             let password = if tty {
                 prompt_twice(input, &login)?
             } else {
                 read_line(input)?
             };
+            let chars = password.chars().count();
+            if chars < MIN_PASSWORD_CHARS {
+                return Err(failed(format!(
+                    "the password has {chars} characters; at least {MIN_PASSWORD_CHARS} are \
+                     needed (submission is open to password guessing from anywhere)"
+                )));
+            }
             let phc = hash_password(password.as_bytes(), params)
                 .map_err(|e| failed(format!("cannot hash the password: {e}")))?;
             Some(format!("{login}:{phc}"))
@@ -140,12 +250,26 @@ fn execute(
     let verb = match args.op {
         Op::Add(_) => "added",
         Op::Passwd(_) => "changed the password of",
-        Op::Del(_) => "removed",
+        Op::Del(_) | Op::List(_) => "removed",
     };
     Ok(format!(
-        "{verb} {login} in {}; send SIGHUP to smtp-edge to apply",
+        "{verb} {login} in {}; send SIGHUP to smtp-edge to apply\n",
         path.display()
     ))
+}
+
+/// `user list`: each login of the file, one per line, in file order (comments, blank lines
+/// and hashes are not printed).
+fn list(files: &Files) -> Result<String, CliError> {
+    let settings = files.settings()?;
+    let path = files.users(&settings)?;
+    let text =
+        fs::read(&path).map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(line_login)
+        .map(|login| login + "\n")
+        .collect())
 }
 
 fn failed(problem: String) -> CliError {
@@ -374,7 +498,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users");
         let p = path.to_str().unwrap();
-        let done = cli(&["add", "--users", p, "Alice@Example.TEST"], "s3cret\n").unwrap();
+        let done = cli(
+            &["add", "--users", p, "Alice@Example.TEST"],
+            "s3cret-enough-chars\n",
+        )
+        .unwrap();
         assert!(done.starts_with("added alice@example.test in "), "{done}");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -387,7 +515,7 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         cli(
             &["add", &format!("--users={p}"), "bob@example.test"],
-            "pw\r\n",
+            "password-of-bob\r\n",
         )
         .unwrap();
         assert_eq!(load(&path).len(), 2);
@@ -399,7 +527,11 @@ mod tests {
         );
 
         let before = fs::read_to_string(&path).unwrap();
-        cli(&["passwd", "alice@example.test", "--users", p], "n3w\n").unwrap();
+        cli(
+            &["passwd", "alice@example.test", "--users", p],
+            "n3w-password-here\n",
+        )
+        .unwrap();
         let after = fs::read_to_string(&path).unwrap();
         assert_ne!(before, after);
         assert!(
@@ -438,18 +570,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users");
         let p = path.to_str().unwrap();
-        cli(&["add", "--users", p, "a@example.test"], "old\n").unwrap();
-        cli(&["passwd", "--users", p, "a@example.test"], "new\n").unwrap();
+        cli(
+            &["add", "--users", p, "a@example.test"],
+            "old-password-12\n",
+        )
+        .unwrap();
+        cli(
+            &["passwd", "--users", p, "a@example.test"],
+            "new-password-12\n",
+        )
+        .unwrap();
         let c = load(&path);
         let (phc, known) = c.phc_for("a@example.test");
         assert!(known);
         let hash = argon2::password_hash::PasswordHash::new(phc).unwrap();
         use argon2::password_hash::PasswordVerifier;
         assert!(argon2::Argon2::default()
-            .verify_password(b"new", &hash)
+            .verify_password(b"new-password-12", &hash)
             .is_ok());
         assert!(argon2::Argon2::default()
-            .verify_password(b"old", &hash)
+            .verify_password(b"old-password-12", &hash)
             .is_err());
     }
 
@@ -457,18 +597,25 @@ mod tests {
     fn usage_and_input_errors() {
         for args in [
             &[][..],
-            &["frob", "--users", "/tmp/x", "a@b.test"],
-            &["add", "a@b.test"],
+            &["frob", "--users", "/tmp/x", "a@example.test"],
             &["add", "--users"],
-            &["add", "--users", "", "a@b.test"],
+            &["add", "--users", "", "a@example.test"],
             &["add", "--users", "/tmp/x"],
-            &["add", "--users", "/tmp/x", "a@b.test", "c@d.test"],
-            &["add", "--users", "/tmp/x", "--force", "a@b.test"],
+            &["add", "--users", "/tmp/x", "a@example.test", "c@d.test"],
+            &["add", "--users", "/tmp/x", "--force", "a@example.test"],
         ] {
             assert!(parse(args).is_err(), "{args:?} parsed");
         }
         assert!(matches!(
-            cli(&["add", "--users", "/tmp/x", "not-an-address"], "pw\n"),
+            cli(
+                &["add", "--users", "/tmp/x", "not-an-address"],
+                "password-long-enough\n"
+            ),
+            Err(CliError::Usage(_))
+        ));
+        // No --users, and the embedded configuration has no auth.users.
+        assert!(matches!(
+            cli(&["add", "a@example.test"], "password-long-enough\n"),
             Err(CliError::Usage(_))
         ));
 
@@ -476,23 +623,103 @@ mod tests {
         let p = dir.path().join("users");
         let p = p.to_str().unwrap();
         for stdin in ["", "\n", "a\0b\n"] {
-            let err = cli(&["add", "--users", p, "a@b.test"], stdin).unwrap_err();
+            let err = cli(&["add", "--users", p, "a@example.test"], stdin).unwrap_err();
             assert!(matches!(err, CliError::Failed(_)), "{stdin:?}");
         }
         let long = "x".repeat(MAX_PASSWORD + 1);
-        assert!(cli(&["add", "--users", p, "a@b.test"], &long).is_err());
+        assert!(cli(&["add", "--users", p, "a@example.test"], &long).is_err());
         assert!(
             !dir.path().join("users").exists(),
             "nothing written on failure"
         );
         let missing = dir.path().join("nodir/users");
         let err = cli(
-            &["add", "--users", missing.to_str().unwrap(), "a@b.test"],
-            "pw\n",
+            &[
+                "add",
+                "--users",
+                missing.to_str().unwrap(),
+                "a@example.test",
+            ],
+            "password-long-enough\n",
         )
         .unwrap_err();
         assert!(
             matches!(&err, CliError::Failed(m) if m.starts_with("cannot write")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_passwords_and_foreign_domains_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let p = path.to_str().unwrap();
+        // Eleven characters (one of them two octets): one short.
+        let err = cli(
+            &["add", "--users", p, "a@example.test"],
+            "p\u{e4}sswort-12\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CliError::Failed(m) if m.contains("has 11 characters; at least 12")),
+            "{err}"
+        );
+        assert!(!path.exists(), "nothing written for a short password");
+        cli(
+            &["add", "--users", p, "a@example.test"],
+            "p\u{e4}sswort-123\n",
+        )
+        .unwrap();
+        let err = cli(&["passwd", "--users", p, "a@example.test"], "short\n").unwrap_err();
+        assert!(
+            matches!(&err, CliError::Failed(m) if m.contains("at least 12")),
+            "{err}"
+        );
+
+        // The embedded configuration's domains are localhost and example.test.
+        let err = cli(
+            &["add", "--users", p, "a@elsewhere.test"],
+            "long-enough-pw\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CliError::Failed(m) if m.contains("elsewhere.test is not in local_domains of the embedded configuration")),
+            "{err}"
+        );
+        // --config names the domains, and the users file when --users is not given.
+        let config = dir.path().join("smtp-edge.toml");
+        fs::write(
+            &config,
+            format!("local_domains = [\"Elsewhere.TEST\"]\n[auth]\nusers = \"{p}\"\n"),
+        )
+        .unwrap();
+        let c = config.to_str().unwrap();
+        cli(
+            &["add", "--config", c, "b@elsewhere.test"],
+            "long-enough-pw\n",
+        )
+        .unwrap();
+        let err = cli(
+            &["add", "--config", c, "c@example.test"],
+            "long-enough-pw\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CliError::Failed(m) if m.contains("example.test is not in local_domains of") && m.contains("elsewhere.test")),
+            "{err}"
+        );
+        assert_eq!(
+            cli(&["list", "--config", c], "").unwrap(),
+            "a@example.test\nb@elsewhere.test\n"
+        );
+        assert_eq!(
+            cli(&["list", "--users", p], "").unwrap(),
+            "a@example.test\nb@elsewhere.test\n"
+        );
+        // No --users and no auth.users: a usage error that says what to pass.
+        let err = cli(&["list"], "").unwrap_err();
+        assert!(
+            matches!(&err, CliError::Usage(m) if m.contains("--users FILE")),
             "{err}"
         );
     }

@@ -20,11 +20,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A bad configuration or a port that cannot be bound is one line on stderr and exit status 2,
 /// as is a command line that does not parse.
 #[derive(Parser)]
-#[command(name = "smtp-edge", version, about, long_about = None)]
+#[command(name = "smtp-edge", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--version`: the release and the commit it was built from (`edge/build.rs`, as
+/// [`smtp_edge::build_info`]; "unknown" when built outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SMTP_EDGE_COMMIT"),
+    ")"
+);
 
 /// The subcommands; each is one variant here and one arm in `main`.
 #[derive(Subcommand)]
@@ -42,7 +51,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Edit a users file; the password is read from stdin (or a prompt).
+    /// Print the configuration in force, defaults filled in.
+    Config(smtp_edge::config::cli::ConfigArgs),
+    /// List or edit a users file; passwords are read from stdin (or a prompt).
     User(smtp_edge::auth::cli::UserArgs),
     /// List, add or lift a running server's bans (its control socket).
     Ban(smtp_edge::control::cli::BanArgs),
@@ -68,6 +79,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Config(args) => smtp_edge::config::cli::run(&args),
         Command::User(args) => smtp_edge::auth::cli::run(&args),
         Command::Ban(args) => smtp_edge::control::cli::run(&args),
         Command::Queue(args) => smtp_edge::queue::cli::run(&args),

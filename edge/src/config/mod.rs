@@ -109,11 +109,13 @@
 //! [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
 
 mod checks;
+pub mod cli;
 mod dkim;
 mod raw;
 mod recipients;
 mod relay;
 mod restart;
+mod show;
 mod validate;
 
 #[cfg(test)]
@@ -140,6 +142,7 @@ use crate::tls::TlsConfig;
 
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
 pub use relay::{MAX_NAMESERVERS, MAX_RELAY_AGE_SECS, MAX_RETRY_STEPS};
+pub use show::show;
 pub(crate) use validate::domain_name;
 pub use validate::{
     MAX_BAD_COMMANDS_CEILING, MAX_CONNECTIONS_PER_IP, MAX_GREET_DELAY_MS,

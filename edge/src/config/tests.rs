@@ -1539,3 +1539,202 @@ fn dnsbl_problems_name_their_entry() {
         ["checks.dnsbl.weight"]
     );
 }
+
+/// `config show` of `text`, loaded again: the same configuration.
+fn assert_show_round_trips(text: &str) -> String {
+    let config = Config::from_toml_str(text).unwrap();
+    let shown = show(text, false).unwrap();
+    let again = Config::from_toml_str(&shown)
+        .unwrap_or_else(|e| panic!("config show output does not load: {e}\n{shown}"));
+    assert_eq!(again, config, "config show lost something:\n{shown}");
+    assert_eq!(show(&shown, false).unwrap(), shown, "a fixed point");
+    shown
+}
+
+#[test]
+fn config_show_gives_back_every_key_set_to_a_non_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, contents: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, contents).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let phc = crate::auth::hash_password(b"pw", crate::auth::users::tests::FAST).unwrap();
+    let users = file("users", &format!("alice@example.test:{phc}\n"));
+    let auth_aliases = file("auth-aliases", "sales@example.test: alice@example.test\n");
+    let recipients = file("recipients", "alice@example.test\npost@example.test\n");
+    let aliases = file("aliases", "post@example.test: alice@example.test\n");
+    let (cert, key) = (file("c.pem", "x"), file("k.pem", "x"));
+    let (a_cert, a_key) = (file("a.pem", "x"), file("a.key", "x"));
+    let pw = file("pw", "s3cret\n");
+    let text = format!(
+        r#"
+hostname = "mx.example.test"
+local_domains = ["example.test", "other.test"]
+workers = 3
+
+[[listener]]
+addr = "127.0.0.1:2525"
+role = "delivery"
+tls = "starttls"
+require_tls = true
+greet_delay_ms = 1500
+
+[[listener]]
+addr = "127.0.0.1:2465"
+role = "submission"
+tls = "implicit"
+
+[spool]
+dir = "/var/spool/x"
+
+[delivery]
+maildir = "/var/mail/x"
+recipients = {recipients:?}
+mode = "0660"
+aliases = {aliases:?}
+catch_all = {{ "other.test" = "alice@example.test" }}
+recipient_delimiter = "-"
+
+[limits]
+max_message_size = 1000000
+max_recipients = 200
+max_bad_commands = 5
+command_timeout_secs = 60
+data_timeout_secs = 90
+max_connections_per_ip = 7
+max_connections = 900
+max_line_length = 2000
+strict_envelopes = true
+
+[metrics]
+addr = "127.0.0.1:9999"
+
+[shutdown]
+grace_secs = 3
+
+[tls]
+cert = {cert:?}
+key = {key:?}
+session_cache = 0
+handshake_timeout_secs = 4
+
+[[tls.certificate]]
+cert = {a_cert:?}
+key = {a_key:?}
+
+[auth]
+users = {users:?}
+aliases = {auth_aliases:?}
+max_failures = 2
+failure_window_secs = 30
+ban_secs = 40
+tarpit_max_ms = 50
+verify_threads = 3
+max_checks_per_source = 4
+submission_networks = ["10.0.0.0/8", "192.0.2.1/32"]
+trace_login = true
+
+[shield]
+enabled = true
+required = true
+interfaces = ["lo"]
+ports = [25, 587]
+allow = ["192.0.2.0/24"]
+syn_rate = 3
+syn_burst = 4
+pressure_syn_rate = 0
+max_sources = 1024
+ban_secs = 60
+pin = true
+
+[guard]
+trusted = ["10.1.0.0/16"]
+
+[control]
+socket = "/run/x.sock"
+
+[relay]
+local = "lmtp://127.0.0.1:24"
+remote = "smtp://smarthost.example.test:587"
+smarthost_user = "relay@example.test"
+smarthost_password_file = {pw:?}
+mx_port = 2525
+tls = "required"
+max_connections_per_domain = 3
+retry_secs = [5, 10]
+max_age_secs = 3600
+
+[dns]
+nameservers = ["127.0.0.1:5353"]
+
+[checks]
+spf = "enforce"
+dkim = "off"
+dmarc = "enforce"
+arc = "off"
+dnsbl_threshold = 5
+
+[[checks.dnsbl]]
+zone = "zen.example"
+weight = 4
+
+[[checks.dnsbl]]
+zone = "list.dnswl.example"
+weight = -5
+"#
+    );
+    let shown = assert_show_round_trips(&text);
+    for line in [
+        &format!("recipients = {recipients:?}") as &str,
+        "greet_delay_ms = 1500",
+        "max_connections = 900",
+        "\"other.test\" = \"alice@example.test\"",
+    ] {
+        assert!(shown.contains(line), "{line:?} not shown:\n{shown}");
+    }
+}
+
+#[test]
+fn config_show_fills_in_defaults_and_derived_values() {
+    // The required keys alone: every other key appears with its default, derived ones
+    // (the control socket in the spool, the shield's ports from the delivery listeners, the
+    // submission listener's require_tls) spelled out.
+    let text = format!("{BASE}\n[[listener]]\naddr = \"127.0.0.1:2587\"\nrole = \"submission\"\ntls = \"starttls\"\n");
+    let shown = assert_show_round_trips(&text);
+    for line in [
+        "workers = 0",
+        "max_recipients = 100",
+        "command_timeout_secs = 300",
+        "socket = \"/var/spool/smtp-edge/control.sock\"",
+        "ports = [2525]",
+        "require_tls = true",
+        "retry_secs = [60, 300, 900, 3600, 14400]",
+        "trusted = [\"127.0.0.0/8\", \"::1/128\"]",
+    ] {
+        assert!(shown.contains(line), "{line:?} not shown:\n{shown}");
+    }
+    // --defaults drops what the file set beyond its required keys.
+    let set = edit(
+        "maildir = \"/var/mail/smtp-edge\"",
+        "maildir = \"/var/mail/smtp-edge\"\nmode = \"0660\"\n[limits]\nmax_recipients = 500\n[shutdown]\ngrace_secs = 2\n",
+    );
+    let effective = show(&set, false).unwrap();
+    assert!(effective.contains("max_recipients = 500") && effective.contains("mode = \"0660\""));
+    let defaults = show(&set, true).unwrap();
+    assert!(
+        defaults.contains("max_recipients = 100")
+            && defaults.contains("mode = \"0600\"")
+            && defaults.contains("grace_secs = 30")
+            && defaults.contains("hostname = \"mx.example.test\""),
+        "{defaults}"
+    );
+    assert_show_round_trips(DEFAULT_TOML);
+    // A file that does not validate shows nothing: its problems, by key.
+    let err = show(
+        &edit("addr = \"127.0.0.1:2525\"", "addr = \"nowhere\""),
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err.0[0].key, "listener[0].addr");
+}

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::maps::{MAX_ALLOW, MAX_PORTS};
 use ipnet::IpNet;
@@ -37,7 +37,7 @@ const MAX_IFNAME: usize = 15;
 /// ban_secs = 600              # default ban length for the server's bans
 /// pin = false                 # true: stay attached after exit, pinned in /sys/fs/bpf/smtp-edge
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShieldConfig {
     /// Load the shield at all.
