@@ -19,3 +19,14 @@ pub fn now() -> Instant {
 pub fn wall() -> SystemTime {
     SystemTime::now()
 }
+
+/// CLOCK_MONOTONIC in microseconds, as systemd reads it (`MONOTONIC_USEC=` in sd_notify
+/// messages); `Instant` does not expose its value.
+pub fn monotonic_usec() -> u64 {
+    // SAFETY: timespec is plain data that clock_gettime fills in; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is valid and writable.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}

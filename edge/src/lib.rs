@@ -47,6 +47,7 @@ pub mod proxy;
 pub mod queue;
 pub mod relay;
 pub mod rewrite;
+pub mod service;
 pub mod shield;
 pub mod spool;
 pub mod tls;

@@ -92,6 +92,11 @@ pub struct Opts {
     pub checks: Vec<String>,
     /// `dns.nameservers`, written if non-empty.
     pub nameservers: Vec<SocketAddr>,
+    /// `user`, written if set; the test directory is then opened to others (0755), so that
+    /// the user can reach the spool and Maildir inside it.
+    pub user: Option<&'static str>,
+    /// Environment of the server process (e.g. systemd's `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The `[auth]` section. Users are added with the real `smtp-edge user add` before the server
@@ -169,6 +174,8 @@ impl Default for Opts {
             extra_toml: Vec::new(),
             checks: Vec::new(),
             nameservers: Vec::new(),
+            user: None,
+            env: Vec::new(),
         }
     }
 }
@@ -190,6 +197,9 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     writeln!(t, "hostname = \"mx.example.test\"").unwrap();
     writeln!(t, "local_domains = [\"{LOCAL_DOMAIN}\"]").unwrap();
     writeln!(t, "workers = {}", opts.workers).unwrap();
+    if let Some(user) = opts.user {
+        writeln!(t, "user = \"{user}\"").unwrap();
+    }
     for (i, role) in opts.listeners.iter().enumerate() {
         let tls = opts.listener_tls.get(i);
         let mode = tls.map_or("none", |l| l.mode);
@@ -445,8 +455,13 @@ impl Server {
         let config = root.join("smtp-edge.toml");
         fs::write(&config, render_config(&opts, &root)).expect("write config");
         let maildir = opts.maildir.clone().unwrap_or_else(|| root.join("mail"));
+        if opts.user.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+        }
         let mut server = Server::new_in(dir, maildir, Some(config), opts.nofile);
         server.stderr_to = opts.stderr_to;
+        server.env = opts.env;
         server.spawn();
         server
     }

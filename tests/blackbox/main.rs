@@ -17,6 +17,7 @@ mod client_runs;
 mod dns;
 mod harness;
 mod maildir;
+mod service;
 mod session;
 
 mod auth;

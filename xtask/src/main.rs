@@ -3,6 +3,8 @@
 //! - `test` (alias `ci`): the README's test command and CI's: tools, the eBPF object check,
 //!   formatting, clippy with warnings denied, then every test. See `suite.rs`.
 //! - `build-ebpf [--check]`: rebuild (or check) the checked-in XDP object. See `ebpf.rs`.
+//! - `deb [--profile NAME] [--install-test]`: the Debian package (cargo-deb), and as root its
+//!   install, run and purge. See `deb.rs`.
 //! - `bench`: release build, then smtp-edge under load on loopback (optionally beside a
 //!   throwaway Postfix and smtp-sink); one table, JSON under `target/bench/`. See `bench/mod.rs`.
 
@@ -12,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deb;
 mod ebpf;
 mod suite;
 mod tools;
@@ -39,6 +42,9 @@ enum Task {
     /// Measure throughput, latency and memory on loopback (see BENCHMARKS.md); fails when any
     /// run had errors or Maildir does not hold exactly the messages accepted.
     Bench(bench::Args),
+    /// Build the Debian package (cargo-deb; binary, systemd unit, configuration, man page);
+    /// with --install-test, as root, install it, serve a message from it, and purge it.
+    Deb(deb::Args),
 }
 
 fn main() -> Result<()> {
@@ -46,6 +52,7 @@ fn main() -> Result<()> {
         Task::Test => suite::run(),
         Task::BuildEbpf { check } => ebpf::main(check),
         Task::Bench(args) => bench::main(args),
+        Task::Deb(args) => deb::main(&args).map(|_| ()),
     }
 }
 

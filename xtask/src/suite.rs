@@ -8,6 +8,9 @@
 //!    tests marked `#[ignore = "needs root: ..."]` run too. Otherwise it says how many were
 //!    skipped and why.
 //!
+//! 5. the Debian package (`deb.rs`): built, and as root installed, run from its own
+//!    configuration, sent a message and purged.
+//!
 //! It ends with the totals over every test binary.
 
 use std::collections::BTreeMap;
@@ -16,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::{cargo, cargo_bin, ebpf, tools};
+use super::{cargo, cargo_bin, deb, ebpf, tools};
 
 /// Runs the sequence; fails on the first failing step, or on any failing test.
 pub fn run() -> Result<()> {
@@ -47,6 +50,14 @@ pub fn run() -> Result<()> {
     }
     let (ok, totals) = cargo_test(&args)?;
 
+    // The package as an operator installs it: built from the test build, and as root
+    // installed, run and purged (on a machine without smtp-edge installed).
+    section("debian package");
+    let deb = deb::main(&deb::Args {
+        profile: "dev".to_owned(),
+        install_test: root,
+    });
+
     section("summary");
     println!("total: {} passed, {} failed", totals.passed, totals.failed);
     if !totals.skipped.is_empty() {
@@ -59,6 +70,7 @@ pub fn run() -> Result<()> {
     if totals.failed > 0 {
         bail!("tests failed");
     }
+    deb.context("the Debian package")?;
     if let Err(status) = ok {
         // No failed test, yet cargo failed: a test binary that did not build or was killed.
         bail!("cargo test failed ({status}) without a failed test; see its output above");

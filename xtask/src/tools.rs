@@ -157,6 +157,24 @@ const TOOLS: &[Tool] = &[
         root_only: true,
     },
     Tool {
+        probe: Probe::Program("systemd-analyze"),
+        package: Source::Apt("systemd"),
+        needed_by: "cargo xtask deb --install-test (systemd-analyze verify of the packaged unit)",
+        root_only: true,
+    },
+    Tool {
+        probe: Probe::Program("man"),
+        package: Source::Apt("man-db"),
+        needed_by: "systemd-analyze verify (the unit's Documentation=man:smtp-edge(1))",
+        root_only: true,
+    },
+    Tool {
+        probe: Probe::Program("unshare"),
+        package: Source::Apt("util-linux"),
+        needed_by: "cargo xtask deb --install-test (the packaged server in its own network)",
+        root_only: true,
+    },
+    Tool {
         probe: Probe::PythonModule("scapy"),
         package: Source::Pip("scapy"),
         needed_by: "tests/blackbox/shield_frames.rs (tests/clients/evasive_syns.py)",

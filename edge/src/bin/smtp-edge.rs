@@ -5,12 +5,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use smtp_edge::config::Config;
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
+use smtp_edge::service::notify::Notifier;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -66,6 +68,9 @@ enum Command {
     Reload(smtp_edge::control::reload::ReloadArgs),
     /// Make a DKIM signing key and print the DNS record to publish.
     Dkim(smtp_edge::dkim::cli::DkimArgs),
+    /// Print the man page (roff), generated from this command line; for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Exit status for bad usage, a bad config, or a start failure.
@@ -86,7 +91,45 @@ fn main() -> ExitCode {
         Command::Shield(args) => smtp_edge::shield::cli::run(&args),
         Command::Reload(args) => smtp_edge::control::reload::run(&args),
         Command::Dkim(args) => smtp_edge::dkim::cli::run(&args),
+        Command::Man => man(),
     }
+}
+
+/// `smtp-edge man`: smtp-edge(1) in roff on stdout: the command and its list of subcommands,
+/// then each subcommand's synopsis, description and options.
+fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    command.build();
+    let mut out = Vec::new();
+    let rendered = clap_mangen::Man::new(command.clone())
+        .render(&mut out)
+        .and_then(|()| man_subcommands(&command, "smtp-edge", &mut out));
+    if let Err(e) = rendered.and_then(|()| std::io::stdout().lock().write_all(&out)) {
+        eprintln!("smtp-edge man: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Appends each visible subcommand of `command` (depth first), named in full
+/// (`smtp-edge user add`).
+fn man_subcommands(command: &clap::Command, path: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{path} {}", sub.get_name());
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let page = clap_mangen::Man::new(sub.clone().bin_name(&name));
+        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+        page.render_synopsis_section(out)?;
+        page.render_description_section(out)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            page.render_options_section(out)?;
+        }
+        man_subcommands(sub, &name, out)?;
+    }
+    Ok(())
 }
 
 /// `--help` and `--version` print in full (exit 0); a command line that does not parse is one
@@ -133,6 +176,14 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
+    // First, while no other thread can read the environment: it takes systemd's variables out.
+    let notify = match Notifier::from_env() {
+        Ok(notify) => Arc::new(notify),
+        Err(e) => {
+            eprintln!("smtp-edge: NOTIFY_SOCKET: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let cfg = match &config {
         Some(path) => match Config::load(path) {
             Ok(cfg) => cfg,
@@ -180,6 +231,10 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     let _ = writeln!(stdout, "ready");
     let _ = stdout.flush();
     drop(stdout);
+    notify.ready();
+    if let Some(every) = notify.watchdog_interval() {
+        watchdog(notify.clone(), every);
+    }
     tracing::info!(
         workers = cfg.worker_count(),
         listeners = running.listeners.len(),
@@ -192,10 +247,13 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         for sig in signals.forever() {
             if sig == SIGHUP {
                 // The reloader logs the outcome: applied, or refused and why.
+                notify.reloading();
                 let _ = reloader.reload();
+                notify.ready();
                 continue;
             }
             tracing::info!(signal = sig, "stopping");
+            notify.stopping();
             stop.stop();
             break;
         }
@@ -209,5 +267,19 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             eprintln!("smtp-edge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells systemd every `every` that the server lives, from a thread of its own; the process
+/// ending ends it.
+fn watchdog(notify: Arc<Notifier>, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("smtp-edge-watchdog".into())
+        .spawn(move || loop {
+            notify.watchdog();
+            std::thread::sleep(every);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the watchdog thread; systemd will restart us");
     }
 }

@@ -137,6 +137,7 @@ use crate::protocol::{EngineConfig, Role, Timeouts};
 use crate::proxy::ProxyConfig;
 use crate::relay::RelayConfig;
 use crate::rewrite::SharedRewriter;
+use crate::service::privileges::RunAs;
 use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
 
@@ -371,6 +372,9 @@ pub struct Config {
     /// `[[dkim.sign]]`: the keys that sign authenticated submissions by their `From:` domain,
     /// read and checked at load; empty when none are configured.
     pub dkim: Arc<DkimSigners>,
+    /// `user` and `group`: who the server runs as after binding, attaching and opening what
+    /// needs root ([`crate::service::privileges`]); `None` keeps the user it was started as.
+    pub run_as: Option<RunAs>,
 }
 
 impl Config {

@@ -20,6 +20,9 @@ pub(super) struct RawConfig {
     pub hostname: Option<String>,
     pub local_domains: Option<Vec<String>>,
     pub workers: Option<i64>,
+    /// `user` and `group`: who the server runs as once started as root.
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// Indexed as in the file, so errors can name `listener[i]`; `None` where the entry failed
     /// to deserialize (already reported).
     pub listeners: Vec<Option<RawListener>>,
@@ -262,6 +265,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "hostname",
     "local_domains",
     "workers",
+    "user",
+    "group",
     "listener",
     "spool",
     "delivery",
@@ -295,6 +300,8 @@ pub(super) fn parse(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConf
         hostname: take(&mut table, "", "hostname", errors),
         local_domains: take(&mut table, "", "local_domains", errors),
         workers: take(&mut table, "", "workers", errors),
+        user: take(&mut table, "", "user", errors),
+        group: take(&mut table, "", "group", errors),
         spool: take(&mut table, "", "spool", errors),
         delivery: take(&mut table, "", "delivery", errors),
         limits: take(&mut table, "", "limits", errors),

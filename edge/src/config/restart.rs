@@ -16,6 +16,12 @@ const RESTART_KEYS: &[RestartKey] = &[
         differs: |a, b| a.workers != b.workers,
         keep: |fresh, running| fresh.workers = running.workers,
     },
+    // The process switched users once, at start; it cannot switch again.
+    RestartKey {
+        key: "user",
+        differs: |a, b| a.run_as != b.run_as,
+        keep: |fresh, running| fresh.run_as.clone_from(&running.run_as),
+    },
     RestartKey {
         key: "listener",
         differs: |a, b| a.listeners != b.listeners,

@@ -17,6 +17,7 @@ use toml::{Table, Value};
 
 use super::{Config, ConfigError, ConfigErrors, TlsMode, FILE_KEY};
 use crate::checks::CheckMode;
+use crate::logging::LogFormat;
 use crate::protocol::client::TlsPolicy;
 use crate::protocol::Role;
 use crate::tls::CertSource;
@@ -87,6 +88,10 @@ fn render(config: &Config, file: &Table) -> Table {
     doc.insert("hostname".into(), config.hostname.clone().into());
     doc.insert("local_domains".into(), strings(&config.local_domains));
     doc.insert("workers".into(), int(config.workers as u64));
+    if let Some(run_as) = &config.run_as {
+        doc.insert("user".into(), run_as.user.clone().into());
+        doc.insert("group".into(), run_as.group.clone().into());
+    }
     let listeners = config
         .listeners
         .iter()
@@ -100,6 +105,10 @@ fn render(config: &Config, file: &Table) -> Table {
                 "greet_delay_ms".into(),
                 int(l.greet_delay.as_millis() as u64),
             );
+            t.insert("proxy_protocol".into(), l.proxy_protocol.into());
+            if let Some(name) = &l.name {
+                t.insert("name".into(), name.clone().into());
+            }
             Value::Table(t)
         })
         .collect();
@@ -283,6 +292,41 @@ fn render(config: &Config, file: &Table) -> Table {
         checks.insert("dnsbl".into(), Value::Array(zones));
     }
     doc.insert("checks".into(), checks.into());
+
+    // The keys are held loaded; their paths come from the file, resolved as loading does.
+    if let Some(Value::Array(entries)) = file.get("dkim").and_then(|d| d.get("sign")) {
+        let entries = entries
+            .iter()
+            .map(|entry| {
+                let mut entry = entry.clone();
+                if let Some(Value::String(key)) = entry.get_mut("key") {
+                    if let Ok(absolute) = std::path::absolute(&*key) {
+                        *key = absolute.display().to_string();
+                    }
+                }
+                entry
+            })
+            .collect();
+        let mut dkim = Table::new();
+        dkim.insert("sign".into(), Value::Array(entries));
+        doc.insert("dkim".into(), dkim.into());
+    }
+
+    let mut log = Table::new();
+    let format = match config.log.format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    log.insert("format".into(), format.into());
+    doc.insert("log".into(), log.into());
+
+    let mut proxy = Table::new();
+    proxy.insert("trusted".into(), strings(config.proxy.trusted.iter()));
+    proxy.insert(
+        "header_timeout_secs".into(),
+        int(config.proxy.header_timeout.as_secs()),
+    );
+    doc.insert("proxy".into(), proxy.into());
 
     let mut dns = Table::new();
     if !r.nameservers.is_empty() {

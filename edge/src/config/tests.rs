@@ -1567,11 +1567,17 @@ fn config_show_gives_back_every_key_set_to_a_non_default() {
     let (cert, key) = (file("c.pem", "x"), file("k.pem", "x"));
     let (a_cert, a_key) = (file("a.pem", "x"), file("a.key", "x"));
     let pw = file("pw", "s3cret\n");
+    let dkim_key = file(
+        "dkim.pem",
+        &crate::dkim::generate(crate::dkim::KeyAlgorithm::Ed25519, 0).unwrap(),
+    );
     let text = format!(
         r#"
 hostname = "mx.example.test"
 local_domains = ["example.test", "other.test"]
 workers = 3
+user = "root"
+group = "root"
 
 [[listener]]
 addr = "127.0.0.1:2525"
@@ -1579,6 +1585,8 @@ role = "delivery"
 tls = "starttls"
 require_tls = true
 greet_delay_ms = 1500
+proxy_protocol = true
+name = "mx"
 
 [[listener]]
 addr = "127.0.0.1:2465"
@@ -1668,6 +1676,18 @@ max_age_secs = 3600
 [dns]
 nameservers = ["127.0.0.1:5353"]
 
+[log]
+format = "json"
+
+[[dkim.sign]]
+domain = "example.test"
+selector = "s1"
+key = {dkim_key:?}
+
+[proxy]
+trusted = ["10.9.0.0/16"]
+header_timeout_secs = 2
+
 [checks]
 spf = "enforce"
 dkim = "off"
@@ -1737,4 +1757,28 @@ fn config_show_fills_in_defaults_and_derived_values() {
     )
     .unwrap_err();
     assert_eq!(err.0[0].key, "listener[0].addr");
+}
+
+#[test]
+fn user_and_group_are_looked_up() {
+    let c = Config::from_toml_str(&format!("user = \"root\"\n{BASE}")).unwrap();
+    let run_as = c.run_as.unwrap();
+    assert_eq!(
+        (run_as.uid, run_as.gid, run_as.group.as_str()),
+        (0, 0, "root")
+    );
+    assert_eq!(Config::from_toml_str(BASE).unwrap().run_as, None);
+    assert_eq!(
+        keys(&format!("user = \"no-such-user-here\"\n{BASE}")),
+        ["user"]
+    );
+    assert_eq!(
+        keys(&format!(
+            "user = \"root\"\ngroup = \"no-such-group-here\"\n{BASE}"
+        )),
+        ["group"]
+    );
+    assert_eq!(keys(&format!("group = \"root\"\n{BASE}")), ["group"]);
+    assert_eq!(keys(&format!("user = \"\"\n{BASE}")), ["user"]);
+    assert_eq!(keys(&format!("user = 0\n{BASE}")), ["user"]);
 }

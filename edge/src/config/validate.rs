@@ -25,6 +25,7 @@ use crate::protocol::address::{parse_domain, parse_mailbox, Domain};
 use crate::protocol::{Role, MIN_RECIPIENTS, MIN_TEXT_LINE};
 use crate::proxy::ProxyConfig;
 use crate::rewrite::{self, Rewriter, SharedRewriter, DEFAULT_DELIMITER};
+use crate::service::privileges::RunAs;
 use crate::shield::ShieldConfig;
 use crate::tls::{
     CertEntry, CertSource, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SELF_SIGNED_DIR,
@@ -101,6 +102,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         })
         .map(|w| w as usize);
     let listeners = v.listeners(raw.listeners);
+    let run_as = v.run_as(raw.user.as_deref(), raw.group.as_deref());
     let spool_dir = match raw.spool {
         Some(spool) => v.path("spool.dir", &spool.dir),
         None => v.missing("spool.dir"),
@@ -197,6 +199,7 @@ pub(super) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<
         proxy: proxy?,
         log,
         dkim: Arc::new(dkim?),
+        run_as: run_as?,
     })
 }
 
@@ -227,6 +230,28 @@ impl Validator<'_> {
                 .strip_prefix(section)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
         })
+    }
+
+    /// `user` and `group`, looked up now so that a typo fails `check-config`, not the start.
+    fn run_as(&mut self, user: Option<&str>, group: Option<&str>) -> Option<Option<RunAs>> {
+        match (user, group) {
+            (None, None) => Some(None),
+            (None, Some(_)) => {
+                self.push("group", "needs user: the group is what user runs with");
+                None
+            }
+            (Some(""), _) => {
+                self.push("user", "must not be empty");
+                None
+            }
+            (Some(user), group) => match RunAs::resolve(user, group) {
+                Ok(run_as) => Some(Some(run_as)),
+                Err((key, problem)) => {
+                    self.push(key, problem);
+                    None
+                }
+            },
+        }
     }
 
     fn hostname(&mut self, hostname: Option<String>) -> Option<String> {

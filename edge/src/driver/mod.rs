@@ -11,6 +11,7 @@ mod session;
 mod worker;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,7 +30,9 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::Role;
 use crate::queue::{self, QueueConfig, QueueHandle, RelayLink};
 use crate::relay::Relay;
+use crate::service::privileges::{self, PrivilegeError, RunAs};
 use crate::spool::{self, LockError, SpoolError, SpoolLock};
+use crate::tls::CertSource;
 use crate::tls::{TlsContext, TlsError};
 use crate::transport;
 use context::{ListenerId, Snapshot};
@@ -77,6 +80,17 @@ pub enum StartError {
     /// The control socket could not be opened.
     #[error("{0}")]
     Control(#[from] crate::control::ControlError),
+    /// The Maildir root could not be created.
+    #[error("delivery.maildir: cannot create {}: {source}", path.display())]
+    Maildir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Privileges could not be dropped to `user`.
+    #[error("{0}")]
+    Privileges(#[from] PrivilegeError),
     /// A worker thread could not be spawned.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
@@ -108,6 +122,32 @@ impl StopHandle {
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }
+}
+
+/// Gives the spool, the Maildir root and the self-signed certificate directory to `run_as`,
+/// lets its registered buffers be locked in memory, and switches the process to it.
+fn become_user(cfg: &Config, run_as: &RunAs, tls: bool, workers: usize) -> Result<(), StartError> {
+    if privileges::is_root() {
+        run_as.chown(&cfg.spool_dir, true)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::delivery::dir_mode(cfg.maildir_mode))
+            .create(&cfg.maildir)
+            .map_err(|source| StartError::Maildir {
+                path: cfg.maildir.clone(),
+                source,
+            })?;
+        run_as.chown(&cfg.maildir, false)?;
+        if let (true, CertSource::SelfSigned { dir, .. }) = (tls, &cfg.tls.default_cert) {
+            run_as.chown(dir, true)?;
+        }
+        // Registered buffers count against RLIMIT_MEMLOCK once we are not root; only root
+        // may raise the hard limit, so do it now.
+        privileges::raise_memlock(worker::REGISTERED_BYTES * workers as u64);
+    }
+    privileges::drop_to(run_as)?;
+    tracing::info!(user = %run_as.user, uid = run_as.uid, group = %run_as.group, gid = run_as.gid, "running as {}", run_as.user);
+    Ok(())
 }
 
 /// Binds everything, recovers the spool and starts the workers. `source` is the file `cfg`
@@ -185,6 +225,35 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
     };
 
     spool::prepare(&cfg.spool_dir)?;
+    let max_connections = capacity::max_connections(cfg.limits.max_connections, workers);
+    let guard = Guard::start(
+        &cfg.shield,
+        &cfg.guard,
+        cfg.limits.max_connections_per_ip,
+        max_connections,
+    )?;
+    let stats_guard = guard.clone();
+    metrics.set_shield_source(Box::new(move || {
+        let (c, bans_active) = stats_guard.stats(clock::now());
+        ShieldStats {
+            passed: c.passed,
+            dropped_rate: c.dropped_rate,
+            dropped_banned: c.dropped_banned,
+            dropped_malformed: c.dropped_malformed,
+            bans_active,
+        }
+    }));
+    // Everything that needs root is open: the listeners, the shield, the spool's lock and the
+    // TLS keys. Hand the server's own files to `user` and become it, before any thread that
+    // touches a file (queue, relay, control socket, workers) starts.
+    match &cfg.run_as {
+        Some(run_as) => become_user(cfg, run_as, tls.is_some(), workers)?,
+        None if privileges::is_root() => tracing::warn!(
+            "running as root: set `user` (and `group`) to drop privileges once the listeners \
+             are bound"
+        ),
+        None => {}
+    }
     // The top of every queue id of this run: the start time in µs, or one more than the last
     // run's if the clock went back, so ids never repeat across restarts.
     let now_micros = clock::wall()
@@ -206,24 +275,6 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
     )
     .map_err(|e| StartError::Queue(e.to_string()))?;
 
-    let max_connections = capacity::max_connections(cfg.limits.max_connections, workers);
-    let guard = Guard::start(
-        &cfg.shield,
-        &cfg.guard,
-        cfg.limits.max_connections_per_ip,
-        max_connections,
-    )?;
-    let stats_guard = guard.clone();
-    metrics.set_shield_source(Box::new(move || {
-        let (c, bans_active) = stats_guard.stats(clock::now());
-        ShieldStats {
-            passed: c.passed,
-            dropped_rate: c.dropped_rate,
-            dropped_banned: c.dropped_banned,
-            dropped_malformed: c.dropped_malformed,
-            bans_active,
-        }
-    }));
     let auth = Arc::new(AuthServices::start(&cfg.auth)?);
     let live = Arc::new(ArcSwap::from_pointee(Snapshot::new(
         cfg.clone(),

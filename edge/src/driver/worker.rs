@@ -26,6 +26,9 @@ use crate::transport::{self, BufferPool, Listener};
 const FIXED_BUFFERS: usize = 512;
 /// Size of one registered receive buffer: a typical 10 KB message arrives in one read.
 const RECV_BUFFER: usize = 16 * 1024;
+/// Memory each worker registers with its ring (locked, so counted against RLIMIT_MEMLOCK
+/// for a user other than root).
+pub(super) const REGISTERED_BYTES: u64 = (FIXED_BUFFERS * RECV_BUFFER) as u64;
 /// Size of a heap receive buffer, for connections beyond the registered pool: small, so that
 /// 10,000 idle connections cost little memory (a pending read holds its buffer).
 const HEAP_RECV_BUFFER: usize = 4 * 1024;
