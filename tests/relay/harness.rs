@@ -190,7 +190,17 @@ pub fn stored(dir: &Path, count: usize) -> Vec<Stored> {
 
 /// `(connections in all, most open at once)` as the receiver counted them.
 pub fn connections(dir: &Path) -> (u32, u32) {
+    let [total, most, _] = connection_counts(dir);
+    (total, most)
+}
+
+/// Connections the receiver has open now.
+pub fn open_connections(dir: &Path) -> u32 {
+    connection_counts(dir)[2]
+}
+
+fn connection_counts(dir: &Path) -> [u32; 3] {
     let text = std::fs::read_to_string(dir.join("connections")).unwrap_or_default();
     let mut it = text.split_whitespace().map(|n| n.parse::<u32>().unwrap());
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    [(); 3].map(|()| it.next().unwrap_or(0))
 }

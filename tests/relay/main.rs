@@ -18,6 +18,7 @@ mod receivers;
 mod dns;
 mod harness;
 
+mod connections;
 mod mx;
 mod next_hop;
 

@@ -8,7 +8,8 @@ Recipients whose local part starts with "nobody" get 550 5.1.1, "later" 451 4.2.
 accepted message is stored as OUT_DIR/<n>.eml (the content exactly as received, after
 unstuffing) with OUT_DIR/<n>.env, written last: "peer <ip> <port>", "tls yes|no",
 "auth <login>|-", "mail <parameters>", then "rcpt <address>" per recipient. OUT_DIR/connections
-holds "<total> <most at once>" and is replaced whenever a connection opens. With --tls it
+holds "<total> <most at once> <open now>" and is replaced whenever a connection opens or
+closes. With --tls it
 offers STARTTLS (with --tls-1.1-only, at most TLS 1.1, which no current client completes);
 with --auth it offers AUTH (inside TLS only) for that one user; with
 --slow-ms each DATA is answered after that delay.
@@ -39,10 +40,17 @@ class Stats:
         self.total += 1
         self.active += 1
         self.most = max(self.most, self.active)
-        atomic_write(os.path.join(self.out_dir, "connections"), "%d %d\n" % (self.total, self.most))
+        self.write()
 
     def closed(self):
         self.active -= 1
+        self.write()
+
+    def write(self):
+        atomic_write(
+            os.path.join(self.out_dir, "connections"),
+            "%d %d %d\n" % (self.total, self.most, self.active),
+        )
 
 
 class Store:

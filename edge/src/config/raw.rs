@@ -197,6 +197,8 @@ pub(super) struct RawRelay {
     pub mx_port: Option<i64>,
     pub tls: Option<String>,
     pub max_connections_per_domain: Option<i64>,
+    pub connect_timeout_secs: Option<i64>,
+    pub idle_secs: Option<i64>,
     pub retry_secs: Option<Vec<i64>>,
     pub max_age_secs: Option<i64>,
 }

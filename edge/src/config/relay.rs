@@ -8,7 +8,7 @@ use super::raw::{RawDns, RawRelay};
 use super::validate::{Validator, MAX_TIMEOUT_SECS};
 use crate::protocol::client::{ClientCredentials, TlsPolicy};
 use crate::protocol::Secret;
-use crate::relay::{RelayConfig, Route, MAX_CONNECTIONS_PER_DOMAIN};
+use crate::relay::{RelayConfig, Route, MAX_CONNECTIONS_PER_DOMAIN, MAX_IDLE_SECS};
 
 /// Longest `relay.max_age_secs`: 30 days. Mail older than that is not worth delivering, and
 /// a larger value is more likely a typo.
@@ -98,6 +98,18 @@ impl Validator<'_> {
             let max = MAX_CONNECTIONS_PER_DOMAIN as u64;
             match self.int_in("relay.max_connections_per_domain", n, 1, max, "") {
                 Some(n) => cfg.max_connections_per_domain = n as usize,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = raw.connect_timeout_secs {
+            match self.int_in("relay.connect_timeout_secs", n, 1, MAX_TIMEOUT_SECS, "") {
+                Some(secs) => cfg.connect_timeout = Duration::from_secs(secs),
+                None => ok = false,
+            }
+        }
+        if let Some(n) = raw.idle_secs {
+            match self.int_in("relay.idle_secs", n, 0, MAX_IDLE_SECS, "") {
+                Some(secs) => cfg.idle = Duration::from_secs(secs),
                 None => ok = false,
             }
         }

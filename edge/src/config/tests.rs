@@ -1122,6 +1122,8 @@ fn relay_defaults_when_absent() {
     assert_eq!(c.relay.mx_port, 25);
     assert_eq!(c.relay.tls, TlsPolicy::Opportunistic);
     assert_eq!(c.relay.max_connections_per_domain, 10);
+    assert_eq!(c.relay.connect_timeout, Duration::from_secs(30));
+    assert_eq!(c.relay.idle, Duration::from_secs(2));
     assert_eq!(c.relay.helo, "mx.example.test");
     assert!(c.relay.nameservers.is_empty());
     assert!(c.relay.smarthost_credentials.is_none());
@@ -1146,7 +1148,8 @@ fn relay_keys_are_typed() {
          remote = \"smtp://smarthost.example.test:587\"\n\
          smarthost_user = \"relay@example.test\"\n\
          smarthost_password_file = \"{}\"\nmx_port = 2525\ntls = \"required\"\n\
-         max_connections_per_domain = 3\nretry_secs = [5, 10]\nmax_age_secs = 3600\n\
+         max_connections_per_domain = 3\nconnect_timeout_secs = 7\nidle_secs = 0\n\
+         retry_secs = [5, 10]\nmax_age_secs = 3600\n\
          [dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n",
         pw.display()
     );
@@ -1166,6 +1169,8 @@ fn relay_keys_are_typed() {
     assert_eq!(r.mx_port, 2525);
     assert_eq!(r.tls, TlsPolicy::Required);
     assert_eq!(r.max_connections_per_domain, 3);
+    assert_eq!(r.connect_timeout, Duration::from_secs(7));
+    assert_eq!(r.idle, Duration::ZERO, "0: QUIT as soon as nothing waits");
     assert_eq!(r.retry, [Duration::from_secs(5), Duration::from_secs(10)]);
     assert_eq!(r.retry_delay(9), Duration::from_secs(10));
     assert_eq!(r.max_age, Duration::from_secs(3600));
@@ -1201,6 +1206,14 @@ fn relay_errors_name_their_keys() {
             "[relay]\nmax_connections_per_domain = 0",
             &["relay.max_connections_per_domain"],
         ),
+        (
+            "[relay]\nconnect_timeout_secs = 0",
+            &["relay.connect_timeout_secs"],
+        ),
+        ("[relay]\nidle_secs = -1", &["relay.idle_secs"]),
+        // Longer than a receiver would keep a silent connection: it would be gone under the
+        // next message.
+        ("[relay]\nidle_secs = 61", &["relay.idle_secs"]),
         ("[relay]\nretry_secs = []", &["relay.retry_secs"]),
         ("[relay]\nretry_secs = [60, -1]", &["relay.retry_secs[1]"]),
         ("[relay]\nmax_age_secs = 1", &["relay.max_age_secs"]),

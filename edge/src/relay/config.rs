@@ -16,6 +16,19 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_DOMAIN: usize = 10;
 /// than this is a typo, and receivers throttle such senders long before.
 pub const MAX_CONNECTIONS_PER_DOMAIN: usize = 1000;
 
+/// Default `relay.connect_timeout_secs`: how long a TCP connection to a host may take before
+/// the next address is tried (Postfix's `smtp_connect_timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 30;
+
+/// Default `relay.idle_secs`: how long a connection with nothing to send waits for more mail to
+/// its destination before QUIT (Postfix's `smtp_connection_cache_time_limit`).
+pub const DEFAULT_IDLE_SECS: u64 = 2;
+
+/// Largest `relay.idle_secs`. An idle connection is not read while it waits, so it must end
+/// well before the receiver's own idle timeout (5 minutes and more, RFC 5321 §4.5.3.2.7) drops
+/// it under the next message.
+pub const MAX_IDLE_SECS: u64 = 60;
+
 /// Default `relay.retry_secs`: 1 minute, 5, 15, 1 hour, then every 4 hours.
 pub const DEFAULT_RETRY_SECS: [u64; 5] = [60, 300, 900, 3600, 14400];
 
@@ -61,6 +74,12 @@ pub struct RelayConfig {
     /// `relay.max_connections_per_domain`: connections open at once to one destination (a
     /// recipient domain for MX, the host for a next hop).
     pub max_connections_per_domain: usize,
+    /// `relay.connect_timeout_secs`: the wait for a TCP connection to one address.
+    pub connect_timeout: Duration,
+    /// `relay.idle_secs`: how long a connection whose destination has nothing waiting stays
+    /// open for mail that may come (zero: QUIT at once). It still counts against
+    /// `max_connections_per_domain`.
+    pub idle: Duration,
     /// `relay.retry_secs`: waits before each retry of a deferred recipient, the last
     /// repeating. Never empty.
     pub retry: Vec<Duration>,
@@ -92,6 +111,8 @@ impl PartialEq for RelayConfig {
             && self.mx_port == other.mx_port
             && self.tls == other.tls
             && self.max_connections_per_domain == other.max_connections_per_domain
+            && self.connect_timeout == other.connect_timeout
+            && self.idle == other.idle
             && self.retry == other.retry
             && self.max_age == other.max_age
             && self.nameservers == other.nameservers
@@ -113,6 +134,8 @@ impl RelayConfig {
             mx_port: DEFAULT_MX_PORT,
             tls: TlsPolicy::Opportunistic,
             max_connections_per_domain: DEFAULT_MAX_CONNECTIONS_PER_DOMAIN,
+            connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            idle: Duration::from_secs(DEFAULT_IDLE_SECS),
             retry: DEFAULT_RETRY_SECS.map(Duration::from_secs).to_vec(),
             max_age: Duration::from_secs(DEFAULT_MAX_AGE_SECS),
             nameservers: Vec::new(),

@@ -1,8 +1,9 @@
 //! Destinations and their connections, on the relay thread: attempts wait per destination,
 //! at most `relay.max_connections_per_domain` connections serve each, and every connection
-//! carries waiting attempts until none is left.
+//! carries waiting attempts until none is left, then waits up to `relay.idle_secs` for more
+//! before QUIT.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::mpsc::Sender;
@@ -15,7 +16,7 @@ use crate::protocol::client::{ClientConfig as SessionConfig, Dialect, Outcome, T
 use crate::transport::{self, Stream};
 
 use super::resolve::{Resolver, Target};
-use super::session::{self, Ended, CONNECT_TIMEOUT};
+use super::session::{self, Ended};
 use super::{outcome, Attempt, AttemptResult, Peer, RcptOutcome, RelayConfig, Route, Verdict, Via};
 
 /// Attempts that share connections: the same recipient domain by MX, or the same configured
@@ -49,6 +50,8 @@ impl DestKey {
 struct Dest {
     pending: VecDeque<Attempt>,
     active: usize,
+    /// Signalled (one permit) for each attempt queued: an idle connection takes it.
+    work: Rc<Notify>,
 }
 
 /// Everything the relay thread's tasks share (the thread is single-threaded: `Rc` and
@@ -64,6 +67,8 @@ pub(super) struct Shared {
     outstanding: RefCell<HashMap<u64, Attempt>>,
     /// Signalled whenever a connection ends.
     pub(super) idle: Notify,
+    /// Shutdown began: idle connections QUIT instead of waiting.
+    closing: Cell<bool>,
 }
 
 /// Where one connection goes.
@@ -87,6 +92,7 @@ impl Shared {
             dests: RefCell::default(),
             outstanding: RefCell::default(),
             idle: Notify::new(),
+            closing: Cell::new(false),
         }
     }
 
@@ -117,12 +123,12 @@ impl Shared {
             .borrow_mut()
             .insert(attempt.token, attempt.clone());
         let key = DestKey::of(&attempt);
-        self.dests
-            .borrow_mut()
-            .entry(key.clone())
-            .or_default()
-            .pending
-            .push_back(attempt);
+        {
+            let mut dests = self.dests.borrow_mut();
+            let dest = dests.entry(key.clone()).or_default();
+            dest.pending.push_back(attempt);
+            dest.work.notify_one();
+        }
         self.maybe_connect(&key);
     }
 
@@ -159,8 +165,40 @@ impl Shared {
     }
 
     /// The next attempt waiting for `key`, for a session that is ready.
-    pub(super) fn take_next(&self, key: &DestKey) -> Option<Attempt> {
+    fn take_next(&self, key: &DestKey) -> Option<Attempt> {
         self.dests.borrow_mut().get_mut(key)?.pending.pop_front()
+    }
+
+    /// The next attempt for `key`, for a session that is ready: one waiting now, or one
+    /// submitted within `relay.idle_secs` (the connection is kept for it, as Postfix's
+    /// connection cache does, instead of a new TCP and TLS handshake per trickle of mail).
+    /// `None`: QUIT.
+    pub(super) async fn next_or_idle(&self, key: &DestKey) -> Option<Attempt> {
+        if let Some(attempt) = self.take_next(key) {
+            return Some(attempt);
+        }
+        let idle = self.cfg().idle;
+        if idle.is_zero() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + idle;
+        loop {
+            if self.closing.get() {
+                return None;
+            }
+            let work = Rc::clone(&self.dests.borrow().get(key)?.work);
+            // A permit left by an attempt another connection took wakes this one for nothing:
+            // it looks again and goes back to waiting until the deadline.
+            if tokio::time::timeout_at(deadline, work.notified())
+                .await
+                .is_err()
+            {
+                return self.take_next(key);
+            }
+            if let Some(attempt) = self.take_next(key) {
+                return Some(attempt);
+            }
+        }
     }
 
     /// Reports every attempt still waiting for `key` with `outcome` for each recipient: the
@@ -206,8 +244,12 @@ impl Shared {
         });
     }
 
-    /// Shutdown: every attempt not yet started is deferred now.
+    /// Shutdown: every attempt not yet started is deferred now, and idle connections QUIT.
     pub(super) fn defer_waiting(&self) {
+        self.closing.set(true);
+        for dest in self.dests.borrow().values() {
+            dest.work.notify_waiters();
+        }
         let keys: Vec<DestKey> = self.dests.borrow().keys().cloned().collect();
         let outcome = outcome::local(
             Verdict::Deferred,
@@ -339,11 +381,12 @@ impl Shared {
         self.fail_waiting(key, &last, last_peer);
     }
 
-    /// A connection to `endpoint`, within [`CONNECT_TIMEOUT`].
+    /// A connection to `endpoint`, within `relay.connect_timeout_secs`.
     async fn reconnect(&self, endpoint: &Endpoint) -> std::io::Result<Stream> {
         match endpoint {
             Endpoint::Tcp(target) => {
-                match tokio::time::timeout(CONNECT_TIMEOUT, Stream::connect(target.addr)).await {
+                let limit = self.cfg().connect_timeout;
+                match tokio::time::timeout(limit, Stream::connect(target.addr)).await {
                     Ok(res) => res,
                     Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
                 }

@@ -82,8 +82,9 @@ mod tls;
 
 pub use attempt::{Attempt, AttemptResult, Content, Peer, RcptOutcome, Verdict};
 pub use config::{
-    RelayConfig, DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_CONNECTIONS_PER_DOMAIN, DEFAULT_MX_PORT,
-    DEFAULT_RETRY_SECS, MAX_CONNECTIONS_PER_DOMAIN,
+    RelayConfig, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_IDLE_SECS, DEFAULT_MAX_AGE_SECS,
+    DEFAULT_MAX_CONNECTIONS_PER_DOMAIN, DEFAULT_MX_PORT, DEFAULT_RETRY_SECS,
+    MAX_CONNECTIONS_PER_DOMAIN, MAX_IDLE_SECS,
 };
 pub use handle::{Relay, RelayHandle};
 pub use route::{Host, NextHop, Route, Via};

@@ -3,14 +3,15 @@
 //!
 //! ```text
 //!   Stream::recv ──► TlsPump::feed ──plain──► Client::handle_input ──► events:
-//!     Ready → next attempt of the destination (or QUIT) · StartTls → handshake ·
-//!     SendBody → the spooled file in pieces · Done → AttemptResult · Closed → end
+//!     Ready → next attempt of the destination (up to relay.idle_secs for one; else QUIT) ·
+//!     StartTls → handshake · SendBody → the spooled file in pieces ·
+//!     Done → AttemptResult · Closed → end
 //!   Stream::send_all ◄── TlsPump::seal ◄── Client::poll_transmit
 //! ```
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock;
 use crate::protocol::client::{
@@ -117,11 +118,13 @@ impl Session<'_> {
     }
 
     async fn on_event(&mut self, event: Event) -> Option<Ended> {
-        let now = clock::now();
         match event {
             Event::Ready => {
                 self.ready_once = true;
-                match self.shared.take_next(self.key) {
+                let next = self.shared.next_or_idle(self.key).await;
+                // The wait may have been long: the engine's deadlines start from now.
+                let now = clock::now();
+                match next {
                     Some(attempt) => {
                         let message = Message {
                             from: attempt.from.clone(),
@@ -374,7 +377,3 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-
-/// How long to wait for a TCP connection before trying the next address (Postfix's
-/// `smtp_connect_timeout`).
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
