@@ -264,3 +264,61 @@ fn a_maildir_write_that_fails_leaves_no_partial_file() {
     assert_eq!(fs::read_dir(&state).unwrap().count(), 1);
     drop(server);
 }
+
+#[test]
+#[ignore = "needs root: mounts a tmpfs for the spool"]
+fn a_restart_with_less_room_than_the_queued_mail_still_delivers_it() {
+    const MESSAGES: usize = 10;
+    let tmpfs = Tmpfs::mount("1m").unwrap_or_else(|why| panic!("{why}"));
+    let mut server = Server::start(Opts {
+        spool_dir: Some(tmpfs.path().join("spool")),
+        workers: 1,
+        relay: vec!["retry_secs = [1]".into()],
+        ..Opts::default()
+    });
+    let rcpt = "user@example.test";
+    // Delivery is deferred while the domain's Maildir directory is a file: the mail stays
+    // queued in the spool.
+    let blocker = server.maildir.join("example.test");
+    fs::write(&blocker, b"not a directory").unwrap();
+    let (mut c, _) = SmtpConn::connect_ehlo(server.delivery());
+    let mut tokens = Vec::new();
+    for i in 0..MESSAGES {
+        let token = format!("queued-{i:02}");
+        let mut msg = sample_message(&token, "sender@remote.test", rcpt);
+        for n in 0..400 {
+            msg.extend_from_slice(format!("line {n:04} {}\r\n", "q".repeat(60)).as_bytes());
+        }
+        let r = c.send_mail("sender@remote.test", &[rcpt], &dot_stuff(&msg));
+        assert_eq!(r.code, 250, "{token}: {r:?}");
+        tokens.push(token);
+    }
+    wait_until(DELIVERY_DEADLINE, || {
+        (server.stderr_all().matches("status=deferred").count() >= MESSAGES).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every message deferred:\n{}", server.stderr_tail()));
+    server.sigkill();
+
+    // Less room than the queued mail takes, but some: the disk a busy server is left with.
+    let filler = fill(tmpfs.path().join("filler"));
+    let size = fs::metadata(&filler).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(size.saturating_sub(64 << 10))
+        .unwrap();
+    let free = free_bytes(tmpfs.path());
+    assert!(
+        free < (MESSAGES as u64) * 25_000,
+        "{free} octets free: room enough to copy the queued mail"
+    );
+
+    fs::remove_file(&blocker).unwrap();
+    server.restart();
+    wait_for_maildir(&new_dir(&server.maildir, rcpt), MESSAGES, DELIVERY_DEADLINE);
+    let mut delivered = crate::maildir::tokens_in(&server.maildir);
+    delivered.sort();
+    assert_eq!(delivered, tokens, "{}", server.stderr_tail());
+    drop(server);
+}

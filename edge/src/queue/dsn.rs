@@ -149,11 +149,26 @@ fn is_enhanced(word: &str) -> bool {
             .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The header section of `message`, up to and including its last header line's CRLF.
+/// Most octets of the original header section a report returns. A message need not have a
+/// body, so its "header" can be the whole message (up to `limits.max_message_size`): returning
+/// it all would make the report as large as what failed, and a report larger than a spool log
+/// segment could never be queued at all.
+pub const MAX_RETURNED_HEADER: usize = 64 * 1024;
+
+/// The header section of `message`, up to and including its last header line's CRLF; when that
+/// is longer than [`MAX_RETURNED_HEADER`], its whole lines that fit.
 fn header_of(message: &[u8]) -> &[u8] {
-    match memchr::memmem::find(message, b"\r\n\r\n") {
+    let header = match memchr::memmem::find(message, b"\r\n\r\n") {
         Some(end) => message.get(..end + 2).unwrap_or(message),
         None => message,
+    };
+    if header.len() <= MAX_RETURNED_HEADER {
+        return header;
+    }
+    let head = header.get(..MAX_RETURNED_HEADER).unwrap_or(header);
+    match memchr::memmem::rfind(head, b"\r\n") {
+        Some(end) => head.get(..end + 2).unwrap_or(head),
+        None => &[],
     }
 }
 
@@ -216,5 +231,41 @@ mod tests {
         let mut null = q.clone();
         null.envelope.mail_from = None;
         assert!(build("mx.example.test", &null, 0, &[&r], UNIX_EPOCH).is_none());
+    }
+
+    #[test]
+    fn a_huge_header_is_returned_cut_at_a_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = QueueIdGen::new(1, 0).next();
+        let path = dir.path().join(id.as_str());
+        // A message with no body: every line is header, 2 MiB of it.
+        let mut msg = b"Subject: big\r\n".to_vec();
+        for i in 0..30_000 {
+            msg.extend_from_slice(format!("X-Line-{i:05}: {}\r\n", "h".repeat(50)).as_bytes());
+        }
+        std::fs::write(
+            &path,
+            committed_file(&envelope(&["a@example.test"]), &id, &msg),
+        )
+        .unwrap();
+        let q = read_queued(&path).unwrap();
+        let r = failed("bob@remote.test", "550 5.1.1 unknown");
+        let (_, content) = build("mx.example.test", &q, 0, &[&r], UNIX_EPOCH).unwrap();
+        assert!(
+            content.len() < MAX_RETURNED_HEADER + 4096,
+            "a report of {} octets for a failed message of {}",
+            content.len(),
+            msg.len()
+        );
+        let text = String::from_utf8(content).unwrap();
+        let part = text
+            .split("Content-Type: text/rfc822-headers\r\n\r\n")
+            .nth(1)
+            .unwrap();
+        let returned = &part[..part.find("\r\n--").unwrap()];
+        assert!(returned.starts_with("Subject: big\r\nX-Line-00000: "));
+        // Whole lines only, and as many as fit.
+        assert!(msg.starts_with(returned.as_bytes()));
+        assert!(returned.len() > MAX_RETURNED_HEADER - 100);
     }
 }

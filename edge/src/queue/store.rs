@@ -19,7 +19,8 @@
 //! a torn tail ends a segment, a record that fails its checksum is skipped and logged, never
 //! delivered), copies each message that is not done into a new segment of its own, syncs it,
 //! and deletes the old segments: segments pinned by long-deferred messages are compacted at
-//! every start. A message is removed from its file, or marked done, before its record goes: a
+//! every start. If the copy cannot be made (too little room), the old segments stay and are
+//! delivered from. A message is removed from its file, or marked done, before its record goes: a
 //! crash in between leaves a record without a message, which [`Store::open`] deletes.
 //!
 //! Everything else goes through this type, so that the layout can change without the scheduler
@@ -56,6 +57,8 @@ pub struct Store {
     places: HashMap<QueueId, Placed>,
     /// The queue's own segment (notices, done marks), created when first needed.
     journal: Option<Segment>,
+    /// The sequence number of the next segment of the queue's own.
+    next_journal: u32,
     /// Done marks written since the last sync.
     unsynced: bool,
     /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
@@ -96,6 +99,7 @@ impl Store {
             generation,
             places: HashMap::new(),
             journal: None,
+            next_journal: 0,
             unsynced: false,
             segments: HashMap::new(),
         };
@@ -118,6 +122,11 @@ impl Store {
 
     /// Scans every segment a past run left, copies the messages that are not done into this
     /// run's own segment, syncs it and deletes the old ones. Returns the messages, in log order.
+    ///
+    /// If the copy cannot be made (the disk has less room than the queued mail, a read or
+    /// write error), the old segments are kept and the messages are delivered from where they
+    /// are: a server that cannot compact still starts and drains its queue, which is what frees
+    /// the space. The next start compacts again.
     fn recover_log(&mut self) -> Result<Vec<QueueId>, SpoolError> {
         let names = log::list(&self.spool)?;
         if names.is_empty() {
@@ -138,33 +147,34 @@ impl Store {
             }
         }
         let mut seen = HashSet::new();
-        let mut live = Vec::new();
-        for (id, name, offset) in found {
+        let mut originals = Vec::new();
+        for (id, segment, offset) in found {
             // A copy made by an interrupted compaction, or a message done: once, or never.
             if done.contains(&id) || !seen.insert(id) {
                 continue;
             }
-            let path = log::segment_path(&self.spool, &name);
-            match log::read_record(&path, offset) {
-                Ok((_, payload)) => {
-                    let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
-                    log::record::encode(&mut record, Kind::Message, &id, &payload);
-                    let placed = self.append(&record)?;
-                    self.places.insert(id, placed);
-                    live.push(id);
-                }
-                Err(e) => {
-                    tracing::error!(%id, error = %e, "spool: message unreadable; not delivered")
+            originals.push((id, Placed { segment, offset }));
+        }
+        let live: Vec<QueueId> = originals.iter().map(|(id, _)| *id).collect();
+        match self.copy_forward(&originals) {
+            Ok(copies) => {
+                self.places.extend(copies);
+                for name in &names {
+                    let path = log::segment_path(&self.spool, name);
+                    if let Err(e) = fs::remove_file(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a recovered segment");
+                    }
                 }
             }
-        }
-        if let Some(journal) = &self.journal {
-            journal.sync()?;
-        }
-        for name in &names {
-            let path = log::segment_path(&self.spool, name);
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a recovered segment");
+            Err(e) => {
+                // Nothing old is deleted. The partial copy holds only duplicates of what the
+                // old segments still hold (a later start reads the originals first): removing it
+                // gives back its space.
+                if let Some(partial) = self.journal.take() {
+                    let _ = fs::remove_file(partial.path());
+                }
+                tracing::warn!(error = %e, messages = live.len(), "spool: cannot compact the log; delivering from the old segments");
+                self.places.extend(originals);
             }
         }
         if !live.is_empty() {
@@ -177,11 +187,32 @@ impl Store {
         Ok(live)
     }
 
+    /// Copies each message of `originals` into the queue's own segment and syncs it; returns
+    /// where each copy is.
+    fn copy_forward(
+        &mut self,
+        originals: &[(QueueId, Placed)],
+    ) -> Result<Vec<(QueueId, Placed)>, SpoolError> {
+        let mut copies = Vec::with_capacity(originals.len());
+        for (id, from) in originals {
+            let path = log::segment_path(&self.spool, &from.segment);
+            let (_, payload) = log::read_record(&path, from.offset)?;
+            let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
+            log::record::encode(&mut record, Kind::Message, id, &payload);
+            copies.push((*id, self.append(&record)?));
+        }
+        if let Some(journal) = &self.journal {
+            journal.sync()?;
+        }
+        Ok(copies)
+    }
+
     /// Appends `record` to the queue's own segment (a new one when it is full); not synced.
     fn append(&mut self, record: &[u8]) -> Result<Placed, SpoolError> {
         let full = self.journal.as_ref().is_none_or(|j| !j.fits(record.len()));
         if full {
-            let seq = self.journal.as_ref().map_or(0, |j| j.name().seq + 1);
+            let seq = self.next_journal;
+            self.next_journal += 1;
             if let Some(old) = &self.journal {
                 old.sync()?;
             }
