@@ -329,8 +329,14 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
             .unwrap();
         }
     }
-    if let Some(auth) = &opts.auth {
-        render_auth(&mut t, auth, root);
+    // A submission listener without TLS is refused unless the file says it is meant.
+    let plaintext_submission = opts.listeners.iter().enumerate().any(|(i, role)| {
+        *role == "submission" && opts.listener_tls.get(i).is_none_or(|l| l.mode == "none")
+    });
+    match &opts.auth {
+        Some(auth) => render_auth(&mut t, auth, root, plaintext_submission),
+        None if plaintext_submission => writeln!(t, "\n[auth]\nallow_plaintext = true").unwrap(),
+        None => {}
     }
     for section in &opts.extra_toml {
         writeln!(t, "\n{section}").unwrap();
@@ -338,10 +344,14 @@ pub fn render_config(opts: &Opts, root: &Path) -> String {
     t
 }
 
-/// Appends the `[auth]` section for `auth`; the files it names are in `root`.
-fn render_auth(t: &mut String, auth: &AuthOpts, root: &Path) {
+/// Appends the `[auth]` section for `auth`; the files it names are in `root`. With
+/// `allow_plaintext`, AUTH may go without TLS (a submission listener has none).
+fn render_auth(t: &mut String, auth: &AuthOpts, root: &Path, allow_plaintext: bool) {
     let quote = |p: &Path| format!("{:?}", p.display().to_string());
     writeln!(t, "\n[auth]").unwrap();
+    if allow_plaintext {
+        writeln!(t, "allow_plaintext = true").unwrap();
+    }
     if !auth.users.is_empty() {
         writeln!(t, "users = {}", quote(&root.join("users"))).unwrap();
     }

@@ -194,3 +194,30 @@ fn a_broken_file_changes_nothing_and_says_why() {
     assert_eq!(stdout, "reloaded\n");
     assert_eq!(rcpt_status(&server, "bob@example.test"), "250 2.1.5");
 }
+
+#[test]
+fn the_server_refuses_a_reload_that_check_config_would_refuse() {
+    use crate::tls::{cert_dir, tls_opts, TestCert};
+    let certs = cert_dir();
+    let a = TestCert::generate(certs.path(), "a", "mx.a.test");
+    let b = TestCert::generate(certs.path(), "b", "mx.a.test");
+    let server = Server::start(tls_opts(&[("delivery", "starttls")], &a, &[]));
+    // The file is valid TOML with valid keys, but names A's certificate with B's key: only
+    // loading the pair tells, and the server does before it changes anything.
+    edit_config(
+        &server,
+        &format!("key = {:?}", a.key.display().to_string()),
+        &format!("key = {:?}", b.key.display().to_string()),
+    );
+    let config = config_path(&server).display().to_string();
+    let check = run_bin(&["check-config", "--config", &config], RELOAD_DEADLINE);
+    assert_eq!(check.status.code(), Some(2));
+    let (code, stdout, stderr) = reload_command(&server);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("configuration refused") && stderr.contains("tls.key"),
+        "{stderr}"
+    );
+    // Still serving, on the configuration it had.
+    assert_eq!(rcpt_status(&server, "someone@example.test"), "250 2.1.5");
+}

@@ -149,12 +149,12 @@ fn check_config_refuses_an_alias_loop_naming_it() {
         &["check-config", "--config", cfg.to_str().unwrap()],
         REPLY_DEADLINE,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stdout.contains(
+        stderr.contains(
             "delivery.aliases: line 1: alias loop: a@example.test -> b@example.test -> a@example.test"
         ),
-        "{stdout}"
+        "{stderr}"
     );
 }

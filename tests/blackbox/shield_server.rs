@@ -96,6 +96,9 @@ impl NsServer {
         // No per-source connection cap: the shield's bucket is what these tests measure.
         writeln!(t, "\n[limits]\nmax_connections_per_ip = 0").unwrap();
         writeln!(t, "\n[metrics]\naddr = \"127.0.0.1:0\"").unwrap();
+        // The submission listener is plaintext on purpose: it only stands for a port the
+        // shield leaves alone.
+        writeln!(t, "\n[auth]\nallow_plaintext = true").unwrap();
         let allow: Vec<String> = opts.allow.iter().map(|a| format!("{a:?}")).collect();
         writeln!(
             t,

@@ -120,6 +120,11 @@ pub struct AuthConfig {
     /// `auth.trace_login`: whether the `Received:` header may name the authenticated login
     /// (default false: the login is an account name, which the recipients need not learn).
     pub trace_login: bool,
+    /// `auth.allow_plaintext`: AUTH is offered and accepted without TLS too, and a
+    /// submission listener may have `tls = "none"` (default false: passwords travel only
+    /// inside TLS, as Postfix's `smtpd_tls_auth_only = yes`). For a listener behind a proxy
+    /// that terminates TLS, or a closed network.
+    pub allow_plaintext: bool,
 }
 
 impl Default for AuthConfig {
@@ -137,6 +142,7 @@ impl Default for AuthConfig {
             max_checks_per_source: DEFAULT_MAX_CHECKS_PER_SOURCE,
             submission_networks: Vec::new(),
             trace_login: false,
+            allow_plaintext: false,
         }
     }
 }

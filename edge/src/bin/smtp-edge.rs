@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use smtp_edge::config::Config;
+use smtp_edge::config::{Config, ConfigError};
 use smtp_edge::driver;
 use smtp_edge::protocol::Role;
 use smtp_edge::service::notify::Notifier;
@@ -160,19 +160,54 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// `check-config`: the file, then what `serve` would meet on disk ([`Config::preflight`]).
+/// Each problem is one `FILE: key: problem` line on stderr, warnings marked as such; exit 2 if
+/// any is an error.
 fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            ExitCode::from(EXIT_CONFIG)
-        }
+    let file = path.display();
+    let findings = match Config::load(path) {
+        Ok(cfg) => cfg.preflight(smtp_edge::clock::wall()),
+        Err(errors) => smtp_edge::config::Findings {
+            errors: errors.0,
+            warnings: Vec::new(),
+        },
+    };
+    for w in &findings.warnings {
+        eprintln!("{file}: warning: {w}");
     }
+    for e in &findings.errors {
+        eprintln!("{file}: {e}");
+    }
+    if findings.errors.is_empty() {
+        println!("{file}: ok");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// The configuration `serve` runs on, checked as `check-config` checks it, with the warnings
+/// to log once logging is set up; `None` (after one line on stderr) if it has errors.
+fn serve_config(path: Option<&Path>) -> Option<(Config, Vec<ConfigError>)> {
+    let (cfg, origin) = match path {
+        Some(path) => match Config::load(path) {
+            Ok(cfg) => (cfg, path.display().to_string()),
+            Err(errors) => {
+                // One line, however many problems: `check-config` lists them one per line.
+                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                eprintln!("smtp-edge: {}: {}", path.display(), all.join("; "));
+                return None;
+            }
+        },
+        None => (Config::embedded_default(), "(embedded default)".to_owned()),
+    };
+    let findings = cfg.preflight(smtp_edge::clock::wall());
+    if !findings.errors.is_empty() {
+        let all: Vec<String> = findings.errors.iter().map(ToString::to_string).collect();
+        eprintln!("smtp-edge: {origin}: {}", all.join("; "));
+        return None;
+    }
+    Some((cfg, findings.warnings))
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
@@ -184,20 +219,14 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let cfg = match &config {
-        Some(path) => match Config::load(path) {
-            Ok(cfg) => cfg,
-            Err(errors) => {
-                // One line, however many problems: `check-config` lists them one per line.
-                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-                eprintln!("smtp-edge: {}: {}", path.display(), all.join("; "));
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => Config::embedded_default(),
+    let Some((cfg, warnings)) = serve_config(config.as_deref()) else {
+        return ExitCode::from(EXIT_CONFIG);
     };
     // After the configuration, which says in what form; its errors are the one line above.
     smtp_edge::logging::init(cfg.log.format);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let running = match driver::start(&cfg, config.as_deref()) {
         Ok(running) => running,
         Err(e) => {

@@ -70,7 +70,7 @@
 //!
 //! Certificate and key files must be readable when the configuration is loaded; their contents
 //! are parsed by [`TlsContext::new`](crate::tls::TlsContext::new), whose errors name the same
-//! keys.
+//! keys, and, before that, by [`Config::preflight`] (which `check-config` runs too).
 //!
 //! `[auth]` configures SMTP AUTH on submission listeners ([`crate::auth`]). Its keys, all
 //! optional:
@@ -90,10 +90,16 @@
 //!                                     # wait for one to end (up to 30 s), then 454
 //! submission_networks = ["10.0.0.0/8"]  # may submit without AUTH (CIDR or single address)
 //! trace_login = false                 # whether Received: may name the login
+//! allow_plaintext = false             # AUTH without TLS too; submission may have tls = "none"
 //! ```
 //!
 //! The users and aliases files are read and checked when the configuration is loaded; a bad
 //! line is reported as `auth.users: line 3: ...`.
+//!
+//! Between keys (`conflicts.rs`): the metrics address may not be a listener's, the control
+//! socket may not be another configured path, and a submission listener needs TLS unless
+//! `auth.allow_plaintext = true`. What the file names on disk is checked by
+//! [`Config::preflight`] (`preflight.rs`), not by loading.
 //!
 //! `[checks]` sets what the delivery listeners verify ([`crate::checks`]): `spf`, `dkim`,
 //! `dmarc` and `arc`, each `"off"`, `"tag"` (the default: an `Authentication-Results:` header)
@@ -110,7 +116,9 @@
 
 mod checks;
 pub mod cli;
+mod conflicts;
 mod dkim;
+mod preflight;
 mod raw;
 mod recipients;
 mod relay;
@@ -141,6 +149,7 @@ use crate::service::privileges::RunAs;
 use crate::shield::ShieldConfig;
 use crate::tls::TlsConfig;
 
+pub use preflight::{usable_dir, Findings, EXPIRY_WARNING};
 pub use recipients::{MAX_RECIPIENTS_FILE, MAX_REPORTED_LINE_ERRORS};
 pub use relay::{MAX_NAMESERVERS, MAX_RELAY_AGE_SECS, MAX_RETRY_STEPS};
 pub use show::show;
@@ -385,6 +394,9 @@ impl Config {
         let mut errors = Vec::new();
         let config =
             raw::parse(text, &mut errors).and_then(|raw| validate::validate(raw, &mut errors));
+        if let Some(config) = &config {
+            conflicts::check(config, &mut errors);
+        }
         match config {
             Some(config) if errors.is_empty() => Ok(config),
             _ => {
@@ -464,6 +476,7 @@ impl Config {
             tls_required: listener.require_tls,
             // AUTH only where someone can log in: a submission listener with a users file.
             auth_offered: listener.role == Role::Submission && self.auth.offers_auth(),
+            auth_plaintext: self.auth.allow_plaintext,
             // Validation refuses a delay on implicit TLS, where the client speaks first.
             greet_delay: listener.greet_delay,
             // SPF is looked up at MAIL, so that `enforce` can refuse there (RFC 7208 §2.4)

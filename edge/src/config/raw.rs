@@ -183,6 +183,7 @@ pub(super) struct RawAuth {
     pub max_checks_per_source: Option<i64>,
     pub submission_networks: Option<Vec<String>>,
     pub trace_login: Option<bool>,
+    pub allow_plaintext: Option<bool>,
 }
 
 /// `[relay]`; every key is optional. Integers are `i64` for our range messages, as in

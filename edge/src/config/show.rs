@@ -225,6 +225,7 @@ fn render(config: &Config, file: &Table) -> Table {
         strings(a.submission_networks.iter()),
     );
     auth.insert("trace_login".into(), a.trace_login.into());
+    auth.insert("allow_plaintext".into(), a.allow_plaintext.into());
     doc.insert("auth".into(), auth.into());
 
     // Serializing a struct with plain fields cannot fail; an empty table is the harmless

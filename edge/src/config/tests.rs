@@ -626,7 +626,7 @@ fn shield_ports_default_to_the_delivery_listeners() {
     let more = "[[listener]]\naddr = \"[::1]:2525\"\nrole = \"delivery\"\n\n\
                 [[listener]]\naddr = \"127.0.0.1:25\"\nrole = \"delivery\"\n\n\
                 [[listener]]\naddr = \"127.0.0.1:0\"\nrole = \"delivery\"\n\n\
-                [[listener]]\naddr = \"127.0.0.1:587\"\nrole = \"submission\"\n";
+                [[listener]]\naddr = \"127.0.0.1:587\"\nrole = \"submission\"\ntls = \"starttls\"\n";
     let c = Config::from_toml_str(&format!("{BASE}\n{more}\n[shield]\nsyn_rate = 3\n")).unwrap();
     assert_eq!(
         c.shield.ports,
@@ -922,7 +922,11 @@ fn require_tls_defaults_and_engine_flags() {
         if let Some(w) = written {
             listener.push_str(&format!("require_tls = {w}\n"));
         }
-        let text = format!("{BASE}\n{listener}");
+        let mut text = format!("{BASE}\n{listener}");
+        if (role, tls) == ("submission", "none") {
+            // Plaintext submission only on purpose.
+            text.push_str("\n[auth]\nallow_plaintext = true\n");
+        }
         let c = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let l = &c.listeners[1];
         assert_eq!(l.require_tls, typed, "{role} {tls} {written:?}");
@@ -1655,6 +1659,7 @@ verify_threads = 3
 max_checks_per_source = 4
 submission_networks = ["10.0.0.0/8", "192.0.2.1/32"]
 trace_login = true
+allow_plaintext = true
 
 [shield]
 enabled = true
@@ -1794,4 +1799,242 @@ fn user_and_group_are_looked_up() {
     assert_eq!(keys(&format!("group = \"root\"\n{BASE}")), ["group"]);
     assert_eq!(keys(&format!("user = \"\"\n{BASE}")), ["user"]);
     assert_eq!(keys(&format!("user = 0\n{BASE}")), ["user"]);
+}
+
+#[test]
+fn metrics_on_a_listener_address_is_refused() {
+    let with_metrics = |addr: &str| format!("{BASE}\n[metrics]\naddr = {addr:?}\n");
+    assert_eq!(keys(&with_metrics("127.0.0.1:2525")), ["metrics.addr"]);
+    assert_eq!(keys(&with_metrics("0.0.0.0:2525")), ["metrics.addr"]);
+    assert_eq!(keys(&with_metrics("[::]:2525")), ["metrics.addr"]);
+    let e = errors(&with_metrics("127.0.0.1:2525"));
+    assert_eq!(
+        e[0].to_string(),
+        "metrics.addr: 127.0.0.1:2525 is also the address of listener[0] (127.0.0.1:2525)"
+    );
+    // Another address or port, or port 0 (the kernel picks), is no conflict.
+    for ok in ["127.0.0.2:2525", "127.0.0.1:9125", "[::1]:2525"] {
+        Config::from_toml_str(&with_metrics(ok)).unwrap();
+    }
+    let zero = edit("127.0.0.1:2525", "127.0.0.1:0");
+    Config::from_toml_str(&format!("{zero}\n[metrics]\naddr = \"127.0.0.1:0\"\n")).unwrap();
+}
+
+#[test]
+fn a_control_socket_on_another_configured_path_is_refused() {
+    let e = errors(&format!(
+        "{BASE}\n[control]\nsocket = \"/var/spool/smtp-edge\"\n"
+    ));
+    assert_eq!(
+        e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["control.socket: /var/spool/smtp-edge is also spool.dir"]
+    );
+}
+
+#[test]
+fn submission_without_tls_needs_allow_plaintext() {
+    let submission = "\n[[listener]]\naddr = \"127.0.0.1:2587\"\nrole = \"submission\"\n";
+    let text = format!("{BASE}{submission}");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "listener[1].tls");
+    assert!(e[0].problem.contains("auth.allow_plaintext"), "{}", e[0]);
+    // STARTTLS or implicit TLS is fine, and so is plaintext on purpose.
+    Config::from_toml_str(&format!("{text}tls = \"starttls\"\n")).unwrap();
+    let c = Config::from_toml_str(&format!("{text}\n[auth]\nallow_plaintext = true\n")).unwrap();
+    assert!(c.auth.allow_plaintext);
+    assert!(c.engine_config(&c.listeners[1]).auth_plaintext);
+    assert!(!Config::from_toml_str(BASE).unwrap().auth.allow_plaintext);
+}
+
+/// BASE with its spool and Maildir in `dir`, plus `extra`.
+fn in_dir(dir: &std::path::Path, extra: &str) -> Config {
+    let text = BASE
+        .replace(
+            "/var/spool/smtp-edge",
+            &dir.join("spool").display().to_string(),
+        )
+        .replace(
+            "/var/mail/smtp-edge",
+            &dir.join("mail").display().to_string(),
+        );
+    Config::from_toml_str(&format!("{text}{extra}")).unwrap()
+}
+
+fn finding_keys(found: &[ConfigError]) -> Vec<&str> {
+    found.iter().map(|e| e.key.as_str()).collect()
+}
+
+#[test]
+fn preflight_finds_directories_serve_could_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = crate::clock::wall();
+    // Not there yet, but creatable: fine (serve creates them).
+    let f = in_dir(dir.path(), "").preflight(now);
+    assert_eq!(f, Findings::default());
+
+    std::fs::write(dir.path().join("spool"), "a file").unwrap();
+    std::fs::write(dir.path().join("mail"), "a file").unwrap();
+    let f = in_dir(dir.path(), "").preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["spool.dir", "delivery.maildir"]);
+    assert!(
+        f.errors[0]
+            .problem
+            .ends_with("spool: exists and is not a directory"),
+        "{}",
+        f.errors[0]
+    );
+    std::fs::remove_file(dir.path().join("mail")).unwrap();
+    std::fs::create_dir(dir.path().join("mail")).unwrap();
+    // A default control socket goes with the spool; one elsewhere needs its directory, and
+    // nothing but a socket may sit at its path.
+    std::fs::remove_file(dir.path().join("spool")).unwrap();
+    let socket = dir.path().join("no-such-dir/control.sock");
+    let f = in_dir(dir.path(), &format!("\n[control]\nsocket = {socket:?}\n")).preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["control.socket"]);
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, "").unwrap();
+    let f = in_dir(dir.path(), &format!("\n[control]\nsocket = {taken:?}\n")).preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["control.socket"]);
+    assert!(f.errors[0].problem.ends_with("exists and is not a socket"));
+    // A directory the server makes for the spool before it binds the socket (the embedded
+    // default: ./var/control.sock beside ./var/spool) is there in time.
+    let var = dir.path().join("var");
+    let text = BASE
+        .replace(
+            "/var/spool/smtp-edge",
+            &var.join("spool").display().to_string(),
+        )
+        .replace(
+            "/var/mail/smtp-edge",
+            &var.join("mail").display().to_string(),
+        );
+    let c = Config::from_toml_str(&format!(
+        "{text}\n[control]\nsocket = {:?}\n",
+        var.join("control.sock")
+    ))
+    .unwrap();
+    assert_eq!(c.preflight(now), Findings::default());
+}
+
+#[test]
+fn preflight_loads_certificates_as_serve_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = |stem: &str| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["mx.example.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{stem}.pem")),
+            dir.path().join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let (a_cert, a_key) = gen("a");
+    let (_, b_key) = gen("b");
+    let tls_listener =
+        "\n[[listener]]\naddr = \"127.0.0.1:2465\"\nrole = \"delivery\"\ntls = \"starttls\"\n";
+    let with = |cert: &std::path::Path, key: &std::path::Path| {
+        in_dir(
+            dir.path(),
+            &format!("{tls_listener}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n"),
+        )
+    };
+    let now = crate::clock::wall();
+    assert_eq!(with(&a_cert, &a_key).preflight(now), Findings::default());
+
+    let f = with(&a_key, &a_cert).preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["tls.cert"], "swapped: {f:?}");
+    let f = with(&a_cert, &b_key).preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["tls.key"], "mismatched: {f:?}");
+    assert!(
+        f.errors[0]
+            .problem
+            .contains("does not match the certificate"),
+        "{}",
+        f.errors[0]
+    );
+
+    // The same good pair near its end, and past it.
+    let (_, not_after) = crate::tls::validity(&a_cert).unwrap();
+    let at = |secs: i64| std::time::UNIX_EPOCH + Duration::from_secs(secs as u64);
+    let f = with(&a_cert, &a_key).preflight(at(not_after - 10 * 86_400));
+    assert!(f.errors.is_empty(), "{f:?}");
+    assert_eq!(finding_keys(&f.warnings), ["tls.cert"]);
+    assert!(
+        f.warnings[0].problem.ends_with("expires in 10 day(s)"),
+        "{f:?}"
+    );
+    let f = with(&a_cert, &a_key).preflight(at(not_after + 3 * 86_400));
+    assert_eq!(finding_keys(&f.errors), ["tls.cert"]);
+    assert!(
+        f.errors[0].problem.ends_with("expired 3 day(s) ago"),
+        "{f:?}"
+    );
+
+    // Without a TLS listener, serve loads no certificate, and neither does the check.
+    let plain = in_dir(
+        dir.path(),
+        &format!("\n[tls]\ncert = {a_key:?}\nkey = {a_cert:?}\n"),
+    );
+    assert_eq!(plain.preflight(now), Findings::default());
+    // The self-signed directory must be usable.
+    let file = dir.path().join("tls-file");
+    std::fs::write(&file, "").unwrap();
+    let f = in_dir(
+        dir.path(),
+        &format!("{tls_listener}\n[tls]\nself_signed_dir = {file:?}\n"),
+    )
+    .preflight(now);
+    assert_eq!(finding_keys(&f.errors), ["tls.self_signed_dir"]);
+}
+
+#[test]
+fn preflight_warns_of_aliases_that_lead_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let recipients = write("recipients", "alice@example.test\n");
+    let aliases = write(
+        "aliases",
+        "sales@example.test: alice@example.test, ghost@example.test, far@remote.test\n",
+    );
+    let users = write("users", "");
+    let logins = write("logins", "postmaster@example.test: bob@example.test\n");
+    // `[delivery]` is in BASE already: the keys go there.
+    let text = BASE
+        .replace(
+            "/var/spool/smtp-edge",
+            &dir.path().join("spool").display().to_string(),
+        )
+        .replace(
+            "maildir = \"/var/mail/smtp-edge\"",
+            &format!(
+                "maildir = {:?}\nrecipients = {recipients:?}\naliases = {aliases:?}",
+                dir.path().join("mail")
+            ),
+        );
+    let c = Config::from_toml_str(&format!(
+        "{text}\n[auth]\nusers = {users:?}\naliases = {logins:?}\n"
+    ))
+    .unwrap();
+    let f = c.preflight(crate::clock::wall());
+    assert!(f.errors.is_empty(), "{f:?}");
+    assert_eq!(
+        f.warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "auth.aliases: bob@example.test: not a user in auth.users; its aliases grant nothing",
+            "delivery.aliases: sales@example.test: ghost@example.test is not a recipient here",
+        ]
+    );
 }

@@ -686,6 +686,7 @@ impl Validator<'_> {
             max_checks_per_source: max_checks_per_source?,
             submission_networks: submission_networks?,
             trace_login: raw.trace_login.unwrap_or(d.trace_login),
+            allow_plaintext: raw.allow_plaintext.unwrap_or(d.allow_plaintext),
         })
     }
 

@@ -4,8 +4,8 @@
 //! a reload either applies or leaves everything as it was. Then each part takes its share:
 //!
 //! ```text
-//!  file ──► Config::load ──► keep_restart_keys ──► certificates loaded
-//!                │ errors: nothing changes        │ errors: nothing changes
+//!  file ──► Config::load ──► keep_restart_keys ──► preflight ──► certificates loaded
+//!                │ errors: nothing changes          │ errors: nothing changes (either)
 //!                ▼                                ▼
 //!   TLS (new handshakes) · auth (users, aliases, failure limits) · guard (trusted, limits,
 //!   ban length) · queue (domains, routes, retry policy, rewriting) · relay (routes, TLS
@@ -144,7 +144,15 @@ impl Reloader {
         .map_err(ReloadError::Config)?;
         let running = self.live.load_full();
         let restart_needed = fresh.keep_restart_keys(&running.config);
-        // Everything that can fail comes before the first change.
+        // Everything that can fail comes before the first change: what `check-config` checks,
+        // then the certificates as the TLS context loads them.
+        let findings = fresh.preflight(clock::wall());
+        if !findings.errors.is_empty() {
+            return Err(ReloadError::Config(ConfigErrors(findings.errors)));
+        }
+        for w in &findings.warnings {
+            tracing::warn!("reload: {w}");
+        }
         let uses_tls = fresh.listeners.iter().any(|l| l.tls != TlsMode::None);
         let certificates = match &self.tls {
             Some(tls) if uses_tls => Some(tls.load(&fresh.tls, clock::wall())?),

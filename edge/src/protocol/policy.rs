@@ -90,8 +90,14 @@ pub struct EngineConfig {
     ///
     /// [RFC 3207 §4]: https://www.rfc-editor.org/rfc/rfc3207#section-4
     pub tls_required: bool,
-    /// SMTP AUTH is offered (submission with a credential store); only inside TLS.
+    /// SMTP AUTH is offered (submission with a credential store); only inside TLS unless
+    /// `auth_plaintext`.
     pub auth_offered: bool,
+    /// AUTH is offered and accepted before TLS too (`auth.allow_plaintext`); otherwise AUTH
+    /// outside TLS gets 538 ([RFC 4954 §4]).
+    ///
+    /// [RFC 4954 §4]: https://www.rfc-editor.org/rfc/rfc4954#section-4
+    pub auth_plaintext: bool,
     /// How long the 220 greeting is held back on a cleartext session; zero sends it at once. A
     /// client that talks before it gets 554 and the session closes with
     /// [`CloseReason::Pregreet`](super::CloseReason::Pregreet).
@@ -126,6 +132,7 @@ impl EngineConfig {
             tls_offered: false,
             tls_required: false,
             auth_offered: false,
+            auth_plaintext: false,
             greet_delay: Duration::ZERO,
             check_sender: false,
         }

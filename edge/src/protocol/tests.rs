@@ -1024,6 +1024,29 @@ fn auth_is_offered_only_inside_tls() {
 }
 
 #[test]
+fn auth_in_plaintext_only_when_allowed() {
+    let mut c = cfg(Role::Submission);
+    c.auth_offered = true;
+    c.auth_plaintext = true;
+    let o = run_split(
+        &c,
+        format!("EHLO c\r\nAUTH PLAIN {PLAIN_GOOD}\r\nMAIL FROM:<alice@example.test>\r\n")
+            .as_bytes(),
+    );
+    assert!(
+        o.replies.contains(&"250 AUTH PLAIN LOGIN".to_owned()),
+        "{:?}",
+        o.replies
+    );
+    assert_eq!(
+        codes(&o)[2..],
+        ["235 2.7.0", "250 2.1.0"],
+        "{:?}",
+        o.replies
+    );
+}
+
+#[test]
 fn auth_plain_then_send_as_self_or_alias() {
     let o = submission_secure(
         format!(

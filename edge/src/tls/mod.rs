@@ -130,6 +130,23 @@ impl TlsContext {
     }
 }
 
+/// Loads every certificate and key `cfg` names in files (not the self-signed one, which the
+/// server makes itself), as the server would, and returns every failure: a file that cannot
+/// be read, is not PEM, holds no usable certificate or key, or a key that does not match its
+/// certificate. Writes nothing.
+pub fn check_certificate_files(cfg: &TlsConfig) -> Vec<TlsError> {
+    let provider = aws_lc_rs::default_provider();
+    let default = match &cfg.default_cert {
+        CertSource::Files(entry) => Some(entry),
+        CertSource::SelfSigned { .. } => None,
+    };
+    default
+        .into_iter()
+        .chain(&cfg.certificates)
+        .filter_map(|entry| entry.load(&provider).err())
+        .collect()
+}
+
 /// Certificates loaded and checked by [`TlsContext::load`], not yet in use.
 pub struct Certificates(CertStore);
 

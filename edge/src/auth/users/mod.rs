@@ -287,6 +287,19 @@ impl Credentials {
         senders
     }
 
+    /// Logins the aliases file grants addresses to that are not users (their aliases are
+    /// inert until they are), sorted.
+    pub fn aliased_logins_without_user(&self) -> Vec<String> {
+        let mut logins: Vec<String> = self
+            .aliases
+            .keys()
+            .filter(|login| !self.users.contains_key(*login))
+            .cloned()
+            .collect();
+        logins.sort_unstable();
+        logins
+    }
+
     /// The PHC string to check a password against, and whether the login exists: the dummy
     /// when it does not, so the caller does the same work either way.
     pub(crate) fn phc_for(&self, login: &str) -> (&str, bool) {

@@ -34,9 +34,9 @@ impl Connection {
                 if self.cfg.tls_offered && !self.secure {
                     lines.push("STARTTLS".into());
                 }
-                // Passwords travel only inside TLS.
+                // Passwords travel only inside TLS, unless told otherwise.
                 if self.cfg.auth_offered
-                    && self.secure
+                    && (self.secure || self.cfg.auth_plaintext)
                     && !matches!(self.identity, Identity::User { .. })
                 {
                     lines.push(format!("AUTH {MECHANISMS}").into());

@@ -13,7 +13,7 @@ impl Connection {
         if !self.cfg.auth_offered {
             return self.bad_command_reply(Reply::not_available("AUTH not available"));
         }
-        if !self.secure {
+        if !self.secure && !self.cfg.auth_plaintext {
             // RFC 4954 §6: 538 when the mechanism needs an encrypted session.
             return self.reply(Reply::encryption_required());
         }
