@@ -221,3 +221,32 @@ fn the_server_refuses_a_reload_that_check_config_would_refuse() {
     // Still serving, on the configuration it had.
     assert_eq!(rcpt_status(&server, "someone@example.test"), "250 2.1.5");
 }
+
+#[test]
+fn a_reload_that_drops_proxy_keeps_serving_the_balancer_until_the_restart() {
+    let server = Server::start(Opts {
+        proxy_trusted: Some(vec!["127.0.0.1/32"]),
+        ..Opts::default()
+    });
+    // PROXY off and its balancers gone, in one edit: the listener is bound at start and keeps
+    // taking headers, so its balancers must stay until the restart too.
+    edit_config(&server, "proxy_protocol = true", "proxy_protocol = false");
+    edit_config(&server, r#"trusted = ["127.0.0.1/32"]"#, "trusted = []");
+    let (code, stdout, stderr) = reload_command(&server);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("listener") && stdout.contains("proxy.trusted"),
+        "{stdout}"
+    );
+
+    let mut s = std::net::TcpStream::connect(server.delivery()).unwrap();
+    s.set_read_timeout(Some(RELOAD_DEADLINE)).unwrap();
+    std::io::Write::write_all(&mut s, b"PROXY TCP4 192.0.2.9 127.0.0.1 1000 25\r\n").unwrap();
+    let mut greeting = [0u8; 4];
+    let got = std::io::Read::read_exact(&mut s, &mut greeting);
+    assert!(
+        got.is_ok() && &greeting == b"220 ",
+        "the balancer was refused after the reload ({got:?}, {greeting:?})\n{}",
+        server.stderr_tail()
+    );
+}

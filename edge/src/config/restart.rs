@@ -27,6 +27,19 @@ const RESTART_KEYS: &[RestartKey] = &[
         differs: |a, b| a.listeners != b.listeners,
         keep: |fresh, running| fresh.listeners.clone_from(&running.listeners),
     },
+    // After `listener`: a listener that keeps taking PROXY headers until the restart keeps
+    // its balancers too. A file that turns PROXY off and empties `proxy.trusted` in one edit
+    // is valid alone, but with the running listeners it would refuse every connection.
+    RestartKey {
+        key: "proxy.trusted",
+        differs: |fresh, _| {
+            fresh.listeners.iter().any(|l| l.proxy_protocol) && fresh.proxy.trusted.is_empty()
+        },
+        keep: |fresh, running| {
+            fresh.proxy.trusted.clone_from(&running.proxy.trusted);
+            fresh.guard.balancers.clone_from(&running.guard.balancers);
+        },
+    },
     RestartKey {
         key: "spool.dir",
         differs: |a, b| a.spool_dir != b.spool_dir,

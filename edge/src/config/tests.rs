@@ -2038,3 +2038,37 @@ fn preflight_warns_of_aliases_that_lead_nowhere() {
         ]
     );
 }
+
+#[test]
+fn a_reload_that_drops_proxy_keeps_the_balancers_while_the_listener_still_takes_headers() {
+    let proxied = edit(
+        "role = \"delivery\"",
+        "role = \"delivery\"\nproxy_protocol = true",
+    );
+    let running = Config::from_toml_str(&format!(
+        "{proxied}\n[proxy]\ntrusted = [\"10.1.0.0/24\"]\n"
+    ))
+    .unwrap();
+    // The operator turns PROXY off and drops its balancers in one edit: valid as a file, but
+    // the listener keeps taking headers until the restart, and with no balancer left it would
+    // refuse every connection.
+    let mut fresh = Config::from_toml_str(BASE).unwrap();
+    let restart = fresh.keep_restart_keys(&running);
+    // The shield is named too: its allow list, which holds the balancers, is the running one.
+    assert_eq!(restart, ["listener", "proxy.trusted", "shield"]);
+    assert!(fresh.listeners[0].proxy_protocol);
+    assert_eq!(fresh.proxy.trusted, running.proxy.trusted);
+    assert!(fresh.proxy.is_trusted("10.1.0.9".parse().unwrap()));
+    assert!(fresh.guard.covers_balancer("10.1.0.9".parse().unwrap()));
+    assert!(fresh.keep_restart_keys(&running).is_empty());
+
+    // Balancers changed while the listener stays as it is: applied (only their place in the
+    // shield's allow list waits for the restart).
+    let mut moved = Config::from_toml_str(&format!(
+        "{proxied}\n[proxy]\ntrusted = [\"10.2.0.0/24\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(moved.keep_restart_keys(&running), ["shield"]);
+    assert!(moved.proxy.is_trusted("10.2.0.9".parse().unwrap()));
+    assert!(!moved.proxy.is_trusted("10.1.0.9".parse().unwrap()));
+}
