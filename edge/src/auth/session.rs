@@ -47,7 +47,7 @@ pub struct AuthDecision {
     pub delay: Duration,
     /// End the session after the reply: its source is banned, or it used up its failures.
     pub close: bool,
-    /// This failure banned the source (it reached `auth.max_failures`).
+    /// This failure banned the source (it reached `auth.max_failures` and the guard banned it).
     pub banned: bool,
 }
 
@@ -126,12 +126,12 @@ impl AuthServices {
                 let ban = (!guard.is_trusted(ip))
                     .then(|| self.abuse.record_failure(ip, now))
                     .flatten();
-                let banned = ban.is_some();
-                if let Some(ban) = ban {
-                    // AUTH bans last `auth.ban_secs`, not the shield's default.
+                // AUTH bans last `auth.ban_secs`, not the shield's default. The guard may still
+                // refuse (a PROXY balancer is never banned): only its verdict is reported.
+                let banned = ban.is_some_and(|ban| {
                     let duration = ban.until.saturating_duration_since(now);
-                    guard.ban_for(ip, now, BanReason::AuthFailures, duration);
-                }
+                    guard.ban_for(ip, now, BanReason::AuthFailures, duration)
+                });
                 AuthDecision {
                     banned,
                     outcome: AuthOutcome::Invalid,
@@ -246,5 +246,37 @@ mod tests {
         assert_eq!((d.delay, d.close), (Duration::ZERO, false));
         let d = auth.decide(&mut one, ip, now, Verdict::Busy, &guard);
         assert_eq!(d.outcome, AuthOutcome::Unavailable);
+    }
+
+    #[test]
+    fn a_failure_the_guard_does_not_turn_into_a_ban_is_not_reported_as_one() {
+        // A PROXY balancer's own connection (a health check, a v1 UNKNOWN header) fails AUTH:
+        // the guard refuses to ban the balancer, and the log line must not say it did.
+        let auth = services(1);
+        let balancer: IpAddr = "10.1.0.9".parse().expect("literal");
+        let cfg = ShieldConfig {
+            enabled: false,
+            ..ShieldConfig::default()
+        };
+        let guard = Guard::start(
+            &cfg,
+            &crate::guard::GuardConfig {
+                balancers: vec!["10.1.0.0/24".parse().expect("literal")],
+                ..crate::guard::GuardConfig::default()
+            },
+            0,
+            1_000,
+        )
+        .expect("disabled shield always starts");
+        let now = Instant::now();
+        let d = auth.decide(
+            &mut SessionAuth::default(),
+            balancer,
+            now,
+            Verdict::Invalid,
+            &guard,
+        );
+        assert!(!guard.is_banned(balancer, now));
+        assert_eq!((d.banned, d.close), (false, false));
     }
 }
