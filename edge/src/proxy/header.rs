@@ -102,11 +102,15 @@ fn starts_like(input: &[u8], prefix: &[u8]) -> bool {
 fn parse_v1(input: &[u8]) -> Result<Option<(Header, usize)>, HeaderError> {
     // The CR must leave room for its LF within the 107 octets.
     let window = input.get(..input.len().min(MAX_V1 - 1)).unwrap_or_default();
-    let Some(cr) = memchr::memchr(b'\r', window) else {
-        // A bare LF is not a line end here: the spec ends the line with CRLF only.
-        if memchr::memchr(b'\n', window).is_some() {
-            return Err(HeaderError::MalformedV1);
-        }
+    let cr = memchr::memchr(b'\r', window);
+    // A bare LF is not a line end here: the spec ends the line with CRLF only. Looked for
+    // before the CR, whether or not one has arrived, so that the verdict on a prefix is the
+    // verdict on the whole (`PROXY \n` is malformed, and so is `PROXY \n\r`).
+    let before_cr = window.get(..cr.unwrap_or(window.len())).unwrap_or_default();
+    if memchr::memchr(b'\n', before_cr).is_some() {
+        return Err(HeaderError::MalformedV1);
+    }
+    let Some(cr) = cr else {
         return if window.len() >= MAX_V1 - 1 {
             Err(HeaderError::V1TooLong)
         } else {
@@ -120,9 +124,6 @@ fn parse_v1(input: &[u8]) -> Result<Option<(Header, usize)>, HeaderError> {
     }
     let len = cr + 2;
     let line = window.get(V1_PREFIX.len()..cr).unwrap_or_default();
-    if memchr::memchr(b'\n', line).is_some() {
-        return Err(HeaderError::MalformedV1);
-    }
     let line = std::str::from_utf8(line).map_err(|_| HeaderError::MalformedV1)?;
     let mut fields = line.split(' ');
     let header = match fields.next() {

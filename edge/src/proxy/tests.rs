@@ -84,16 +84,17 @@ fn v1_grammar_violations_are_refused() {
     let bad: &[&[u8]] = &[
         b"PROXY TCP4 192.0.2.7 198.51.100.1 40123 25\n", // bare LF
         b"PROXY TCP4 192.0.2.7 198.51.100.1 40123 25\rX", // CR without LF
+        b"PROXY \n\r", // a bare LF before a CR still waiting for its LF
         b"PROXY TCP4  192.0.2.7 198.51.100.1 40123 25\r\n", // double space
-        b"PROXY TCP4 192.0.2.7 198.51.100.1 40123\r\n",  // a port missing
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 40123\r\n", // a port missing
         b"PROXY TCP4 192.0.2.7 198.51.100.1 40123 25 9\r\n", // one field too many
-        b"PROXY TCP4 2001:db8::7 2001:db8::1 1 2\r\n",   // IPv6 under TCP4
-        b"PROXY TCP6 192.0.2.7 198.51.100.1 1 2\r\n",    // IPv4 under TCP6
-        b"PROXY TCP4 192.0.2.07 198.51.100.1 1 2\r\n",   // a leading zero
+        b"PROXY TCP4 2001:db8::7 2001:db8::1 1 2\r\n", // IPv6 under TCP4
+        b"PROXY TCP6 192.0.2.7 198.51.100.1 1 2\r\n", // IPv4 under TCP6
+        b"PROXY TCP4 192.0.2.07 198.51.100.1 1 2\r\n", // a leading zero
         b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 25\r\n", // port out of range
-        b"PROXY TCP4 192.0.2.7 198.51.100.1 +1 25\r\n",  // a sign
-        b"PROXY UDP4 192.0.2.7 198.51.100.1 1 2\r\n",    // not TCP
-        b"PROXY tcp4 192.0.2.7 198.51.100.1 1 2\r\n",    // case matters
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 +1 25\r\n", // a sign
+        b"PROXY UDP4 192.0.2.7 198.51.100.1 1 2\r\n", // not TCP
+        b"PROXY tcp4 192.0.2.7 198.51.100.1 1 2\r\n", // case matters
     ];
     for input in bad {
         assert_eq!(
