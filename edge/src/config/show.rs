@@ -262,6 +262,11 @@ fn render(config: &Config, file: &Table) -> Table {
         Value::Array(r.retry.iter().map(|d| int(d.as_secs())).collect()),
     );
     relay.insert("max_age_secs".into(), int(r.max_age.as_secs()));
+    relay.insert(
+        "connect_timeout_secs".into(),
+        int(r.connect_timeout.as_secs()),
+    );
+    relay.insert("idle_secs".into(), int(r.idle.as_secs()));
     doc.insert("relay".into(), relay.into());
 
     let c = &config.checks;

@@ -1690,6 +1690,8 @@ tls = "required"
 max_connections_per_domain = 3
 retry_secs = [5, 10]
 max_age_secs = 3600
+connect_timeout_secs = 7
+idle_secs = 9
 
 [dns]
 nameservers = ["127.0.0.1:5353"]
