@@ -6,6 +6,8 @@
 //! - `spf.test`: `v=spf1 ip4:127.0.0.2 -all`; mail from 127.0.0.2 passes, from 127.0.0.3 fails.
 //! - `signed.test`: no host may send its mail (`-all`), its DMARC policy is `p=reject`, and
 //!   its DKIM key is `sel._domainkey`: only a valid signature makes its mail pass DMARC.
+//! - `quarantine.test`: `v=spf1 ip4:127.0.0.2 -all` and DMARC `p=quarantine`; its mail passes
+//!   DMARC (aligned SPF) from 127.0.0.2 and fails from 127.0.0.3.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ impl Zone {
             dns::txt("spf.test", "v=spf1 ip4:127.0.0.2 -all"),
             dns::txt("signed.test", "v=spf1 -all"),
             dns::txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
+            dns::txt("quarantine.test", "v=spf1 ip4:127.0.0.2 -all"),
+            dns::txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine"),
             dns::txt(
                 "sel._domainkey.signed.test",
                 &format!("v=DKIM1; k=rsa; p={public}"),
@@ -310,4 +314,78 @@ fn forged_authentication_results_with_our_id_are_removed() {
             .any(|l| l == "Authentication-Results: relay.other.test; spf=pass"),
         "{all:?}"
     );
+}
+
+/// The entries of `folder` (`new` or `.Junk/new`) in alice's mailbox, as text.
+fn alice(server: &Server, folder: &str) -> Vec<String> {
+    let dir = server.maildir.join(LOCAL_DOMAIN).join("alice").join(folder);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| String::from_utf8(std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn dmarc_quarantine_fail_goes_to_junk_under_enforce_and_a_pass_to_the_inbox() {
+    let zone = Zone::start();
+    let server = zone.server(&["dmarc = \"enforce\""]);
+    let failing = message("ceo@quarantine.test", "quarantined");
+    assert_eq!(
+        send(&server, FAILING, "ceo@quarantine.test", &failing).0,
+        250
+    );
+    let passing = message("ceo@quarantine.test", "passed");
+    assert_eq!(
+        send(&server, PASSING, "ceo@quarantine.test", &passing).0,
+        250
+    );
+    delivered(&server, 2);
+    let junk = alice(&server, ".Junk/new");
+    assert_eq!(junk.len(), 1, "{junk:?}");
+    assert!(junk[0].contains("Subject: quarantined\r\n"), "{}", junk[0]);
+    assert!(
+        ours(&junk[0]).contains(
+            "dmarc=fail header.from=quarantine.test policy.dmarc=quarantine \
+             policy.disposition=quarantine"
+        ),
+        "{}",
+        junk[0]
+    );
+    let inbox = alice(&server, "new");
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert!(inbox[0].contains("Subject: passed\r\n"), "{}", inbox[0]);
+    assert!(ours(&inbox[0]).contains("dmarc=pass"), "{}", inbox[0]);
+    // The folder is a Maildir with the mailbox's own modes.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mailbox = server.maildir.join(LOCAL_DOMAIN).join("alice");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for sub in ["tmp", "new", "cur"] {
+        assert_eq!(
+            mode(&mailbox.join(".Junk").join(sub)),
+            mode(&mailbox.join(sub))
+        );
+    }
+}
+
+#[test]
+fn dmarc_quarantine_fail_stays_in_the_inbox_tagged_under_tag() {
+    let zone = Zone::start();
+    let server = zone.server(&["dmarc = \"tag\""]);
+    let failing = message("ceo@quarantine.test", "tagged");
+    assert_eq!(
+        send(&server, FAILING, "ceo@quarantine.test", &failing).0,
+        250
+    );
+    delivered(&server, 1);
+    let inbox = alice(&server, "new");
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let ours = ours(&inbox[0]);
+    assert!(
+        ours.contains("dmarc=fail header.from=quarantine.test policy.dmarc=quarantine"),
+        "{ours}"
+    );
+    assert!(!ours.contains("policy.disposition"), "{ours}");
+    assert!(alice(&server, ".Junk/new").is_empty());
 }

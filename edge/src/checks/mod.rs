@@ -11,7 +11,8 @@
 //! - `verify.rs`: [`Verifier`], one per worker: the lookups, with mail-auth, on the worker's
 //!   runtime; SPF at `MAIL` ([`Verifier::sender`]), the rest over the whole message
 //!   ([`Verifier::message`]).
-//! - `result.rs`: results in RFC 8601's words, and the `Authentication-Results:` header.
+//! - `result.rs`: results in RFC 8601's words, the `Authentication-Results:` header, and
+//!   reading back from it whether a spooled message was quarantined.
 //! - `forged.rs`: removing the ones that arrive claiming our host name.
 //! - `cache.rs`: the worker's DNS cache, by TTL.
 
@@ -21,7 +22,9 @@ mod result;
 mod verify;
 
 pub use forged::strip_forged;
-pub use result::{Check, DkimSignature, DmarcPolicy, DmarcVerdict, Results, SpfVerdict, Verdict};
+pub use result::{
+    quarantined, Check, DkimSignature, DmarcPolicy, DmarcVerdict, Results, SpfVerdict, Verdict,
+};
 pub use verify::{SenderCheck, Verifier, VerifierError};
 
 use crate::guard::DnsblConfig;
@@ -36,8 +39,8 @@ pub enum CheckMode {
     #[default]
     Tag,
     /// Reported, and acted on: an SPF `fail` is refused at MAIL FROM, a DMARC `fail` under
-    /// `p=reject` after the data (under `p=quarantine` the message is delivered with the
-    /// result in its header, for the mail store's filters). DKIM and ARC never refuse on their
+    /// `p=reject` after the data, and under `p=quarantine` the message is marked so (see
+    /// [`quarantined`]) and Maildir delivery puts it into the mailbox's `.Junk` folder. DKIM and ARC never refuse on their
     /// own (RFC 6376 §6.1: a failed signature is as no signature).
     Enforce,
 }

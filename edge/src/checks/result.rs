@@ -191,6 +191,55 @@ pub struct Results {
     pub dmarc: Option<DmarcVerdict>,
     /// ARC, when on.
     pub arc: Option<Verdict>,
+    /// Whether the message is quarantined (DMARC `enforce`, a `fail` under `p=quarantine`):
+    /// the header then says so with [`QUARANTINED`], which is what Maildir delivery reads to
+    /// put the message into `.Junk` ([`quarantined`]).
+    pub quarantined: bool,
+}
+
+/// The property our DMARC result ends with when the message is quarantined: a `policy` ptype,
+/// which RFC 8601 §2.3 leaves to local policy, named for the disposition of RFC 7489 §7.2
+/// (what the receiver did: `none`, `quarantine` or `reject`).
+pub const QUARANTINED: &str = "policy.disposition=quarantine";
+
+/// How far into a spooled message [`quarantined`] looks: our `Received:` and our
+/// `Authentication-Results:` fit many times over, and a hostile message costs no more.
+const MAX_TRACE: usize = 8 * 1024;
+
+/// Whether `message`, as spooled, was quarantined by our checks: its second header field (the
+/// first is our `Received:`) is our `Authentication-Results:` and its DMARC result ends with
+/// [`QUARANTINED`].
+///
+/// Why the message and not a flag in the queue: the decision is made while the message is
+/// received, and the header is the one record of it that travels with the message, in the
+/// spool's existing format. It can be trusted because of where it is: with checks on, we write
+/// it right after our `Received:` and strip every other field claiming our host name; with
+/// checks off, the sender can put such a field there, which only sends their own message to
+/// the recipient's junk folder. Our header has one result per line (values never hold a line
+/// break, [`pvalue`]), so a DMARC line that ends with the marker is ours, not a quoted value.
+pub fn quarantined(message: &[u8]) -> bool {
+    let head = message.get(..MAX_TRACE).unwrap_or(message);
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let folded = |l: &[u8]| l.first().is_some_and(|&b| b == b' ' || b == b'\t');
+    // The first field, with its continuation lines.
+    if lines.next().is_none_or(|l| l.is_empty()) {
+        return false;
+    }
+    let mut lines = lines.skip_while(|l| folded(l));
+    if !lines
+        .next()
+        .is_some_and(|l| l.starts_with(b"Authentication-Results: "))
+    {
+        return false;
+    }
+    let marker = format!(" {QUARANTINED}");
+    lines.take_while(|l| folded(l)).any(|l| {
+        let l = l.trim_ascii();
+        let l = l.strip_suffix(b";").unwrap_or(l);
+        l.starts_with(b"dmarc=fail ") && l.ends_with(marker.as_bytes())
+    })
 }
 
 /// Longest value copied from the message or the envelope into the header: a domain is at most
@@ -203,6 +252,13 @@ impl Results {
         self.dmarc
             .as_ref()
             .filter(|d| d.verdict == Verdict::Fail && d.policy == DmarcPolicy::Reject)
+    }
+
+    /// The DMARC verdict under a `p=quarantine` policy, for `enforce`.
+    pub fn dmarc_quarantines(&self) -> Option<&DmarcVerdict> {
+        self.dmarc
+            .as_ref()
+            .filter(|d| d.verdict == Verdict::Fail && d.policy == DmarcPolicy::Quarantine)
     }
 
     /// The header, folded, CRLF-terminated ([RFC 8601 §2.2]): `authserv_id`, then one
@@ -252,6 +308,9 @@ impl Results {
                     pvalue(&dmarc.domain),
                     dmarc.policy.as_str()
                 );
+            }
+            if self.quarantined {
+                let _ = write!(text, " {QUARANTINED}");
             }
             method(&mut out, text);
         }
@@ -319,6 +378,7 @@ mod tests {
                 policy: DmarcPolicy::Reject,
             }),
             arc: Some(Verdict::None),
+            quarantined: false,
         };
         assert_eq!(
             r.header("mx.example.test"),
@@ -350,5 +410,64 @@ mod tests {
             h.contains("smtp.mailfrom=\"\\\"a;b\\\\\\\"X-Evil: 1\\\"@spf.test\""),
             "{h}"
         );
+    }
+
+    /// A spooled message: our `Received:`, then `auth` (our header, or none), then the rest.
+    fn spooled(auth: &str, rest: &str) -> Vec<u8> {
+        format!(
+            "Received: from client.test (client.test [192.0.2.1])\r\n\
+             \tby mx.test with ESMTP id abc; Sun, 29 Nov 2026 22:00:00 +0000\r\n\
+             {auth}{rest}"
+        )
+        .into_bytes()
+    }
+
+    fn quarantine(verdict: Verdict, quarantined: bool) -> Results {
+        Results {
+            dmarc: Some(DmarcVerdict {
+                verdict,
+                domain: "q.test".into(),
+                policy: DmarcPolicy::Quarantine,
+            }),
+            quarantined,
+            ..Results::default()
+        }
+    }
+
+    #[test]
+    fn only_our_header_marked_quarantined_reads_as_quarantined() {
+        let rest = "From: <a@q.test>\r\nSubject: x\r\n\r\nbody\r\n";
+        let enforced = quarantine(Verdict::Fail, true);
+        assert!(enforced.dmarc_quarantines().is_some());
+        let h = enforced.header("mx.test");
+        assert!(
+            h.contains("dmarc=fail header.from=q.test policy.dmarc=quarantine policy.disposition=quarantine\r\n"),
+            "{h}"
+        );
+        assert!(quarantined(&spooled(&h, rest)));
+        // Under `tag` the same result is reported, not acted on.
+        let tagged = quarantine(Verdict::Fail, false).header("mx.test");
+        assert!(!quarantined(&spooled(&tagged, rest)));
+        assert!(quarantine(Verdict::Pass, false)
+            .dmarc_quarantines()
+            .is_none());
+        // Our header, but the marker only further down, in the sender's own fields.
+        let forged = format!("X-A: 1\r\n{h}");
+        assert!(!quarantined(&spooled(&tagged, &format!("{forged}{rest}"))));
+        // A hostile From: domain quoted in our header cannot end the DMARC line with it.
+        let hostile = Results {
+            dmarc: Some(DmarcVerdict {
+                verdict: Verdict::Fail,
+                domain: format!("x {QUARANTINED}"),
+                policy: DmarcPolicy::None,
+            }),
+            ..Results::default()
+        }
+        .header("mx.test");
+        assert!(!quarantined(&spooled(&hostile, rest)), "{hostile}");
+        // No header of ours at all, or a message cut short.
+        assert!(!quarantined(&spooled("", rest)));
+        assert!(!quarantined(b""));
+        assert!(!quarantined(&spooled(&h, rest)[..60]));
     }
 }

@@ -104,7 +104,7 @@
 //! `[checks]` sets what the delivery listeners verify ([`crate::checks`]): `spf`, `dkim`,
 //! `dmarc` and `arc`, each `"off"`, `"tag"` (the default: an `Authentication-Results:` header)
 //! or `"enforce"` (SPF `fail` refused at MAIL FROM, DMARC `fail` under `p=reject` refused after
-//! the data; `p=quarantine` is delivered with its result in the header).
+//! the data; under `p=quarantine` it goes to the Maildir's `.Junk` folder).
 //!
 //! Relative paths (`spool.dir`, `delivery.maildir`, `delivery.recipients`, `delivery.aliases`,
 //! the `[tls]` paths,

@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! <maildir>/<domain>/<local part>/{tmp,new,cur}/<qid>.<key hash>.smtp-edge
+//! <maildir>/<domain>/<local part>/.Junk/{tmp,new,cur}/...    (quarantined messages)
 //! ```
+//!
+//! `.Junk` is a Maildir++ subfolder (Dovecot's and Courier's layout: `.<name>` inside the
+//! mailbox), where mail the DMARC check quarantined goes ([`Folder::of`]).
 //!
 //! Both path components come from the peer, so both go through [`path_component`]: lower-cased,
 //! and every byte outside `[a-z0-9._+-]` (and a leading `.`) percent-encoded. The result never
@@ -25,10 +29,44 @@ pub fn dir_mode(file_mode: u32) -> u32 {
     file_mode | ((file_mode & 0o444) >> 2)
 }
 
+/// The folder of a mailbox a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// The mailbox itself.
+    Inbox,
+    /// `.Junk`: mail our DMARC check quarantined (`p=quarantine` under `checks.dmarc =
+    /// "enforce"`).
+    Junk,
+}
+
+impl Folder {
+    /// The folder for `message` as spooled: `Junk` when our `Authentication-Results:` says it
+    /// is quarantined ([`crate::checks::quarantined`], which explains why that header is
+    /// trusted and why it, not the queue, carries the decision).
+    pub fn of(message: &[u8]) -> Folder {
+        if crate::checks::quarantined(message) {
+            Folder::Junk
+        } else {
+            Folder::Inbox
+        }
+    }
+
+    /// The subdirectory of the mailbox, if any. It starts with a dot, which
+    /// [`path_component`] never gives, so it cannot be another address's mailbox.
+    fn subdir(self) -> Option<&'static str> {
+        match self {
+            Folder::Inbox => None,
+            Folder::Junk => Some(".Junk"),
+        }
+    }
+}
+
 /// A recipient's mailbox directory and the entry name of one message in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// `<maildir>/<domain>/<local part>`.
+    pub mailbox: PathBuf,
+    /// Where the entry goes: the mailbox, or its folder (`<mailbox>/.Junk`).
     pub dir: PathBuf,
     /// `<qid>.<hash>.smtp-edge`: the same for the same message and mailbox on every attempt,
     /// which is what makes a resumed delivery skip what it already did.
@@ -48,8 +86,14 @@ pub enum TargetError {
     EmptyLocalPart(String),
 }
 
-/// Maps a recipient to its mailbox and entry name for message `id`.
-pub fn target(maildir: &Path, id: &QueueId, rcpt: &Mailbox) -> Result<Target, TargetError> {
+/// Maps a recipient to its mailbox, the directory of `folder` in it, and the entry name for
+/// message `id`.
+pub fn target(
+    maildir: &Path,
+    id: &QueueId,
+    rcpt: &Mailbox,
+    folder: Folder,
+) -> Result<Target, TargetError> {
     let domain = match &rcpt.domain {
         Domain::Name(name) => path_component(name),
         Domain::Ipv4(_) | Domain::Ipv6(_) => {
@@ -64,8 +108,13 @@ pub fn target(maildir: &Path, id: &QueueId, rcpt: &Mailbox) -> Result<Target, Ta
     // The key is the directory itself, so two spellings of one mailbox (`A@x`, `"a"@x`) give
     // one entry name and are delivered once.
     let hash = fnv1a(format!("{domain}/{local}").as_bytes());
+    let mailbox = maildir.join(domain).join(local);
     Ok(Target {
-        dir: maildir.join(domain).join(local),
+        dir: match folder.subdir() {
+            Some(sub) => mailbox.join(sub),
+            None => mailbox.clone(),
+        },
+        mailbox,
         name: format!("{id}.{hash:016x}.smtp-edge"),
         rcpt: rcpt.to_string(),
     })
@@ -109,6 +158,7 @@ mod tests {
             Path::new("/m"),
             &QueueId::from_parts(1, 2, 3),
             &parse_mailbox(addr).unwrap(),
+            Folder::Inbox,
         )
     }
 
@@ -157,6 +207,45 @@ mod tests {
         assert_eq!((a.dir.clone(), a.name.clone()), (b.dir, b.name));
         assert_eq!(a.dir, Path::new("/m/example.test/user"));
         assert_ne!(a.name, t("other@example.test").unwrap().name);
+    }
+
+    #[test]
+    fn junk_is_a_subfolder_of_the_same_mailbox_with_the_same_name() {
+        let inbox = t("user@example.test").unwrap();
+        let junk = target(
+            Path::new("/m"),
+            &QueueId::from_parts(1, 2, 3),
+            &parse_mailbox("user@example.test").unwrap(),
+            Folder::Junk,
+        )
+        .unwrap();
+        assert_eq!(junk.mailbox, inbox.dir);
+        assert_eq!(junk.dir, Path::new("/m/example.test/user/.Junk"));
+        assert_eq!(junk.name, inbox.name);
+        // No address maps onto the folder of another: a leading dot is always encoded.
+        assert_eq!(
+            t(r#"".Junk"@example.test"#).unwrap().dir,
+            Path::new("/m/example.test/%2EJunk")
+        );
+    }
+
+    #[test]
+    fn folder_follows_our_quarantine_mark_alone() {
+        let received = "Received: from c.test\r\n\tby mx.test; Sun, 29 Nov 2026 22:00:00 +0000\r\n";
+        let ours = |dmarc: &str| {
+            format!("{received}Authentication-Results: mx.test;\r\n\tspf=fail smtp.mailfrom=a@q.test;\r\n\t{dmarc}\r\nSubject: x\r\n\r\nbody\r\n")
+        };
+        let marked = ours(
+            "dmarc=fail header.from=q.test policy.dmarc=quarantine policy.disposition=quarantine",
+        );
+        assert_eq!(Folder::of(marked.as_bytes()), Folder::Junk);
+        let tagged = ours("dmarc=fail header.from=q.test policy.dmarc=quarantine");
+        assert_eq!(Folder::of(tagged.as_bytes()), Folder::Inbox);
+        let passed = ours("dmarc=pass header.from=q.test policy.dmarc=quarantine");
+        assert_eq!(Folder::of(passed.as_bytes()), Folder::Inbox);
+        // The same line in the sender's fields, below our trace fields, is not ours.
+        let below = format!("{received}X-A: 1\r\n{}", &marked[received.len()..]);
+        assert_eq!(Folder::of(below.as_bytes()), Folder::Inbox);
     }
 
     #[test]

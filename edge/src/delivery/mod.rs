@@ -25,6 +25,10 @@
 //! Nothing half-written stays behind: an entry whose write fails (a full disk) is removed at
 //! once, so a failure does not also eat the space that is already short.
 //!
+//! A message our DMARC check quarantined goes into the mailbox's `.Junk` folder instead of the
+//! mailbox itself ([`Folder::of`] reads our `Authentication-Results:`); the folder's
+//! `{tmp,new,cur}` are created when first needed, like the mailbox's.
+//!
 //! Entries are created with the configured file mode (0600 unless `delivery.mode` says
 //! otherwise) and the directories delivery creates with the matching [`dir_mode`], both set
 //! explicitly so that the umask cannot widen or narrow them.
@@ -41,7 +45,9 @@ use crate::spool::Queued;
 
 mod maildir;
 
-pub use maildir::{dir_mode, path_component, target, Target, TargetError, DEFAULT_FILE_MODE};
+pub use maildir::{
+    dir_mode, path_component, target, Folder, Target, TargetError, DEFAULT_FILE_MODE,
+};
 
 /// Most messages delivered in one batch (one pair of `syncfs` calls).
 pub const MAX_BATCH: usize = 256;
@@ -76,7 +82,7 @@ pub struct MaildirJob<'a> {
 pub enum RcptResult {
     /// The mailbox holds the message (perhaps from an earlier, interrupted attempt).
     Delivered {
-        /// The mailbox directory.
+        /// The directory the entry is in: the mailbox, or its `.Junk` folder.
         mailbox: PathBuf,
     },
     /// Try again later (a full disk, a quota, a permission): what went wrong, naming the
@@ -159,8 +165,10 @@ impl Maildir {
             mailboxes: Vec::new(),
             of_rcpt: Vec::with_capacity(job.rcpts.len()),
         };
+        // One folder for the whole message: the mark is in the message, not per recipient.
+        let folder = Folder::of(job.queued.message());
         for rcpt in &job.rcpts {
-            let target = match maildir::target(&self.root, &job.queued.id, rcpt) {
+            let target = match maildir::target(&self.root, &job.queued.id, rcpt, folder) {
                 Ok(t) => t,
                 Err(e) => {
                     work.of_rcpt.push(Err(e));
@@ -297,9 +305,14 @@ fn write_entry(
 ) -> Result<bool, String> {
     let queued = job.queued;
     let err = |op: &str, path: &Path, e: io::Error| format!("{op} {}: {e}", path.display());
-    for sub in ["tmp", "new", "cur"] {
-        let dir = t.dir.join(sub);
-        create_dirs(&dir, dir_mode(file_mode)).map_err(|e| err("create dir", &dir, e))?;
+    // A folder's mailbox is made a Maildir too, so a mail reader finds a whole one even when
+    // its first message went to the folder.
+    let dirs = [&t.mailbox, &t.dir];
+    for sub in dirs
+        .iter()
+        .flat_map(|d| ["tmp", "new", "cur"].map(|s| d.join(s)))
+    {
+        create_dirs(&sub, dir_mode(file_mode)).map_err(|e| err("create dir", &sub, e))?;
     }
     fs.track(&t.dir).map_err(|e| err("open", &t.dir, e))?;
     if already_delivered(t, job.resumed).map_err(|e| err("check", &t.dir, e))? {

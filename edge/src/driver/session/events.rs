@@ -183,7 +183,7 @@ impl Session {
     }
 
     /// The end of a held message: the checks over the whole of it, then the DMARC policy under
-    /// `enforce`, then the spool: our `Authentication-Results:` goes in after our `Received:`,
+    /// `enforce` (`p=reject` refused, `p=quarantine` marked in the header), then the spool: our `Authentication-Results:` goes in after our `Received:`,
     /// ahead of the message, whose own fields claiming our host name are left out.
     async fn check_and_commit(&mut self, checking: Checking) {
         let Checking {
@@ -195,7 +195,7 @@ impl Session {
         let Some(checks) = self.checks.clone() else {
             return;
         };
-        let results = checks
+        let mut results = checks
             .message(
                 &content,
                 self.peer.ip(),
@@ -210,6 +210,11 @@ impl Session {
             let domain = dmarc.domain.clone();
             return self.conn.handle_dmarc_rejected(clock::now(), txn, &domain);
         }
+        // RFC 7489 §6.3: `p=quarantine` asks for the mail to be treated as suspicious, which
+        // here is the junk folder; the header carries that to Maildir delivery
+        // (`checks::quarantined`), next hops get the message as it is, tagged.
+        results.quarantined =
+            cfg.dmarc == CheckMode::Enforce && results.dmarc_quarantines().is_some();
         let hostname = &self.config.config.hostname;
         let mut header = results.header(hostname).into_bytes();
         match strip_forged(&content, hostname) {
