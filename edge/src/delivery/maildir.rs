@@ -225,7 +225,7 @@ mod tests {
         // No address maps onto the folder of another: a leading dot is always encoded.
         assert_eq!(
             t(r#"".Junk"@example.test"#).unwrap().dir,
-            Path::new("/m/example.test/%2EJunk")
+            Path::new("/m/example.test/%2Ejunk")
         );
     }
 

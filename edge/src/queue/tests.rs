@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::delivery::{target, DEFAULT_FILE_MODE};
+use crate::delivery::{target, Folder, DEFAULT_FILE_MODE};
 use crate::protocol::address::parse_mailbox;
 use crate::spool::format::committed_file;
 use crate::spool::log::{self, Placed, SegmentName};
@@ -170,6 +170,7 @@ fn crash_resume_delivers_each_mailbox_exactly_once() {
             &f.maildir,
             &id,
             &parse_mailbox(&format!("{local}@example.test")).unwrap(),
+            Folder::Inbox,
         )
         .unwrap();
         fs::create_dir_all(t.dir.join(sub)).unwrap();
