@@ -88,3 +88,4 @@ pub use config::{
 };
 pub use handle::{Relay, RelayHandle};
 pub use route::{Host, NextHop, Route, Via};
+pub use tls::AnyCertificate;
