@@ -52,7 +52,10 @@ fn main() -> ExitCode {
 
 fn run(o: &Options) -> std::io::Result<Report<'_>> {
     let rcpts = o.recipients();
-    let corpus = Corpus::build(&o.size, &o.from, &rcpts[0]);
+    let corpus = match &o.message {
+        Some(content) => Corpus::from_content(content),
+        None => Corpus::build(&o.size, &o.from, &rcpts[0]),
+    };
     let script = Script {
         helo: o.helo.clone(),
         from: o.from.clone(),

@@ -109,6 +109,14 @@ impl Corpus {
         Corpus { wires }
     }
 
+    /// One message, `content` (an RFC 5322 message: header fields, blank line, body), sent as
+    /// every message: see [`wire_form`].
+    pub fn from_content(content: &[u8]) -> Self {
+        Corpus {
+            wires: vec![wire_form(content)],
+        }
+    }
+
     /// The `n`th message to send (the pool is used round-robin).
     pub fn get(&self, n: u64) -> Message<'_> {
         let (wire, size) = &self.wires[(n % self.wires.len() as u64) as usize];
@@ -123,5 +131,76 @@ impl Corpus {
     /// Always false: at least one message is built.
     pub fn is_empty(&self) -> bool {
         self.wires.is_empty()
+    }
+}
+
+/// The DATA form of `content` and the content octets the server stores: lines end in CRLF (a
+/// bare LF, as a file written on Unix has, becomes CRLF; a last line without an end gets one,
+/// since only CRLF . CRLF ends the data), a line starting with `.` gets another in front
+/// ([RFC 5321 §4.5.2]), then `.` CRLF.
+///
+/// [RFC 5321 §4.5.2]: https://www.rfc-editor.org/rfc/rfc5321#section-4.5.2
+pub fn wire_form(content: &[u8]) -> (Vec<u8>, usize) {
+    let mut wire = Vec::with_capacity(content.len() + content.len() / 64 + 8);
+    let mut stored = 0;
+    let body = content.strip_suffix(b"\n").unwrap_or(content);
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'.') {
+            wire.push(b'.');
+        }
+        wire.extend_from_slice(line);
+        wire.extend_from_slice(b"\r\n");
+        stored += line.len() + 2;
+    }
+    wire.extend_from_slice(b".\r\n");
+    (wire, stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's view: what it stores is the wire form unstuffed, up to the terminator.
+    fn unstuff(wire: &[u8]) -> Vec<u8> {
+        let body = wire.strip_suffix(b".\r\n").expect("terminated");
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    #[test]
+    fn a_message_file_is_sent_dot_stuffed_with_crlf_line_ends() {
+        let content = b"From: <a@bench.test>\r\nSubject: x\r\n\r\n.leading dot\r\n..two\r\nend\r\n";
+        let (wire, size) = wire_form(content);
+        assert_eq!(
+            wire,
+            b"From: <a@bench.test>\r\nSubject: x\r\n\r\n..leading dot\r\n...two\r\nend\r\n.\r\n"
+        );
+        assert_eq!(size, content.len());
+        assert_eq!(unstuff(&wire), content);
+    }
+
+    #[test]
+    fn bare_line_feeds_become_crlf_and_the_last_line_is_ended() {
+        let (wire, size) = wire_form(b"Subject: x\n\nbody\r\nlast");
+        assert_eq!(wire, b"Subject: x\r\n\r\nbody\r\nlast\r\n.\r\n");
+        assert_eq!(size, b"Subject: x\r\n\r\nbody\r\nlast\r\n".len());
+        // A lone `.` line in the body is stuffed: it must not end the data early.
+        let (wire, _) = wire_form(b"Subject: x\r\n\r\n.\r\nafter\r\n");
+        assert_eq!(wire, b"Subject: x\r\n\r\n..\r\nafter\r\n.\r\n");
+    }
+
+    #[test]
+    fn the_corpus_of_a_message_file_sends_it_every_time() {
+        let corpus = Corpus::from_content(b"Subject: x\r\n\r\nhi\r\n");
+        assert_eq!(corpus.len(), 1);
+        for n in [0, 1, 99] {
+            let m = corpus.get(n);
+            assert_eq!(m.wire, b"Subject: x\r\n\r\nhi\r\n.\r\n");
+            assert_eq!(m.size, b"Subject: x\r\n\r\nhi\r\n".len());
+        }
     }
 }

@@ -34,6 +34,15 @@ pub struct Cli {
     /// Content octets: 10240, 10k, 1m, or a range 1k..64k.
     #[arg(short = 's', long, value_name = "SIZE", default_value = "10k", value_parser = SizeSpec::parse, help_heading = "Load")]
     size: SizeSpec,
+    /// Send the RFC 5322 message in FILE (header fields, blank line, body) as every message's
+    /// content, dot-stuffed, lines ended with CRLF; instead of generated messages of --size.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "size",
+        help_heading = "Load"
+    )]
+    message: Option<PathBuf>,
     /// Recipients per message.
     #[arg(short = 'r', long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u64).range(1..=10_000), help_heading = "Load")]
     rcpts: u64,
@@ -122,8 +131,10 @@ pub struct Options {
     pub messages: u64,
     /// Time after which no message is started (a bound even with `messages`).
     pub duration: Duration,
-    /// Content sizes.
+    /// Content sizes (with `message`, its size).
     pub size: SizeSpec,
+    /// `--message FILE`: the content of every message, as read.
+    pub message: Option<Vec<u8>>,
     /// Recipients per message.
     pub rcpts: usize,
     /// Messages per session.
@@ -231,6 +242,17 @@ impl Options {
         } else {
             c.to
         };
+        let message = match &c.message {
+            Some(path) => Some(read_message(path)?),
+            None => None,
+        };
+        let size = match &message {
+            Some(content) => {
+                let n = crate::message::wire_form(content).1;
+                SizeSpec { min: n, max: n }
+            }
+            None => c.size,
+        };
         let sessions = c.sessions as usize;
         let idle = c.idle.map(|n| n as usize);
         let threads = c.threads.map_or_else(
@@ -242,7 +264,8 @@ impl Options {
             sessions,
             messages: c.messages,
             duration: c.duration,
-            size: c.size,
+            size,
+            message,
             rcpts: c.rcpts as usize,
             per_session: c.per_session,
             pipelining: c.pipelining,
@@ -271,6 +294,25 @@ impl Options {
             })
             .collect()
     }
+}
+
+/// Largest `--message` file: a message bigger than this is not a load test of SMTP.
+const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+/// Reads `--message FILE`: a message must have a header section, so an empty file is refused.
+fn read_message(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let what = |e: String| format!("--message {}: {e}", path.display());
+    let len = std::fs::metadata(path)
+        .map_err(|e| what(e.to_string()))?
+        .len();
+    if len > MAX_MESSAGE {
+        return Err(what(format!("{len} octets, at most {MAX_MESSAGE}")));
+    }
+    let content = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Err(what("empty: a message needs header fields".into()));
+    }
+    Ok(content)
 }
 
 fn count(v: &str) -> Result<u64, String> {
@@ -354,6 +396,7 @@ mod tests {
 
         for bad in [
             &[][..],
+            &["--message", "/nonexistent/message.eml", "127.0.0.1:25"],
             &["-c", "0", "127.0.0.1:25"],
             &["--tls", "--starttls", "--insecure", "127.0.0.1:25"],
             &["--tls", "127.0.0.1:25"],
@@ -382,5 +425,34 @@ mod tests {
         ] {
             assert!(Options::parse(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn a_message_file_replaces_the_generated_messages() {
+        let dir = std::env::temp_dir().join(format!("smtp-bench-options-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signed.eml");
+        std::fs::write(&file, "From: <a@bench.test>\nSubject: x\n\n.dot\n").unwrap();
+        let path = file.to_str().unwrap();
+        let o = Options::parse(&["--message", path, "127.0.0.1:25"]).unwrap();
+        let content = o.message.as_deref().unwrap();
+        assert_eq!(content, b"From: <a@bench.test>\nSubject: x\n\n.dot\n");
+        // The size reported is what the server stores: CRLF line ends, unstuffed.
+        let stored = "From: <a@bench.test>\r\nSubject: x\r\n\r\n.dot\r\n".len();
+        assert_eq!(
+            o.size,
+            SizeSpec {
+                min: stored,
+                max: stored
+            }
+        );
+        let err = Options::parse(&["--message", path, "-s", "1k", "127.0.0.1:25"]).unwrap_err();
+        assert!(err.contains("--size"), "{err}");
+        let empty = dir.join("empty.eml");
+        std::fs::write(&empty, "\n").unwrap();
+        let err =
+            Options::parse(&["--message", empty.to_str().unwrap(), "127.0.0.1:25"]).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

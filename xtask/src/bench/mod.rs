@@ -20,6 +20,10 @@
 //!   from a second address, shield on vs off, in network namespaces (see `shield.rs`);
 //! - f: TLS handshake rate: sessions with no message (`-m 0`), implicit TLS, full (`--no-resume`)
 //!   and resumed, beside plaintext; per core = handshakes / server CPU seconds;
+//! - t: a's load, one DKIM-signed message sent over and over, into smtp-edge with every
+//!   `[checks]` entry off, then at `tag` against a dnsmasq on loopback (SPF, DKIM, DMARC, ARC),
+//!   then Postfix; a checks-on run counts only if every message passed SPF, DKIM and DMARC
+//!   (see `trust.rs`; skipped without dnsmasq or dkimpy);
 //! - client cost: smtp-bench against `smtp-source`, both driving `smtp-sink`, CPU per message.
 //!
 //! Peak memory is `VmHWM` for smtp-edge and smtp-sink; for Postfix, the highest sum of PSS over
@@ -31,6 +35,7 @@
 //! so it includes getting every accepted message into Maildir.
 
 mod diagnose;
+mod dnsmasq;
 mod handoff;
 mod json;
 mod procfs;
@@ -38,6 +43,7 @@ mod relay;
 mod servers;
 mod shield;
 mod summary;
+mod trust;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -85,8 +91,8 @@ pub struct Args {
     /// Scenario h: rounds.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     handoff_rounds: u64,
-    /// Run only these scenarios (comma-separated: a, r, b, b2, f, c, d, e, h, client).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["a", "r", "b", "b2", "f", "c", "d", "e", "h", "client"])]
+    /// Run only these scenarios (comma-separated: a, r, b, b2, f, c, d, e, h, t, client).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["a", "r", "b", "b2", "f", "c", "d", "e", "h", "t", "client"])]
     only: Vec<String>,
     /// Scenario c: messages (= sessions) per run.
     #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=25_000))]
@@ -177,6 +183,8 @@ struct Run {
     min_free_mib: u64,
     /// Why the run failed, in the server's words (its log, its queue), when it did.
     diagnosis: Vec<String>,
+    /// smtp-edge's account of its checks, for runs that configure them (scenario t).
+    checks: Option<trust::Observed>,
 }
 
 impl Run {
@@ -205,7 +213,7 @@ impl Run {
             "{{\"scenario\":{},\"server\":{},\"round\":{},\"server_cpu_s\":{:.3},\
              \"server_cpu_us_per_message\":{:.1},\"drain_s\":{:.3},\"peak_rss_kib\":{},\
              \"delivered\":{},\"next_hop\":{},\"load_s\":{:.3},\"end_to_end_per_s\":{:.1},\
-             \"min_free_mib\":{},\"diagnosis\":{},\"bench\":{}}}",
+             \"min_free_mib\":{},\"diagnosis\":{},\"checks\":{},\"bench\":{}}}",
             quote(self.scenario),
             quote(self.server.name()),
             self.round,
@@ -219,6 +227,7 @@ impl Run {
             self.end_to_end_per_s(),
             self.min_free_mib,
             Json::from(self.diagnosis.clone()),
+            trust::json(self.checks.as_ref()),
             self.bench_raw.trim()
         )
     }
@@ -316,7 +325,7 @@ pub fn main(mut args: Args) -> Result<()> {
             extra,
         )
     };
-    let scenarios = [
+    let mut scenarios = vec![
         Scenario {
             key: "a",
             group: "a",
@@ -446,6 +455,65 @@ pub fn main(mut args: Args) -> Result<()> {
             ]),
         },
     ];
+    // Scenario t: its zone (dnsmasq, the signed message) lives until the end of the bench.
+    let zone = if args.runs("t") {
+        match trust::prepare(&bins.edge, &root, &tmp.0.join("t-zone"))? {
+            trust::Prepared::Ready(zone) => Some(zone),
+            trust::Prepared::Skipped(why) => {
+                eprintln!("t: skipped, {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(zone) = &zone {
+        let load = with(
+            strings(&[
+                "-c",
+                "50",
+                "-n",
+                &args.messages.to_string(),
+                "-m",
+                "100",
+                "--pipelining",
+                "on",
+                "--from",
+                trust::SENDER,
+                "--message",
+            ]),
+            &[&zone.message.display().to_string()],
+        );
+        for (key, checks, title, edge_only) in [
+            (
+                trust::OFF,
+                trust::CHECKS_OFF,
+                "t checks off (a, signed 10 KiB)",
+                true,
+            ),
+            (
+                trust::TAG,
+                trust::CHECKS_TAG,
+                "t checks at tag (a, signed 10 KiB)",
+                false,
+            ),
+        ] {
+            scenarios.push(Scenario {
+                key,
+                group: "t",
+                title: title.into(),
+                args: load.clone(),
+                setup: EdgeSetup {
+                    checks: Some(checks.into()),
+                    nameservers: vec![zone.nameserver()],
+                    ..EdgeSetup::default()
+                },
+                listener: 0,
+                edge_only,
+                next_hop: false,
+            });
+        }
+    }
     let scenarios: Vec<Scenario> = scenarios
         .into_iter()
         .filter(|s| args.runs(s.group))
@@ -539,12 +607,15 @@ pub fn main(mut args: Args) -> Result<()> {
         &args,
     );
     relay::render(&mut table, &scenarios, &runs, rounds);
+    let t_rounds = trust::rounds(&runs, rounds);
+    trust::render(&mut table, &t_rounds, zone.as_ref());
     if let Some(h) = &handoff {
         table.push_str(&h.render());
     }
     print!("{table}");
     let mut summary = summary::markdown(&scenarios, &runs, rounds);
     summary.push_str(&relay::markdown(&scenarios, &runs));
+    summary.push_str(&trust::markdown(&t_rounds));
     if let Some(h) = &handoff {
         summary.push_str(&h.markdown());
     }
@@ -587,6 +658,7 @@ pub fn main(mut args: Args) -> Result<()> {
     }
 
     let mut problems = summary::problems(&runs);
+    problems.extend(trust::problems(&runs));
     problems.extend(shield.problems());
     if let Some(h) = &handoff {
         problems.extend(h.problems());
@@ -791,6 +863,9 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
             server.backlog()
         );
     }
+    // A run that configures the checks is a figure of them only if they ran (scenario t).
+    let checks =
+        (kind == Kind::Edge && sc.setup.checks.is_some()).then(|| trust::observe(&server, dir));
     let failed = json::errors(&bench) > 0 || delivered != accepted || server.backlog() > 0;
     let diagnosis = if failed {
         diagnose::run(&server, &bins.edge, dir)
@@ -815,6 +890,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
         next_hop: hop_used,
         min_free_mib: min_free,
         diagnosis,
+        checks,
     })
 }
 
@@ -1096,7 +1172,7 @@ fn render(
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let goal = if *other == Kind::Postfix && sc.key == "a" {
+            let goal = if *other == Kind::Postfix && (sc.key == "a" || sc.key == trust::TAG) {
                 let m = median(tput.clone());
                 format!(
                     "  [goal >= 2x: {}]",

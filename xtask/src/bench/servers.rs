@@ -60,6 +60,10 @@ pub struct EdgeSetup {
     pub netns: Option<String>,
     /// `[relay] local = URL`: local mail goes to this next hop instead of Maildir.
     pub relay_local: Option<String>,
+    /// The `[checks]` section's body; without it, the defaults (every check at `tag`).
+    pub checks: Option<String>,
+    /// `[dns] nameservers` (`IP:PORT`); without them, the system resolver.
+    pub nameservers: Vec<String>,
 }
 
 impl Default for EdgeSetup {
@@ -71,6 +75,8 @@ impl Default for EdgeSetup {
             shield: None,
             netns: None,
             relay_local: None,
+            checks: None,
+            nameservers: Vec::new(),
         }
     }
 }
@@ -142,6 +148,13 @@ impl Server {
         }
         if let Some(local) = &setup.relay_local {
             let _ = write!(text, "\n[relay]\nlocal = \"{local}\"\n");
+        }
+        if let Some(checks) = &setup.checks {
+            let _ = write!(text, "\n[checks]\n{checks}\n");
+        }
+        if !setup.nameservers.is_empty() {
+            let list: Vec<String> = setup.nameservers.iter().map(|n| format!("{n:?}")).collect();
+            let _ = write!(text, "\n[dns]\nnameservers = [{}]\n", list.join(", "));
         }
         std::fs::write(&config, text)?;
         let mut cmd = match &setup.netns {

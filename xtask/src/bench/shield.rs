@@ -224,6 +224,8 @@ fn one(
         }),
         netns: Some(net.server.clone()),
         relay_local: None,
+        checks: None,
+        nameservers: Vec::new(),
     };
     let server = Server::edge_with(edge, dir, &setup)?;
     let metrics = server
