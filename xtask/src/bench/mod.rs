@@ -846,7 +846,7 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
     let accepted = bench.num("messages_ok") as usize;
     let drain = match &hop {
         Some(hop) => server.drain_until(DRAIN_LIMIT, || hop.delivered() >= accepted),
-        None => server.drain(DRAIN_LIMIT),
+        None => server.drain(DRAIN_LIMIT, accepted),
     };
     let server_cpu_s = server.cpu() - cpu0;
     min_free = min_free.min(procfs::free_mib(dir));

@@ -216,10 +216,18 @@ impl Server {
         Ok(server)
     }
 
-    /// Messages accepted but not yet delivered to Maildir.
+    /// Messages accepted but not yet delivered to Maildir (smtp-edge: its
+    /// `smtp_edge_queue_messages` gauge, active and deferred, since its spool is a log of
+    /// segments rather than a file per message; 0 when the page cannot be read from here, as
+    /// inside a network namespace, where the count delivered is what [`Server::drain`] waits
+    /// for).
     pub fn backlog(&self) -> usize {
         match self.kind {
-            Kind::Edge => procfs::count_files(&self.dir.join("spool/queue")),
+            Kind::Edge => self
+                .metrics_page()
+                .ok()
+                .and_then(|page| queued(&page))
+                .unwrap_or(0),
             Kind::Postfix => ["incoming", "active", "deferred", "maildrop", "hold"]
                 .iter()
                 .map(|q| procfs::count_files(&self.dir.join("queue").join(q)))
@@ -228,9 +236,26 @@ impl Server {
         }
     }
 
-    /// Waits (at most `limit`) until every accepted message is delivered; returns the wait.
-    pub fn drain(&self, limit: Duration) -> Duration {
-        self.drain_until(limit, || true)
+    /// Waits (at most `limit`) until the `accepted` messages are delivered and the queue is
+    /// empty; returns the wait.
+    pub fn drain(&self, limit: Duration, accepted: usize) -> Duration {
+        self.drain_until(limit, || self.delivered() >= accepted)
+    }
+
+    /// smtp-edge's metrics page (`GET /metrics`), the whole response.
+    pub fn metrics_page(&self) -> Result<String> {
+        use std::io::{Read as _, Write as _};
+        let addr = self.metrics.as_deref().context("no metrics address")?;
+        let limit = Duration::from_secs(5);
+        let mut s =
+            std::net::TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
+        s.set_read_timeout(Some(limit))?;
+        s.set_write_timeout(Some(limit))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let mut page = String::new();
+        s.read_to_string(&mut page)
+            .with_context(|| format!("reading metrics from {addr}"))?;
+        Ok(page)
     }
 
     /// Waits (at most `limit`) until the queue is empty and `arrived()` (the next hop has every
@@ -477,6 +502,16 @@ impl Drop for Server {
     }
 }
 
+/// The sum of `smtp_edge_queue_messages{state=...}` on a metrics page; `None` without it.
+fn queued(page: &str) -> Option<usize> {
+    let values: Vec<f64> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("smtp_edge_queue_messages{"))
+        .filter_map(|l| l.split_once("} ")?.1.trim().parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as usize)
+}
+
 /// Keeps `counter` at smtp-sink's latest `mesg=N` (its `-c` lines end in `\r`).
 fn count_sink_messages(stdout: impl std::io::Read, counter: &AtomicU64) {
     let mut reader = BufReader::new(stdout);
@@ -526,4 +561,20 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_gauge_adds_active_and_deferred() {
+        let page = "HTTP/1.1 200 OK\r\n\r\n\
+            # TYPE smtp_edge_queue_messages gauge\n\
+            smtp_edge_queue_messages{state=\"active\"} 12\n\
+            smtp_edge_queue_messages{state=\"deferred\"} 3\n\
+            smtp_edge_messages_accepted_total 500\n";
+        assert_eq!(queued(page), Some(15));
+        assert_eq!(queued("smtp_edge_messages_accepted_total 500\n"), None);
+    }
 }

@@ -254,10 +254,10 @@ fn one(
         Some(f) => f.finish(),
         None => (0, 0.0),
     };
-    let _ = server.drain(Duration::from_secs(60));
-    drop(server);
     let bench =
         json::parse(m.stdout.trim()).with_context(|| format!("smtp-bench: {:?}", m.stdout))?;
+    let _ = server.drain(Duration::from_secs(60), bench.num("messages_ok") as usize);
+    drop(server);
     Ok(ShieldRun {
         round,
         flood,

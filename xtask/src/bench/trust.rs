@@ -3,7 +3,7 @@
 //! ARC at `"tag"`, then (with `--vs postfix`) into Postfix, in turn, round after round.
 //!
 //! The checks ask a real DNS server, dnsmasq on loopback ([`super::dnsmasq`]), authoritative
-//! for [`DOMAIN`]: an SPF record that passes 127.0.0.0/8, a DMARC record with `p=none` (so every
+//! for `test`, serving [`DOMAIN`]: an SPF record that passes 127.0.0.0/8, a DMARC record with `p=none` (so every
 //! message is delivered and counted) and the DKIM key record `smtp-edge dkim keygen` printed.
 //! Every message is one 10 KiB message from [`SENDER`], DKIM-signed once per bench run by
 //! another implementation (dkimpy, as the tests sign) with that key, and sent as is
@@ -17,11 +17,9 @@
 //! counters must stay at zero.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -32,6 +30,8 @@ use super::{median, Run};
 
 /// The sender's domain: SPF, DKIM `d=` and the DMARC From: domain.
 pub const DOMAIN: &str = "bench.test";
+/// The zone dnsmasq is authoritative for.
+const ZONE: &str = "test";
 /// The reverse-path and `From:` of every message.
 pub const SENDER: &str = "bench@bench.test";
 /// The DKIM selector.
@@ -142,7 +142,10 @@ pub fn prepare(edge: &Path, workspace: &Path, dir: &Path) -> Result<Prepared> {
         (format!("_dmarc.{DOMAIN}"), "v=DMARC1; p=none".to_owned()),
         (format!("{SELECTOR}._domainkey.{DOMAIN}"), record),
     ];
-    let dns = Dnsmasq::start(&program, &dir.join("dns"), DOMAIN, &txt)?;
+    // Authoritative for the parent, `test`: DMARC also asks for the organizational domain's
+    // record (`_dmarc.test`), which must be NXDOMAIN; a server authoritative only for
+    // bench.test refuses it, and DMARC is then `temperror`.
+    let dns = Dnsmasq::start(&program, &dir.join("dns"), ZONE, &txt)?;
     Ok(Prepared::Ready(Zone {
         dns,
         message: path,
@@ -284,25 +287,11 @@ pub fn observe(server: &Server, dir: &Path) -> Observed {
             .and_then(|m| auth_results(&String::from_utf8_lossy(&m))),
         ..Observed::default()
     };
-    match server.metrics.as_deref().map(scrape) {
-        Some(Ok(text)) => seen.counts = check_counts(&text),
-        Some(Err(e)) => seen.error = Some(format!("{e:#}")),
-        None => seen.error = Some("smtp-edge reported no metrics address".into()),
+    match server.metrics_page() {
+        Ok(page) => seen.counts = check_counts(&page),
+        Err(e) => seen.error = Some(format!("{e:#}")),
     }
     seen
-}
-
-/// `GET /metrics` from `addr`, the whole response.
-fn scrape(addr: &str) -> Result<String> {
-    let limit = Duration::from_secs(5);
-    let mut s = TcpStream::connect(addr).with_context(|| format!("metrics at {addr}"))?;
-    s.set_read_timeout(Some(limit))?;
-    s.set_write_timeout(Some(limit))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)
-        .with_context(|| format!("reading metrics from {addr}"))?;
-    Ok(body)
 }
 
 /// `smtp_edge_checks_total{check="C",result="R"} N` lines of a metrics page.
