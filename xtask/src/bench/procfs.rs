@@ -100,6 +100,28 @@ pub fn is_zombie(pid: u32) -> bool {
     stat(pid).is_none_or(|(state, ..)| state == 'Z' || state == 'X')
 }
 
+/// Messages delivered in the Maildir tree under `dir`: files in `new/` and `cur/` folders.
+/// Files in `tmp/` are deliveries in progress, about to be renamed into `new/`; a walk that
+/// counted them could see one file twice, before and after its rename.
+pub fn count_maildir(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let delivered = d.ends_with("new") || d.ends_with("cur");
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) if delivered => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// Files (not directories) under `dir`, recursively; bounded.
 pub fn count_files(dir: &Path) -> usize {
     let mut n = 0;
@@ -136,4 +158,28 @@ pub fn free_mib(path: &Path) -> u64 {
         return 0;
     }
     (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) >> 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_maildir_counts_new_and_cur_not_tmp() {
+        let root = std::env::temp_dir().join(format!("xtask-maildir-{}", std::process::id()));
+        for (dir, files) in [
+            ("example.test/user/new", 3),
+            ("example.test/user/cur", 1),
+            ("example.test/user/tmp", 2),
+            ("example.test/user/.Junk/new", 1),
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            for i in 0..files {
+                std::fs::write(root.join(dir).join(format!("m{i}")), "x").unwrap();
+            }
+        }
+        assert_eq!(count_maildir(&root), 5);
+        assert_eq!(count_files(&root), 7);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -284,12 +284,12 @@ impl Server {
         }
     }
 
-    /// Messages delivered: files in Maildir (smtp-edge, Postfix), or the messages smtp-sink
-    /// answered `.` for (it stores nothing, but counts).
+    /// Messages delivered: files in Maildir's `new/` and `cur/` (smtp-edge, Postfix), or the
+    /// messages smtp-sink answered `.` for (it stores nothing, but counts).
     pub fn delivered(&self) -> usize {
         match self.kind {
             Kind::Sink => self.received.load(Ordering::Relaxed) as usize,
-            _ => procfs::count_files(&self.dir.join("mail")),
+            _ => procfs::count_maildir(&self.dir.join("mail")),
         }
     }
 
