@@ -256,7 +256,9 @@ fn a_550_for_one_of_two_recipients_bounces_that_one_with_a_dsn() {
         lines[1], "recipient rfc822; nobody@remote.test failed 5.1.1",
         "{parsed}"
     );
+    // The returned header is the message's own (the queue reads it back for the notice).
     assert!(lines[2].starts_with("headers "), "{parsed}");
+    assert!(lines[2].ends_with(" <dsn@client.test>"), "{parsed}");
     let logged = attempt_lines(&server, &id);
     assert!(
         logged

@@ -1,6 +1,7 @@
 """Reads a Maildir entry holding a delivery status notification with Python's `email` and
 prints what a mail client would see of it: the top content type and report type, then one
-`recipient <Final-Recipient> <Action> <Status>` line per recipient block."""
+`recipient <Final-Recipient> <Action> <Status>` line per recipient block, then the returned
+header's size and Message-ID."""
 
 import email
 import sys
@@ -14,4 +15,5 @@ for part in msg.walk():
         for block in part.get_payload()[1:]:
             print("recipient", block["Final-Recipient"], block["Action"], block["Status"])
     if part.get_content_type() == "text/rfc822-headers":
-        print("headers", len(part.get_payload()))
+        returned = email.message_from_string(part.get_payload())
+        print("headers", len(part.get_payload()), returned["Message-ID"])

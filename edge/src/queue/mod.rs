@@ -593,6 +593,7 @@ impl Scheduler {
                 if let Some(entry) = self.entries.get(&id) {
                     self.timers.remove(&(entry.due_ms, id));
                 }
+                attempt.queued.release_message();
                 self.busy.insert(
                     id,
                     Busy {
@@ -608,7 +609,7 @@ impl Scheduler {
 
     /// The message and its record (built from the envelope on its first attempt); `None` if
     /// it is no longer queued.
-    fn load(&self, id: QueueId, now: u64) -> Result<Option<(Queued, Record)>, SpoolError> {
+    fn load(&mut self, id: QueueId, now: u64) -> Result<Option<(Queued, Record)>, SpoolError> {
         if !self.store.contains(&id) {
             return Ok(None);
         }
@@ -758,7 +759,7 @@ impl Scheduler {
                         from: queued.envelope.mail_from.clone(),
                         to,
                         content: self.store.content(queued),
-                        eight_bit: queued.message().iter().any(|&b| b > 127),
+                        eight_bit: !queued.message().is_ascii(),
                         smtputf8: queued.envelope.smtputf8,
                     };
                     match relay.submit(relay_attempt) {
@@ -852,6 +853,21 @@ impl Scheduler {
         if busy.outstanding > 0 {
             self.busy.insert(flight.id, busy);
             return;
+        }
+        let unreported = busy
+            .attempt
+            .record
+            .recipients
+            .iter()
+            .any(|r| r.state == State::Failed && !r.notified);
+        if unreported && busy.attempt.queued.is_released() {
+            // The notice quotes the message's header: read it again.
+            match self.store.message(&flight.id) {
+                Ok(queued) => busy.attempt.queued = queued,
+                Err(e) => {
+                    tracing::error!(id = %flight.id, error = %e, "queue: cannot read the message back for its notice of failure");
+                }
+            }
         }
         let mut done = vec![busy.attempt];
         self.notify(&mut done, now);
@@ -1113,7 +1129,7 @@ impl Scheduler {
         Answer::Done(1)
     }
 
-    fn info(&self, id: &QueueId) -> Result<MessageInfo, String> {
+    fn info(&mut self, id: &QueueId) -> Result<MessageInfo, String> {
         let (queued, record) = match self.load(*id, now_ms()) {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Err(format!("{id}: not in the queue")),

@@ -31,6 +31,7 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::record::Record;
 use crate::protocol::Envelope;
@@ -59,10 +60,18 @@ pub struct Store {
     journal: Option<Segment>,
     /// The sequence number of the next segment of the queue's own.
     next_journal: u32,
-    /// Done marks written since the last sync.
+    /// Something was appended to the queue's own segment since the last sync.
     unsynced: bool,
+    /// Done marks not yet written: [`Store::flush`] writes them in one go before its sync.
+    marks: Vec<u8>,
     /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
     segments: HashMap<SegmentName, Tally>,
+    /// Segments open for reading, kept until they are deleted: opening one by path for every
+    /// message read cost a path walk and a file setup per message.
+    readers: HashMap<SegmentName, Arc<File>>,
+    /// Messages that have a state file. Most messages never get one (delivered at the first
+    /// attempt): knowing which do saves a failed open and a failed unlink per message.
+    stateful: HashSet<QueueId>,
 }
 
 /// What the store knows of one worker segment of this run.
@@ -101,7 +110,10 @@ impl Store {
             journal: None,
             next_journal: 0,
             unsynced: false,
+            marks: Vec::new(),
             segments: HashMap::new(),
+            readers: HashMap::new(),
+            stateful: HashSet::new(),
         };
         let mut ids = store.recover_log()?;
         ids.extend(files);
@@ -109,7 +121,11 @@ impl Store {
             let entry = entry.map_err(|e| err("read dir", &state, e))?;
             let name = entry.file_name();
             let stale = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
-                Some(id) => !store.contains(&id),
+                Some(id) if store.contains(&id) => {
+                    store.stateful.insert(id);
+                    false
+                }
+                Some(_) => true,
                 // `.<id>.tmp`: a record being replaced when the server stopped.
                 None => name.to_str().is_some_and(|n| n.ends_with(".tmp")),
             };
@@ -160,6 +176,7 @@ impl Store {
             Ok(copies) => {
                 self.places.extend(copies);
                 for name in &names {
+                    self.readers.remove(name);
                     let path = log::segment_path(&self.spool, name);
                     if let Err(e) = fs::remove_file(&path) {
                         tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a recovered segment");
@@ -254,6 +271,7 @@ impl Store {
             return;
         }
         self.segments.remove(&segment);
+        self.readers.remove(&segment);
         let path = log::segment_path(&self.spool, &segment);
         match fs::remove_file(&path) {
             Ok(()) => tracing::debug!(path = %path.display(), "spool: segment reclaimed"),
@@ -264,12 +282,13 @@ impl Store {
     }
 
     /// The message `id`.
-    pub fn message(&self, id: &QueueId) -> Result<Queued, SpoolError> {
-        match self.places.get(id) {
+    pub fn message(&mut self, id: &QueueId) -> Result<Queued, SpoolError> {
+        match self.places.get(id).copied() {
             None => spool::read_queued(&queue_path(&self.spool, id)),
             Some(p) => {
                 let path = log::segment_path(&self.spool, &p.segment);
-                let (header, payload) = log::read_record(&path, p.offset)?;
+                let file = self.reader(p.segment, &path)?;
+                let (header, payload) = log::read_record_at(&file, &path, p.offset)?;
                 if header.kind != Kind::Message || header.id != *id {
                     let e = io::Error::new(io::ErrorKind::InvalidData, "record of another message");
                     return Err(err("decode", &path, e));
@@ -279,6 +298,16 @@ impl Store {
         }
     }
 
+    /// Segment `name` (at `path`), open for reading.
+    fn reader(&mut self, name: SegmentName, path: &Path) -> Result<Arc<File>, SpoolError> {
+        if let Some(file) = self.readers.get(&name) {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(File::open(path).map_err(|e| err("open", path, e))?);
+        self.readers.insert(name, Arc::clone(&file));
+        Ok(file)
+    }
+
     /// Whether message `id` is queued.
     pub fn contains(&self, id: &QueueId) -> bool {
         self.places.contains_key(id) || queue_path(&self.spool, id).exists()
@@ -286,6 +315,9 @@ impl Store {
 
     /// The record of `id`; `None` if it was never attempted.
     pub fn record(&self, id: &QueueId) -> Result<Option<Record>, SpoolError> {
+        if !self.stateful.contains(id) {
+            return Ok(None);
+        }
         let path = self.state_path(id);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -301,7 +333,7 @@ impl Store {
     }
 
     /// Makes `records` durable, replacing each message's earlier one.
-    pub fn save(&self, records: &[(QueueId, &Record)]) -> Result<(), SpoolError> {
+    pub fn save(&mut self, records: &[(QueueId, &Record)]) -> Result<(), SpoolError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -313,6 +345,7 @@ impl Store {
             write_synced(&tmp, &bytes)?;
             let path = self.state_path(id);
             fs::rename(&tmp, &path).map_err(|e| err("rename", &tmp, e))?;
+            self.stateful.insert(*id);
         }
         sync_dir(&dir)
     }
@@ -330,10 +363,7 @@ impl Store {
                 }
             }
             Some(placed) => {
-                let mut mark = Vec::with_capacity(HEADER_LEN);
-                log::record::encode(&mut mark, Kind::Done, id, &[]);
-                self.append(&mark)?;
-                self.unsynced = true;
+                log::record::encode(&mut self.marks, Kind::Done, id, &[]);
                 self.places.remove(id);
                 if let Some(tally) = self.segments.get_mut(&placed.segment) {
                     tally.done += 1;
@@ -343,6 +373,13 @@ impl Store {
         }
         // Not synced: if this unlink (or done mark) is lost in a crash, the restart finds every
         // recipient final, or the record without its message, and removes it again.
+        if !self.stateful.remove(id) {
+            return Ok(());
+        }
+        // The record must not go before the done mark is written: if the process died in
+        // between, the message would come back with every recipient pending, the delivered
+        // ones too.
+        self.write_marks()?;
         let state = self.state_path(id);
         match fs::remove_file(&state) {
             Ok(()) => Ok(()),
@@ -351,8 +388,26 @@ impl Store {
         }
     }
 
-    /// Makes the done marks written since the last call durable (one `fdatasync`).
+    /// Writes the done marks gathered so far, in one write; not synced. If the write fails
+    /// they are dropped: those messages may be delivered again after a restart, as when a
+    /// mark is written but not yet synced.
+    fn write_marks(&mut self) -> Result<(), SpoolError> {
+        if self.marks.is_empty() {
+            return Ok(());
+        }
+        let mut marks = std::mem::take(&mut self.marks);
+        let written = self.append(&marks);
+        marks.clear();
+        self.marks = marks;
+        written?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the done marks gathered since the last call and makes them durable: one write
+    /// and one `fdatasync` for all of them.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
+        self.write_marks()?;
         if !self.unsynced {
             return Ok(());
         }

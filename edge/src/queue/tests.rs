@@ -480,7 +480,7 @@ fn a_restart_copies_forward_what_is_not_done_and_drops_the_old_segments() {
     own.sync().unwrap();
     drop(own);
 
-    let (store, backlog) = Store::open(&f.spool, 2).unwrap();
+    let (mut store, backlog) = Store::open(&f.spool, 2).unwrap();
     assert_eq!(backlog, vec![live]);
     assert!(!store.contains(&done));
     assert_eq!(store.message(&live).unwrap().message(), MSG);
@@ -489,9 +489,10 @@ fn a_restart_copies_forward_what_is_not_done_and_drops_the_old_segments() {
     assert_eq!((left[0].generation, left[0].owner), (2, u16::MAX));
     drop(store);
     // And again: the copy is recovered like any segment.
-    let (store, backlog) = Store::open(&f.spool, 3).unwrap();
+    let (mut store, backlog) = Store::open(&f.spool, 3).unwrap();
     assert_eq!(backlog, vec![live]);
-    let content = store.content(&store.message(&live).unwrap());
+    let queued = store.message(&live).unwrap();
+    let content = store.content(&queued);
     let bytes = fs::read(&content.path).unwrap();
     let at = content.offset as usize;
     assert_eq!(

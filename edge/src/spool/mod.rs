@@ -174,6 +174,19 @@ impl Queued {
     pub fn message_offset(&self) -> u64 {
         self.message_offset as u64
     }
+
+    /// Frees the message, keeping the envelope: while the relay carries it (reading it from
+    /// the spool), the queue needs only the envelope, and a backlog of messages in flight
+    /// should not hold every one of them in memory. [`Queued::message`] is empty after this.
+    pub fn release_message(&mut self) {
+        self.data = Vec::new();
+    }
+
+    /// Whether [`Queued::release_message`] freed the message.
+    pub fn is_released(&self) -> bool {
+        // A decoded queue file always has its envelope header.
+        self.data.is_empty()
+    }
 }
 
 /// Reads and checks a queue file (blocking; the delivery thread's side). A file that is not a

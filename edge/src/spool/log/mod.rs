@@ -160,6 +160,15 @@ pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
 /// what was written, or an error (`op` = `decode`).
 pub fn read_record(path: &Path, offset: u64) -> Result<(record::Header, Vec<u8>), SpoolError> {
     let file = File::open(path).map_err(|e| err("open", path, e))?;
+    read_record_at(&file, path, offset)
+}
+
+/// [`read_record`] from a segment already open (`path` is for errors).
+pub fn read_record_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+) -> Result<(record::Header, Vec<u8>), SpoolError> {
     let mut header = [0u8; HEADER_LEN];
     file.read_exact_at(&mut header, offset)
         .map_err(|e| err("read", path, e))?;

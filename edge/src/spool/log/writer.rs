@@ -97,6 +97,7 @@ impl LogWriter {
             active: None,
             on_seal,
             stats: stats.clone(),
+            spare: Vec::new(),
         };
         transport::spawn(flusher.run(rx));
         LogWriter { tx, stats }
@@ -146,6 +147,8 @@ struct Flusher {
     active: Option<Active>,
     on_seal: OnSeal,
     stats: Rc<std::cell::Cell<Stats>>,
+    /// The buffer of the last batch, kept for the next (empty).
+    spare: Vec<u8>,
 }
 
 impl Flusher {
@@ -162,7 +165,11 @@ impl Flusher {
                     Err(_) => break,
                 }
             }
-            let mut buf = Vec::with_capacity(bytes);
+            // The last batch's buffer, grown to the largest batch so far: a fresh one per batch
+            // came from new pages (a fault and a zeroed page each) at every batch.
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.clear();
+            buf.reserve(bytes);
             let mut starts = Vec::with_capacity(batch.len());
             for p in &batch {
                 starts.push(buf.len() as u64);
@@ -207,7 +214,7 @@ impl Flusher {
             Some(active) => active,
             None => self.create().await?,
         };
-        let written = Self::append(&mut active, buf, &self.stats).await;
+        let written = Self::append(&mut active, buf, &self.stats, &mut self.spare).await;
         match written {
             Ok(at) => {
                 active.messages += count;
@@ -244,6 +251,7 @@ impl Flusher {
         active: &mut Active,
         buf: Vec<u8>,
         stats: &std::cell::Cell<Stats>,
+        spare: &mut Vec<u8>,
     ) -> Result<u64, (SpoolError, Option<u64>)> {
         let at = active.end;
         let want = at.saturating_add(buf.len() as u64);
@@ -269,7 +277,8 @@ impl Flusher {
             active.allocated =
                 grown.map_err(|e| (SpoolError::new("fallocate", &active.path, e), None))?;
         }
-        let (res, _) = active.file.write_all_at(buf, at).await;
+        let (res, buf) = active.file.write_all_at(buf, at).await;
+        *spare = buf;
         res.map_err(|e| (SpoolError::new("write", &active.path, e), Some(at)))?;
         let started = crate::clock::now();
         let synced = active.file.sync_data().await;
