@@ -261,15 +261,15 @@ pub fn start(cfg: &Config, source: Option<&Path>) -> Result<Running, StartError>
         .map_or(0, |d| d.as_micros() as u64);
     let generation = spool::next_generation(&cfg.spool_dir, now_micros)?;
     // The relay first: the queue hands it network recipients as soon as it starts.
-    let (results_tx, results) = std::sync::mpsc::channel();
-    let relay = Relay::start(Arc::new(cfg.relay.clone()), results_tx)
+    let inbox = queue::Inbox::new();
+    let relay = Relay::start(Arc::new(cfg.relay.clone()), inbox.reports())
         .map_err(|e| StartError::Queue(format!("starting the relay: {e}")))?;
     let queue = queue::start(
         queue_config(cfg, generation),
         metrics.clone(),
+        inbox,
         Some(RelayLink {
             handle: relay.clone(),
-            results,
             grace: cfg.shutdown_grace,
         }),
     )

@@ -68,7 +68,7 @@ use crate::metrics::Metrics;
 use crate::protocol::address::parse_mailbox;
 use crate::protocol::{Domain, Mailbox};
 use crate::relay::{
-    Attempt as RelayAttempt, AttemptResult, RelayHandle, Route as RelayRoute, Verdict, Via,
+    Attempt as RelayAttempt, AttemptResult, RelayHandle, Report, Route as RelayRoute, Verdict, Via,
 };
 use crate::rewrite::SharedRewriter;
 use crate::spool::log::{Placed, SegmentName};
@@ -168,23 +168,54 @@ enum Command {
     /// A worker sealed a log segment holding this many messages.
     Sealed(SegmentName, u64),
     Control(Request, mpsc::Sender<Answer>),
-    /// The relay's verdicts on one attempt (forwarded from its results channel).
+    /// The relay's verdicts on one attempt (sent by it through [`RelayReports`]).
     Relayed(AttemptResult),
     /// A reload's settings, for the next attempt.
     Reconfigure(Box<QueueConfig>),
     Shutdown,
 }
 
-/// The relay as the queue uses it: where attempts go, where their results come back, and how
-/// long attempts in progress may take to finish at shutdown.
+/// The relay as the queue uses it: where attempts go, and how long attempts in progress may
+/// take to finish at shutdown. Results come back through [`Inbox::reports`].
 #[derive(Debug)]
 pub struct RelayLink {
     /// Takes attempts.
     pub handle: RelayHandle,
-    /// The other end of the channel given to [`crate::relay::Relay::start`].
-    pub results: mpsc::Receiver<AttemptResult>,
     /// At shutdown, how long sessions in progress get before the rest is deferred.
     pub grace: Duration,
+}
+
+/// The scheduler's command channel, made before the relay starts (the relay needs somewhere to
+/// report to, and the queue needs the relay's handle to start).
+pub struct Inbox {
+    tx: mpsc::Sender<Command>,
+    rx: mpsc::Receiver<Command>,
+}
+
+impl Inbox {
+    /// An empty inbox.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Inbox {
+        let (tx, rx) = mpsc::channel();
+        Inbox { tx, rx }
+    }
+
+    /// What the relay reports to ([`crate::relay::Relay::start`]): each result lands in the
+    /// scheduler's own channel.
+    pub fn reports(&self) -> RelayReports {
+        RelayReports(self.tx.clone())
+    }
+}
+
+/// The relay's [`Report`] into the scheduler's inbox.
+#[derive(Debug)]
+pub struct RelayReports(mpsc::Sender<Command>);
+
+impl Report for RelayReports {
+    fn report(&self, result: AttemptResult) {
+        // The queue gone (shutting down) has nobody left to tell.
+        let _ = self.0.send(Command::Relayed(result));
+    }
 }
 
 /// Hands committed messages and operator requests to the scheduler. Cheap to clone; `Send`.
@@ -284,30 +315,15 @@ impl QueueHandle {
 pub fn start(
     cfg: QueueConfig,
     metrics: Arc<Metrics>,
+    inbox: Inbox,
     relay: Option<RelayLink>,
 ) -> Result<QueueHandle, QueueError> {
     let (store, backlog) = Store::open(&cfg.spool_dir, cfg.generation)?;
     let maildir = Maildir::open(&cfg.maildir, cfg.maildir_mode)?;
-    let (tx, rx) = mpsc::channel();
+    let Inbox { tx, rx } = inbox;
     let (relay, relay_grace) = match relay {
         None => (None, Duration::ZERO),
-        Some(link) => {
-            // The relay reports on a channel of its own; one small thread moves each result
-            // into the scheduler's, so the scheduler waits on one channel for everything.
-            let forward = tx.clone();
-            let results = link.results;
-            std::thread::Builder::new()
-                .name("smtp-edge-relay-results".into())
-                .spawn(move || {
-                    for result in results {
-                        if forward.send(Command::Relayed(result)).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .map_err(QueueError::Spawn)?;
-            (Some(link.handle), link.grace)
-        }
+        Some(link) => (Some(link.handle), link.grace),
     };
     let mut scheduler = Scheduler {
         cfg,
@@ -881,7 +897,7 @@ impl Scheduler {
             return;
         };
         relay.shutdown(self.relay_grace);
-        // The relay has sent every result; the forwarding thread moves them over.
+        // The relay has sent every result into the inbox.
         let end = clock::now() + Duration::from_secs(5);
         while !self.flights.is_empty() {
             match rx.recv_timeout(end.saturating_duration_since(clock::now())) {

@@ -75,6 +75,7 @@ impl Fixture {
                 routes: (crate::relay::Route::Maildir, crate::relay::Route::Mx),
             },
             Metrics::new(1, Vec::new()),
+            Inbox::new(),
             None,
         )
         .unwrap()

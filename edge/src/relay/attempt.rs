@@ -130,7 +130,22 @@ impl fmt::Display for Peer {
     }
 }
 
-/// The result of one [`Attempt`], sent back on the channel given to
+/// Where the relay hands each [`AttemptResult`]: a channel's sender, or the queue's own
+/// inbox, which takes it straight into its commands (no thread moving results from one
+/// channel to another, no wake-up of one more thread per message).
+pub trait Report: Send + 'static {
+    /// Hands over one result. When the receiver is gone (the queue shutting down) it is
+    /// dropped: there is nobody left to tell.
+    fn report(&self, result: AttemptResult);
+}
+
+impl Report for std::sync::mpsc::Sender<AttemptResult> {
+    fn report(&self, result: AttemptResult) {
+        let _ = self.send(result);
+    }
+}
+
+/// The result of one [`Attempt`], handed to the [`Report`] given to
 /// [`super::Relay::start`]. Every submitted attempt gets exactly one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptResult {

@@ -6,7 +6,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
@@ -17,7 +16,9 @@ use crate::transport::{self, Stream};
 
 use super::resolve::{Resolver, Target};
 use super::session::{self, Ended};
-use super::{outcome, Attempt, AttemptResult, Peer, RcptOutcome, RelayConfig, Route, Verdict, Via};
+use super::{
+    outcome, Attempt, AttemptResult, Peer, RcptOutcome, RelayConfig, Report, Route, Verdict, Via,
+};
 
 /// Attempts that share connections: the same recipient domain by MX, or the same configured
 /// next hop.
@@ -61,7 +62,7 @@ pub(super) struct Shared {
     cfg: RefCell<Arc<RelayConfig>>,
     pub(super) tls: Arc<ClientConfig>,
     resolver: Resolver,
-    results: Sender<AttemptResult>,
+    results: Box<dyn Report>,
     dests: RefCell<HashMap<DestKey, Dest>>,
     /// Attempts submitted and not yet reported, by token: what shutdown reports deferred.
     outstanding: RefCell<HashMap<u64, Attempt>>,
@@ -80,7 +81,7 @@ enum Endpoint {
 impl Shared {
     pub(super) fn new(
         cfg: Arc<RelayConfig>,
-        results: Sender<AttemptResult>,
+        results: Box<dyn Report>,
         resolver: Resolver,
         tls: Arc<ClientConfig>,
     ) -> Shared {
@@ -234,8 +235,7 @@ impl Shared {
             outcomes = ?outcomes.iter().map(|o| o.verdict.as_str()).collect::<Vec<_>>(),
             "relay attempt"
         );
-        // A closed channel means the queue is gone (shutting down): nothing to tell.
-        let _ = self.results.send(AttemptResult {
+        self.results.report(AttemptResult {
             token: attempt.token,
             queue_id: attempt.queue_id.clone(),
             via,

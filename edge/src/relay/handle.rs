@@ -1,7 +1,6 @@
 //! Starting the relay thread, and the handle the queue submits attempts through.
 
 use std::rc::Rc;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use crate::transport;
 
 use super::dispatch::Shared;
 use super::resolve::Resolver;
-use super::{Attempt, AttemptResult, RelayConfig};
+use super::{Attempt, RelayConfig, Report};
 
 /// Submission entries of the relay thread's ring.
 const RING_ENTRIES: u32 = 256;
@@ -30,13 +29,11 @@ pub struct Relay;
 
 impl Relay {
     /// Starts the relay thread. Each [`Attempt`] submitted through the returned handle gets
-    /// exactly one [`AttemptResult`] on `results`. Fails if the thread, its ring or the TLS
+    /// exactly one [`AttemptResult`](super::AttemptResult) on `results`. Fails if the thread, its ring or the TLS
     /// client configuration cannot be set up. Without `dns.nameservers` the system resolver
     /// is used; if it has no configuration, MX lookups defer (and a warning says why).
-    pub fn start(
-        cfg: Arc<RelayConfig>,
-        results: Sender<AttemptResult>,
-    ) -> std::io::Result<RelayHandle> {
+    pub fn start(cfg: Arc<RelayConfig>, results: impl Report) -> std::io::Result<RelayHandle> {
+        let results: Box<dyn Report> = Box::new(results);
         let (tx, rx) = unbounded_channel();
         let (up_tx, up_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -103,7 +100,7 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
-    /// Hands `attempt` to the relay; returns at once. Its [`AttemptResult`] comes on the
+    /// Hands `attempt` to the relay; returns at once. Its [`AttemptResult`](super::AttemptResult) comes on the
     /// results channel. Tokens of attempts in flight at the same time must differ. Gives the
     /// attempt back if the relay has stopped.
     pub fn submit(&self, attempt: Attempt) -> Result<(), Box<Attempt>> {

@@ -5,7 +5,7 @@
 //!   queue ──Attempt──► RelayHandle::submit ──► relay thread (its own ring)
 //!                                                 destination: MX by DNS, or a next hop
 //!                                                 connection ─► protocol::client::Client
-//!   queue ◄──AttemptResult (mpsc)──────────────── one RcptOutcome per recipient
+//!   queue ◄──AttemptResult (Report)────────────── one RcptOutcome per recipient
 //! ```
 //!
 //! The queue decides *what* to send and *when* (retries, backoff, bounces); the relay decides
@@ -16,8 +16,9 @@
 //!
 //! - [`Relay::start`]`(cfg, results)` starts the relay thread (its own io_uring
 //!   runtime, so intake never waits for the network) and returns a [`RelayHandle`]; results
-//!   come back on `results`, a `std::sync::mpsc::Sender<AttemptResult>` whose receiver the
-//!   queue's scheduler owns (`recv_timeout` until its next retry is due).
+//!   go to `results`, a [`Report`]: the queue's inbox (the scheduler's own command channel,
+//!   on which it waits with `recv_timeout` until its next retry is due), or any
+//!   `std::sync::mpsc::Sender<AttemptResult>`.
 //! - [`RelayHandle::submit`]`(attempt)` returns at once; every attempt gets exactly one
 //!   [`AttemptResult`]. [`RelayHandle::shutdown`]`(grace)` defers what has not started,
 //!   lets sessions finish within `grace`, defers the rest, and joins the thread.
@@ -80,7 +81,7 @@ mod route;
 mod session;
 mod tls;
 
-pub use attempt::{Attempt, AttemptResult, Content, Peer, RcptOutcome, Verdict};
+pub use attempt::{Attempt, AttemptResult, Content, Peer, RcptOutcome, Report, Verdict};
 pub use config::{
     RelayConfig, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_IDLE_SECS, DEFAULT_MAX_AGE_SECS,
     DEFAULT_MAX_CONNECTIONS_PER_DOMAIN, DEFAULT_MX_PORT, DEFAULT_RETRY_SECS,

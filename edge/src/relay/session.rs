@@ -64,6 +64,9 @@ struct Session<'a> {
     /// The receive buffer, `None` while a read is in flight.
     buf: Option<RecvBuf>,
     pool: BufferPool,
+    /// The buffer content is read into, kept from message to message: a fresh 64 KiB one per
+    /// message came from new pages (a fault and a zeroed page each).
+    piece: Vec<u8>,
 }
 
 /// Runs a session on `stream` to `peer` until it closes.
@@ -90,6 +93,7 @@ pub(super) async fn run(
         tls_failed: false,
         buf: Some(pool.take()),
         pool,
+        piece: Vec::new(),
     };
     s.drive().await
 }
@@ -346,7 +350,9 @@ impl Session<'_> {
         };
         let mut offset = content.offset;
         let end = content.offset.saturating_add(content.len);
-        let mut piece = Vec::with_capacity(CHUNK);
+        let mut piece = std::mem::take(&mut self.piece);
+        piece.clear();
+        piece.reserve(CHUNK);
         let mut ok = true;
         while ok && offset < end {
             let want = usize::try_from(end - offset).map_or(CHUNK, |n| n.min(CHUNK));
@@ -364,6 +370,7 @@ impl Session<'_> {
             }
         }
         let _ = file.close().await;
+        self.piece = piece;
         if ok {
             self.client.end_body(clock::now());
         }
