@@ -68,7 +68,8 @@ use crate::metrics::Metrics;
 use crate::protocol::address::parse_mailbox;
 use crate::protocol::{Domain, Mailbox};
 use crate::relay::{
-    Attempt as RelayAttempt, AttemptResult, RelayHandle, Report, Route as RelayRoute, Verdict, Via,
+    Attempt as RelayAttempt, AttemptResult, RcptOutcome, RelayHandle, Report, Route as RelayRoute,
+    Verdict, Via,
 };
 use crate::rewrite::SharedRewriter;
 use crate::spool::log::{Placed, SegmentName};
@@ -338,6 +339,7 @@ pub fn start(
         next_token: 0,
         flights: HashMap::new(),
         busy: HashMap::new(),
+        outbox: Vec::new(),
     };
     if !backlog.is_empty() {
         tracing::info!(messages = backlog.len(), "queue: resuming");
@@ -362,6 +364,11 @@ pub fn start(
         thread: Arc::new(Joiner(Mutex::new(Some(handle)))),
     })
 }
+
+/// How long a done mark may wait, written but not synced, for others to share its
+/// `fdatasync`. A crash within it loses only marks: those messages are delivered again after
+/// the restart (the at-least-once of every MTA), never lost.
+const DONE_SYNC_DELAY: Duration = Duration::from_millis(100);
 
 /// The wall clock in ms since the Unix epoch: next-attempt times outlive the process.
 fn now_ms() -> u64 {
@@ -398,6 +405,8 @@ struct Scheduler {
     /// Messages with relay attempts in progress: not due again, nor deleted, until every
     /// result is in (the relay reads their file meanwhile).
     busy: HashMap<QueueId, Busy>,
+    /// Network attempts of the batch in hand, for [`Scheduler::send_outbox`].
+    outbox: Vec<RelayAttempt>,
 }
 
 /// One relay attempt in progress.
@@ -435,13 +444,21 @@ impl Scheduler {
     fn run(mut self, rx: &mpsc::Receiver<Command>) {
         loop {
             let now = now_ms();
-            let first = match self.timers.first() {
+            let timer = self
+                .timers
+                .first()
+                .map(|&(due, _)| Duration::from_millis(due.saturating_sub(now)));
+            let sync = self
+                .store
+                .unsynced_for(clock::now())
+                .map(|age| DONE_SYNC_DELAY.saturating_sub(age));
+            let first = match timer.into_iter().chain(sync).min() {
                 None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                Some(&(due, _)) if due <= now => rx.try_recv().map_err(|e| match e {
+                Some(wait) if wait.is_zero() => rx.try_recv().map_err(|e| match e {
                     mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
                     mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
                 }),
-                Some(&(due, _)) => rx.recv_timeout(Duration::from_millis(due - now)),
+                Some(wait) => rx.recv_timeout(wait),
             };
             let mut stop = match first {
                 Ok(command) => self.handle(command),
@@ -458,19 +475,31 @@ impl Scheduler {
             self.round(now_ms());
             if stop {
                 self.stop_relay(rx);
-                self.sync_done_marks();
+                self.sync_done_marks(true);
                 self.publish_size();
                 return;
             }
-            self.sync_done_marks();
+            self.sync_done_marks(false);
             self.publish_size();
         }
     }
 
-    /// Syncs the done marks of everything this pass finished: one `fdatasync` for all the
-    /// commands, results and the round it handled, not one per message.
-    fn sync_done_marks(&mut self) {
-        if let Err(e) = self.store.flush() {
+    /// Writes the done marks of everything this pass finished (one write), and syncs them
+    /// once the oldest has waited [`DONE_SYNC_DELAY`] (or `now`): one `fdatasync` for all the
+    /// passes of that time, not one per pass. Under load a pass handles a few messages, and
+    /// its `fdatasync` cost more than the rest of the pass.
+    fn sync_done_marks(&mut self, now: bool) {
+        let due = now
+            || self
+                .store
+                .unsynced_for(clock::now())
+                .is_some_and(|age| age >= DONE_SYNC_DELAY);
+        let done = if due {
+            self.store.flush()
+        } else {
+            self.store.write_pending()
+        };
+        if let Err(e) = done {
             // The marks are written, not yet synced: a crash may attempt those messages again.
             tracing::error!(error = %e, "queue: cannot sync done marks");
         }
@@ -619,8 +648,42 @@ impl Scheduler {
                 );
             }
         }
+        self.send_outbox();
         self.notify(&mut done, now);
         self.settle(done);
+    }
+
+    /// Hands the batch's network attempts to the relay in one go: one wake-up of its thread
+    /// per batch, not per message. If the relay has stopped, each attempt gets the result a
+    /// stopped relay would give (deferred), through the usual bookkeeping.
+    fn send_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.outbox);
+        let refused = match &self.relay {
+            Some(relay) => match relay.submit_all(batch) {
+                Ok(()) => return,
+                Err(refused) => refused,
+            },
+            None => batch,
+        };
+        for attempt in refused {
+            let reply = "451 4.3.0 the relay has stopped";
+            let outcome = RcptOutcome {
+                verdict: Verdict::Deferred,
+                status: "4.3.0".into(),
+                reply: Some(reply.into()),
+                detail: reply.into(),
+            };
+            self.relayed(AttemptResult {
+                token: attempt.token,
+                via: attempt.route.via(),
+                outcomes: vec![outcome; attempt.to.len()],
+                queue_id: attempt.queue_id,
+                peer: None,
+            });
+        }
     }
 
     /// The message and its record (built from the envelope on its first attempt); `None` if
@@ -757,7 +820,7 @@ impl Scheduler {
                 .filter_map(|r| parse_mailbox(&r.address).ok())
                 .collect();
             let submitted = match (&self.relay, to.len() == rcpts.len()) {
-                (Some(relay), true) => {
+                (Some(_), true) => {
                     let token = self.next_token;
                     self.next_token += 1;
                     let queued = &attempt.queued;
@@ -778,19 +841,16 @@ impl Scheduler {
                         eight_bit: !queued.message().is_ascii(),
                         smtputf8: queued.envelope.smtputf8,
                     };
-                    match relay.submit(relay_attempt) {
-                        Ok(()) => {
-                            self.flights.insert(
-                                token,
-                                Flight {
-                                    id: queued.id,
-                                    rcpts: rcpts.clone(),
-                                },
-                            );
-                            true
-                        }
-                        Err(_) => false,
-                    }
+                    self.flights.insert(
+                        token,
+                        Flight {
+                            id: queued.id,
+                            rcpts: rcpts.clone(),
+                        },
+                    );
+                    // Sent with the rest of the batch by `send_outbox`.
+                    self.outbox.push(relay_attempt);
+                    true
                 }
                 _ => false,
             };

@@ -32,8 +32,10 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::record::Record;
+use crate::clock;
 use crate::protocol::Envelope;
 use crate::relay::Content;
 use crate::spool::log::{self, Kind, Placed, Segment, SegmentName, HEADER_LEN};
@@ -62,6 +64,8 @@ pub struct Store {
     next_journal: u32,
     /// Something was appended to the queue's own segment since the last sync.
     unsynced: bool,
+    /// When the oldest of the writes not yet synced was made.
+    unsynced_since: Option<Instant>,
     /// Done marks not yet written: [`Store::flush`] writes them in one go before its sync.
     marks: Vec<u8>,
     /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
@@ -110,6 +114,7 @@ impl Store {
             journal: None,
             next_journal: 0,
             unsynced: false,
+            unsynced_since: None,
             marks: Vec::new(),
             segments: HashMap::new(),
             readers: HashMap::new(),
@@ -401,7 +406,24 @@ impl Store {
         self.marks = marks;
         written?;
         self.unsynced = true;
+        self.unsynced_since.get_or_insert_with(clock::now);
         Ok(())
+    }
+
+    /// Writes the done marks gathered so far (one write), without syncing them: see
+    /// [`Store::unsynced_for`].
+    pub fn write_pending(&mut self) -> Result<(), SpoolError> {
+        self.write_marks()
+    }
+
+    /// How long done marks have been written and not synced, if any are.
+    pub fn unsynced_for(&self, now: Instant) -> Option<Duration> {
+        self.unsynced
+            .then(|| {
+                self.unsynced_since
+                    .map(|t| now.saturating_duration_since(t))
+            })
+            .flatten()
     }
 
     /// Writes the done marks gathered since the last call and makes them durable: one write
@@ -415,6 +437,7 @@ impl Store {
             journal.sync()?;
         }
         self.unsynced = false;
+        self.unsynced_since = None;
         Ok(())
     }
 
@@ -430,6 +453,7 @@ impl Store {
             journal.sync()?;
         }
         self.unsynced = false;
+        self.unsynced_since = None;
         self.places.insert(id, placed);
         Ok(id)
     }

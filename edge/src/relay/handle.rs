@@ -18,6 +18,7 @@ const RING_ENTRIES: u32 = 256;
 
 enum Command {
     Submit(Box<Attempt>),
+    SubmitAll(Vec<Attempt>),
     Reconfigure(Arc<RelayConfig>),
     Shutdown(Duration),
 }
@@ -76,6 +77,11 @@ async fn serve(shared: Rc<Shared>, mut rx: UnboundedReceiver<Command>) {
     let grace = loop {
         match rx.recv().await {
             Some(Command::Submit(attempt)) => shared.submit(*attempt),
+            Some(Command::SubmitAll(attempts)) => {
+                for attempt in attempts {
+                    shared.submit(attempt);
+                }
+            }
             Some(Command::Reconfigure(cfg)) => shared.reconfigure(cfg),
             Some(Command::Shutdown(grace)) => break grace,
             // Every handle dropped: nothing more can come; finish what is in hand.
@@ -109,7 +115,23 @@ impl RelayHandle {
             .map_err(|e| match e.0 {
                 Command::Submit(attempt) => attempt,
                 // The command that failed to send is the one just built.
-                Command::Reconfigure(_) | Command::Shutdown(_) => unreachable!("sent a Submit"),
+                Command::SubmitAll(_) | Command::Reconfigure(_) | Command::Shutdown(_) => {
+                    unreachable!("sent a Submit")
+                }
+            })
+    }
+
+    /// [`RelayHandle::submit`] for several attempts at once: the relay thread is woken once
+    /// for all of them. Gives them back if the relay has stopped.
+    pub fn submit_all(&self, attempts: Vec<Attempt>) -> Result<(), Vec<Attempt>> {
+        self.tx
+            .send(Command::SubmitAll(attempts))
+            .map_err(|e| match e.0 {
+                Command::SubmitAll(attempts) => attempts,
+                // The command that failed to send is the one just built.
+                Command::Submit(_) | Command::Reconfigure(_) | Command::Shutdown(_) => {
+                    unreachable!("sent a SubmitAll")
+                }
             })
     }
 

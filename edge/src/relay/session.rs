@@ -363,7 +363,10 @@ impl Session<'_> {
                     let n = n.min(want);
                     self.client.send_body(clock::now(), &piece[..n]);
                     offset += n as u64;
-                    ok = self.flush().await.is_ok();
+                    // The last piece goes out with the final dot, in one write.
+                    if offset < end {
+                        ok = self.flush().await.is_ok();
+                    }
                 }
                 // A file shorter than the queue said: never send a truncated message.
                 _ => ok = false,
