@@ -13,7 +13,7 @@
 //!
 //! **The log.** A worker tells the queue where each message it committed is (segment and
 //! offset), and when it has sealed a segment, with how many messages it holds. A message that
-//! is done gets a done mark in the queue's own segment (synced once per pass of the scheduler, as a batch), and
+//! is done gets a done mark in the queue's own segment (written once per pass of the scheduler, synced with the others of the next 100 ms), and
 //! a sealed segment is deleted once as many of its messages are done as it holds: no per-message
 //! unlink. At startup, [`Store::open`] scans every segment (see [`crate::spool::log::scan`]:
 //! a torn tail ends a segment, a record that fails its checksum is skipped and logged, never

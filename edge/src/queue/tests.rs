@@ -59,6 +59,14 @@ impl Fixture {
     }
 
     fn start(&self) -> QueueHandle {
+        self.start_with(None)
+    }
+
+    fn start_with(&self, relay: Option<(Inbox, RelayLink)>) -> QueueHandle {
+        let (inbox, relay) = match relay {
+            Some((inbox, link)) => (inbox, Some(link)),
+            None => (Inbox::new(), None),
+        };
         start(
             QueueConfig {
                 spool_dir: self.spool.clone(),
@@ -75,8 +83,8 @@ impl Fixture {
                 routes: (crate::relay::Route::Maildir, crate::relay::Route::Mx),
             },
             Metrics::new(1, Vec::new()),
-            Inbox::new(),
-            None,
+            inbox,
+            relay,
         )
         .unwrap()
     }
@@ -501,4 +509,74 @@ fn a_restart_copies_forward_what_is_not_done_and_drops_the_old_segments() {
         MSG,
         "the relay reads the message from the log"
     );
+}
+
+#[test]
+fn done_marks_written_in_a_pass_survive_the_process_before_their_sync() {
+    let mut f = fixture();
+    let (_, placed) = log_messages(&mut f, 0, 2);
+    let (mut store, backlog) = Store::open(&f.spool, 2).unwrap();
+    assert_eq!(backlog.len(), 2);
+    store.remove(&placed[0].0).unwrap();
+    // What the scheduler does at the end of a pass whose marks are not due for a sync yet.
+    store.write_pending().unwrap();
+    assert!(store.unsynced_for(clock::now()).is_some());
+    // The process dies here: what was written is in the file, synced or not.
+    drop(store);
+    let (mut store, backlog) = Store::open(&f.spool, 3).unwrap();
+    assert_eq!(backlog, vec![placed[1].0], "the done message came back");
+    store.flush().unwrap();
+    assert_eq!(store.unsynced_for(clock::now()), None);
+}
+
+#[test]
+fn a_restart_knows_which_messages_have_a_record_and_removes_it_with_the_message() {
+    let mut f = fixture();
+    let (_, placed) = log_messages(&mut f, 0, 2);
+    let (with, without) = (placed[0].0, placed[1].0);
+    let (mut store, _) = Store::open(&f.spool, 2).unwrap();
+    let mut record = Record {
+        arrival_ms: 1,
+        recipients: vec![Recipient::pending("alice@example.test".into(), None)],
+    };
+    record.recipients[0].attempts = 1;
+    store.save(&[(with, &record)]).unwrap();
+    drop(store);
+    let (mut store, _) = Store::open(&f.spool, 3).unwrap();
+    assert_eq!(store.record(&with).unwrap(), Some(record));
+    assert_eq!(store.record(&without).unwrap(), None);
+    let state = f.spool.join("state").join(with.as_str());
+    assert!(state.exists());
+    store.remove(&with).unwrap();
+    assert!(!state.exists(), "the record goes with its message");
+}
+
+#[test]
+fn attempts_for_a_relay_that_has_stopped_are_deferred_and_kept() {
+    let mut f = fixture();
+    let inbox = Inbox::new();
+    let relay = crate::relay::Relay::start(
+        Arc::new(crate::relay::RelayConfig::new("mx.example.test")),
+        inbox.reports(),
+    )
+    .unwrap();
+    relay.shutdown(Duration::ZERO);
+    let link = RelayLink {
+        handle: relay,
+        grace: Duration::ZERO,
+    };
+    let id = f.queue(&["bob@remote.test"]);
+    let q = f.start_with(Some((inbox, link)));
+    q.enqueue(id);
+    wait("deferred", || {
+        list(&q).iter().any(|m| {
+            m.id == id.as_str()
+                && m.recipients.iter().any(|r| {
+                    r.state == State::Deferred
+                        && r.last_reply.as_deref() == Some("451 4.3.0 the relay has stopped")
+                })
+        })
+    });
+    q.shutdown();
+    assert_eq!(f.queued_files(), 1, "still queued");
 }
