@@ -67,6 +67,11 @@ struct Session<'a> {
     /// The buffer content is read into, kept from message to message: a fresh 64 KiB one per
     /// message came from new pages (a fault and a zeroed page each).
     piece: Vec<u8>,
+    /// The spool file the last message was read from, kept open for the next: messages queued
+    /// together sit in the same log segment, and an open and a close per message cost more
+    /// than the read. It holds a segment the queue has deleted at most until the session moves
+    /// to another file or ends (after `relay.idle_secs` without mail).
+    source: Option<(std::path::PathBuf, File)>,
 }
 
 /// Runs a session on `stream` to `peer` until it closes.
@@ -94,6 +99,7 @@ pub(super) async fn run(
         buf: Some(pool.take()),
         pool,
         piece: Vec::new(),
+        source: None,
     };
     s.drive().await
 }
@@ -161,6 +167,9 @@ impl Session<'_> {
             }
             Event::Done(report) => self.report(report),
             Event::Closed(end) => {
+                if let Some((_, file)) = self.source.take() {
+                    let _ = file.close().await;
+                }
                 let _ = self.flush().await;
                 if let Some(tls) = &mut self.tls {
                     tls.close(&mut self.wire);
@@ -345,8 +354,17 @@ impl Session<'_> {
         let Some(content) = self.in_flight.get(&id).map(|f| f.attempt.content.clone()) else {
             return false;
         };
-        let Ok(file) = File::open(&content.path).await else {
-            return false;
+        let file = match self.source.take() {
+            Some((path, file)) if path == content.path => file,
+            other => {
+                if let Some((_, old)) = other {
+                    let _ = old.close().await;
+                }
+                match File::open(&content.path).await {
+                    Ok(file) => file,
+                    Err(_) => return false,
+                }
+            }
         };
         let mut offset = content.offset;
         let end = content.offset.saturating_add(content.len);
@@ -372,10 +390,12 @@ impl Session<'_> {
                 _ => ok = false,
             }
         }
-        let _ = file.close().await;
         self.piece = piece;
         if ok {
             self.client.end_body(clock::now());
+            self.source = Some((content.path, file));
+        } else {
+            let _ = file.close().await;
         }
         ok
     }
