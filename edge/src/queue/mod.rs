@@ -66,7 +66,7 @@ use crate::clock;
 use crate::delivery::{Maildir, MaildirError, MaildirJob, RcptResult, MAX_BATCH};
 use crate::metrics::Metrics;
 use crate::protocol::address::parse_mailbox;
-use crate::protocol::{Domain, Mailbox};
+use crate::protocol::{Domain, Envelope, Mailbox};
 use crate::relay::{
     Attempt as RelayAttempt, AttemptResult, RcptOutcome, RelayHandle, Report, Route as RelayRoute,
     Verdict, Via,
@@ -74,7 +74,7 @@ use crate::relay::{
 use crate::rewrite::SharedRewriter;
 use crate::spool::log::{Placed, SegmentName};
 pub use crate::spool::QueueId;
-use crate::spool::{Queued, SpoolError};
+use crate::spool::{Queued, Shape, SpoolError};
 
 pub use record::{Recipient, Record, RetryPolicy, State};
 pub use store::Store;
@@ -164,8 +164,9 @@ pub struct MessageInfo {
 }
 
 enum Command {
-    /// A message committed by a worker: in the log, or (`None`) in `queue/`.
-    Enqueue(QueueId, Option<Placed>),
+    /// A message committed by a worker: in the log, or (`None`) in `queue/`; with its
+    /// envelope and shape when the worker gave them.
+    Enqueue(QueueId, Option<Placed>, Option<Box<(Envelope, Shape)>>),
     /// A worker sealed a log segment holding this many messages.
     Sealed(SegmentName, u64),
     Control(Request, mpsc::Sender<Answer>),
@@ -260,14 +261,32 @@ impl QueueHandle {
     /// Queues a committed message for its first attempt. Never blocks. If the thread is gone
     /// the message stays on disk and is attempted at the next start.
     pub fn enqueue(&self, id: QueueId) {
-        if self.tx.send(Command::Enqueue(id, None)).is_err() {
+        if self.tx.send(Command::Enqueue(id, None, None)).is_err() {
             tracing::error!(%id, "queue thread gone; message stays queued until restart");
         }
     }
 
     /// Queues a message committed into the spool log at `placed`. Never blocks.
     pub fn enqueue_logged(&self, id: QueueId, placed: Placed) {
-        if self.tx.send(Command::Enqueue(id, Some(placed))).is_err() {
+        if self
+            .tx
+            .send(Command::Enqueue(id, Some(placed), None))
+            .is_err()
+        {
+            tracing::error!(%id, "queue thread gone; message stays queued until restart");
+        }
+    }
+
+    /// [`QueueHandle::enqueue_logged`] with what the committing worker knows of the message:
+    /// its first attempt, if it goes to the relay, needs no read of the log (the relay reads the
+    /// content from the segment itself). Never blocks.
+    pub fn enqueue_described(&self, id: QueueId, placed: Placed, envelope: Envelope, shape: Shape) {
+        let described = Some(Box::new((envelope, shape)));
+        if self
+            .tx
+            .send(Command::Enqueue(id, Some(placed), described))
+            .is_err()
+        {
             tracing::error!(%id, "queue thread gone; message stays queued until restart");
         }
     }
@@ -340,6 +359,7 @@ pub fn start(
         flights: HashMap::new(),
         busy: HashMap::new(),
         outbox: Vec::new(),
+        described: HashMap::new(),
     };
     if !backlog.is_empty() {
         tracing::info!(messages = backlog.len(), "queue: resuming");
@@ -407,6 +427,9 @@ struct Scheduler {
     busy: HashMap<QueueId, Busy>,
     /// Network attempts of the batch in hand, for [`Scheduler::send_outbox`].
     outbox: Vec<RelayAttempt>,
+    /// Envelope and shape of messages not attempted yet, from the workers that committed them:
+    /// their first attempt need not read them back unless a recipient is local (Maildir).
+    described: HashMap<QueueId, (Envelope, Shape)>,
 }
 
 /// One relay attempt in progress.
@@ -508,9 +531,12 @@ impl Scheduler {
     /// Carries out one command; true to stop.
     fn handle(&mut self, command: Command) -> bool {
         match command {
-            Command::Enqueue(id, placed) => {
+            Command::Enqueue(id, placed, described) => {
                 if let Some(placed) = placed {
                     self.store.add(id, placed);
+                }
+                if let Some(described) = described {
+                    self.described.insert(id, *described);
                 }
                 self.schedule(id, 0, false);
                 false
@@ -567,6 +593,7 @@ impl Scheduler {
     }
 
     fn forget(&mut self, id: &QueueId) {
+        self.described.remove(id);
         if let Some(old) = self.entries.remove(id) {
             self.timers.remove(&(old.due_ms, *id));
         }
@@ -602,21 +629,29 @@ impl Scheduler {
         let mut attempts = Vec::with_capacity(ids.len());
         for &id in ids {
             let force = self.forced.remove(&id);
-            match self.load(id, now) {
-                Ok(Some((queued, record))) => {
-                    let due = record
-                        .recipients
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| r.is_due(now, force))
-                        .map(|(i, r)| (i, self.route(&r.address)))
-                        .collect();
-                    attempts.push(Attempt {
-                        queued,
-                        record,
-                        due,
-                    });
+            let loaded = self.load(id, now).and_then(|loaded| {
+                let Some((mut queued, record)) = loaded else {
+                    return Ok(None);
+                };
+                let due: Vec<(usize, Route)> = record
+                    .recipients
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.is_due(now, force))
+                    .map(|(i, r)| (i, self.route(&r.address)))
+                    .collect();
+                // Maildir needs the message itself; the relay reads it from the spool.
+                if queued.is_released() && due.iter().any(|(_, r)| *r == Route::Maildir) {
+                    queued = self.store.message(&id)?;
                 }
+                Ok(Some(Attempt {
+                    queued,
+                    record,
+                    due,
+                }))
+            });
+            match loaded {
+                Ok(Some(attempt)) => attempts.push(attempt),
                 Ok(None) => self.forget(&id),
                 Err(e) => {
                     // Unreadable (a disk error, a corrupt file): keep it, try again later.
@@ -692,7 +727,10 @@ impl Scheduler {
         if !self.store.contains(&id) {
             return Ok(None);
         }
-        let queued = self.store.message(&id)?;
+        let queued = match self.described.remove(&id) {
+            Some((envelope, shape)) => Queued::described(id, envelope, shape),
+            None => self.store.message(&id)?,
+        };
         let record = match self.store.record(&id)? {
             Some(record) => record,
             None => {
@@ -838,7 +876,7 @@ impl Scheduler {
                         from: queued.envelope.mail_from.clone(),
                         to,
                         content: self.store.content(queued),
-                        eight_bit: !queued.message().is_ascii(),
+                        eight_bit: queued.eight_bit(),
                         smtputf8: queued.envelope.smtputf8,
                     };
                     self.flights.insert(
@@ -930,21 +968,6 @@ impl Scheduler {
             self.busy.insert(flight.id, busy);
             return;
         }
-        let unreported = busy
-            .attempt
-            .record
-            .recipients
-            .iter()
-            .any(|r| r.state == State::Failed && !r.notified);
-        if unreported && busy.attempt.queued.is_released() {
-            // The notice quotes the message's header: read it again.
-            match self.store.message(&flight.id) {
-                Ok(queued) => busy.attempt.queued = queued,
-                Err(e) => {
-                    tracing::error!(id = %flight.id, error = %e, "queue: cannot read the message back for its notice of failure");
-                }
-            }
-        }
         let mut done = vec![busy.attempt];
         self.notify(&mut done, now);
         self.settle(done);
@@ -966,8 +989,8 @@ impl Scheduler {
                     let _ = reply.send(Answer::Error("the queue is shutting down".into()));
                 }
                 Ok(Command::Sealed(segment, messages)) => self.store.sealed(segment, messages),
-                Ok(Command::Enqueue(id, Some(placed))) => self.store.add(id, placed),
-                Ok(Command::Enqueue(_, None) | Command::Reconfigure(_) | Command::Shutdown) => {}
+                Ok(Command::Enqueue(id, Some(placed), _)) => self.store.add(id, placed),
+                Ok(Command::Enqueue(_, None, _) | Command::Reconfigure(_) | Command::Shutdown) => {}
                 Err(_) => break,
             }
         }
@@ -1044,15 +1067,31 @@ impl Scheduler {
     /// Queues one notice per message for the recipients that failed and were not reported yet.
     fn notify(&mut self, attempts: &mut [Attempt], now: u64) {
         for attempt in attempts.iter_mut() {
+            let unreported = attempt
+                .record
+                .recipients
+                .iter()
+                .any(|r| r.state == State::Failed && !r.notified);
+            if !unreported {
+                continue;
+            }
+            if attempt.queued.is_released() {
+                // The notice quotes the message's header: read it (again).
+                match self.store.message(&attempt.queued.id) {
+                    Ok(queued) => attempt.queued = queued,
+                    Err(e) => {
+                        // Left unreported and queued: the next attempt tries again.
+                        tracing::error!(id = %attempt.queued.id, error = %e, "queue: cannot read the message back for its notice of failure");
+                        continue;
+                    }
+                }
+            }
             let failed: Vec<&Recipient> = attempt
                 .record
                 .recipients
                 .iter()
                 .filter(|r| r.state == State::Failed && !r.notified)
                 .collect();
-            if failed.is_empty() {
-                continue;
-            }
             let wall = UNIX_EPOCH + Duration::from_millis(now);
             let notice = dsn::build(
                 &self.cfg.hostname,
@@ -1219,7 +1258,7 @@ impl Scheduler {
                 .as_ref()
                 .map(Mailbox::to_string)
                 .unwrap_or_default(),
-            size: queued.message().len() as u64,
+            size: queued.message_len(),
             arrival: record.arrival_ms / 1000,
             state: record.summary().to_owned(),
             recipients: record.recipients,

@@ -465,12 +465,12 @@ impl Store {
             None => Content {
                 path: queue_path(&self.spool, &queued.id),
                 offset: queued.message_offset(),
-                len: queued.message().len() as u64,
+                len: queued.message_len(),
             },
             Some(p) => Content {
                 path: log::segment_path(&self.spool, &p.segment),
                 offset: p.offset + HEADER_LEN as u64 + queued.message_offset(),
-                len: queued.message().len() as u64,
+                len: queued.message_len(),
             },
         }
     }

@@ -580,3 +580,56 @@ fn attempts_for_a_relay_that_has_stopped_are_deferred_and_kept() {
     q.shutdown();
     assert_eq!(f.queued_files(), 1, "still queued");
 }
+
+/// Writes one message from `from` to `rcpts` into log segment `seq` of worker 0, as a worker
+/// would; returns its id, where it is, and the shape the worker would describe it by.
+fn log_one(f: &mut Fixture, seq: u32, from: &str, rcpts: &[&str]) -> (QueueId, Placed, Shape) {
+    let name = SegmentName {
+        generation: 1,
+        owner: 0,
+        seq,
+    };
+    let mut segment = log::Segment::create(&f.spool, name).unwrap();
+    let id = f.ids.next();
+    let mut env = envelope(rcpts);
+    env.mail_from = Some(parse_mailbox(from).unwrap());
+    let file = committed_file(&env, &id, MSG);
+    let mut record = Vec::new();
+    log::record::encode(&mut record, log::Kind::Message, &id, &file);
+    let at = segment.append(&record).unwrap();
+    segment.sync().unwrap();
+    let shape = Shape {
+        message_offset: (file.len() - MSG.len()) as u64,
+        len: MSG.len() as u64,
+        eight_bit: false,
+    };
+    let placed = Placed {
+        segment: name,
+        offset: at,
+    };
+    (id, placed, shape)
+}
+
+#[test]
+fn a_message_described_by_its_worker_is_read_for_maildir_and_for_its_notice() {
+    let mut f = fixture();
+    let q = f.start();
+    let from = "alice@example.test";
+    let rcpts = ["\"\"@example.test", "bob@example.test"];
+    let (id, placed, shape) = log_one(&mut f, 0, from, &rcpts);
+    let mut env = envelope(&rcpts);
+    env.mail_from = Some(parse_mailbox(from).unwrap());
+    q.enqueue_described(id, placed, env, shape);
+    wait("bob's copy and the notice", || {
+        f.entries("example.test", "bob").len() == 1 && f.entries("example.test", "alice").len() == 1
+    });
+    q.shutdown();
+    // Maildir got the message itself, read from the log, not an empty one.
+    let mut want =
+        format!("Return-Path: <{from}>\r\nDelivered-To: bob@example.test\r\n").into_bytes();
+    want.extend_from_slice(MSG);
+    assert_eq!(f.entries("example.test", "bob")[0].1, want);
+    // The notice quotes the message's header.
+    let notice = String::from_utf8(f.entries("example.test", "alice")[0].1.clone()).unwrap();
+    assert!(notice.contains("Subject: t\r\n"), "{notice}");
+}

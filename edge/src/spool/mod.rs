@@ -55,6 +55,18 @@ pub const TMP_DIR: &str = "tmp";
 /// Subdirectory of committed files waiting for delivery.
 pub const QUEUE_DIR: &str = "queue";
 
+/// What the queue needs of a message committed to the log to hand it to the relay without
+/// reading it back: the committing worker knows it, having just written the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Where the message starts in the record's payload (after the envelope header).
+    pub message_offset: u64,
+    /// The message's length in octets.
+    pub len: u64,
+    /// Whether it holds an octet above 127 (8BITMIME matters to the next hop).
+    pub eight_bit: bool,
+}
+
 /// Where a committed message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Place {
@@ -162,6 +174,10 @@ pub struct Queued {
     pub envelope: Envelope,
     data: Vec<u8>,
     message_offset: usize,
+    /// The message's length: kept when the message itself is not held.
+    len: u64,
+    /// Whether the message has an octet above 127, once known.
+    eight_bit: Option<bool>,
 }
 
 impl Queued {
@@ -175,14 +191,38 @@ impl Queued {
         self.message_offset as u64
     }
 
+    /// The message's length in octets, held or not.
+    pub fn message_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the message has an octet above 127.
+    pub fn eight_bit(&self) -> bool {
+        self.eight_bit.unwrap_or_else(|| !self.message().is_ascii())
+    }
+
+    /// A message committed to the log, known by its envelope and [`Shape`] without being read
+    /// back: [`Queued::is_released`] (the message itself is not held).
+    pub fn described(id: QueueId, envelope: Envelope, shape: Shape) -> Queued {
+        Queued {
+            id,
+            envelope,
+            data: Vec::new(),
+            message_offset: usize::try_from(shape.message_offset).unwrap_or(usize::MAX),
+            len: shape.len,
+            eight_bit: Some(shape.eight_bit),
+        }
+    }
+
     /// Frees the message, keeping the envelope: while the relay carries it (reading it from
     /// the spool), the queue needs only the envelope, and a backlog of messages in flight
     /// should not hold every one of them in memory. [`Queued::message`] is empty after this.
     pub fn release_message(&mut self) {
+        self.eight_bit = Some(self.eight_bit());
         self.data = Vec::new();
     }
 
-    /// Whether [`Queued::release_message`] freed the message.
+    /// Whether the message itself is not held ([`Queued::release_message`], [`Queued::described`]).
     pub fn is_released(&self) -> bool {
         // A decoded queue file always has its envelope header.
         self.data.is_empty()
@@ -219,11 +259,14 @@ pub fn decode_queued(
     if expected != Some(decoded.id) {
         return Err(bad(FormatError::IdMismatch(decoded.id.to_string())));
     }
+    let len = data.len().saturating_sub(decoded.message_offset) as u64;
     Ok(Queued {
         id: decoded.id,
         envelope: decoded.envelope,
         data,
         message_offset: decoded.message_offset,
+        len,
+        eight_bit: None,
     })
 }
 

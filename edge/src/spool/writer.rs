@@ -13,8 +13,8 @@ use super::format::{encode_header, size_field, SIZE_OFFSET};
 use super::group::GroupSync;
 use super::log::{self, LogWriter, OnSeal, HEADER_LEN};
 use super::{
-    queue_path, received_header, tmp_path, Place, QueueId, QueueIdGen, SpoolError, TraceInfo,
-    QUEUE_DIR,
+    queue_path, received_header, tmp_path, Place, QueueId, QueueIdGen, Shape, SpoolError,
+    TraceInfo, QUEUE_DIR,
 };
 use crate::protocol::Envelope;
 use crate::transport;
@@ -46,6 +46,8 @@ impl std::fmt::Debug for SpoolWriter {
 /// A message made durable: its id, where it is, and how long its commit waited for syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
+    /// For a message in the log, what the queue needs to hand it on without reading it back.
+    pub shape: Option<Shape>,
     /// Its queue id.
     pub id: QueueId,
     /// Where it is.
@@ -263,6 +265,13 @@ impl Incoming {
             if let Some(slot) = inline.get_mut(at..at + digits.len()) {
                 slot.copy_from_slice(&digits);
             }
+            let shape = Shape {
+                message_offset: self.message_start,
+                len: size,
+                eight_bit: inline
+                    .get(HEADER_LEN + self.message_start as usize..)
+                    .is_some_and(|m| !m.is_ascii()),
+            };
             log::record::seal_in_place(&mut inline, log::Kind::Message, &self.id);
             let started = stopwatch();
             let placed = self.writer.log.commit(inline).await?;
@@ -270,6 +279,7 @@ impl Incoming {
                 id: self.id,
                 place: Place::Log(placed),
                 fsync: started.elapsed(),
+                shape: Some(shape),
             });
         }
         let Some(file) = self.file.take() else {
@@ -308,6 +318,7 @@ impl Incoming {
             id: self.id,
             place: Place::File,
             fsync: fsyncs,
+            shape: None,
         })
     }
 
@@ -409,6 +420,42 @@ mod tests {
     }
 
     #[test]
+    fn an_eight_bit_message_is_described_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path()).unwrap();
+        crate::transport::run(256, async {
+            let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
+                .await
+                .unwrap();
+            let env = envelope(&["a@example.test"]);
+            let mut seven = w.begin(&env, &trace()).await.unwrap();
+            let (res, _) = seven
+                .append(b"Subject: plain\r\n\r\nascii\r\n".to_vec())
+                .await;
+            res.unwrap();
+            let seven = seven.commit().await.unwrap();
+            let mut eight = w.begin(&env, &trace()).await.unwrap();
+            let (res, _) = eight
+                .append(
+                    "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n"
+                        .as_bytes()
+                        .to_vec(),
+                )
+                .await;
+            res.unwrap();
+            let eight = eight.commit().await.unwrap();
+            for (c, want) in [(seven, false), (eight, true)] {
+                let shape = c.shape.unwrap();
+                let q = read_back(dir.path(), &c);
+                assert_eq!(shape.eight_bit, want);
+                assert_eq!(q.eight_bit(), want);
+                assert_eq!(shape.len, q.message().len() as u64);
+                assert_eq!(shape.message_offset, q.message_offset());
+            }
+        });
+    }
+
+    #[test]
     fn commit_puts_exact_bytes_in_the_log() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path()).unwrap();
@@ -432,6 +479,11 @@ mod tests {
             let want = received_header(&trace(), &id, &env.rcpt_to)
                 + "Subject: hi\r\n\r\nline 1\r\nline 2\r\n";
             assert_eq!(q.message(), want.as_bytes());
+            // What the worker tells the queue is what the queue would read back.
+            let described = Queued::described(id, env.clone(), committed.shape.unwrap());
+            assert_eq!(described.message_offset(), q.message_offset());
+            assert_eq!(described.message_len(), q.message().len() as u64);
+            assert!(!described.eight_bit() && !q.eight_bit());
             // No file per message anywhere.
             assert_eq!(count(dir.path(), TMP_DIR), 0);
             assert_eq!(count(dir.path(), QUEUE_DIR), 0);

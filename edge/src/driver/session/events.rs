@@ -367,15 +367,24 @@ impl Session {
             }
         };
         match verdict {
-            Ok(Committed { id, place, fsync }) => {
+            Ok(Committed {
+                id,
+                place,
+                fsync,
+                shape,
+            }) => {
                 self.metrics().observe_fsync(fsync);
                 self.metrics().message_accepted();
                 self.conn.handle_spooled(clock::now(), txn, Ok(id.as_str()));
                 self.log_message_accepted(&id, &envelope, size);
                 self.summary.queue_ids.push(id);
-                match place {
-                    Place::Log(placed) => self.ctx.queue.enqueue_logged(id, placed),
-                    Place::File => self.ctx.queue.enqueue(id),
+                match (place, shape) {
+                    (Place::Log(placed), Some(shape)) => self
+                        .ctx
+                        .queue
+                        .enqueue_described(id, placed, envelope, shape),
+                    (Place::Log(placed), None) => self.ctx.queue.enqueue_logged(id, placed),
+                    (Place::File, _) => self.ctx.queue.enqueue(id),
                 }
             }
             Err(e) => {
