@@ -176,6 +176,11 @@ pub struct TlsJob {
 pub struct Job<'a> {
     /// The server.
     pub server: SocketAddr,
+    /// Local addresses to connect from, in turn (each thread starting at its own); empty:
+    /// the kernel's choice.
+    pub sources: &'a [std::net::Ipv4Addr],
+    /// This thread's index, to spread the threads over `sources`.
+    pub thread: usize,
     /// Concurrent sessions on this thread (idle mode: sessions to hold).
     pub sessions: usize,
     /// Messages per session: `--per-session`, capped at a fair share of `--messages` so that every
@@ -208,6 +213,7 @@ pub fn run(job: &Job<'_>) -> io::Result<Stats> {
         buf: vec![0; RECV_BUF],
         plain: Vec::with_capacity(RECV_BUF),
         opened: 0,
+        connects: 0,
     };
     let res = lp.run();
     for slot in lp.slots.iter_mut().flatten() {
@@ -229,6 +235,8 @@ struct Loop<'a, 'j> {
     plain: Vec<u8>,
     /// Idle mode: sessions opened so far.
     opened: usize,
+    /// Connections attempted so far, to take the sources in turn.
+    connects: usize,
 }
 
 impl<'a> Loop<'a, '_> {
@@ -316,7 +324,12 @@ impl<'a> Loop<'a, '_> {
             },
             _ => None,
         };
-        match connect(job.server) {
+        let source = match job.sources.len() {
+            0 => None,
+            n => job.sources.get((self.connects + job.thread) % n).copied(),
+        };
+        self.connects += 1;
+        match connect(job.server, source) {
             Ok(fd) => {
                 let mut ev = libc::epoll_event {
                     events: (libc::EPOLLIN | libc::EPOLLOUT) as u32,
@@ -577,7 +590,7 @@ impl<'a> Loop<'a, '_> {
     }
 }
 
-fn connect(addr: SocketAddr) -> io::Result<RawFd> {
+fn connect(addr: SocketAddr, source: Option<std::net::Ipv4Addr>) -> io::Result<RawFd> {
     let SocketAddr::V4(v4) = addr else {
         return Err(io::Error::other("IPv4 only"));
     };
@@ -599,6 +612,35 @@ fn connect(addr: SocketAddr) -> io::Result<RawFd> {
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as u32,
         );
+        if let Some(source) = source {
+            // The port is chosen at connect, per destination, not at bind: otherwise every
+            // connection from `source` would need a port of its own among all destinations.
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            let local = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(source.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            if libc::bind(
+                fd,
+                (&local as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            ) < 0
+            {
+                let e = io::Error::last_os_error();
+                libc::close(fd);
+                return Err(e);
+            }
+        }
         let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: v4.port().to_be(),

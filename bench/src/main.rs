@@ -107,6 +107,8 @@ fn run(o: &Options) -> std::io::Result<Report<'_>> {
                 let sessions = total_sessions / threads + usize::from(t < total_sessions % threads);
                 let job = Job {
                     server: o.server,
+                    sources: &o.sources,
+                    thread: t,
                     sessions,
                     per_session,
                     idle,

@@ -80,6 +80,11 @@ pub struct Cli {
     /// How long to hold them.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs, help_heading = "Idle connections")]
     hold: Duration,
+    /// Connect from this local address; repeat to spread connections over several, round
+    /// robin: one source address reaches one server port with at most the ephemeral port
+    /// range (about 28,000 connections on Linux).
+    #[arg(long, value_name = "IPV4", help_heading = "Connections")]
+    source: Vec<std::net::Ipv4Addr>,
 
     /// STARTTLS after EHLO (RFC 3207), then EHLO again.
     #[arg(long, conflicts_with = "tls", help_heading = "TLS")]
@@ -153,6 +158,8 @@ pub struct Options {
     pub idle: Option<usize>,
     /// How long idle sessions are held.
     pub hold: Duration,
+    /// Local addresses to connect from, in turn; empty: the kernel's choice.
+    pub sources: Vec<std::net::Ipv4Addr>,
     /// JSON output.
     pub json: bool,
     /// TLS, if any.
@@ -275,6 +282,7 @@ impl Options {
             helo: c.helo,
             idle,
             hold: c.hold,
+            sources: c.source,
             json: c.json,
             tls,
             auth,

@@ -22,15 +22,16 @@ use crate::spool::log::OnSeal;
 use crate::spool::{QueueIdGen, SpoolWriter};
 use crate::transport::{self, BufferPool, Listener};
 
-/// Registered receive buffers per worker; connections beyond these get heap buffers.
+/// Registered receive buffers per worker. A session holds one only while its input is being
+/// handled (a session waiting for its client holds none), so these serve far more sessions
+/// than their number; reads beyond them get heap buffers.
 const FIXED_BUFFERS: usize = 512;
 /// Size of one registered receive buffer: a typical 10 KB message arrives in one read.
 const RECV_BUFFER: usize = 16 * 1024;
 /// Memory each worker registers with its ring (locked, so counted against RLIMIT_MEMLOCK
 /// for a user other than root).
 pub(super) const REGISTERED_BYTES: u64 = (FIXED_BUFFERS * RECV_BUFFER) as u64;
-/// Size of a heap receive buffer, for connections beyond the registered pool: small, so that
-/// 10,000 idle connections cost little memory (a pending read holds its buffer).
+/// Size of a heap receive buffer, for reads while every registered buffer is in use.
 const HEAP_RECV_BUFFER: usize = 4 * 1024;
 /// Pause after a failed accept (out of descriptors, memory): long enough not to spin, short
 /// enough not to notice.

@@ -197,6 +197,9 @@ fn run_steps(cfg: &EngineConfig, steps: &[Step]) -> Outcome {
             }
         }
         let _ = conn.poll_transmit(&mut r.out);
+        // As the driver does before every wait for input: with inputs split at every byte,
+        // this proves that trimming never loses a partial line, content or a reply.
+        conn.trim();
     }
     let text = String::from_utf8(r.out).unwrap();
     Outcome {

@@ -10,14 +10,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::cell::OnceCell;
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio_uring::buf::fixed::{FixedBuf, FixedBufPool};
-use tokio_uring::buf::BoundedBuf;
+use tokio_uring::buf::{BoundedBuf, IoBuf};
 
 /// Runs `future` to completion on a new io_uring runtime owning this thread, its ring sized
 /// for `entries` submissions; tasks it spawns ([`spawn`]) stay on this thread.
 pub fn run<F: Future>(entries: u32, future: F) -> F::Output {
     tokio_uring::builder().entries(entries).start(future)
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Spawns a task on this thread's ring (within [`run`]).
 pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
@@ -81,13 +89,29 @@ impl Listener {
         let (stream, peer) = self.0.accept().await?;
         // Replies are small and the client waits for them: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        Ok((Stream(Socket::Tcp(stream)), peer))
+        Ok((Stream::new(Socket::Tcp(stream)), peer))
     }
 }
 
 /// A connected stream on this thread's ring: TCP (accepted, or connected by the relay) or a
 /// Unix socket (the relay's LMTP to a local mail store).
-pub struct Stream(Socket);
+pub struct Stream {
+    /// The socket's registration with the runtime's readiness reactor (epoll), made at the
+    /// first [`Stream::recv_when_ready`]; `None` inside if registration failed. Declared
+    /// before `socket` so that it is dropped (deregistered) while the descriptor is still
+    /// open: a closed number may already belong to another connection.
+    ready: OnceCell<Option<AsyncFd<Descriptor>>>,
+    socket: Socket,
+}
+
+/// A descriptor owned by the stream's socket, lent to the readiness reactor; never closed here.
+struct Descriptor(RawFd);
+
+impl AsRawFd for Descriptor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
 
 enum Socket {
     Tcp(tokio_uring::net::TcpStream),
@@ -122,6 +146,14 @@ impl RecvBuf {
     /// Whether this buffer is registered with the ring.
     pub fn is_fixed(&self) -> bool {
         matches!(self.mem, RecvMem::Fixed(_))
+    }
+
+    /// How many bytes one read may bring.
+    fn capacity(&self) -> usize {
+        match &self.mem {
+            RecvMem::Fixed(b) => IoBuf::bytes_total(b),
+            RecvMem::Heap(v) => v.capacity(),
+        }
     }
 }
 
@@ -165,24 +197,77 @@ impl BufferPool {
 }
 
 impl Stream {
+    fn new(socket: Socket) -> Stream {
+        Stream {
+            ready: OnceCell::new(),
+            socket,
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match &self.socket {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Waits until the socket has input (data, end of stream or an error) *without* a buffer,
+    /// then takes one with `take` and receives into it: a connection that waits holds no
+    /// receive buffer, only its registration with the reactor (tens of octets).
+    ///
+    /// A read that fills the whole buffer leaves the readiness set, as more is probably
+    /// waiting (a message body); a shorter one has drained the socket and clears it. The
+    /// reactor counts readiness events, so one that arrives meanwhile is not lost by the
+    /// clearing. Should readiness be spurious, the read simply waits for data, buffer in hand.
+    /// Without a registration (the reactor refused it), this is [`Stream::recv`].
+    pub async fn recv_when_ready(
+        &self,
+        take: impl FnOnce() -> RecvBuf,
+    ) -> (io::Result<usize>, RecvBuf) {
+        let ready = self.ready.get_or_init(|| {
+            // SAFETY: the descriptor is `self.socket`'s, open for as long as the socket is;
+            // the registration lives in `self.ready`, dropped before `self.socket` (field
+            // order), so it never outlives the descriptor nor sees its number reused.
+            unsafe {
+                AsyncFd::register_with_interest(Descriptor(self.raw_fd()), Interest::READABLE)
+            }
+            .inspect_err(|e| tracing::debug!(error = %e, "cannot register for readiness"))
+            .ok()
+        });
+        let Some(ready) = ready else {
+            return self.recv(take()).await;
+        };
+        let mut guard = match ready.readable().await {
+            Ok(guard) => guard,
+            Err(e) => return (Err(e), take()),
+        };
+        let buf = take();
+        let capacity = buf.capacity();
+        let (res, buf) = self.recv(buf).await;
+        if matches!(res, Ok(n) if n > 0 && n < capacity) {
+            guard.clear_ready();
+        }
+        (res, buf)
+    }
+
     /// Connects to `addr` over TCP (the caller bounds the wait).
     pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
         let stream = tokio_uring::net::TcpStream::connect(addr).await?;
         // Commands are small and the server waits for them, as replies are on our listeners.
         let _ = stream.set_nodelay(true);
-        Ok(Stream(Socket::Tcp(stream)))
+        Ok(Stream::new(Socket::Tcp(stream)))
     }
 
     /// Connects to the Unix stream socket at `path`.
     pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
         let stream = tokio_uring::net::UnixStream::connect(path).await?;
-        Ok(Stream(Socket::Unix(stream)))
+        Ok(Stream::new(Socket::Unix(stream)))
     }
 
     /// Receives into `buf`, replacing what it held; `Ok(0)` is the peer's end of stream.
     pub async fn recv(&self, buf: RecvBuf) -> (io::Result<usize>, RecvBuf) {
         // Reads land at the start of the buffer; `len` says how much of it is this read's.
-        let (res, mem) = match (&self.0, buf.mem) {
+        let (res, mem) = match (&self.socket, buf.mem) {
             (Socket::Tcp(s), RecvMem::Fixed(b)) => {
                 let (res, b) = s.read_fixed(b).await;
                 (res, RecvMem::Fixed(b))
@@ -208,7 +293,7 @@ impl Stream {
 
     /// Sends all of `buf` and hands it back emptied.
     pub async fn send_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, mut buf) = match &self.0 {
+        let (res, mut buf) = match &self.socket {
             Socket::Tcp(s) => s.write_all(buf).await,
             Socket::Unix(s) => s.write_all(buf).await,
         };
@@ -228,7 +313,7 @@ impl Stream {
     }
 
     fn shutdown_how(&self, how: std::net::Shutdown) {
-        let _ = match &self.0 {
+        let _ = match &self.socket {
             Socket::Tcp(s) => s.shutdown(how),
             Socket::Unix(s) => s.shutdown(how),
         };

@@ -14,8 +14,9 @@
 //! - b2: implicit-TLS submission with AUTH PLAIN (a users file made by `smtp-edge user add`):
 //!   connections reused (messages/s) and one message per session (AUTHs/s: argon2id-bound);
 //! - c: connection churn: one message per session;
-//! - d: idle connections: server RSS per held session (smtp-edge only: Postfix runs one process
-//!   per session, capped by `default_process_limit`);
+//! - d: idle connections: server RSS per held session, at each count of `--idle` (10,000 and
+//!   100,000 by default; see `idle.rs` for the descriptor and port limits in the way); smtp-edge
+//!   only: Postfix runs one process per session, capped by `default_process_limit`;
 //! - e: shield (root, trafgen): legitimate throughput while a SYN flood hits the delivery port
 //!   from a second address, shield on vs off, in network namespaces (see `shield.rs`);
 //! - f: TLS handshake rate: sessions with no message (`-m 0`), implicit TLS, full (`--no-resume`)
@@ -37,6 +38,7 @@
 mod diagnose;
 mod dnsmasq;
 mod handoff;
+mod idle;
 mod json;
 mod procfs;
 mod relay;
@@ -46,7 +48,7 @@ mod summary;
 mod trust;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,9 +99,9 @@ pub struct Args {
     /// Scenario c: messages (= sessions) per run.
     #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=25_000))]
     churn: u64,
-    /// Scenario d: idle sessions held.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=18_000))]
-    idle: u64,
+    /// Scenario d: idle sessions held, one run per count (comma-separated).
+    #[arg(long, value_name = "N,...", default_value = "10000,100000", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=200_000))]
+    idle: Vec<u64>,
     /// Scenario f: sessions per run.
     #[arg(long, value_name = "N", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     handshakes: u64,
@@ -529,10 +531,10 @@ pub fn main(mut args: Args) -> Result<()> {
         .map(|sc| 1 + if sc.edge_only { 0 } else { args.vs.len() })
         .sum::<usize>()
         * rounds;
-    // Load runs, then d, then e (one step), then h (one step per run), then the client cost.
+    // Load runs, then d (one step per count), then e (one step), then h (one step per run), then the client cost.
     let mut progress = Progress::new(
         load_runs
-            + usize::from(args.runs("d"))
+            + if args.runs("d") { args.idle.len() } else { 0 }
             + usize::from(args.runs("e"))
             + if handoff_runs {
                 2 * args.handoff_rounds as usize
@@ -559,12 +561,13 @@ pub fn main(mut args: Args) -> Result<()> {
             }
         }
     }
-    let idle = if args.runs("d") {
-        progress.step(&format!("d idle {} sessions / smtp-edge", args.idle));
-        Some(idle_run(&bins, &tmp.0.join("d-idle"), args.idle)?)
-    } else {
-        None
-    };
+    let mut idle = Vec::new();
+    if args.runs("d") {
+        for &n in &args.idle {
+            progress.step(&format!("d idle {n} sessions / smtp-edge"));
+            idle.push(idle::run(&bins, &tmp.0.join("d-idle"), n)?);
+        }
+    }
     let shield = if !args.runs("e") {
         shield::Outcome::Skipped("--only".into())
     } else if args.no_shield {
@@ -598,14 +601,7 @@ pub fn main(mut args: Args) -> Result<()> {
     };
     progress.done();
 
-    let mut table = render(
-        &scenarios,
-        &runs,
-        idle.as_ref(),
-        &shield,
-        client.as_deref(),
-        &args,
-    );
+    let mut table = render(&scenarios, &runs, &idle, &shield, client.as_deref(), &args);
     relay::render(&mut table, &scenarios, &runs, rounds);
     let t_rounds = trust::rounds(&runs, rounds);
     trust::render(&mut table, &t_rounds, zone.as_ref());
@@ -625,12 +621,15 @@ pub fn main(mut args: Args) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let stamp = unix_time();
     let doc = format!(
-        "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":{},\
+        "{{\"unix_time\":{stamp},\"machine\":{},\"rounds\":{},\"runs\":[{}],\"idle\":[{}],\
          \"shield\":{},\"handoff\":{},\"client_cost\":[{}],\"table\":{}}}\n",
         quote(&machine),
         rounds,
         runs.iter().map(Run::json).collect::<Vec<_>>().join(","),
-        idle.as_ref().map_or("null".into(), Idle::json),
+        idle.iter()
+            .map(idle::Idle::json)
+            .collect::<Vec<_>>()
+            .join(","),
         shield.json(),
         handoff
             .as_ref()
@@ -663,11 +662,13 @@ pub fn main(mut args: Args) -> Result<()> {
     if let Some(h) = &handoff {
         problems.extend(h.problems());
     }
-    if let Some(idle) = idle.as_ref().filter(|i| i.established < i.target) {
-        problems.push(format!(
-            "d idle: {} of {} sessions established",
-            idle.established, idle.target
-        ));
+    for d in &idle {
+        if d.skipped.is_none() && d.established < d.target {
+            problems.push(format!(
+                "d idle: {} of {} sessions established",
+                d.established, d.target
+            ));
+        }
     }
     if !problems.is_empty() {
         for p in &problems {
@@ -894,86 +895,6 @@ fn load_run(bins: &Bins, kind: Kind, dir: &Path, sc: &Scenario, round: usize) ->
     })
 }
 
-/// Scenario d's result.
-struct Idle {
-    target: u64,
-    established: u64,
-    base_kib: u64,
-    held_kib: u64,
-    hwm_kib: u64,
-    server_cpu_s: f64,
-    setup_s: f64,
-}
-
-impl Idle {
-    fn per_conn_kib(&self) -> f64 {
-        self.held_kib.saturating_sub(self.base_kib) as f64 / self.established.max(1) as f64
-    }
-    fn json(&self) -> String {
-        format!(
-            "{{\"target\":{},\"established\":{},\"base_rss_kib\":{},\"held_rss_kib\":{},\
-             \"peak_rss_kib\":{},\"kib_per_connection\":{:.2},\"server_cpu_s\":{:.3},\"setup_s\":{:.3}}}",
-            self.target,
-            self.established,
-            self.base_kib,
-            self.held_kib,
-            self.hwm_kib,
-            self.per_conn_kib(),
-            self.server_cpu_s,
-            self.setup_s
-        )
-    }
-}
-
-fn idle_run(bins: &Bins, dir: &Path, n: u64) -> Result<Idle> {
-    let server = Server::edge(&bins.edge, dir)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let base_kib = server.rss_kib();
-    let cpu0 = server.cpu();
-    let t0 = now();
-    let mut child = Command::new(&bins.bench)
-        .args(["--idle", &n.to_string(), "--hold", "3"])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("smtp-bench --idle")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let mut established = 0;
-    for line in lines.by_ref().take(4) {
-        if let Some(v) = line?.strip_prefix("established ") {
-            established = v.trim().parse().unwrap_or(0);
-            break;
-        }
-    }
-    let setup_s = (now() - t0).as_secs_f64();
-    // Let the server settle (buffers returned, allocator quiet) before measuring.
-    std::thread::sleep(Duration::from_millis(1000));
-    let held_kib = server.rss_kib();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let _ = child.wait();
-    if established < n {
-        eprintln!(
-            "  warning: only {established} of {n} idle sessions; {}",
-            rest.join(" | ")
-        );
-    }
-    let server_cpu_s = server.cpu() - cpu0;
-    let hwm_kib = procfs::status_kib(server.pid, "VmHWM");
-    drop(server);
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(Idle {
-        target: n,
-        established,
-        base_kib,
-        held_kib,
-        hwm_kib,
-        server_cpu_s,
-        setup_s,
-    })
-}
-
 /// One client's cost against smtp-sink.
 struct ClientCost {
     client: String,
@@ -1083,7 +1004,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn render(
     scenarios: &[Scenario],
     runs: &[Run],
-    idle: Option<&Idle>,
+    idle: &[idle::Idle],
     shield: &shield::Outcome,
     client: Option<&[ClientCost]>,
     args: &Args,
@@ -1128,20 +1049,8 @@ fn render(
             );
         }
     }
-    if let Some(idle) = idle {
-        let _ = writeln!(
-        t,
-        "{:<34} smtp-edge: {} of {} established in {:.1} s; RSS {:.1} -> {:.1} MiB = {:.2} KiB/connection (goal < 20); peak {:.1} MiB; CPU {:.2} s",
-        format!("d idle {} sessions", idle.target),
-        idle.established,
-        idle.target,
-        idle.setup_s,
-        idle.base_kib as f64 / 1024.0,
-        idle.held_kib as f64 / 1024.0,
-        idle.per_conn_kib(),
-        idle.hwm_kib as f64 / 1024.0,
-        idle.server_cpu_s
-    );
+    for d in idle {
+        t.push_str(&d.render());
     }
     let _ = write!(t, "{}", shield.render());
     render_tls(&mut t, scenarios, runs, args.rounds());

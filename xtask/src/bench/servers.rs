@@ -64,6 +64,8 @@ pub struct EdgeSetup {
     pub checks: Option<String>,
     /// `[dns] nameservers` (`IP:PORT`); without them, the system resolver.
     pub nameservers: Vec<String>,
+    /// `limits.max_connections`; default: derived by the server from its open-file limit.
+    pub max_connections: Option<u64>,
 }
 
 impl Default for EdgeSetup {
@@ -77,6 +79,7 @@ impl Default for EdgeSetup {
             relay_local: None,
             checks: None,
             nameservers: Vec::new(),
+            max_connections: None,
         }
     }
 }
@@ -108,12 +111,6 @@ fn now() -> Instant {
 }
 
 impl Server {
-    /// Starts smtp-edge with a temporary config (one plaintext delivery listener on port 0,
-    /// durable spool and Maildir under `dir`) and waits for `ready` on its stdout.
-    pub fn edge(bin: &Path, dir: &Path) -> Result<Server> {
-        Server::edge_with(bin, dir, &EdgeSetup::default())
-    }
-
     /// Starts smtp-edge as `setup` says: listeners on `setup.addr`, durable spool and Maildir,
     /// a self-signed certificate and the session cache under `dir`, no per-IP connection cap
     /// (every client is one address), and waits for `ready` on its stdout.
@@ -134,10 +131,14 @@ impl Server {
         let _ = write!(
             text,
             "\n[spool]\ndir = \"{}\"\n\n[delivery]\nmaildir = \"{}\"\n\n\
-             [limits]\nmax_connections_per_ip = 0\n\n[metrics]\naddr = \"127.0.0.1:0\"\n\n\
+             [limits]\nmax_connections_per_ip = 0\n{}\n[metrics]\naddr = \"127.0.0.1:0\"\n\n\
              [tls]\nself_signed_dir = \"{}\"\n",
             dir.join("spool").display(),
             dir.join("mail").display(),
+            setup
+                .max_connections
+                .map(|n| format!("max_connections = {n}\n"))
+                .unwrap_or_default(),
             dir.join("tls").display(),
         );
         if let Some(users) = &setup.users {

@@ -226,6 +226,7 @@ fn one(
         relay_local: None,
         checks: None,
         nameservers: Vec::new(),
+        max_connections: None,
     };
     let server = Server::edge_with(edge, dir, &setup)?;
     let metrics = server

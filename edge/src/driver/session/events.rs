@@ -27,7 +27,7 @@ impl Session {
                         smtputf8: envelope.smtputf8,
                         hostname: self.config.config.hostname.clone(),
                         received_at: clock::wall(),
-                        tls: self.tls.as_ref().and_then(|t| t.trace().cloned()),
+                        tls: self.tls.as_deref().and_then(|t| t.trace().cloned()),
                         authenticated: envelope.login.is_some(),
                         login: envelope
                             .login

@@ -83,7 +83,9 @@ struct Session {
     /// The authenticated login, once AUTH succeeded.
     login: Option<String>,
     conn: Connection,
-    tls: Option<SessionTls>,
+    /// Boxed: most sessions on an MX never start TLS, and a session's state lives as long as
+    /// it does (rustls's connection is over a kilobyte).
+    tls: Option<Box<SessionTls>>,
     in_flight: Option<InFlight>,
     held: Option<Held>,
     /// The DNS block list lookups of the client's address, started at admission; the engine
@@ -110,6 +112,11 @@ struct Session {
 struct Gone;
 
 /// Serves one connection of listener `index` until it closes, on the configuration `config`.
+///
+/// The task lives as long as the connection, and an async fn's future is as large as its
+/// largest state: every step that runs only while input is handled (feeding the engine, spool
+/// writes, password checks, sending, the PROXY header, the end) is boxed at its call, so it is
+/// allocated only while it runs, and a session that waits holds little more than its state.
 pub(super) async fn serve(
     ctx: Rc<WorkerCtx>,
     stream: Stream,
@@ -125,7 +132,6 @@ pub(super) async fn serve(
         tracing::error!(index, "no listener with this index in the configuration");
         return;
     };
-    let mut buf = None;
     let mut arrival = proxy::Proxied {
         peer,
         via: None,
@@ -136,11 +142,8 @@ pub(super) async fn serve(
         if proxy::admit(&stream, peer, cfg).is_err() {
             return;
         }
-        match proxy::read_header(&stream, ctx.buffers.take(), peer, cfg).await {
-            Ok((proxied, filled)) => {
-                arrival = proxied;
-                buf = Some(filled);
-            }
+        match Box::pin(proxy::read_header(&stream, &ctx.buffers, peer, cfg)).await {
+            Ok(proxied) => arrival = proxied,
             Err(proxy::Refused) => return,
         }
     }
@@ -151,7 +154,7 @@ pub(super) async fn serve(
     // Admission before any TLS or SMTP work.
     let slot = match s.ctx.guard.admit(peer.ip(), now) {
         Admission::Admit(slot) => slot,
-        refused => return s.refuse(&stream, refused).await,
+        refused => return Box::pin(s.refuse(&stream, refused)).await,
     };
     if slot.is_trusted() {
         // Our own software is not tested for pregreeting.
@@ -161,14 +164,13 @@ pub(super) async fn serve(
     }
     s.begin(&spec, &mut shutdown);
     if spec.implicit && !s.start_tls(&spec, now) {
-        return s.finish().await;
+        return Box::pin(s.finish()).await;
     }
-    let mut buf = buf.unwrap_or_else(|| s.ctx.buffers.take());
     // What a balancer relayed behind its PROXY header, fed as if just received.
     let mut early = arrival.early;
     loop {
         // Replies first: the client waits for them before it sends more (RFC 2920 §3.1).
-        if s.flush(&stream).await.is_err() {
+        if Box::pin(s.flush(&stream)).await.is_err() {
             break;
         }
         if s.conn.is_closed() || s.closing {
@@ -178,23 +180,26 @@ pub(super) async fn serve(
         if !early.is_empty() {
             let input = std::mem::take(&mut early);
             s.metrics().bytes_received(input.len() as u64);
-            if s.input(&input, &spec).await.is_err() {
-                let _ = s.flush(&stream).await;
+            if Box::pin(s.input(&input, &spec)).await.is_err() {
+                let _ = Box::pin(s.flush(&stream)).await;
                 break;
             }
             continue;
         }
-        buf = match s.recv(&stream, buf, &mut shutdown).await {
+        // The buffer is the pool's only while its bytes are fed: a session waiting for its
+        // client holds none, and nothing else it no longer needs.
+        s.trim();
+        let buf = match s.recv(&stream, &mut shutdown).await {
             Some(filled) => filled,
             None => break,
         };
-        if s.input(buf.filled(), &spec).await.is_err() {
+        if Box::pin(s.input(buf.filled(), &spec)).await.is_err() {
             // Send what TLS has to say (an alert), then go.
-            let _ = s.flush(&stream).await;
+            let _ = Box::pin(s.flush(&stream)).await;
             break;
         }
     }
-    s.finish().await;
+    Box::pin(s.finish()).await;
 }
 
 impl Session {
@@ -236,9 +241,20 @@ impl Session {
             sender_check: None,
             checks,
             summary: Summary::new(),
-            out: Vec::with_capacity(512),
+            out: Vec::new(),
             wire: Vec::new(),
             plain: Vec::new(),
+        }
+    }
+
+    /// Frees what a session waiting for input does not need: empty buffers' memory, here and
+    /// in the engine.
+    fn trim(&mut self) {
+        self.conn.trim();
+        for buf in [&mut self.out, &mut self.wire, &mut self.plain] {
+            if buf.is_empty() {
+                *buf = Vec::new();
+            }
         }
     }
 
@@ -308,29 +324,29 @@ impl Session {
     /// The next moment something must happen without input: the engine's next timer, or the
     /// end of the TLS handshake's allowance.
     fn deadline(&self) -> Option<Instant> {
-        let handshake = self.tls.as_ref().and_then(SessionTls::deadline);
+        let handshake = self.tls.as_deref().and_then(SessionTls::deadline);
         match (self.conn.poll_timeout(), handshake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Waits for input into `buf`, meanwhile handing the engine its deadlines and the
-    /// shutdown; `None` once the session is over.
+    /// Waits for input, meanwhile handing the engine its deadlines and the shutdown; takes a
+    /// buffer from the pool only once input is there. `None` once the session is over.
     async fn recv(
         &mut self,
         stream: &Stream,
-        buf: RecvBuf,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<RecvBuf> {
-        let read = stream.recv(buf);
+        let ctx = self.ctx.clone();
+        let read = stream.recv_when_ready(|| ctx.buffers.take());
         tokio::pin!(read);
         loop {
             tokio::select! {
                 (res, filled) = &mut read => return self.received(res, filled),
                 _ = sleep_until(self.deadline()) => {
                     let now = clock::now();
-                    if self.tls.as_ref().and_then(SessionTls::deadline).is_some_and(|d| now >= d) {
+                    if self.tls.as_deref().and_then(SessionTls::deadline).is_some_and(|d| now >= d) {
                         // No SMTP reply can be sent mid-handshake: just go.
                         self.metrics().tls_handshake_failed();
                         self.summary.outcome = "tls handshake timeout";
@@ -345,9 +361,9 @@ impl Session {
                     self.conn.handle_shutdown();
                 }
             }
-            self.drain_events().await;
+            Box::pin(self.drain_events()).await;
             // The greeting the engine released, or its 421; the read in flight goes on.
-            if self.flush(stream).await.is_err() {
+            if Box::pin(self.flush(stream)).await.is_err() {
                 return None;
             }
             if self.conn.is_closed() {
@@ -366,7 +382,7 @@ impl Session {
                 Some(filled)
             }
             _ => {
-                if self.tls.as_ref().is_some_and(SessionTls::is_handshaking) {
+                if self.tls.as_deref().is_some_and(SessionTls::is_handshaking) {
                     self.metrics().tls_handshake_failed();
                     self.summary.outcome = "tls handshake abandoned";
                 }
@@ -384,7 +400,7 @@ impl Session {
         };
         match SessionTls::start(ctx, now, spec.handshake_timeout) {
             Ok(tls) => {
-                self.tls = Some(tls);
+                self.tls = Some(Box::new(tls));
                 true
             }
             Err(e) => {
@@ -533,7 +549,7 @@ impl Session {
         {
             entry.abort().await;
         }
-        let tls = self.tls.as_ref().and_then(SessionTls::trace);
+        let tls = self.tls.as_deref().and_then(SessionTls::trace);
         self.log_session(tls.map_or("", |t| t.version.as_str()));
     }
 }

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use crate::proxy::{self, Header, ProxyConfig};
-use crate::transport::{RecvBuf, Stream};
+use crate::transport::{BufferPool, Stream};
 
 /// A session's addresses once its header is read.
 pub(super) struct Proxied {
@@ -41,27 +41,27 @@ pub(super) fn admit(
     Err(Refused)
 }
 
-/// Reads the PROXY header from a trusted balancer into `buf`, within the header deadline, and
-/// hands the buffer back for the session. Never answers: a missing, slow or malformed header
-/// closes the connection silently, as there is no client yet to answer.
+/// Reads the PROXY header from a trusted balancer, within the header deadline, with buffers
+/// from `pool` taken only while data is there. Never answers: a missing, slow or malformed
+/// header closes the connection silently, as there is no client yet to answer.
 pub(super) async fn read_header(
     stream: &Stream,
-    buf: RecvBuf,
+    pool: &BufferPool,
     balancer: SocketAddr,
     cfg: &ProxyConfig,
-) -> Result<(Proxied, RecvBuf), Refused> {
+) -> Result<Proxied, Refused> {
     let mut got = Vec::new();
-    let fault = match tokio::time::timeout(cfg.header_timeout, gather(stream, buf, &mut got)).await
+    let fault = match tokio::time::timeout(cfg.header_timeout, gather(stream, pool, &mut got)).await
     {
-        Ok((Ok((header, len)), buf)) => {
+        Ok(Ok((header, len))) => {
             let early = got.get(len..).unwrap_or_default().to_vec();
             let (peer, via) = match header {
                 Header::Proxied { source, .. } => (source, Some(balancer)),
                 Header::Local => (balancer, None),
             };
-            return Ok((Proxied { peer, via, early }, buf));
+            return Ok(Proxied { peer, via, early });
         }
-        Ok((Err(fault), _)) => fault,
+        Ok(Err(fault)) => fault,
         Err(_) => ReadFault::Timeout,
     };
     match &fault {
@@ -91,22 +91,21 @@ pub(super) async fn read_header(
 /// [`proxy::MAX_HEADER`].
 async fn gather(
     stream: &Stream,
-    mut buf: RecvBuf,
+    pool: &BufferPool,
     got: &mut Vec<u8>,
-) -> (Result<(Header, usize), ReadFault>, RecvBuf) {
+) -> Result<(Header, usize), ReadFault> {
     loop {
-        let (res, filled) = stream.recv(buf).await;
-        buf = filled;
+        let (res, buf) = stream.recv_when_ready(|| pool.take()).await;
         match res {
             Ok(n) if n > 0 => {}
-            Ok(_) => return (Err(ReadFault::Closed), buf),
-            Err(e) => return (Err(ReadFault::Io(e)), buf),
+            Ok(_) => return Err(ReadFault::Closed),
+            Err(e) => return Err(ReadFault::Io(e)),
         }
         got.extend_from_slice(buf.filled());
         match proxy::parse(got) {
-            Ok(Some(done)) => return (Ok(done), buf),
+            Ok(Some(done)) => return Ok(done),
             Ok(None) => {}
-            Err(e) => return (Err(ReadFault::Header(e)), buf),
+            Err(e) => return Err(ReadFault::Header(e)),
         }
     }
 }

@@ -516,6 +516,26 @@ impl Connection {
         ) || self.txn.as_ref().is_some_and(|t| t.started)
     }
 
+    /// Gives back the memory of buffers that hold nothing now (a partial command line, the
+    /// replies, the event queue and, between messages, the content buffer), so that a session
+    /// waiting for its client's next command keeps only its state: with 100,000 idle
+    /// sessions, every retained buffer costs its size a hundred thousand times. Nothing
+    /// pending is touched, and during a message the content buffer stays for reuse.
+    pub fn trim(&mut self) {
+        if self.line.is_empty() {
+            self.line = Vec::new();
+        }
+        if self.replies.is_empty() {
+            self.replies = Vec::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.body.is_empty() && !self.in_message() {
+            self.body = Vec::new();
+        }
+    }
+
     /// Returns an emptied content buffer for reuse.
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         if self.body.capacity() == 0 {
