@@ -507,22 +507,20 @@ impl Scheduler {
         }
     }
 
-    /// Writes the done marks of everything this pass finished (one write), and syncs them
-    /// once the oldest has waited [`DONE_SYNC_DELAY`] (or `now`): one `fdatasync` for all the
-    /// passes of that time, not one per pass. Under load a pass handles a few messages, and
-    /// its `fdatasync` cost more than the rest of the pass.
+    /// Syncs the done marks written (each when its message was done) once the oldest has
+    /// waited [`DONE_SYNC_DELAY`] (or `now`): one `fdatasync` for all the passes of that time,
+    /// not one per pass. Under load a pass handles a few messages, and its `fdatasync` cost
+    /// more than the rest of the pass.
     fn sync_done_marks(&mut self, now: bool) {
         let due = now
             || self
                 .store
                 .unsynced_for(clock::now())
                 .is_some_and(|age| age >= DONE_SYNC_DELAY);
-        let done = if due {
-            self.store.flush()
-        } else {
-            self.store.write_pending()
-        };
-        if let Err(e) = done {
+        if !due {
+            return;
+        }
+        if let Err(e) = self.store.flush() {
             // The marks are written, not yet synced: a crash may attempt those messages again.
             tracing::error!(error = %e, "queue: cannot sync done marks");
         }

@@ -13,7 +13,7 @@
 //!
 //! **The log.** A worker tells the queue where each message it committed is (segment and
 //! offset), and when it has sealed a segment, with how many messages it holds. A message that
-//! is done gets a done mark in the queue's own segment (written once per pass of the scheduler, synced with the others of the next 100 ms), and
+//! is done gets a done mark in the queue's own segment (written at once, synced with the others of the next 100 ms), and
 //! a sealed segment is deleted once as many of its messages are done as it holds: no per-message
 //! unlink. At startup, [`Store::open`] scans every segment (see [`crate::spool::log::scan`]:
 //! a torn tail ends a segment, a record that fails its checksum is skipped and logged, never
@@ -66,7 +66,7 @@ pub struct Store {
     unsynced: bool,
     /// When the oldest of the writes not yet synced was made.
     unsynced_since: Option<Instant>,
-    /// Done marks not yet written: [`Store::flush`] writes them in one go before its sync.
+    /// The done mark being written, a buffer kept from one to the next.
     marks: Vec<u8>,
     /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
     segments: HashMap<SegmentName, Tally>,
@@ -369,6 +369,12 @@ impl Store {
             }
             Some(placed) => {
                 log::record::encode(&mut self.marks, Kind::Done, id, &[]);
+                // Written now, synced later (see `unsynced_for`): a process killed after this
+                // returns, anywhere in the rest of the scheduler's pass (its Maildir syncs,
+                // records, notices), does not send the message again. It is also written
+                // before the record goes below, which would otherwise bring the message back
+                // with every recipient pending.
+                self.write_marks()?;
                 self.places.remove(id);
                 if let Some(tally) = self.segments.get_mut(&placed.segment) {
                     tally.done += 1;
@@ -381,10 +387,6 @@ impl Store {
         if !self.stateful.remove(id) {
             return Ok(());
         }
-        // The record must not go before the done mark is written: if the process died in
-        // between, the message would come back with every recipient pending, the delivered
-        // ones too.
-        self.write_marks()?;
         let state = self.state_path(id);
         match fs::remove_file(&state) {
             Ok(()) => Ok(()),
@@ -393,9 +395,9 @@ impl Store {
         }
     }
 
-    /// Writes the done marks gathered so far, in one write; not synced. If the write fails
-    /// they are dropped: those messages may be delivered again after a restart, as when a
-    /// mark is written but not yet synced.
+    /// Writes the done mark in `marks`; not synced. If the write fails it is dropped: that
+    /// message may be delivered again after a restart, as when a mark is written but not yet
+    /// synced.
     fn write_marks(&mut self) -> Result<(), SpoolError> {
         if self.marks.is_empty() {
             return Ok(());
@@ -410,12 +412,6 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the done marks gathered so far (one write), without syncing them: see
-    /// [`Store::unsynced_for`].
-    pub fn write_pending(&mut self) -> Result<(), SpoolError> {
-        self.write_marks()
-    }
-
     /// How long done marks have been written and not synced, if any are.
     pub fn unsynced_for(&self, now: Instant) -> Option<Duration> {
         self.unsynced
@@ -426,10 +422,9 @@ impl Store {
             .flatten()
     }
 
-    /// Writes the done marks gathered since the last call and makes them durable: one write
-    /// and one `fdatasync` for all of them.
+    /// Makes the done marks written since the last call durable: one `fdatasync` for all of
+    /// them.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
-        self.write_marks()?;
         if !self.unsynced {
             return Ok(());
         }

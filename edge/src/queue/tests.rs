@@ -517,9 +517,8 @@ fn done_marks_written_in_a_pass_survive_the_process_before_their_sync() {
     let (_, placed) = log_messages(&mut f, 0, 2);
     let (mut store, backlog) = Store::open(&f.spool, 2).unwrap();
     assert_eq!(backlog.len(), 2);
+    // The mark is written at once; its sync is not due yet.
     store.remove(&placed[0].0).unwrap();
-    // What the scheduler does at the end of a pass whose marks are not due for a sync yet.
-    store.write_pending().unwrap();
     assert!(store.unsynced_for(clock::now()).is_some());
     // The process dies here: what was written is in the file, synced or not.
     drop(store);
@@ -632,4 +631,22 @@ fn a_message_described_by_its_worker_is_read_for_maildir_and_for_its_notice() {
     // The notice quotes the message's header.
     let notice = String::from_utf8(f.entries("example.test", "alice")[0].1.clone()).unwrap();
     assert!(notice.contains("Subject: t\r\n"), "{notice}");
+}
+
+#[test]
+fn a_message_marked_done_stays_done_if_the_process_dies_before_the_pass_ends() {
+    let mut f = fixture();
+    let (_, placed) = log_messages(&mut f, 0, 2);
+    let (mut store, _) = Store::open(&f.spool, 2).unwrap();
+    // Its last recipient is delivered (a next hop said 250): the scheduler removes it, then
+    // goes on with the rest of its pass (other results, a round of Maildir deliveries and
+    // records, each with its syncs) before the pass ends. The process dies in between.
+    store.remove(&placed[0].0).unwrap();
+    drop(store);
+    let (_, backlog) = Store::open(&f.spool, 3).unwrap();
+    assert_eq!(
+        backlog,
+        vec![placed[1].0],
+        "the delivered message came back, to be sent a second time"
+    );
 }
