@@ -188,3 +188,81 @@ fn queue_commands_without_a_server_say_so() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no server is running"), "{out}");
 }
+
+/// A preloaded library whose `fdatasync` fails with EIO on the queue's own log segments (the
+/// `-FFFF-` in their names: the queue's owner index), as on a disk that has started to fail;
+/// every other file syncs as usual.
+const FAILING_SYNC_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int fdatasync(int fd) {
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n > 0) {
+        path[n] = 0;
+        if (strstr(path, "/log/") && strstr(path, "-FFFF-")) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+"#;
+
+/// Builds [`FAILING_SYNC_C`] in `dir` with the system's C compiler; returns the library.
+fn failing_sync_lib(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("failing_sync.c");
+    let lib = dir.join("failing_sync.so");
+    fs::write(&src, FAILING_SYNC_C).expect("write the shim");
+    let out = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .expect("cc runs");
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lib
+}
+
+#[test]
+fn a_done_mark_that_cannot_be_synced_is_retried_without_spinning() {
+    let shim = tempfile::tempdir().expect("tempdir");
+    let lib = failing_sync_lib(shim.path());
+    let server = Server::start(Opts {
+        env: vec![("LD_PRELOAD".into(), lib.display().to_string())],
+        ..Opts::default()
+    });
+    send(&server, "sync-fails", ALICE, &[ALICE]);
+    wait_for_maildir(&new_dir(&server.maildir, ALICE), 1, DELIVERY_DEADLINE);
+    let failures = |log: &str| log.matches("cannot sync done marks").count();
+    let first = wait_until(DELIVERY_DEADLINE, || {
+        (failures(&server.stderr_all()) > 0).then_some(())
+    });
+    assert!(
+        first.is_some(),
+        "the sync never failed\n{}",
+        server.stderr_tail()
+    );
+    // Idle from here: nothing new arrives. A retry now and then is fine; a scheduler that
+    // retries at once, again and again, burns a core and floods the log with this line.
+    let before = failures(&server.stderr_all());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during = failures(&server.stderr_all()) - before;
+    assert!(
+        during <= 40,
+        "{during} failed syncs logged in 2 s of idling\n{}",
+        server.stderr_tail()
+    );
+}

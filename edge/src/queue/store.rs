@@ -412,7 +412,8 @@ impl Store {
         Ok(())
     }
 
-    /// How long done marks have been written and not synced, if any are.
+    /// How long done marks have been written and not synced (since the last failed sync, if
+    /// one failed), if any are.
     pub fn unsynced_for(&self, now: Instant) -> Option<Duration> {
         self.unsynced
             .then(|| {
@@ -429,7 +430,12 @@ impl Store {
             return Ok(());
         }
         if let Some(journal) = &self.journal {
-            journal.sync()?;
+            if let Err(e) = journal.sync() {
+                // The next try waits as a new mark would: on a disk that fails every sync,
+                // the scheduler would otherwise retry at once, in a loop.
+                self.unsynced_since = Some(clock::now());
+                return Err(e);
+            }
         }
         self.unsynced = false;
         self.unsynced_since = None;
