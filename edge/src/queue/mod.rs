@@ -627,7 +627,7 @@ impl Scheduler {
         let mut attempts = Vec::with_capacity(ids.len());
         for &id in ids {
             let force = self.forced.remove(&id);
-            let loaded = self.load(id, now).and_then(|loaded| {
+            let loaded = self.load(id, now, true).and_then(|loaded| {
                 let Some((mut queued, record)) = loaded else {
                     return Ok(None);
                 };
@@ -720,12 +720,23 @@ impl Scheduler {
     }
 
     /// The message and its record (built from the envelope on its first attempt); `None` if
-    /// it is no longer queued.
-    fn load(&mut self, id: QueueId, now: u64) -> Result<Option<(Queued, Record)>, SpoolError> {
+    /// it is no longer queued. `attempting`: for an attempt (or a bounce), not a listing.
+    fn load(
+        &mut self,
+        id: QueueId,
+        now: u64,
+        attempting: bool,
+    ) -> Result<Option<(Queued, Record)>, SpoolError> {
         if !self.store.contains(&id) {
             return Ok(None);
         }
-        let queued = match self.described.remove(&id) {
+        // An attempt uses the worker's description up; a listing only looks at it.
+        let described = if attempting {
+            self.described.remove(&id)
+        } else {
+            self.described.get(&id).cloned()
+        };
+        let queued = match described {
             Some((envelope, shape)) => Queued::described(id, envelope, shape),
             None => self.store.message(&id)?,
         };
@@ -1213,7 +1224,7 @@ impl Scheduler {
             return Answer::Error(format!("{id}: being delivered; try again shortly"));
         }
         let now = now_ms();
-        let (queued, record) = match self.load(id, now) {
+        let (queued, record) = match self.load(id, now, true) {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Answer::Error(format!("{id}: not in the queue")),
             Err(e) => return Answer::Error(e.to_string()),
@@ -1243,7 +1254,7 @@ impl Scheduler {
     }
 
     fn info(&mut self, id: &QueueId) -> Result<MessageInfo, String> {
-        let (queued, record) = match self.load(*id, now_ms()) {
+        let (queued, record) = match self.load(*id, now_ms(), false) {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return Err(format!("{id}: not in the queue")),
             Err(e) => return Err(e.to_string()),

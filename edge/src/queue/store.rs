@@ -358,6 +358,7 @@ impl Store {
     /// Removes message `id` and its record: its file, or (in the log) a done mark, made durable
     /// by the next [`Store::flush`].
     pub fn remove(&mut self, id: &QueueId) -> Result<(), SpoolError> {
+        let logged = self.places.contains_key(id);
         match self.places.get(id).copied() {
             None => {
                 let path = queue_path(&self.spool, id);
@@ -386,6 +387,12 @@ impl Store {
         // recipient final, or the record without its message, and removes it again.
         if !self.stateful.remove(id) {
             return Ok(());
+        }
+        if logged {
+            // A power loss must not keep the unlink below and lose the mark: the message would
+            // come back with every recipient pending, those delivered in earlier attempts too.
+            // One sync, only for messages that had been deferred.
+            self.flush()?;
         }
         let state = self.state_path(id);
         match fs::remove_file(&state) {
