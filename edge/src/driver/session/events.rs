@@ -35,12 +35,12 @@ impl Session {
                             .filter(|_| self.config.config.auth.trace_login),
                     };
                     if self.checks.is_some() {
-                        self.checking = Some(Checking {
+                        self.checking = Some(Box::new(Checking {
                             txn,
                             envelope,
                             trace,
                             content: Vec::new(),
-                        });
+                        }));
                         continue;
                     }
                     let signable = self.role == Role::Submission
@@ -48,12 +48,12 @@ impl Session {
                         && !self.config.config.dkim.is_empty();
                     if signable {
                         let hold = Hold::new(self.config.config.dkim.clone());
-                        self.held = Some(Held {
+                        self.held = Some(Box::new(Held {
                             txn,
                             envelope,
                             trace,
                             hold,
-                        });
+                        }));
                     } else {
                         self.begin_spool(txn, envelope, &trace).await;
                     }
@@ -74,11 +74,11 @@ impl Session {
                 }
                 Event::MessageEnd { txn } => {
                     if let Some(c) = self.checking.take_if(|c| c.txn == txn) {
-                        self.check_and_commit(c).await;
+                        self.check_and_commit(*c).await;
                         continue;
                     }
                     if let Some(held) = self.held.take_if(|h| h.txn == txn) {
-                        if let Err(e) = self.seal(held).await {
+                        if let Err(e) = self.seal(*held).await {
                             tracing::error!(error = %e, "dkim: cannot sign; replying 451");
                             self.reject_message(None, RejectReason::SpoolFailure);
                             self.conn.handle_spooled(clock::now(), txn, Err(SpoolFault));
@@ -91,7 +91,7 @@ impl Session {
                     self.checking = None;
                     self.sender_check = None;
                     self.held.take_if(|h| h.txn == txn);
-                    let aborted = self.in_flight.take().filter(|f| f.txn == txn);
+                    let aborted = self.in_flight.take().filter(|f| f.txn == txn).map(|f| *f);
                     if let Some(r) = reason {
                         let envelope = aborted.as_ref().map(|f| &f.envelope);
                         self.reject_message(envelope, reject_reason(r));
@@ -173,7 +173,7 @@ impl Session {
         self.metrics().check(Check::Spf, verdict);
         self.summary.spf.push(verdict.as_str());
         let refuse = checks.config().spf == CheckMode::Enforce && verdict == Verdict::Fail;
-        self.sender_check = (!refuse).then_some(check);
+        self.sender_check = (!refuse).then(|| Box::new(check));
         let answer = if refuse {
             SenderVerdict::SpfFail
         } else {
@@ -201,7 +201,7 @@ impl Session {
                 self.peer.ip(),
                 &envelope.helo,
                 envelope.mail_from.as_ref(),
-                self.sender_check.take(),
+                self.sender_check.take().map(|c| *c),
             )
             .await;
         self.count(&results);
@@ -266,12 +266,12 @@ impl Session {
         if let Err(e) = &entry {
             tracing::error!(error = %e, "spool: cannot start a message");
         }
-        self.in_flight = Some(InFlight {
+        self.in_flight = Some(Box::new(InFlight {
             txn,
             entry,
             envelope,
             size: 0,
-        });
+        }));
     }
 
     /// Writes content to the spool entry, and hands the emptied buffer back to the engine.
@@ -318,7 +318,7 @@ impl Session {
                 envelope,
                 trace,
                 hold,
-            }) = self.held.take()
+            }) = self.held.take().map(|h| *h)
             {
                 self.begin_spool(txn, envelope, &trace).await;
                 // Held content can be as large as a message: not kept as the engine's buffer.
@@ -348,7 +348,7 @@ impl Session {
 
     /// Makes the message durable, then lets the engine answer: 250 only after the fsyncs.
     async fn commit(&mut self, txn: TxnId) {
-        let (verdict, envelope, size) = match self.in_flight.take() {
+        let (verdict, envelope, size) = match self.in_flight.take().map(|f| *f) {
             Some(InFlight {
                 txn: t,
                 entry: Ok(incoming),

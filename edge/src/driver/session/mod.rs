@@ -86,17 +86,19 @@ struct Session {
     /// Boxed: most sessions on an MX never start TLS, and a session's state lives as long as
     /// it does (rustls's connection is over a kilobyte).
     tls: Option<Box<SessionTls>>,
-    in_flight: Option<InFlight>,
-    held: Option<Held>,
+    // The per-message states below are boxed: a session's state lives as long as it does, and
+    // a session waiting for its client between messages should not carry them inline.
+    in_flight: Option<Box<InFlight>>,
+    held: Option<Box<Held>>,
     /// The DNS block list lookups of the client's address, started at admission; the engine
     /// asks for their verdict when the client says `MAIL`.
     source_check: Option<JoinHandle<SourceVerdict>>,
     /// The listener's role: only submissions are signed.
     role: Role,
     /// The message being held for the checks, on a delivery listener with checks on.
-    checking: Option<Checking>,
+    checking: Option<Box<Checking>>,
     /// The SPF result from `MAIL` of the open transaction.
-    sender_check: Option<SenderCheck>,
+    sender_check: Option<Box<SenderCheck>>,
     /// The checks, on a delivery listener where some are on.
     checks: Option<Rc<Verifier>>,
     summary: Summary,
@@ -545,7 +547,7 @@ impl Session {
         }
         if let Some(InFlight {
             entry: Ok(entry), ..
-        }) = self.in_flight.take()
+        }) = self.in_flight.take().map(|f| *f)
         {
             entry.abort().await;
         }
