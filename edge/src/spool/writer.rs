@@ -419,6 +419,17 @@ mod tests {
         }
     }
 
+    /// Writes `content` as one message to `a@example.test` and commits it.
+    async fn commit_one(w: &Rc<SpoolWriter>, content: &[u8]) -> Committed {
+        let mut m = w
+            .begin(&envelope(&["a@example.test"]), &trace())
+            .await
+            .unwrap();
+        let (res, _) = m.append(content.to_vec()).await;
+        res.unwrap();
+        m.commit().await.unwrap()
+    }
+
     #[test]
     fn an_eight_bit_message_is_described_as_such() {
         let dir = tempfile::tempdir().unwrap();
@@ -427,23 +438,8 @@ mod tests {
             let w = SpoolWriter::open(dir.path(), QueueIdGen::new(1, 0), no_seal())
                 .await
                 .unwrap();
-            let env = envelope(&["a@example.test"]);
-            let mut seven = w.begin(&env, &trace()).await.unwrap();
-            let (res, _) = seven
-                .append(b"Subject: plain\r\n\r\nascii\r\n".to_vec())
-                .await;
-            res.unwrap();
-            let seven = seven.commit().await.unwrap();
-            let mut eight = w.begin(&env, &trace()).await.unwrap();
-            let (res, _) = eight
-                .append(
-                    "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n"
-                        .as_bytes()
-                        .to_vec(),
-                )
-                .await;
-            res.unwrap();
-            let eight = eight.commit().await.unwrap();
+            let seven = commit_one(&w, b"Subject: plain\r\n\r\nascii\r\n").await;
+            let eight = commit_one(&w, "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes()).await;
             for (c, want) in [(seven, false), (eight, true)] {
                 let shape = c.shape.unwrap();
                 let q = read_back(dir.path(), &c);
