@@ -1,5 +1,6 @@
-//! The spool log after a crash that damaged it: a torn tail loses no acknowledged message, and
-//! a record whose checksum fails is skipped with a log line, never delivered corrupted.
+//! The spool log after a crash that damaged it: a torn tail loses no acknowledged message, a
+//! record whose checksum fails is skipped with a log line, never delivered corrupted, and a
+//! damaged header costs its own record, not the messages after it.
 //!
 //! Each test queues messages that cannot be delivered yet (the domain's Maildir directory is
 //! blocked by a file, so every attempt is deferred), kills the server, damages the segment as
@@ -174,4 +175,36 @@ fn a_flipped_byte_skips_that_record_with_a_log_line_and_never_delivers_it() {
         .find(|l| l.contains("record checksum mismatch; record skipped"))
         .unwrap_or_else(|| panic!("no log line for the bad record:\n{}", server.stderr_tail()));
     assert!(line.contains(&victim.id), "{line}");
+}
+
+#[test]
+fn a_damaged_header_mid_segment_costs_that_record_not_the_messages_after_it() {
+    let (mut server, tokens, blocker) = killed_with_queued_mail();
+    let (segment, records) = worker_segment(&server);
+    // Flip one octet of the second message's header length, as a bad sector would: the length
+    // can no longer be trusted, but the four messages after it are intact.
+    let victim = &records[1];
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let mut octet = [0u8];
+    file.read_exact_at(&mut octet, (victim.offset + 9) as u64)
+        .unwrap();
+    file.write_all_at(&[octet[0] ^ 0x01], (victim.offset + 9) as u64)
+        .unwrap();
+    drop(file);
+
+    let counts = restart_and_count(&mut server, &blocker, MESSAGES - 1);
+    for (i, t) in tokens.iter().enumerate() {
+        let want = if i == 1 { None } else { Some(&1) };
+        assert_eq!(counts.get(t), want, "{t}: {counts:?}");
+    }
+    let log = server.stderr_all();
+    assert!(
+        log.contains("spool: damaged record header; the scan goes on at the next intact record"),
+        "no log line for the damaged header:\n{}",
+        server.stderr_tail()
+    );
 }

@@ -15,8 +15,8 @@
 //! [`crate::spool::next_generation`]), so a scan replays them in order.
 //!
 //! - [`record`]: the record format (a header with two CRC-32C checksums, then the payload).
-//! - [`scan`](mod@scan): recovery, which stops at a torn tail and skips a record whose payload
-//!   fails its checksum.
+//! - [`scan`](mod@scan): recovery, which stops at a torn tail, steps over a damaged header to
+//!   the next intact record, and skips a record whose payload fails its checksum.
 //!
 //! - [`LogWriter`]: a worker's writer on its ring, with group commit.
 //!
@@ -137,7 +137,7 @@ pub fn list(spool: &Path) -> Result<Vec<SegmentName>, SpoolError> {
 }
 
 /// Reads a segment back (blocking) and scans it, logging each record skipped for a bad
-/// checksum and a torn tail.
+/// checksum, each damaged header stepped over, and a torn tail.
 pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
     let bytes = fs::read(path).map_err(|e| err("read", path, e))?;
     let scanned = scan::scan(&bytes);
@@ -148,6 +148,15 @@ pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
             id = %s.id,
             kind = ?s.kind,
             "spool: record checksum mismatch; record skipped"
+        );
+    }
+    for d in &scanned.damaged {
+        tracing::error!(
+            path = %path.display(),
+            offset = d.at,
+            resumed = d.resumed,
+            why = d.why,
+            "spool: damaged record header; the scan goes on at the next intact record"
         );
     }
     if let Tail::Torn { at, why } = scanned.tail {

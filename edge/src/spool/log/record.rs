@@ -12,9 +12,10 @@
 //!      46     …  payload
 //! ```
 //!
-//! The header has a checksum of its own so that a damaged length is never followed: a header
-//! that fails its check ends the scan (a torn tail), while a payload that fails its check is
-//! skipped by its trusted length and the scan goes on. A header of zeros is where nothing was
+//! The header has a checksum of its own so that a damaged length is never followed: after a
+//! header that fails its check the scan looks for the next intact record (and, finding none,
+//! calls it a torn tail), while a payload that fails its check is skipped by its trusted length
+//! and the scan goes on. A header of zeros is where nothing was
 //! written yet (segments are preallocated, and unwritten space reads as zeros).
 //!
 //! CRC-32C (Castagnoli) because it detects every burst error up to 32 bits and the CPU has an

@@ -3,12 +3,17 @@
 //! The scan walks from the start of the segment. A record whose header and payload both pass
 //! their checksums is returned. A record whose header passes but whose payload does not is
 //! skipped, by its length, and reported: the rest of the segment is still good. The scan ends at
-//! the first header of zeros (nothing written there yet: a clean end) or at the first header
-//! that is not intact, or runs past the end (a torn tail: what a crash left mid-write).
+//! the first header of zeros (nothing written there yet: a clean end, and what a failed batch
+//! is blanked to) or at a record that runs past the end.
 //!
-//! Why stopping at a torn header loses nothing that was acknowledged: batches are written one
-//! after another, each one synced before the next is written, so a tear can only be in the last
-//! batch, whose senders never got a 250.
+//! A header that is neither zeros nor intact has a length that cannot be trusted, so the scan
+//! looks further on for the next intact record (its magic, a header that passes its checksum
+//! and a payload that passes its own) and goes on from there, reporting the damage: a flipped
+//! bit in the middle of a segment costs the damaged record, not every message after it. When no
+//! intact record follows, the damage is a torn tail: what a crash left mid-write. Stopping there
+//! loses nothing that was acknowledged: batches are written one after another, each one synced
+//! before the next is written, so a tear can only be in the last batch, whose senders never got
+//! a 250.
 
 use super::record::{self, HeaderError, Kind, HEADER_LEN};
 use crate::spool::QueueId;
@@ -39,6 +44,18 @@ pub struct Skipped {
     pub offset: u64,
 }
 
+/// A header that was not intact, followed further on by an intact record where the scan went
+/// on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged {
+    /// Where the damaged header starts.
+    pub at: u64,
+    /// Where the next intact record starts.
+    pub resumed: u64,
+    /// What gave the header away.
+    pub why: &'static str,
+}
+
 /// How the scan ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tail {
@@ -60,6 +77,8 @@ pub struct Scanned {
     pub records: Vec<Found>,
     /// Records skipped for a bad payload checksum, in order.
     pub skipped: Vec<Skipped>,
+    /// Damaged headers stepped over, in order.
+    pub damaged: Vec<Damaged>,
     /// Where the scan stopped: the end of the last record read or skipped.
     pub end: u64,
     /// Why it stopped.
@@ -71,6 +90,7 @@ pub fn scan(segment: &[u8]) -> Scanned {
     let mut out = Scanned {
         records: Vec::new(),
         skipped: Vec::new(),
+        damaged: Vec::new(),
         end: 0,
         tail: Tail::Clean,
     };
@@ -95,13 +115,24 @@ pub fn scan(segment: &[u8]) -> Scanned {
         let header = match record::decode_header(header) {
             Ok(h) => h,
             Err(HeaderError::Empty) => break,
-            Err(HeaderError::Torn(why)) => {
-                out.tail = Tail::Torn {
-                    at: pos as u64,
-                    why,
-                };
-                break;
-            }
+            Err(HeaderError::Torn(why)) => match next_intact(segment, pos + 1) {
+                Some(next) => {
+                    out.damaged.push(Damaged {
+                        at: pos as u64,
+                        resumed: next as u64,
+                        why,
+                    });
+                    pos = next;
+                    continue;
+                }
+                None => {
+                    out.tail = Tail::Torn {
+                        at: pos as u64,
+                        why,
+                    };
+                    break;
+                }
+            },
         };
         let payload_at = pos + HEADER_LEN;
         let Some(payload) = segment.get(payload_at..payload_at + header.len as usize) else {
@@ -130,6 +161,31 @@ pub fn scan(segment: &[u8]) -> Scanned {
         out.end = pos as u64;
     }
     out
+}
+
+/// Where the first intact record at or after `from` starts: its magic, a header that passes
+/// its checksum, and a payload within the segment that passes its own.
+fn next_intact(segment: &[u8], from: usize) -> Option<usize> {
+    let finder = memchr::memmem::Finder::new(&record::MAGIC);
+    let mut at = from;
+    while let Some(found) = segment.get(at..).and_then(|rest| finder.find(rest)) {
+        let start = at + found;
+        let intact = segment
+            .get(start..start + HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+            .and_then(|h| record::decode_header(h).ok())
+            .is_some_and(|header| {
+                let payload_at = start + HEADER_LEN;
+                segment
+                    .get(payload_at..payload_at + header.len as usize)
+                    .is_some_and(|payload| record::payload_ok(&header, payload))
+            });
+        if intact {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -222,14 +278,40 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_header_byte_ends_the_scan_there() {
+    fn a_flipped_header_byte_costs_that_record_and_the_scan_goes_on() {
         let (mut seg, starts) = segment();
         seg[starts[1] + 9] ^= 0x01; // the length
         let s = scan(&seg);
-        assert_eq!(ids(&s), [0]);
-        assert!(
-            matches!(s.tail, Tail::Torn { at, why: "header checksum" } if at == starts[1] as u64)
+        assert_eq!(ids(&s), [0, 2], "the record after the damage is still read");
+        assert_eq!(
+            s.damaged,
+            [Damaged {
+                at: starts[1] as u64,
+                resumed: starts[2] as u64,
+                why: "header checksum"
+            }]
         );
+        assert_eq!(s.tail, Tail::Clean);
+        assert_eq!(s.end, starts[3] as u64);
+        // Damage to the last record's header, with nothing intact after it, is a torn tail.
+        let (mut seg, starts) = segment();
+        seg[starts[2] + 1] ^= 0x01; // the magic
+        let s = scan(&seg);
+        assert_eq!(ids(&s), [0, 1]);
+        assert!(s.damaged.is_empty());
+        assert!(matches!(s.tail, Tail::Torn { at, .. } if at == starts[2] as u64));
+    }
+
+    #[test]
+    fn a_blanked_batch_ends_the_scan_even_with_intact_records_behind_it() {
+        // A batch whose write or sync failed has its first header zeroed: its clients got 451,
+        // so what follows it must never be delivered.
+        let (mut seg, starts) = segment();
+        seg[starts[1]..starts[1] + HEADER_LEN].fill(0);
+        let s = scan(&seg);
+        assert_eq!(ids(&s), [0]);
+        assert!(s.damaged.is_empty());
+        assert_eq!(s.tail, Tail::Clean);
     }
 
     proptest! {
