@@ -16,7 +16,7 @@
 //! is done gets a done mark in the queue's own segment (written at once, synced with the others of the next 100 ms), and
 //! a sealed segment is deleted once as many of its messages are done as it holds: no per-message
 //! unlink. At startup, [`Store::open`] scans every segment (see [`crate::spool::log::scan`]:
-//! a torn tail ends a segment, a damaged header is stepped over to the next intact record, a
+//! a torn tail ends a segment, a header with one flipped bit is repaired, a
 //! record that fails its checksum is skipped and logged, never
 //! delivered), copies each message that is not done into a new segment of its own, syncs it,
 //! and deletes the old segments: segments pinned by long-deferred messages are compacted at

@@ -15,8 +15,8 @@
 //! [`crate::spool::next_generation`]), so a scan replays them in order.
 //!
 //! - [`record`]: the record format (a header with two CRC-32C checksums, then the payload).
-//! - [`scan`](mod@scan): recovery, which stops at a torn tail, steps over a damaged header to
-//!   the next intact record, and skips a record whose payload fails its checksum.
+//! - [`scan`](mod@scan): recovery, which stops at a torn tail, repairs a header with one
+//!   flipped bit, and skips a record whose payload fails its checksum.
 //!
 //! - [`LogWriter`]: a worker's writer on its ring, with group commit.
 //!
@@ -137,7 +137,7 @@ pub fn list(spool: &Path) -> Result<Vec<SegmentName>, SpoolError> {
 }
 
 /// Reads a segment back (blocking) and scans it, logging each record skipped for a bad
-/// checksum, each damaged header stepped over, and a torn tail.
+/// checksum, each damaged header repaired, and a torn tail.
 pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
     let bytes = fs::read(path).map_err(|e| err("read", path, e))?;
     let scanned = scan::scan(&bytes);
@@ -154,9 +154,8 @@ pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
         tracing::error!(
             path = %path.display(),
             offset = d.at,
-            resumed = d.resumed,
             why = d.why,
-            "spool: damaged record header; the scan goes on at the next intact record"
+            "spool: damaged record header repaired (one flipped bit); the scan goes on"
         );
     }
     if let Tail::Torn { at, why } = scanned.tail {
@@ -165,8 +164,9 @@ pub fn recover(path: &Path) -> Result<Scanned, SpoolError> {
     Ok(scanned)
 }
 
-/// Reads one record's payload (blocking) and checks both checksums again: what is delivered is
-/// what was written, or an error (`op` = `decode`).
+/// Reads one record's payload (blocking) and checks both checksums again (a header with one
+/// flipped bit is repaired, as the scan does): what is delivered is what was written, or an
+/// error (`op` = `decode`).
 pub fn read_record(path: &Path, offset: u64) -> Result<(record::Header, Vec<u8>), SpoolError> {
     let file = File::open(path).map_err(|e| err("open", path, e))?;
     read_record_at(&file, path, offset)
@@ -188,8 +188,11 @@ pub fn read_record_at(
             io::Error::new(io::ErrorKind::InvalidData, what),
         )
     };
-    let header =
-        record::decode_header(&header).map_err(|e| bad(format!("record at {offset}: {e}")))?;
+    // A header with one flipped bit is read as recovery read it (repaired), so that what the
+    // scan found can be copied forward and delivered.
+    let header = record::decode_header(&header)
+        .or_else(|e| record::repair(&header).ok_or(e))
+        .map_err(|e| bad(format!("record at {offset}: {e}")))?;
     let mut payload = vec![0u8; header.len as usize];
     file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
         .map_err(|e| err("read", path, e))?;
@@ -362,8 +365,15 @@ mod tests {
         assert_eq!(scanned.end, batch.len() as u64);
         let (h, payload) = read_record(seg.path(), second_at).unwrap();
         assert_eq!((h.id, &payload[..]), (b, &b"message b"[..]));
-        // Flip one payload octet on disk: reading it is an error, never the wrong bytes.
+        // One flipped bit in the first header's length is repaired, as the scan repairs it;
+        // two are an error.
         let f = fs::OpenOptions::new().write(true).open(seg.path()).unwrap();
+        f.write_all_at(&[batch[8] ^ 0x01], 8).unwrap();
+        let (h, payload) = read_record(seg.path(), 0).unwrap();
+        assert_eq!((h.id, &payload[..]), (a, &b"message a"[..]));
+        f.write_all_at(&[batch[8] ^ 0x03], 8).unwrap();
+        assert_eq!(read_record(seg.path(), 0).unwrap_err().op, "decode");
+        // Flip one payload octet on disk: reading it is an error, never the wrong bytes.
         f.write_all_at(b"M", second_at + HEADER_LEN as u64).unwrap();
         let e = read_record(seg.path(), second_at).unwrap_err();
         assert_eq!(e.op, "decode");

@@ -12,10 +12,10 @@
 //!      46     …  payload
 //! ```
 //!
-//! The header has a checksum of its own so that a damaged length is never followed: after a
-//! header that fails its check the scan looks for the next intact record (and, finding none,
-//! calls it a torn tail), while a payload that fails its check is skipped by its trusted length
-//! and the scan goes on. A header of zeros is where nothing was
+//! The header has a checksum of its own so that a damaged length is never followed: a header
+//! that fails its check is repaired if one flipped bit explains it, and is otherwise a torn
+//! tail where the scan stops, while a payload that fails its check is skipped by its trusted
+//! length and the scan goes on. A header of zeros is where nothing was
 //! written yet (segments are preallocated, and unwritten space reads as zeros).
 //!
 //! CRC-32C (Castagnoli) because it detects every burst error up to 32 bits and the CPU has an
@@ -164,6 +164,19 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> Result<Header, HeaderError> {
         id,
         len,
         payload_crc: read_u32(bytes, PAYLOAD_CRC_AT),
+    })
+}
+
+/// The intact header one flipped bit away from `bytes`, if there is one: CRC-32C over these 46
+/// octets has a Hamming distance of at least 6, so a single flipped bit is found and undone
+/// without ambiguity, and a tear (whole sectors of zeros or old data) is never one bit away. A
+/// header of zeros with a bit flipped has none (undoing the flip gives zeros, not a header): a
+/// blanked batch stays blank.
+pub fn repair(bytes: &[u8; HEADER_LEN]) -> Option<Header> {
+    (0..HEADER_LEN * 8).find_map(|bit| {
+        let mut fixed = *bytes;
+        fixed[bit / 8] ^= 1 << (bit % 8);
+        decode_header(&fixed).ok()
     })
 }
 
