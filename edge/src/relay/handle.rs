@@ -17,8 +17,7 @@ use super::{Attempt, RelayConfig, Report};
 const RING_ENTRIES: u32 = 256;
 
 enum Command {
-    Submit(Box<Attempt>),
-    SubmitAll(Vec<Attempt>),
+    Submit(Vec<Attempt>),
     Reconfigure(Arc<RelayConfig>),
     Shutdown(Duration),
 }
@@ -76,8 +75,7 @@ impl Relay {
 async fn serve(shared: Rc<Shared>, mut rx: UnboundedReceiver<Command>) {
     let grace = loop {
         match rx.recv().await {
-            Some(Command::Submit(attempt)) => shared.submit(*attempt),
-            Some(Command::SubmitAll(attempts)) => {
+            Some(Command::Submit(attempts)) => {
                 for attempt in attempts {
                     shared.submit(attempt);
                 }
@@ -110,28 +108,20 @@ impl RelayHandle {
     /// results channel. Tokens of attempts in flight at the same time must differ. Gives the
     /// attempt back if the relay has stopped.
     pub fn submit(&self, attempt: Attempt) -> Result<(), Box<Attempt>> {
-        self.tx
-            .send(Command::Submit(Box::new(attempt)))
-            .map_err(|e| match e.0 {
-                Command::Submit(attempt) => attempt,
-                // The command that failed to send is the one just built.
-                Command::SubmitAll(_) | Command::Reconfigure(_) | Command::Shutdown(_) => {
-                    unreachable!("sent a Submit")
-                }
-            })
+        // What comes back is what was sent: this one attempt.
+        self.submit_all(vec![attempt])
+            .map_err(|mut back| Box::new(back.swap_remove(0)))
     }
 
     /// [`RelayHandle::submit`] for several attempts at once: the relay thread is woken once
     /// for all of them. Gives them back if the relay has stopped.
     pub fn submit_all(&self, attempts: Vec<Attempt>) -> Result<(), Vec<Attempt>> {
         self.tx
-            .send(Command::SubmitAll(attempts))
+            .send(Command::Submit(attempts))
             .map_err(|e| match e.0 {
-                Command::SubmitAll(attempts) => attempts,
+                Command::Submit(attempts) => attempts,
                 // The command that failed to send is the one just built.
-                Command::Submit(_) | Command::Reconfigure(_) | Command::Shutdown(_) => {
-                    unreachable!("sent a SubmitAll")
-                }
+                Command::Reconfigure(_) | Command::Shutdown(_) => unreachable!("sent a Submit"),
             })
     }
 
