@@ -385,6 +385,9 @@ pub fn start(
     })
 }
 
+/// The reply recorded for recipients the relay could not take because it has stopped.
+const RELAY_STOPPED: &str = "451 4.3.0 the relay has stopped";
+
 /// How long a done mark may wait, written but not synced, for others to share its
 /// `fdatasync`. A crash within it loses only marks: those messages are delivered again after
 /// the restart (the at-least-once of every MTA), never lost.
@@ -702,12 +705,11 @@ impl Scheduler {
             None => batch,
         };
         for attempt in refused {
-            let reply = "451 4.3.0 the relay has stopped";
             let outcome = RcptOutcome {
                 verdict: Verdict::Deferred,
                 status: "4.3.0".into(),
-                reply: Some(reply.into()),
-                detail: reply.into(),
+                reply: Some(RELAY_STOPPED.into()),
+                detail: RELAY_STOPPED.into(),
             };
             self.relayed(AttemptResult {
                 token: attempt.token,
@@ -906,7 +908,7 @@ impl Scheduler {
                 continue;
             }
             let reply = if self.relay.is_some() {
-                "451 4.3.0 the relay has stopped"
+                RELAY_STOPPED
             } else {
                 "451 4.4.0 no route to remote destinations"
             };

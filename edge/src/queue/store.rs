@@ -359,8 +359,7 @@ impl Store {
     /// Removes message `id` and its record: its file, or (in the log) a done mark, made durable
     /// by the next [`Store::flush`].
     pub fn remove(&mut self, id: &QueueId) -> Result<(), SpoolError> {
-        let logged = self.places.contains_key(id);
-        match self.places.get(id).copied() {
+        let logged = match self.places.get(id).copied() {
             None => {
                 let path = queue_path(&self.spool, id);
                 match fs::remove_file(&path) {
@@ -368,6 +367,7 @@ impl Store {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(err("remove", &path, e)),
                 }
+                false
             }
             Some(placed) => {
                 log::record::encode(&mut self.marks, Kind::Done, id, &[]);
@@ -382,8 +382,9 @@ impl Store {
                     tally.done += 1;
                     self.reclaim(placed.segment);
                 }
+                true
             }
-        }
+        };
         // Not synced: if this unlink (or done mark) is lost in a crash, the restart finds every
         // recipient final, or the record without its message, and removes it again.
         if !self.stateful.remove(id) {
