@@ -484,6 +484,39 @@ fn passes(p: Option<([u64; 3], u64)>) -> String {
     p.map_or("-".into(), |([s, d, m], n)| format!("{s}, {d}, {m} of {n}"))
 }
 
+/// One round's cells, for both reports: round, off, tag, postfix, tag/off, tag/postfix, passes.
+fn cells(r: &Round) -> [String; 7] {
+    [
+        r.round.to_string(),
+        cell(r.off, 0, ""),
+        cell(r.tag, 0, ""),
+        cell(r.postfix, 0, ""),
+        cell(r.tag_off(), 2, "x"),
+        cell(r.tag_postfix(), 2, "x"),
+        passes(r.passes),
+    ]
+}
+
+/// The ratio lines of both reports (`colon` after the label in Markdown): checks on vs off,
+/// then, when Postfix ran, checks on vs Postfix with the goal.
+fn ratio_lines(rs: &[Round], colon: &str) -> Vec<String> {
+    let on_off: Vec<f64> = rs.iter().filter_map(Round::tag_off).collect();
+    let vs: Vec<f64> = rs.iter().filter_map(Round::tag_postfix).collect();
+    let mut lines = vec![ratio_line(
+        &format!("checks at tag / checks off, throughput{colon}"),
+        &on_off,
+        None,
+    )];
+    if !vs.is_empty() {
+        lines.push(ratio_line(
+            &format!("checks at tag / postfix, throughput{colon}"),
+            &vs,
+            Some(GOAL),
+        ));
+    }
+    lines
+}
+
 /// The text report of t: per round, then the ratios (checks on vs off; vs Postfix, with the
 /// goal), and with the zone how many DNS queries dnsmasq answered over all of t's runs.
 pub fn render(t: &mut String, rs: &[Round], zone: Option<&Zone>) {
@@ -507,31 +540,14 @@ pub fn render(t: &mut String, rs: &[Round], zone: Option<&Zone>) {
         "tag/postfix"
     );
     for r in rs {
+        let [round, off, tag, postfix, tag_off, tag_postfix, passes] = cells(r);
         let _ = writeln!(
             t,
-            "{:>3} {:>10} {:>10} {:>10} {:>8} {:>12}  {}",
-            r.round,
-            cell(r.off, 0, ""),
-            cell(r.tag, 0, ""),
-            cell(r.postfix, 0, ""),
-            cell(r.tag_off(), 2, "x"),
-            cell(r.tag_postfix(), 2, "x"),
-            passes(r.passes)
+            "{round:>3} {off:>10} {tag:>10} {postfix:>10} {tag_off:>8} {tag_postfix:>12}  {passes}"
         );
     }
-    let on_off: Vec<f64> = rs.iter().filter_map(Round::tag_off).collect();
-    let _ = writeln!(
-        t,
-        "  {}",
-        ratio_line("checks at tag / checks off, throughput", &on_off, None)
-    );
-    let vs: Vec<f64> = rs.iter().filter_map(Round::tag_postfix).collect();
-    if !vs.is_empty() {
-        let _ = writeln!(
-            t,
-            "  {}",
-            ratio_line("checks at tag / postfix, throughput", &vs, Some(GOAL))
-        );
+    for line in ratio_lines(rs, "") {
+        let _ = writeln!(t, "  {line}");
     }
 }
 
@@ -545,31 +561,10 @@ pub fn markdown(rs: &[Round]) -> String {
          |---|---|---|---|---|---|---|\n",
     );
     for r in rs {
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.round,
-            cell(r.off, 0, ""),
-            cell(r.tag, 0, ""),
-            cell(r.postfix, 0, ""),
-            cell(r.tag_off(), 2, "x"),
-            cell(r.tag_postfix(), 2, "x"),
-            passes(r.passes)
-        );
+        let _ = writeln!(t, "| {} |", cells(r).join(" | "));
     }
-    let on_off: Vec<f64> = rs.iter().filter_map(Round::tag_off).collect();
-    let _ = writeln!(
-        t,
-        "\n{}",
-        ratio_line("checks at tag / checks off, throughput:", &on_off, None)
-    );
-    let vs: Vec<f64> = rs.iter().filter_map(Round::tag_postfix).collect();
-    if !vs.is_empty() {
-        let _ = writeln!(
-            t,
-            "\n{}",
-            ratio_line("checks at tag / postfix, throughput:", &vs, Some(GOAL))
-        );
+    for line in ratio_lines(rs, ":") {
+        let _ = writeln!(t, "\n{line}");
     }
     t
 }
@@ -709,5 +704,13 @@ mod tests {
             "{md}"
         );
         assert_eq!(markdown(&[]), "");
+        // The text report has the same cells, lined up.
+        let mut text = String::new();
+        render(&mut text, &rs, None);
+        assert!(text.contains("  1       2000       1800        600    0.90x        3.00x  5000, 5000, 5000 of 5000"), "{text}");
+        assert!(
+            text.contains("  checks at tag / checks off, throughput 1.00x (runs 0.90x, 1.10x)"),
+            "{text}"
+        );
     }
 }
