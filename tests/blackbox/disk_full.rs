@@ -293,10 +293,7 @@ fn a_restart_with_less_room_than_the_queued_mail_still_delivers_it() {
         assert_eq!(r.code, 250, "{token}: {r:?}");
         tokens.push(token);
     }
-    wait_until(DELIVERY_DEADLINE, || {
-        (server.stderr_all().matches("status=deferred").count() >= MESSAGES).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not every message deferred:\n{}", server.stderr_tail()));
+    server.wait_for_log("status=deferred", MESSAGES, DELIVERY_DEADLINE);
     server.sigkill();
 
     // Less room than the queued mail takes, but some: the disk a busy server is left with.

@@ -109,10 +109,7 @@ fn ehlo_with_terminal_escapes_is_refused_and_never_echoed_or_logged_raw() {
     assert_eq!(c.cmd("QUIT").code, 221);
     drop(c);
     // The session line is written when the session ends; wait for it.
-    crate::harness::wait_until(REPLY_DEADLINE, || {
-        server.stderr_all().contains("my_pc").then_some(())
-    })
-    .unwrap_or_else(|| panic!("no session log line\n{}", server.stderr_tail()));
+    server.wait_for_log("my_pc", 1, REPLY_DEADLINE);
     let log = server.stderr_all();
     assert!(
         !log.contains('\x1b') && !log.contains('\x07'),

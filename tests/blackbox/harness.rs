@@ -709,6 +709,20 @@ impl Server {
         fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// Waits (at most `deadline`) until the log holds `needle` at least `count` times; panics
+    /// with the log's tail if it does not.
+    pub fn wait_for_log(&self, needle: &str, count: usize, deadline: Duration) {
+        wait_until(deadline, || {
+            (self.stderr_all().matches(needle).count() >= count).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "not {count} log lines {needle:?} within {deadline:?}\n{}",
+                self.stderr_tail()
+            )
+        });
+    }
+
     /// Everything the server wrote to stderr so far (all starts), for failure messages.
     pub fn stderr_tail(&self) -> String {
         let log = fs::read_to_string(&self.stderr_log).unwrap_or_default();

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{run_bin, wait_for_maildir, wait_until, Opts, Server, DELIVERY_DEADLINE};
+use crate::harness::{run_bin, wait_for_maildir, Opts, Server, DELIVERY_DEADLINE};
 use crate::maildir::{assert_delivered, new_dir, sample_message};
 use crate::session::{dot_stuff, SmtpConn};
 
@@ -41,15 +41,7 @@ fn edit_config(server: &Server, from: &str, to: &str) {
 fn sighup_and_wait(server: &Server, needle: &str) {
     let before = server.stderr_all().matches(needle).count();
     server.signal(libc::SIGHUP);
-    wait_until(RELOAD_DEADLINE, || {
-        (server.stderr_all().matches(needle).count() > before).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no log line {needle:?} within {RELOAD_DEADLINE:?} of SIGHUP\n{}",
-            server.stderr_tail()
-        )
-    });
+    server.wait_for_log(needle, before + 1, RELOAD_DEADLINE);
 }
 
 /// The reply to `RCPT TO:<rcpt>` on a new session.

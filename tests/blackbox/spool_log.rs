@@ -16,8 +16,8 @@ use smtp_edge::spool::log::record::{encode, Kind};
 use smtp_edge::spool::QueueId;
 
 use crate::harness::{
-    log_records, log_segments, wait_for_maildir, wait_until, LogRecord, Opts, Server,
-    DELIVERY_DEADLINE, LOG_HEADER_LEN,
+    log_records, log_segments, wait_for_maildir, LogRecord, Opts, Server, DELIVERY_DEADLINE,
+    LOG_HEADER_LEN,
 };
 use crate::maildir::{new_dir, sample_message, tokens_in};
 use crate::session::{dot_stuff, SmtpConn};
@@ -49,10 +49,7 @@ fn killed_with_queued_mail() -> (Server, Vec<String>, PathBuf) {
         assert_eq!(r.code, 250, "{token}: {r:?}");
         tokens.push(token);
     }
-    wait_until(DELIVERY_DEADLINE, || {
-        (server.stderr_all().matches("status=deferred").count() >= MESSAGES).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not every message deferred:\n{}", server.stderr_tail()));
+    server.wait_for_log("status=deferred", MESSAGES, DELIVERY_DEADLINE);
     server.sigkill();
     (server, tokens, blocker)
 }

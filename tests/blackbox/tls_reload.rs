@@ -39,19 +39,6 @@ fn wait_served(server: &Server, want: &TestCert, what: &str) {
     });
 }
 
-/// Waits until the server's log holds `needle` more than `before` times.
-fn wait_log(server: &Server, needle: &str, before: usize) {
-    wait_until(RELOAD_DEADLINE, || {
-        (server.stderr_all().matches(needle).count() > before).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no log line {needle:?} within {RELOAD_DEADLINE:?}\n{}",
-            server.stderr_tail()
-        )
-    });
-}
-
 /// Two certificates A and B for `mx.a.test`, and `live`, the pair of files the config names,
 /// holding A.
 fn two_certs_a_live(dir: &Path) -> (TestCert, TestCert, TestCert) {
@@ -138,7 +125,7 @@ fn sighup_with_a_broken_key_keeps_the_current_certificate() {
     let needle = "configuration refused";
     let before = server.stderr_all().matches(needle).count();
     server.signal(libc::SIGHUP);
-    wait_log(&server, needle, before);
+    server.wait_for_log(needle, before + 1, RELOAD_DEADLINE);
     assert_eq!(
         served_cert(&server),
         a.der(),
@@ -150,7 +137,7 @@ fn sighup_with_a_broken_key_keeps_the_current_certificate() {
     fs::copy(&a.key, &live.key).unwrap();
     let before = server.stderr_all().matches(needle).count();
     server.signal(libc::SIGHUP);
-    wait_log(&server, needle, before);
+    server.wait_for_log(needle, before + 1, RELOAD_DEADLINE);
     assert_eq!(
         served_cert(&server),
         a.der(),
