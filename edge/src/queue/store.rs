@@ -63,12 +63,9 @@ pub struct Store {
     journal: Option<Segment>,
     /// The sequence number of the next segment of the queue's own.
     next_journal: u32,
-    /// Something was appended to the queue's own segment since the last sync.
-    unsynced: bool,
-    /// When the oldest of the writes not yet synced was made.
+    /// When the oldest done mark not yet synced was written (or the last failed sync was
+    /// tried, to pace the next); `None` when everything written is synced.
     unsynced_since: Option<Instant>,
-    /// The done mark being written, a buffer kept from one to the next.
-    marks: Vec<u8>,
     /// Workers' segments of this run: how many messages each holds once sealed, how many are done.
     segments: HashMap<SegmentName, Tally>,
     /// Segments open for reading, kept until they are deleted: opening one by path for every
@@ -114,9 +111,7 @@ impl Store {
             places: HashMap::new(),
             journal: None,
             next_journal: 0,
-            unsynced: false,
             unsynced_since: None,
-            marks: Vec::new(),
             segments: HashMap::new(),
             readers: HashMap::new(),
             stateful: HashSet::new(),
@@ -370,13 +365,12 @@ impl Store {
                 false
             }
             Some(placed) => {
-                log::record::encode(&mut self.marks, Kind::Done, id, &[]);
                 // Written now, synced later (see `unsynced_for`): a process killed after this
                 // returns, anywhere in the rest of the scheduler's pass (its Maildir syncs,
                 // records, notices), does not send the message again. It is also written
                 // before the record goes below, which would otherwise bring the message back
                 // with every recipient pending.
-                self.write_marks()?;
+                self.write_mark(id)?;
                 self.places.remove(id);
                 if let Some(tally) = self.segments.get_mut(&placed.segment) {
                     tally.done += 1;
@@ -404,19 +398,13 @@ impl Store {
         }
     }
 
-    /// Writes the done mark in `marks`; not synced. If the write fails it is dropped: that
+    /// Writes the done mark of `id`; not synced. If the write fails it is dropped: that
     /// message may be delivered again after a restart, as when a mark is written but not yet
     /// synced.
-    fn write_marks(&mut self) -> Result<(), SpoolError> {
-        if self.marks.is_empty() {
-            return Ok(());
-        }
-        let mut marks = std::mem::take(&mut self.marks);
-        let written = self.append(&marks);
-        marks.clear();
-        self.marks = marks;
-        written?;
-        self.unsynced = true;
+    fn write_mark(&mut self, id: &QueueId) -> Result<(), SpoolError> {
+        let mut mark = Vec::with_capacity(HEADER_LEN);
+        log::record::encode(&mut mark, Kind::Done, id, &[]);
+        self.append(&mark)?;
         self.unsynced_since.get_or_insert_with(clock::now);
         Ok(())
     }
@@ -424,18 +412,14 @@ impl Store {
     /// How long done marks have been written and not synced (since the last failed sync, if
     /// one failed), if any are.
     pub fn unsynced_for(&self, now: Instant) -> Option<Duration> {
-        self.unsynced
-            .then(|| {
-                self.unsynced_since
-                    .map(|t| now.saturating_duration_since(t))
-            })
-            .flatten()
+        self.unsynced_since
+            .map(|t| now.saturating_duration_since(t))
     }
 
     /// Makes the done marks written since the last call durable: one `fdatasync` for all of
     /// them.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
-        if !self.unsynced {
+        if self.unsynced_since.is_none() {
             return Ok(());
         }
         if let Some(journal) = &self.journal {
@@ -446,7 +430,6 @@ impl Store {
                 return Err(e);
             }
         }
-        self.unsynced = false;
         self.unsynced_since = None;
         Ok(())
     }
@@ -462,7 +445,6 @@ impl Store {
         if let Some(journal) = &self.journal {
             journal.sync()?;
         }
-        self.unsynced = false;
         self.unsynced_since = None;
         self.places.insert(id, placed);
         Ok(id)
